@@ -1,0 +1,953 @@
+
+/*
+ * Directives, configuration and process hooks.
+ */
+
+
+#include "ngx_http_rate_limit_module.h"
+
+
+#define NGX_HTTP_RATE_LIMIT_REDIS_PORT     6379
+#define NGX_HTTP_RATE_LIMIT_REDIS_TIMEOUT  50
+#define NGX_HTTP_RATE_LIMIT_REDIS_PREFIX   "rl"
+
+
+static ngx_int_t ngx_http_rate_limit_add_variables(ngx_conf_t *cf);
+static void *ngx_http_rate_limit_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_rate_limit_init_main_conf(ngx_conf_t *cf, void *conf);
+static void *ngx_http_rate_limit_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_rate_limit_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_rate_limit_redis(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_rate_limit_status(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_rate_limit_log_level(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_http_rate_limit_zone_t *ngx_http_rate_limit_zone_get(
+    ngx_conf_t *cf, ngx_http_rate_limit_main_conf_t *rmcf, ngx_str_t *name);
+static ngx_int_t ngx_http_rate_limit_init(ngx_conf_t *cf);
+static ngx_int_t ngx_http_rate_limit_init_process(ngx_cycle_t *cycle);
+static void ngx_http_rate_limit_exit_process(ngx_cycle_t *cycle);
+
+
+static ngx_command_t  ngx_http_rate_limit_commands[] = {
+
+    { ngx_string("rate_limit_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_http_rate_limit_zone,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("rate_limit"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_rate_limit,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("rate_limit_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_rate_limit_redis,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("rate_limit_status"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_rate_limit_status,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_rate_limit_loc_conf_t, status),
+      NULL },
+
+    { ngx_string("rate_limit_headers"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_rate_limit_loc_conf_t, headers),
+      NULL },
+
+    { ngx_string("rate_limit_dry_run"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_rate_limit_loc_conf_t, dry_run),
+      NULL },
+
+    { ngx_string("rate_limit_log_level"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_rate_limit_log_level,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_rate_limit_loc_conf_t, log_level),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_rate_limit_module_ctx = {
+    ngx_http_rate_limit_add_variables,     /* preconfiguration */
+    ngx_http_rate_limit_init,              /* postconfiguration */
+
+    ngx_http_rate_limit_create_main_conf,  /* create main configuration */
+    ngx_http_rate_limit_init_main_conf,    /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_rate_limit_create_loc_conf,   /* create location configuration */
+    ngx_http_rate_limit_merge_loc_conf     /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_rate_limit_module = {
+    NGX_MODULE_V1,
+    &ngx_http_rate_limit_module_ctx,       /* module context */
+    ngx_http_rate_limit_commands,          /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_rate_limit_init_process,      /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_rate_limit_exit_process,      /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_conf_enum_t  ngx_http_rate_limit_log_levels[] = {
+    { ngx_string("info"), NGX_LOG_INFO },
+    { ngx_string("notice"), NGX_LOG_NOTICE },
+    { ngx_string("warn"), NGX_LOG_WARN },
+    { ngx_string("error"), NGX_LOG_ERR },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_http_variable_t  ngx_http_rate_limit_vars[] = {
+
+    { ngx_string("rate_limit_status"), NULL,
+      ngx_http_rate_limit_status_variable, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+      ngx_http_null_variable
+};
+
+
+static ngx_int_t
+ngx_http_rate_limit_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_http_rate_limit_vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}
+
+
+static void *
+ngx_http_rate_limit_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_rate_limit_main_conf_t  *rmcf;
+
+    rmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_rate_limit_main_conf_t));
+    if (rmcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     rmcf->redis = NULL;
+     *     rmcf->redis_zones = 0;
+     */
+
+    if (ngx_array_init(&rmcf->zones, cf->pool, 4,
+                       sizeof(ngx_http_rate_limit_zone_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    if (ngx_array_init(&rmcf->refs, cf->pool, 4,
+                       sizeof(ngx_http_rate_limit_limit_t))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return rmcf;
+}
+
+
+/*
+ * Runs once the whole http block is parsed: zones may be defined after the
+ * lines that use them, so references and backends are checked here.
+ */
+static char *
+ngx_http_rate_limit_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_rate_limit_main_conf_t *rmcf = conf;
+
+    ngx_uint_t                    i;
+    ngx_http_rate_limit_zone_t   *zone, **zones;
+    ngx_http_rate_limit_limit_t  *limit;
+
+    zones = rmcf->zones.elts;
+
+    for (i = 0; i < rmcf->zones.nelts; i++) {
+        zone = zones[i];
+
+        if (!zone->defined) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "unknown zone \"%V\" in \"rate_limit\" directive "
+                          "in %V:%ui", &zone->name, &zone->file, zone->line);
+            return NGX_CONF_ERROR;
+        }
+
+        if (zone->backend == NGX_HTTP_RATE_LIMIT_BACKEND_UNSET) {
+            zone->backend = rmcf->redis ? NGX_HTTP_RATE_LIMIT_BACKEND_REDIS
+                                        : NGX_HTTP_RATE_LIMIT_BACKEND_LOCAL;
+        }
+
+        if (zone->backend != NGX_HTTP_RATE_LIMIT_BACKEND_REDIS) {
+            continue;
+        }
+
+        if (rmcf->redis == NULL) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "\"rate_limit_zone\" directive: zone \"%V\" uses "
+                          "\"backend=redis\" but \"rate_limit_redis\" is not "
+                          "set in %V:%ui", &zone->name, &zone->file,
+                          zone->line);
+            return NGX_CONF_ERROR;
+        }
+
+        zone->redis_prefix.len = rmcf->redis->prefix.len + zone->name.len + 2;
+        zone->redis_prefix.data = ngx_pnalloc(cf->pool,
+                                              zone->redis_prefix.len);
+        if (zone->redis_prefix.data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_sprintf(zone->redis_prefix.data, "%V:%V:",
+                    &rmcf->redis->prefix, &zone->name);
+
+        rmcf->redis_zones++;
+    }
+
+    limit = rmcf->refs.elts;
+
+    for (i = 0; i < rmcf->refs.nelts; i++, limit++) {
+
+        if (limit->cost > limit->zone->params.burst) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "invalid cost \"%ui\" in \"rate_limit\" directive: "
+                          "it exceeds the burst %uL of zone \"%V\", so no "
+                          "request could ever pass, in %V:%ui", limit->cost,
+                          limit->zone->params.burst, &limit->zone->name,
+                          &limit->file, limit->line);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_http_rate_limit_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_rate_limit_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_rate_limit_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->limits = NULL;
+     */
+
+    conf->status = NGX_CONF_UNSET_UINT;
+    conf->headers = NGX_CONF_UNSET;
+    conf->dry_run = NGX_CONF_UNSET;
+    conf->log_level = NGX_CONF_UNSET_UINT;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_rate_limit_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_rate_limit_loc_conf_t *prev = parent;
+    ngx_http_rate_limit_loc_conf_t *conf = child;
+
+    ngx_conf_merge_ptr_value(conf->limits, prev->limits, NULL);
+
+    ngx_conf_merge_uint_value(conf->status, prev->status,
+                              NGX_HTTP_TOO_MANY_REQUESTS);
+    ngx_conf_merge_value(conf->headers, prev->headers, 1);
+    ngx_conf_merge_value(conf->dry_run, prev->dry_run, 0);
+    ngx_conf_merge_uint_value(conf->log_level, prev->log_level, NGX_LOG_ERR);
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_http_rate_limit_zone_t *
+ngx_http_rate_limit_zone_get(ngx_conf_t *cf,
+    ngx_http_rate_limit_main_conf_t *rmcf, ngx_str_t *name)
+{
+    ngx_uint_t                   i;
+    ngx_http_rate_limit_zone_t  *zone, **zones;
+
+    zones = rmcf->zones.elts;
+
+    for (i = 0; i < rmcf->zones.nelts; i++) {
+        if (zones[i]->name.len == name->len
+            && ngx_strncmp(zones[i]->name.data, name->data, name->len) == 0)
+        {
+            return zones[i];
+        }
+    }
+
+    zone = ngx_pcalloc(cf->pool, sizeof(ngx_http_rate_limit_zone_t));
+    if (zone == NULL) {
+        return NULL;
+    }
+
+    zone->name = *name;
+    zone->file = cf->conf_file->file.name;
+    zone->line = cf->conf_file->line;
+
+    zones = ngx_array_push(&rmcf->zones);
+    if (zones == NULL) {
+        return NULL;
+    }
+
+    *zones = zone;
+
+    return zone;
+}
+
+
+static ngx_int_t
+ngx_http_rate_limit_format_args(ngx_conf_t *cf,
+    ngx_http_rate_limit_zone_t *zone)
+{
+    u_char    *p;
+    uint64_t   window;
+
+    p = ngx_pnalloc(cf->pool, NGX_INT64_LEN + 8);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    zone->interval_arg.data = p;
+    zone->interval_arg.len = ngx_sprintf(p, "%.3f", zone->params.interval_us)
+                             - p;
+
+    p = ngx_pnalloc(cf->pool, NGX_INT64_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    zone->burst_arg.data = p;
+    zone->burst_arg.len = ngx_sprintf(p, "%uL", zone->params.burst) - p;
+
+    /* the draft's window: the time in which a full quota is refilled */
+    window = (uint64_t) (zone->params.interval_us * zone->params.burst
+                         + 999999) / 1000000;
+    if (window == 0) {
+        window = 1;
+    }
+
+    p = ngx_pnalloc(cf->pool, zone->name.len + 2 * NGX_INT64_LEN + 16);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    zone->policy.data = p;
+    zone->policy.len = ngx_sprintf(p, "\"%V\";q=%uL;w=%uL", &zone->name,
+                                   zone->params.burst, window)
+                       - p;
+
+    return NGX_OK;
+}
+
+
+static char *
+ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_rate_limit_main_conf_t *rmcf = conf;
+
+    u_char                            *p;
+    char                               err[NGX_HTTP_RATE_LIMIT_ERR_LEN];
+    ssize_t                            size;
+    ngx_int_t                          burst;
+    ngx_str_t                         *value, name, s;
+    ngx_uint_t                         i, have_rate;
+    ngx_http_rate_limit_zone_t        *zone;
+    ngx_http_compile_complex_value_t   ccv;
+
+    value = cf->args->elts;
+
+    size = 0;
+    burst = 0;
+    have_rate = 0;
+    ngx_str_null(&name);
+
+    zone = NULL;
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "zone=", 5) == 0) {
+
+            name.data = value[i].data + 5;
+
+            p = (u_char *) ngx_strchr(name.data, ':');
+
+            if (p == NULL || p == name.data) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid zone \"%V\", expected "
+                                   "\"zone=NAME:SIZE\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            name.len = p - name.data;
+
+            s.data = p + 1;
+            s.len = value[i].data + value[i].len - s.data;
+
+            size = ngx_parse_size(&s);
+
+            if (size == NGX_ERROR) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid zone size \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            if (size < (ssize_t) (8 * ngx_pagesize)) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "zone \"%V\" is too small", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "rate=", 5) == 0) {
+            have_rate = 1;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "burst=", 6) == 0) {
+
+            burst = ngx_atoi(value[i].data + 6, value[i].len - 6);
+            if (burst <= 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid burst \"%V\", expected a whole "
+                                   "number above zero", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "backend=redis") == 0
+            || ngx_strcmp(value[i].data, "backend=local") == 0
+            || ngx_strcmp(value[i].data, "on_failure=open") == 0
+            || ngx_strcmp(value[i].data, "on_failure=closed") == 0)
+        {
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\"", &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (name.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" must have \"zone\" parameter",
+                           &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (!have_rate) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" must have \"rate\" parameter",
+                           &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    zone = ngx_http_rate_limit_zone_get(cf, rmcf, &name);
+    if (zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (zone->defined) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "duplicate zone \"%V\"", &name);
+        return NGX_CONF_ERROR;
+    }
+
+    zone->defined = 1;
+    zone->on_failure = NGX_HTTP_RATE_LIMIT_FAILURE_OPEN;
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "rate=", 5) == 0) {
+            if (ngx_http_rate_limit_parse_rate((char *) value[i].data + 5,
+                                               value[i].len - 5, &zone->rate,
+                                               err, sizeof(err))
+                != NGX_HTTP_RATE_LIMIT_OK)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid rate \"%V\": %s", &value[i], err);
+                return NGX_CONF_ERROR;
+            }
+
+        } else if (ngx_strcmp(value[i].data, "backend=redis") == 0) {
+            zone->backend = NGX_HTTP_RATE_LIMIT_BACKEND_REDIS;
+
+        } else if (ngx_strcmp(value[i].data, "backend=local") == 0) {
+            zone->backend = NGX_HTTP_RATE_LIMIT_BACKEND_LOCAL;
+
+        } else if (ngx_strcmp(value[i].data, "on_failure=closed") == 0) {
+            zone->on_failure = NGX_HTTP_RATE_LIMIT_FAILURE_CLOSED;
+        }
+    }
+
+    if (ngx_http_rate_limit_make_params(&zone->rate, (uint64_t) burst,
+                                        &zone->params, err, sizeof(err))
+        != NGX_HTTP_RATE_LIMIT_OK)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid rate or burst in zone \"%V\": %s",
+                           &name, err);
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_rate_limit_format_args(cf, zone) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+
+    ccv.cf = cf;
+    ccv.value = &value[1];
+    ccv.complex_value = &zone->key;
+
+    if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    zone->shm_zone = ngx_shared_memory_add(cf, &name, size,
+                                           &ngx_http_rate_limit_module);
+    if (zone->shm_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (zone->shm_zone->data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "duplicate zone \"%V\"", &name);
+        return NGX_CONF_ERROR;
+    }
+
+    zone->shm_zone->init = ngx_http_rate_limit_init_zone;
+    zone->shm_zone->data = zone;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_rate_limit_loc_conf_t *rlcf = conf;
+
+    u_char                            *p;
+    ngx_int_t                          cost;
+    ngx_str_t                         *value, name;
+    ngx_uint_t                         i;
+    ngx_http_rate_limit_limit_t       *limit, *ref;
+    ngx_http_rate_limit_main_conf_t   *rmcf;
+
+    value = cf->args->elts;
+
+    ngx_str_null(&name);
+    cost = 1;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "zone=", 5) == 0) {
+            name.data = value[i].data + 5;
+            name.len = value[i].len - 5;
+
+            if (name.len == 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid zone \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "cost=", 5) == 0) {
+
+            cost = ngx_atoi(value[i].data + 5, value[i].len - 5);
+            if (cost <= 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid cost \"%V\", expected a whole "
+                                   "number above zero", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\"", &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (name.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" must have \"zone\" parameter",
+                           &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (rlcf->limits == NULL) {
+        rlcf->limits = ngx_array_create(cf->pool, 2,
+                                        sizeof(ngx_http_rate_limit_limit_t));
+        if (rlcf->limits == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    rmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_rate_limit_module);
+
+    limit = rlcf->limits->elts;
+
+    for (i = 0; i < rlcf->limits->nelts; i++) {
+        if (limit[i].zone->name.len == name.len
+            && ngx_strncmp(limit[i].zone->name.data, name.data, name.len)
+               == 0)
+        {
+            return "is duplicate";
+        }
+    }
+
+    limit = ngx_array_push(rlcf->limits);
+    if (limit == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    limit->zone = ngx_http_rate_limit_zone_get(cf, rmcf, &name);
+    if (limit->zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    limit->cost = cost;
+    limit->file = cf->conf_file->file.name;
+    limit->line = cf->conf_file->line;
+
+    p = ngx_pnalloc(cf->pool, NGX_INT_T_LEN);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    limit->cost_arg.data = p;
+    limit->cost_arg.len = ngx_sprintf(p, "%ui", limit->cost) - p;
+
+    ref = ngx_array_push(&rmcf->refs);
+    if (ref == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    /* a copy: the limits array may move as more lines are added */
+    *ref = *limit;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_rate_limit_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_rate_limit_main_conf_t *rmcf = conf;
+
+    u_char                            *p;
+    ngx_int_t                          n;
+    ngx_str_t                         *value, s;
+    ngx_url_t                          u;
+    ngx_uint_t                         i;
+    ngx_http_rate_limit_redis_conf_t  *rcf;
+
+    if (rmcf->redis) {
+        return "is duplicate";
+    }
+
+    rcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_rate_limit_redis_conf_t));
+    if (rcf == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    value = cf->args->elts;
+
+    rcf->address = value[1];
+    rcf->timeout = NGX_HTTP_RATE_LIMIT_REDIS_TIMEOUT;
+    ngx_str_set(&rcf->prefix, NGX_HTTP_RATE_LIMIT_REDIS_PREFIX);
+
+    if (ngx_strncmp(value[1].data, "unix:", 5) == 0) {
+
+        if (value[1].len == 5) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid address \"%V\": no socket path",
+                               &value[1]);
+            return NGX_CONF_ERROR;
+        }
+
+        /* cf->args values are NUL ended */
+        rcf->unix_path.data = value[1].data + 5;
+        rcf->unix_path.len = value[1].len - 5;
+
+    } else {
+        ngx_memzero(&u, sizeof(ngx_url_t));
+
+        u.url = value[1];
+        u.default_port = NGX_HTTP_RATE_LIMIT_REDIS_PORT;
+
+        /* resolving now keeps a blocking getaddrinfo() out of workers */
+        if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0
+            || u.no_port)
+        {
+            if (u.err) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid address \"%V\": %s",
+                                   &value[1], u.err);
+
+            } else {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid address \"%V\"", &value[1]);
+            }
+
+            return NGX_CONF_ERROR;
+        }
+
+        p = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
+        if (p == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        rcf->host.data = p;
+        rcf->host.len = ngx_sock_ntop(u.addrs[0].sockaddr,
+                                      u.addrs[0].socklen, p,
+                                      NGX_SOCKADDR_STRLEN, 0);
+        p[rcf->host.len] = '\0';
+        rcf->port = u.port;
+    }
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "password=env:", 13) == 0) {
+            rcf->password_env.data = value[i].data + 13;
+            rcf->password_env.len = value[i].len - 13;
+
+            if (rcf->password_env.len == 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid parameter \"%V\": no variable "
+                                   "name", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "password=", 9) == 0) {
+            rcf->password.data = value[i].data + 9;
+            rcf->password.len = value[i].len - 9;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "db=", 3) == 0) {
+            n = ngx_atoi(value[i].data + 3, value[i].len - 3);
+            if (n == NGX_ERROR) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid database \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            rcf->db = n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "timeout=", 8) == 0) {
+            s.data = value[i].data + 8;
+            s.len = value[i].len - 8;
+
+            rcf->timeout = ngx_parse_time(&s, 0);
+            if (rcf->timeout == (ngx_msec_t) NGX_ERROR || rcf->timeout == 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid timeout \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "prefix=", 7) == 0) {
+            rcf->prefix.data = value[i].data + 7;
+            rcf->prefix.len = value[i].len - 7;
+
+            if (rcf->prefix.len == 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid prefix \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        /* the value may be a password: name only the parameter */
+        p = (u_char *) ngx_strchr(value[i].data, '=');
+        s.data = value[i].data;
+        s.len = p ? (size_t) (p - value[i].data) : value[i].len;
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\"", &s);
+        return NGX_CONF_ERROR;
+    }
+
+    rmcf->redis = rcf;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_rate_limit_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_rate_limit_loc_conf_t *rlcf = conf;
+
+    ngx_int_t   status;
+    ngx_str_t  *value;
+
+    if (rlcf->status != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    status = ngx_atoi(value[1].data, value[1].len);
+
+    if (status < 400 || status > 599) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid status \"%V\", expected a code from 400 "
+                           "to 599", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    rlcf->status = status;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_rate_limit_log_level(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_rate_limit_loc_conf_t *rlcf = conf;
+
+    ngx_str_t        *value;
+    ngx_conf_enum_t  *e;
+
+    if (rlcf->log_level != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    for (e = ngx_http_rate_limit_log_levels; e->name.len; e++) {
+        if (e->name.len == value[1].len
+            && ngx_strcmp(e->name.data, value[1].data) == 0)
+        {
+            rlcf->log_level = e->value;
+            return NGX_CONF_OK;
+        }
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid log level \"%V\", expected \"info\", "
+                       "\"notice\", \"warn\" or \"error\"", &value[1]);
+
+    return NGX_CONF_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_rate_limit_init(ngx_conf_t *cf)
+{
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    /* like limit_req: before access checks, so "satisfy any" cannot skip it */
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_PREACCESS_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_rate_limit_handler;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_rate_limit_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_rate_limit_main_conf_t  *rmcf;
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    rmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_rate_limit_module);
+
+    if (rmcf == NULL || rmcf->redis == NULL || rmcf->redis_zones == 0) {
+        return NGX_OK;
+    }
+
+    return ngx_http_rate_limit_redis_init_process(cycle, rmcf->redis);
+}
+
+
+static void
+ngx_http_rate_limit_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_rate_limit_redis_exit_process();
+}
