@@ -426,8 +426,9 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
             if (p == NULL || p == name.data) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid zone \"%V\", expected "
-                                   "\"zone=NAME:SIZE\"", &value[i]);
+                                   "invalid zone \"%V\" in \"%V\" directive, "
+                                   "expected \"zone=NAME:SIZE\"",
+                                   &value[i], &cmd->name);
                 return NGX_CONF_ERROR;
             }
 
@@ -440,13 +441,15 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
             if (size == NGX_ERROR) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid zone size \"%V\"", &value[i]);
+                                   "invalid zone size \"%V\" in \"%V\" "
+                                   "directive", &value[i], &cmd->name);
                 return NGX_CONF_ERROR;
             }
 
             if (size < (ssize_t) (8 * ngx_pagesize)) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "zone \"%V\" is too small", &value[i]);
+                                   "zone \"%V\" in \"%V\" directive is too "
+                                   "small", &value[i], &cmd->name);
                 return NGX_CONF_ERROR;
             }
 
@@ -463,8 +466,9 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             burst = ngx_atoi(value[i].data + 6, value[i].len - 6);
             if (burst <= 0) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid burst \"%V\", expected a whole "
-                                   "number above zero", &value[i]);
+                                   "invalid burst \"%V\" in \"%V\" directive, "
+                                   "expected a whole number above zero",
+                                   &value[i], &cmd->name);
                 return NGX_CONF_ERROR;
             }
 
@@ -480,7 +484,8 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
 
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter \"%V\"", &value[i]);
+                           "invalid parameter \"%V\" in \"%V\" directive",
+                           &value[i], &cmd->name);
         return NGX_CONF_ERROR;
     }
 
@@ -505,7 +510,8 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     if (zone->defined) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "duplicate zone \"%V\"", &name);
+                           "duplicate zone \"%V\" in \"%V\" directive",
+                           &name, &cmd->name);
         return NGX_CONF_ERROR;
     }
 
@@ -521,7 +527,9 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                 != NGX_HTTP_RATE_LIMIT_OK)
             {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid rate \"%V\": %s", &value[i], err);
+                                   "invalid rate \"%V\" in \"%V\" "
+                                   "directive: %s",
+                                   &value[i], &cmd->name, err);
                 return NGX_CONF_ERROR;
             }
 
@@ -541,8 +549,8 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         != NGX_HTTP_RATE_LIMIT_OK)
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid rate or burst in zone \"%V\": %s",
-                           &name, err);
+                           "invalid rate or burst in zone \"%V\" in \"%V\" "
+                           "directive: %s", &name, &cmd->name, err);
         return NGX_CONF_ERROR;
     }
 
@@ -568,7 +576,8 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     if (zone->shm_zone->data) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "duplicate zone \"%V\"", &name);
+                           "duplicate zone \"%V\" in \"%V\" directive",
+                           &name, &cmd->name);
         return NGX_CONF_ERROR;
     }
 
@@ -604,7 +613,8 @@ ngx_http_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
             if (name.len == 0) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid zone \"%V\"", &value[i]);
+                                   "invalid zone \"%V\" in \"%V\" directive",
+                                   &value[i], &cmd->name);
                 return NGX_CONF_ERROR;
             }
 
@@ -616,8 +626,9 @@ ngx_http_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             cost = ngx_atoi(value[i].data + 5, value[i].len - 5);
             if (cost <= 0) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid cost \"%V\", expected a whole "
-                                   "number above zero", &value[i]);
+                                   "invalid cost \"%V\" in \"%V\" directive, "
+                                   "expected a whole number above zero",
+                                   &value[i], &cmd->name);
                 return NGX_CONF_ERROR;
             }
 
@@ -625,7 +636,8 @@ ngx_http_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
 
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter \"%V\"", &value[i]);
+                           "invalid parameter \"%V\" in \"%V\" directive",
+                           &value[i], &cmd->name);
         return NGX_CONF_ERROR;
     }
 
@@ -722,8 +734,8 @@ ngx_http_rate_limit_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
         if (value[1].len == 5) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid address \"%V\": no socket path",
-                               &value[1]);
+                               "invalid address \"%V\" in \"%V\" directive: no "
+                               "socket path", &value[1], &cmd->name);
             return NGX_CONF_ERROR;
         }
 
@@ -743,12 +755,14 @@ ngx_http_rate_limit_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         {
             if (u.err) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid address \"%V\": %s",
-                                   &value[1], u.err);
+                                   "invalid address \"%V\" in \"%V\" "
+                                   "directive: %s",
+                                   &value[1], &cmd->name, u.err);
 
             } else {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid address \"%V\"", &value[1]);
+                                   "invalid address \"%V\" in \"%V\" directive",
+                                   &value[1], &cmd->name);
             }
 
             return NGX_CONF_ERROR;
@@ -775,8 +789,9 @@ ngx_http_rate_limit_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
             if (rcf->password_env.len == 0) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid parameter \"%V\": no variable "
-                                   "name", &value[i]);
+                                   "invalid parameter \"%V\" in \"%V\" "
+                                   "directive: no variable name",
+                                   &value[i], &cmd->name);
                 return NGX_CONF_ERROR;
             }
 
@@ -793,7 +808,9 @@ ngx_http_rate_limit_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             n = ngx_atoi(value[i].data + 3, value[i].len - 3);
             if (n == NGX_ERROR) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid database \"%V\"", &value[i]);
+                                   "invalid database \"%V\" in \"%V\" "
+                                   "directive",
+                                   &value[i], &cmd->name);
                 return NGX_CONF_ERROR;
             }
 
@@ -808,7 +825,8 @@ ngx_http_rate_limit_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             rcf->timeout = ngx_parse_time(&s, 0);
             if (rcf->timeout == (ngx_msec_t) NGX_ERROR || rcf->timeout == 0) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid timeout \"%V\"", &value[i]);
+                                   "invalid timeout \"%V\" in \"%V\" directive",
+                                   &value[i], &cmd->name);
                 return NGX_CONF_ERROR;
             }
 
@@ -821,7 +839,8 @@ ngx_http_rate_limit_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
             if (rcf->prefix.len == 0) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid prefix \"%V\"", &value[i]);
+                                   "invalid prefix \"%V\" in \"%V\" directive",
+                                   &value[i], &cmd->name);
                 return NGX_CONF_ERROR;
             }
 
@@ -834,7 +853,8 @@ ngx_http_rate_limit_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         s.len = p ? (size_t) (p - value[i].data) : value[i].len;
 
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter \"%V\"", &s);
+                           "invalid parameter \"%V\" in \"%V\" directive",
+                           &s, &cmd->name);
         return NGX_CONF_ERROR;
     }
 
@@ -862,8 +882,9 @@ ngx_http_rate_limit_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     if (status < 400 || status > 599) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid status \"%V\", expected a code from 400 "
-                           "to 599", &value[1]);
+                           "invalid status \"%V\" in \"%V\" directive, "
+                           "expected a code from 400 to 599",
+                           &value[1], &cmd->name);
         return NGX_CONF_ERROR;
     }
 
@@ -897,8 +918,9 @@ ngx_http_rate_limit_log_level(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "invalid log level \"%V\", expected \"info\", "
-                       "\"notice\", \"warn\" or \"error\"", &value[1]);
+                       "invalid log level \"%V\" in \"%V\" directive, expected "
+                       "\"info\", \"notice\", \"warn\" or \"error\"",
+                       &value[1], &cmd->name);
 
     return NGX_CONF_ERROR;
 }

@@ -90,8 +90,9 @@ typedef struct {
 
 
 typedef struct {
-    ngx_array_t                      zones;     /* ngx_http_rate_limit_zone_t * */
-    ngx_array_t                      refs;      /* ngx_http_rate_limit_limit_t */
+    /* of ngx_http_rate_limit_zone_t *, and of ngx_http_rate_limit_limit_t */
+    ngx_array_t                      zones;
+    ngx_array_t                      refs;
     ngx_http_rate_limit_redis_conf_t *redis;
     ngx_uint_t                       redis_zones;
 } ngx_http_rate_limit_main_conf_t;
