@@ -393,6 +393,27 @@ ngx_http_rate_limit_format_args(ngx_conf_t *cf,
 }
 
 
+/* the value of a "name=N" parameter, N a whole number above zero */
+static ngx_int_t
+ngx_http_rate_limit_conf_positive(ngx_conf_t *cf, ngx_command_t *cmd,
+    ngx_str_t *value, size_t name_len)
+{
+    ngx_int_t  n;
+
+    n = ngx_atoi(value->data + name_len + 1, value->len - name_len - 1);
+
+    if (n <= 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid %*s \"%V\" in \"%V\" directive, "
+                           "expected a whole number above zero",
+                           name_len, value->data, value, &cmd->name);
+        return NGX_ERROR;
+    }
+
+    return n;
+}
+
+
 static char *
 ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
@@ -403,7 +424,8 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ssize_t                            size;
     ngx_int_t                          burst;
     ngx_str_t                         *value, name, s;
-    ngx_uint_t                         i, have_rate;
+    ngx_uint_t                         i, backend, on_failure;
+    ngx_http_rate_limit_rate_t         rate;
     ngx_http_rate_limit_zone_t        *zone;
     ngx_http_compile_complex_value_t   ccv;
 
@@ -411,10 +433,10 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     size = 0;
     burst = 0;
-    have_rate = 0;
+    rate.count = 0;
+    backend = NGX_HTTP_RATE_LIMIT_BACKEND_UNSET;
+    on_failure = NGX_HTTP_RATE_LIMIT_FAILURE_OPEN;
     ngx_str_null(&name);
-
-    zone = NULL;
 
     for (i = 2; i < cf->args->nelts; i++) {
 
@@ -457,29 +479,49 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
 
         if (ngx_strncmp(value[i].data, "rate=", 5) == 0) {
-            have_rate = 1;
-            continue;
-        }
 
-        if (ngx_strncmp(value[i].data, "burst=", 6) == 0) {
-
-            burst = ngx_atoi(value[i].data + 6, value[i].len - 6);
-            if (burst <= 0) {
+            if (ngx_http_rate_limit_parse_rate((char *) value[i].data + 5,
+                                               value[i].len - 5, &rate,
+                                               err, sizeof(err))
+                != NGX_HTTP_RATE_LIMIT_OK)
+            {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid burst \"%V\" in \"%V\" directive, "
-                                   "expected a whole number above zero",
-                                   &value[i], &cmd->name);
+                                   "invalid rate \"%V\" in \"%V\" "
+                                   "directive: %s", &value[i], &cmd->name,
+                                   err);
                 return NGX_CONF_ERROR;
             }
 
             continue;
         }
 
-        if (ngx_strcmp(value[i].data, "backend=redis") == 0
-            || ngx_strcmp(value[i].data, "backend=local") == 0
-            || ngx_strcmp(value[i].data, "on_failure=open") == 0
-            || ngx_strcmp(value[i].data, "on_failure=closed") == 0)
-        {
+        if (ngx_strncmp(value[i].data, "burst=", 6) == 0) {
+
+            burst = ngx_http_rate_limit_conf_positive(cf, cmd, &value[i], 5);
+            if (burst == NGX_ERROR) {
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "backend=redis") == 0) {
+            backend = NGX_HTTP_RATE_LIMIT_BACKEND_REDIS;
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "backend=local") == 0) {
+            backend = NGX_HTTP_RATE_LIMIT_BACKEND_LOCAL;
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "on_failure=open") == 0) {
+            on_failure = NGX_HTTP_RATE_LIMIT_FAILURE_OPEN;
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "on_failure=closed") == 0) {
+            on_failure = NGX_HTTP_RATE_LIMIT_FAILURE_CLOSED;
             continue;
         }
 
@@ -496,7 +538,7 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (!have_rate) {
+    if (rate.count == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"%V\" must have \"rate\" parameter",
                            &cmd->name);
@@ -516,33 +558,9 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     zone->defined = 1;
-    zone->on_failure = NGX_HTTP_RATE_LIMIT_FAILURE_OPEN;
-
-    for (i = 2; i < cf->args->nelts; i++) {
-
-        if (ngx_strncmp(value[i].data, "rate=", 5) == 0) {
-            if (ngx_http_rate_limit_parse_rate((char *) value[i].data + 5,
-                                               value[i].len - 5, &zone->rate,
-                                               err, sizeof(err))
-                != NGX_HTTP_RATE_LIMIT_OK)
-            {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid rate \"%V\" in \"%V\" "
-                                   "directive: %s",
-                                   &value[i], &cmd->name, err);
-                return NGX_CONF_ERROR;
-            }
-
-        } else if (ngx_strcmp(value[i].data, "backend=redis") == 0) {
-            zone->backend = NGX_HTTP_RATE_LIMIT_BACKEND_REDIS;
-
-        } else if (ngx_strcmp(value[i].data, "backend=local") == 0) {
-            zone->backend = NGX_HTTP_RATE_LIMIT_BACKEND_LOCAL;
-
-        } else if (ngx_strcmp(value[i].data, "on_failure=closed") == 0) {
-            zone->on_failure = NGX_HTTP_RATE_LIMIT_FAILURE_CLOSED;
-        }
-    }
+    zone->rate = rate;
+    zone->backend = backend;
+    zone->on_failure = on_failure;
 
     if (ngx_http_rate_limit_make_params(&zone->rate, (uint64_t) burst,
                                         &zone->params, err, sizeof(err))
@@ -623,12 +641,8 @@ ngx_http_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
         if (ngx_strncmp(value[i].data, "cost=", 5) == 0) {
 
-            cost = ngx_atoi(value[i].data + 5, value[i].len - 5);
-            if (cost <= 0) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid cost \"%V\" in \"%V\" directive, "
-                                   "expected a whole number above zero",
-                                   &value[i], &cmd->name);
+            cost = ngx_http_rate_limit_conf_positive(cf, cmd, &value[i], 4);
+            if (cost == NGX_ERROR) {
                 return NGX_CONF_ERROR;
             }
 

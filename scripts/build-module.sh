@@ -31,5 +31,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$sources" ] \
     printf '%s' "$sources" >"$stamp"
 fi
 
-make -s -f "$build_dir/objs/Makefile" -C "$src_copy" modules
+# a make of its own: CMake's jobserver does not reach through this script
+env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL \
+    make -s -j"$(nproc)" -f "$build_dir/objs/Makefile" -C "$src_copy" modules
 cp "$build_dir/objs/ngx_http_rate_limit_module.so" "$output"
