@@ -355,13 +355,16 @@ ngx_http_rate_limit_format_args(ngx_conf_t *cf,
     u_char    *p;
     uint64_t   window;
 
-    p = ngx_pnalloc(cf->pool, NGX_INT64_LEN + 8);
+    p = ngx_pnalloc(cf->pool, NGX_INT64_LEN);
     if (p == NULL) {
         return NGX_ERROR;
     }
 
+    /* the script counts whole microseconds a token, rounded as the core does */
     zone->interval_arg.data = p;
-    zone->interval_arg.len = ngx_sprintf(p, "%.3f", zone->params.interval_us)
+    zone->interval_arg.len = ngx_sprintf(p, "%L",
+                                         (int64_t) (zone->params.interval_us
+                                                    + 0.5))
                              - p;
 
     p = ngx_pnalloc(cf->pool, NGX_INT64_LEN);

@@ -26,14 +26,11 @@ static void ngx_http_rate_limit_expire(ngx_http_rate_limit_zone_t *zone,
     int64_t now_us, ngx_uint_t force);
 
 
+/* monotonic, as nginx's timers: a wall clock stepping back cannot lock out */
 int64_t
 ngx_http_rate_limit_now_us(void)
 {
-    ngx_time_t  *tp;
-
-    tp = ngx_timeofday();
-
-    return (int64_t) tp->sec * 1000000 + (int64_t) tp->msec * 1000;
+    return (int64_t) ngx_current_msec * 1000;
 }
 
 

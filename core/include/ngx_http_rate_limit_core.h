@@ -90,7 +90,10 @@ int ngx_http_rate_limit_make_params(const ngx_http_rate_limit_rate_t *rate,
 /*
  * GCRA token bucket.  tat_us is the stored theoretical arrival time, 0 for
  * a key never seen (a full bucket).  The caller stores d->tat_us only when
- * d->allowed.  The same arithmetic runs in the Redis script.
+ * d->allowed.  The same arithmetic runs in the Redis script.  The interval
+ * counts as whole microseconds (rounded half up), so exactly burst tokens
+ * fit at one instant; a cost above burst is always rejected, with
+ * retry_after_us = reset_us + one interval.
  */
 void ngx_http_rate_limit_decide(const ngx_http_rate_limit_params_t *params,
     int64_t tat_us, int64_t now_us, uint64_t cost,

@@ -1,0 +1,281 @@
+/*
+ * The token bucket, as GCRA (generic cell rate algorithm): the whole state
+ * of a bucket is one number, the theoretical arrival time (TAT).  The
+ * bucket is full whenever TAT <= now, and TAT - now is the time the bucket
+ * needs to become full again.  Taking cost tokens pushes TAT cost token
+ * intervals further; a request is allowed when TAT would stay within one
+ * bucket capacity (tau) of now.
+ *
+ * KEEP IN STEP WITH THE LUA SCRIPT in rate_limit_script.cpp: Redis runs the
+ * same arithmetic, and a zone must not behave differently when it moves
+ * between backend=local and backend=redis.  Every step below has a twin
+ * there, in the same order and with the same names.
+ *
+ * Why whole microseconds per token: the TAT is stored as whole
+ * microseconds, so every request moves it by a whole number of
+ * microseconds anyway.  Rounding the interval once, and measuring the
+ * capacity in the same unit (tau = burst * token_us), keeps token counting
+ * exact: exactly burst requests of cost 1 fit at one instant for every rate
+ * (7r/m: 7 tokens of 8571429 us need 60000003 us, so a tau rounded from
+ * 7 * 8571428.57 = 60000000 us would refuse the 7th).  The price is that
+ * the long-term rate is 1/token_us rather than 1/interval_us, an error of
+ * at most 0.5 us per token: negligible up to many thousands of requests per
+ * second, but visible near the 1000000r/s ceiling (400000r/s has 2.5 us
+ * tokens, which round to 3 us, about 333333r/s).
+ *
+ * Why 10^15 us at most: the script does this arithmetic in Lua numbers,
+ * which are doubles; with now about 1.7 * 10^15 us and every term a few
+ * times 10^15 us at most, all sums stay under 2^53 and are exact on both
+ * sides.
+ *
+ * A stored TAT more than tau ahead is taken at its word: it comes from a
+ * configuration with a larger burst, or from a clock that stepped back, and
+ * the honest answer is to wait until it is within reach again (retry_after
+ * says exactly how long).  Only absurd values are capped, so that the sums
+ * cannot overflow.
+ */
+
+#include <ngx_http_rate_limit_core.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+
+
+namespace {
+
+/* about 31.7 years: see above for why the span of a bucket is bounded */
+constexpr int64_t max_bucket_span_us = 1000000000000000LL;
+
+/* no bucket ever stores a TAT this far ahead: such a value is garbage */
+constexpr int64_t max_until_full_us = 4 * max_bucket_span_us;
+
+
+__attribute__((format(printf, 3, 4)))
+void write_error(char *err, size_t errlen, const char *format, ...) noexcept
+{
+    if (err == nullptr || errlen == 0) {
+        return;
+    }
+
+    va_list args;
+    va_start(args, format);
+    std::vsnprintf(err, errlen, format, args);
+    va_end(args);
+}
+
+
+/*
+ * Rounds half up, which is what the script's math.floor(x + 0.5) does;
+ * within [1, 10^15] that equals llround() exactly.  Out of range values
+ * (only from parameters make_params() did not produce) are clamped so the
+ * arithmetic cannot overflow.
+ */
+int64_t whole_token_us(double interval_us) noexcept
+{
+    if (!(interval_us >= 1.0)) {            /* NaN lands here too */
+        return 1;
+    }
+
+    if (interval_us >= static_cast<double>(max_bucket_span_us)) {
+        return max_bucket_span_us;
+    }
+
+    return static_cast<int64_t>(std::floor(interval_us + 0.5));
+}
+
+
+class Bucket {
+public:
+    explicit Bucket(const ngx_http_rate_limit_params_t &params) noexcept
+        : token_us_(whole_token_us(params.interval_us)),
+          burst_(std::min<uint64_t>(params.burst,
+                                    max_bucket_span_us / token_us_)),
+          tau_us_(static_cast<int64_t>(burst_) * token_us_)
+    {}
+
+    int64_t tau_us() const noexcept { return tau_us_; }
+
+    /*
+     * A cost above burst can never fit, however long one waits; counting
+     * it as burst + 1 keeps the sums bounded and still rejects it, with a
+     * retry_after of "until full, plus one token".
+     */
+    int64_t cost_us(uint64_t cost) const noexcept
+    {
+        return static_cast<int64_t>(std::min<uint64_t>(cost, burst_ + 1))
+               * token_us_;
+    }
+
+    /* the time the bucket still needs to be full again */
+    static int64_t until_full_us(int64_t tat_us, int64_t now_us) noexcept
+    {
+        return tat_us > now_us ? std::min(tat_us - now_us, max_until_full_us)
+                               : 0;
+    }
+
+    /* free_us is negative when a TAT from elsewhere is more than tau ahead */
+    uint64_t whole_tokens(int64_t free_us) const noexcept
+    {
+        return free_us > 0 ? static_cast<uint64_t>(free_us / token_us_) : 0;
+    }
+
+private:
+    int64_t   token_us_;
+    uint64_t  burst_;
+    int64_t   tau_us_;
+};
+
+
+/*
+ * Times are microseconds since the epoch; holding now within a range that
+ * no real clock leaves (2^62 us is some 146000 years) keeps the sums from
+ * overflowing whatever a caller passes.
+ */
+int64_t valid_now(int64_t now_us) noexcept
+{
+    return std::clamp<int64_t>(now_us, 0, int64_t(1) << 62);
+}
+
+
+void decide(const ngx_http_rate_limit_params_t &params, int64_t tat_us,
+    int64_t now_us, uint64_t cost, ngx_http_rate_limit_decision_t &d) noexcept
+{
+    const Bucket bucket(params);
+    const int64_t now = valid_now(now_us);
+
+    const int64_t until_full = bucket.until_full_us(tat_us, now);
+    const int64_t until_full_after = until_full + bucket.cost_us(cost);
+
+    if (until_full_after <= bucket.tau_us()) {
+        d.allowed = 1;
+        d.tat_us = now + until_full_after;
+        d.remaining = bucket.whole_tokens(bucket.tau_us() - until_full_after);
+        d.retry_after_us = 0;
+        d.reset_us = until_full_after;
+        return;
+    }
+
+    /* nothing is taken: the stored state stays exactly as it was */
+    d.allowed = 0;
+    d.tat_us = tat_us;
+    d.remaining = bucket.whole_tokens(bucket.tau_us() - until_full);
+    d.retry_after_us = until_full_after - bucket.tau_us();
+    d.reset_us = until_full;
+}
+
+} // namespace
+
+
+extern "C" int
+ngx_http_rate_limit_make_params(const ngx_http_rate_limit_rate_t *rate,
+    uint64_t burst, ngx_http_rate_limit_params_t *params, char *err,
+    size_t errlen) noexcept
+{
+    try {
+        if (rate == nullptr || params == nullptr) {
+            write_error(err, errlen, "internal error: no rate given");
+            return NGX_HTTP_RATE_LIMIT_EINVAL;
+        }
+
+        if (rate->count == 0) {
+            write_error(err, errlen, "the number of requests must be positive");
+            return NGX_HTTP_RATE_LIMIT_EINVAL;
+        }
+
+        if (rate->period_ms == 0) {
+            write_error(err, errlen, "the period must be positive");
+            return NGX_HTTP_RATE_LIMIT_EINVAL;
+        }
+
+        const double interval_us = static_cast<double>(rate->period_ms)
+                                   * 1000.0
+                                   / static_cast<double>(rate->count);
+
+        if (!(interval_us >= 1.0)) {
+            write_error(err, errlen,
+                        "the rate is faster than %d requests per second",
+                        NGX_HTTP_RATE_LIMIT_MAX_PER_SEC);
+            return NGX_HTTP_RATE_LIMIT_EINVAL;
+        }
+
+        const uint64_t capacity = burst != 0 ? burst : rate->count;
+
+        /* rounded the way decide() and the script round it */
+        const double token_us = std::floor(interval_us + 0.5);
+
+        if (token_us > static_cast<double>(max_bucket_span_us)
+            || capacity > static_cast<uint64_t>(max_bucket_span_us)
+                          / static_cast<uint64_t>(token_us))
+        {
+            write_error(err, errlen,
+                        "burst %llu is too large for the rate: a full refill "
+                        "would take more than 10^15 microseconds",
+                        static_cast<unsigned long long>(capacity));
+            return NGX_HTTP_RATE_LIMIT_EINVAL;
+        }
+
+        params->interval_us = interval_us;
+        params->burst = capacity;
+
+        return NGX_HTTP_RATE_LIMIT_OK;
+
+    } catch (...) {
+        write_error(err, errlen, "internal error while checking the rate");
+        return NGX_HTTP_RATE_LIMIT_EINVAL;
+    }
+}
+
+
+extern "C" void
+ngx_http_rate_limit_decide(const ngx_http_rate_limit_params_t *params,
+    int64_t tat_us, int64_t now_us, uint64_t cost,
+    ngx_http_rate_limit_decision_t *d) noexcept
+{
+    if (d == nullptr) {
+        return;
+    }
+
+    try {
+        if (params == nullptr) {
+            /* without a bucket nothing can be allowed */
+            *d = ngx_http_rate_limit_decision_t {};
+            d->tat_us = tat_us;
+            return;
+        }
+
+        decide(*params, tat_us, now_us, cost, *d);
+
+    } catch (...) {
+        *d = ngx_http_rate_limit_decision_t {};
+        d->tat_us = tat_us;
+    }
+}
+
+
+extern "C" int64_t
+ngx_http_rate_limit_refund(const ngx_http_rate_limit_params_t *params,
+    int64_t tat_us, int64_t now_us, uint64_t cost) noexcept
+{
+    try {
+        const int64_t now = valid_now(now_us);
+
+        if (params == nullptr) {
+            return tat_us;
+        }
+
+        const int64_t cost_us = Bucket(*params).cost_us(cost);
+
+        /* never refill beyond full: a full bucket is TAT == now */
+        if (tat_us <= now || tat_us - now <= cost_us) {
+            return now;
+        }
+
+        return tat_us - cost_us;
+
+    } catch (...) {
+        return tat_us;
+    }
+}

@@ -1,0 +1,77 @@
+/* Small helpers shared by the core's test suites. */
+
+#ifndef RATE_LIMIT_TEST_SUPPORT_H
+#define RATE_LIMIT_TEST_SUPPORT_H
+
+#include <ngx_http_rate_limit_core.h>
+
+#include <gtest/gtest.h>
+
+#include <cctype>
+#include <cstdint>
+#include <cstring>
+#include <string>
+
+
+namespace rate_limit_test {
+
+/* a moment in 2023, so that tests never run near zero by accident */
+constexpr int64_t base_now_us = 1700000000000000LL;
+
+/* parameters for a rate written as in nginx.conf; fails the test if bad */
+inline ngx_http_rate_limit_params_t
+params_for(const std::string &rate_text, uint64_t burst = 0)
+{
+    ngx_http_rate_limit_rate_t rate {};
+    ngx_http_rate_limit_params_t params {};
+    char err[NGX_HTTP_RATE_LIMIT_ERR_LEN] = "";
+
+    EXPECT_EQ(ngx_http_rate_limit_parse_rate(rate_text.data(),
+                                             rate_text.size(), &rate, err,
+                                             sizeof(err)),
+              NGX_HTTP_RATE_LIMIT_OK)
+        << rate_text << ": " << err;
+    EXPECT_EQ(ngx_http_rate_limit_make_params(&rate, burst, &params, err,
+                                              sizeof(err)),
+              NGX_HTTP_RATE_LIMIT_OK)
+        << rate_text << " burst " << burst << ": " << err;
+
+    return params;
+}
+
+inline ngx_http_rate_limit_decision_t
+decide(const ngx_http_rate_limit_params_t &params, int64_t tat_us,
+    int64_t now_us, uint64_t cost = 1)
+{
+    ngx_http_rate_limit_decision_t d {};
+    ngx_http_rate_limit_decide(&params, tat_us, now_us, cost, &d);
+    return d;
+}
+
+inline std::string sha1_hex(const std::string &data)
+{
+    char hex[NGX_HTTP_RATE_LIMIT_SHA1_HEX + 1];
+    ngx_http_rate_limit_sha1_hex(
+        reinterpret_cast<const unsigned char *>(data.data()), data.size(),
+        hex);
+    return hex;
+}
+
+/* a readable, unique gtest name for a parameter such as "10r/s" */
+inline std::string param_name(size_t index, const std::string &text)
+{
+    std::string name = "case" + std::to_string(index);
+
+    if (!text.empty()) {
+        name += '_';
+    }
+    for (unsigned char c : text) {
+        name += std::isalnum(c) ? static_cast<char>(c) : '_';
+    }
+
+    return name;
+}
+
+} // namespace rate_limit_test
+
+#endif

@@ -1,0 +1,93 @@
+/*
+ * The Redis script as text: what can be checked without a Redis.  The
+ * script's behaviour is tested in test_redis_script.cpp.
+ */
+
+#include "rate_limit_test_support.h"
+
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+
+namespace {
+
+using rate_limit_test::sha1_hex;
+
+
+std::string script_text()
+{
+    size_t len = 0;
+    const char *script = ngx_http_rate_limit_script(&len);
+    return std::string(script, len);
+}
+
+
+size_t count_of(const std::string &text, const std::string &part)
+{
+    size_t count = 0;
+    for (size_t at = text.find(part); at != std::string::npos;
+         at = text.find(part, at + 1))
+    {
+        count++;
+    }
+    return count;
+}
+
+
+TEST(Script, Sha1IsTheSha1OfTheText)
+{
+    const std::string sha1 = ngx_http_rate_limit_script_sha1();
+
+    EXPECT_EQ(sha1, sha1_hex(script_text()));
+    EXPECT_EQ(sha1.size(), size_t(NGX_HTTP_RATE_LIMIT_SHA1_HEX));
+    EXPECT_EQ(sha1.find_first_not_of("0123456789abcdef"), std::string::npos);
+}
+
+
+TEST(Script, LengthExcludesTheTerminator)
+{
+    size_t len = 0;
+    const char *script = ngx_http_rate_limit_script(&len);
+
+    ASSERT_GT(len, 100u);
+    EXPECT_EQ(std::strlen(script), len);
+    EXPECT_NE(ngx_http_rate_limit_script(nullptr), nullptr);
+}
+
+
+TEST(Script, IsCheap)
+{
+    const std::string script = script_text();
+
+    /* one clock for every key, and only plain GET and SET */
+    EXPECT_EQ(count_of(script, "redis.call("), 3u);
+    EXPECT_EQ(count_of(script, "redis.call('TIME')"), 1u);
+    EXPECT_EQ(count_of(script, "redis.call('GET', KEYS[i])"), 1u);
+    EXPECT_EQ(count_of(script, "redis.call('SET', KEYS[i]"), 1u);
+    EXPECT_EQ(count_of(script, "cjson"), 0u);
+    EXPECT_EQ(count_of(script, "pcall"), 0u);
+}
+
+
+TEST(Script, Sha1IsComputedOnceForAllThreads)
+{
+    std::vector<const char *> seen(8, nullptr);
+    std::vector<std::thread> threads;
+
+    for (size_t i = 0; i < seen.size(); i++) {
+        threads.emplace_back([&seen, i] {
+            seen[i] = ngx_http_rate_limit_script_sha1();
+        });
+    }
+    for (std::thread &thread : threads) {
+        thread.join();
+    }
+
+    const std::set<const char *> distinct(seen.begin(), seen.end());
+    EXPECT_EQ(distinct.size(), 1u);
+    EXPECT_EQ(std::string(seen[0]), sha1_hex(script_text()));
+}
+
+} // namespace
