@@ -278,12 +278,7 @@ ngx_http_rate_limit_create_loc_conf(ngx_conf_t *cf)
         return NULL;
     }
 
-    /*
-     * set by ngx_pcalloc():
-     *
-     *     conf->limits = NULL;
-     */
-
+    conf->limits = NGX_CONF_UNSET_PTR;
     conf->status = NGX_CONF_UNSET_UINT;
     conf->headers = NGX_CONF_UNSET;
     conf->dry_run = NGX_CONF_UNSET;
@@ -665,7 +660,7 @@ ngx_http_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (rlcf->limits == NULL) {
+    if (rlcf->limits == NGX_CONF_UNSET_PTR) {
         rlcf->limits = ngx_array_create(cf->pool, 2,
                                         sizeof(ngx_http_rate_limit_limit_t));
         if (rlcf->limits == NULL) {

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds, and runs every test:
+#   1. dependencies        scripts/install-deps.sh
+#   2. build               scripts/build.sh
+#   3. unit tests          ctest (GoogleTest, tests/)
+#   4. integration tests   pytest on t/ (real nginx + Redis on loopback)
+# Exits non-zero if any step fails; a test runner that finds no test fails too.
+#   TEST_SKIP_SETUP=1   skip steps 1 and 2 (use what is built)
+#   PYTEST_ARGS         extra pytest arguments, e.g. "-k headers -x"
+#   RATE_LIMIT_BUILD_DIR  where to build (default build/)
+set -euo pipefail
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD_DIR=${RATE_LIMIT_BUILD_DIR:-$REPO_ROOT/build}
+CTEST_TIMEOUT=${CTEST_TIMEOUT:-60}              # seconds, per unit test
+CTEST_TOTAL_TIMEOUT=${CTEST_TOTAL_TIMEOUT:-300}  # seconds, the whole ctest run
+PYTEST_TIMEOUT=${PYTEST_TIMEOUT:-480}           # seconds, the whole pytest run
+
+RESULTS=()
+FAILED=0
+START=$SECONDS
+
+section() {
+    printf '\n==============================================================\n'
+    printf '== %s\n' "$*"
+    printf '==============================================================\n'
+}
+
+record() {   # record NAME RC
+    if [ "$2" -eq 0 ]; then
+        RESULTS+=("PASS  $1")
+    else
+        RESULTS+=("FAIL  $1 (exit $2)")
+        FAILED=1
+    fi
+}
+
+summary() {
+    section "summary ($((SECONDS - START)) s)"
+    printf '  %s\n' "${RESULTS[@]}"
+    if [ "$FAILED" -ne 0 ]; then
+        printf '\nTESTS FAILED\n'
+    else
+        printf '\nALL TESTS PASSED\n'
+    fi
+}
+
+run_step() {   # run_step NAME COMMAND...: runs it, records its exit code
+    local name=$1 rc=0
+    shift
+    "$@" || rc=$?
+    record "$name" "$rc"
+    return "$rc"
+}
+
+main() {
+    cd "$REPO_ROOT"
+
+    if [ "${TEST_SKIP_SETUP:-0}" != 1 ]; then
+        section "1/4 dependencies (scripts/install-deps.sh)"
+        if ! run_step "dependencies" bash scripts/install-deps.sh; then
+            summary; exit 1
+        fi
+
+        section "2/4 build (scripts/build.sh)"
+        if ! run_step "build" bash scripts/build.sh; then
+            summary; exit 1
+        fi
+    fi
+
+    section "3/4 unit tests (ctest)"
+    local rc=0
+    if [ -f "$BUILD_DIR/CTestTestfile.cmake" ]; then
+        (cd "$BUILD_DIR" && timeout --kill-after=30 "$CTEST_TOTAL_TIMEOUT" \
+            ctest --output-on-failure --no-tests=error --timeout "$CTEST_TIMEOUT") || rc=$?
+        case $rc in
+            124|137) echo "ctest did not finish within ${CTEST_TOTAL_TIMEOUT}s" ;;
+        esac
+    else
+        echo "no $BUILD_DIR/CTestTestfile.cmake: the unit tests were not built"
+        rc=1
+    fi
+    record "unit tests (ctest)" "$rc"
+
+    section "4/4 integration tests (pytest t/)"
+    export RATE_LIMIT_REQUIRE_MODULE=1
+    export RATE_LIMIT_MODULE=${RATE_LIMIT_MODULE:-$BUILD_DIR/ngx_http_rate_limit_module.so}
+    rc=0
+    # shellcheck disable=SC2086
+    timeout --kill-after=30 "$PYTEST_TIMEOUT" \
+        /usr/bin/python3 -m pytest -q -p no:cacheprovider t/ ${PYTEST_ARGS:-} || rc=$?
+    case $rc in
+        5) echo "pytest collected no test: counted as a failure" ;;
+        124|137) echo "pytest did not finish within ${PYTEST_TIMEOUT}s" ;;
+    esac
+    record "integration tests (pytest)" "$rc"
+
+    summary
+    exit "$FAILED"
+}
+
+main "$@"
