@@ -10,9 +10,8 @@
 
 static ngx_http_rate_limit_ctx_t *ngx_http_rate_limit_get_ctx(
     ngx_http_request_t *r);
-static ngx_http_rate_limit_ctx_t *ngx_http_rate_limit_create_ctx(
-    ngx_http_request_t *r, ngx_uint_t nlimits);
 static void ngx_http_rate_limit_cleanup(void *data);
+static void ngx_http_rate_limit_resume(ngx_http_request_t *r);
 static ngx_int_t ngx_http_rate_limit_take_local(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx, int64_t now_us);
 static void ngx_http_rate_limit_finish(ngx_http_request_t *r,
@@ -87,6 +86,8 @@ ngx_http_rate_limit_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    ctx->resume = ngx_http_rate_limit_resume;
+
     limits = rlcf->limits->elts;
 
     for (i = 0; i < rlcf->limits->nelts; i++) {
@@ -110,6 +111,10 @@ ngx_http_rate_limit_handler(ngx_http_request_t *r)
 
         check->key.len = ngx_http_rate_limit_encode_key(key.data, key.len,
                                                         check->key.data);
+
+        if (ngx_http_rate_limit_find_limit(r, check) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
 
         if (limits[i].zone->backend == NGX_HTTP_RATE_LIMIT_BACKEND_REDIS) {
             check->redis = 1;
@@ -144,7 +149,7 @@ ngx_http_rate_limit_handler(ngx_http_request_t *r)
 }
 
 
-void
+static void
 ngx_http_rate_limit_resume(ngx_http_request_t *r)
 {
     ngx_connection_t           *c;
@@ -161,6 +166,91 @@ ngx_http_rate_limit_resume(ngx_http_request_t *r)
 
     ngx_http_core_run_phases(r);
     ngx_http_run_posted_requests(c);
+}
+
+
+/*
+ * The limit in force for the key: a row synced from PostgreSQL, else an
+ * entry of the policy file, else the zone's defaults.  Never a network call.
+ */
+ngx_int_t
+ngx_http_rate_limit_find_limit(ngx_http_request_t *r,
+    ngx_http_rate_limit_check_t *check)
+{
+    ngx_http_rate_limit_zone_t  *zone;
+
+    zone = check->limit->zone;
+
+    check->params = zone->params;
+    check->texts = &zone->texts;
+    check->source = NGX_HTTP_RATE_LIMIT_SOURCE_DEFAULT;
+
+    /* an unlocked peek: most zones hold no per-client limits at all */
+    if (zone->sh->nrows
+        && ngx_http_rate_limit_shm_row_get(zone, &check->key, &check->params)
+           == NGX_OK)
+    {
+        check->source = NGX_HTTP_RATE_LIMIT_SOURCE_POSTGRES;
+
+    } else if (ngx_http_rate_limit_policy_find(zone, &check->key,
+                                               &check->params)
+               == NGX_OK)
+    {
+        check->source = NGX_HTTP_RATE_LIMIT_SOURCE_YAML;
+
+    } else {
+        return NGX_OK;
+    }
+
+    check->texts = ngx_palloc(r->pool, sizeof(ngx_http_rate_limit_texts_t));
+    if (check->texts == NULL) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_rate_limit_format_limit(r->pool, &zone->name,
+                                            &check->params, check->texts);
+}
+
+
+/*
+ * The arguments of the Redis script and the values of the headers for a
+ * limit, formatted once per zone, and per request only for a per-client
+ * limit.
+ */
+ngx_int_t
+ngx_http_rate_limit_format_limit(ngx_pool_t *pool, ngx_str_t *name,
+    ngx_http_rate_limit_params_t *params, ngx_http_rate_limit_texts_t *texts)
+{
+    u_char    *p;
+    uint64_t   window;
+
+    p = ngx_pnalloc(pool, 2 * NGX_INT64_LEN + name->len + 2 * NGX_INT64_LEN
+                          + sizeof("\"\";q=;w="));
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    /* the script counts whole microseconds a token, rounded as the core does */
+    texts->interval_arg.data = p;
+    p = ngx_sprintf(p, "%L", (int64_t) (params->interval_us + 0.5));
+    texts->interval_arg.len = p - texts->interval_arg.data;
+
+    texts->burst_arg.data = p;
+    p = ngx_sprintf(p, "%uL", params->burst);
+    texts->burst_arg.len = p - texts->burst_arg.data;
+
+    /* the draft's window: the time in which a full quota is refilled */
+    window = (uint64_t) (params->interval_us * params->burst + 999999)
+             / 1000000;
+    if (window == 0) {
+        window = 1;
+    }
+
+    texts->policy.data = p;
+    p = ngx_sprintf(p, "\"%V\";q=%uL;w=%uL", name, params->burst, window);
+    texts->policy.len = p - texts->policy.data;
+
+    return NGX_OK;
 }
 
 
@@ -186,7 +276,7 @@ ngx_http_rate_limit_take_local(ngx_http_request_t *r,
 
         zone = check->limit->zone;
 
-        if (ngx_http_rate_limit_shm_take(zone, &check->key,
+        if (ngx_http_rate_limit_shm_take(zone, &check->key, &check->params,
                                          check->limit->cost, now_us,
                                          &check->decision)
             != NGX_OK)
@@ -257,7 +347,7 @@ ngx_http_rate_limit_finish(ngx_http_request_t *r,
 
             if (check->taken) {
                 ngx_http_rate_limit_shm_refund(check->limit->zone,
-                                               &check->key,
+                                               &check->key, &check->params,
                                                check->limit->cost, now_us);
                 check->taken = 0;
             }
@@ -361,7 +451,8 @@ ngx_http_rate_limit_set_headers(ngx_http_request_t *r,
     }
 
     if (ngx_http_rate_limit_add_header(r, &ngx_http_rate_limit_policy_header,
-                                       zone->policy.data, zone->policy.len)
+                                       check->texts->policy.data,
+                                       check->texts->policy.len)
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -384,8 +475,8 @@ ngx_http_rate_limit_set_headers(ngx_http_request_t *r,
     }
 
     if (ngx_http_rate_limit_add_header(r, &ngx_http_rate_limit_limit_header,
-                                       zone->burst_arg.data,
-                                       zone->burst_arg.len)
+                                       check->texts->burst_arg.data,
+                                       check->texts->burst_arg.len)
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -444,7 +535,7 @@ ngx_http_rate_limit_add_header(ngx_http_request_t *r, ngx_str_t *name,
 }
 
 
-static ngx_http_rate_limit_ctx_t *
+ngx_http_rate_limit_ctx_t *
 ngx_http_rate_limit_create_ctx(ngx_http_request_t *r, ngx_uint_t nlimits)
 {
     ngx_pool_cleanup_t         *cln;

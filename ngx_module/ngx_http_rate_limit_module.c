@@ -28,6 +28,8 @@ static char *ngx_http_rate_limit_status(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_rate_limit_log_level(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_rate_limit_api_token(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static ngx_http_rate_limit_zone_t *ngx_http_rate_limit_zone_get(
     ngx_conf_t *cf, ngx_http_rate_limit_main_conf_t *rmcf, ngx_str_t *name);
 static ngx_int_t ngx_http_rate_limit_init(ngx_conf_t *cf);
@@ -54,6 +56,34 @@ static ngx_command_t  ngx_http_rate_limit_commands[] = {
     { ngx_string("rate_limit_redis"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_http_rate_limit_redis,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("rate_limit_postgres"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_http_rate_limit_postgres,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("rate_limit_api"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_rate_limit_api,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("rate_limit_api_token"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_rate_limit_api_token,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_rate_limit_loc_conf_t, api_token_env),
+      NULL },
+
+    { ngx_string("rate_limit_policy_file"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_rate_limit_policy_file,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
@@ -249,6 +279,10 @@ ngx_http_rate_limit_init_main_conf(ngx_conf_t *cf, void *conf)
         rmcf->redis_zones++;
     }
 
+    if (ngx_http_rate_limit_policy_load_file(cf, rmcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     limit = rmcf->refs.elts;
 
     for (i = 0; i < rmcf->refs.nelts; i++, limit++) {
@@ -301,26 +335,43 @@ ngx_http_rate_limit_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->headers, prev->headers, 1);
     ngx_conf_merge_value(conf->dry_run, prev->dry_run, 0);
     ngx_conf_merge_uint_value(conf->log_level, prev->log_level, NGX_LOG_ERR);
+    ngx_conf_merge_str_value(conf->api_token_env, prev->api_token_env, "");
 
     return NGX_CONF_OK;
 }
 
 
-static ngx_http_rate_limit_zone_t *
-ngx_http_rate_limit_zone_get(ngx_conf_t *cf,
-    ngx_http_rate_limit_main_conf_t *rmcf, ngx_str_t *name)
+ngx_http_rate_limit_zone_t *
+ngx_http_rate_limit_zone_find(ngx_http_rate_limit_main_conf_t *rmcf,
+    u_char *name, size_t len)
 {
     ngx_uint_t                   i;
-    ngx_http_rate_limit_zone_t  *zone, **zones;
+    ngx_http_rate_limit_zone_t  **zones;
 
     zones = rmcf->zones.elts;
 
     for (i = 0; i < rmcf->zones.nelts; i++) {
-        if (zones[i]->name.len == name->len
-            && ngx_strncmp(zones[i]->name.data, name->data, name->len) == 0)
+        if (zones[i]->name.len == len
+            && ngx_strncmp(zones[i]->name.data, name, len) == 0)
         {
             return zones[i];
         }
+    }
+
+    return NULL;
+}
+
+
+/* finds the zone, or makes a placeholder for a zone defined further on */
+static ngx_http_rate_limit_zone_t *
+ngx_http_rate_limit_zone_get(ngx_conf_t *cf,
+    ngx_http_rate_limit_main_conf_t *rmcf, ngx_str_t *name)
+{
+    ngx_http_rate_limit_zone_t  *zone, **zones;
+
+    zone = ngx_http_rate_limit_zone_find(rmcf, name->data, name->len);
+    if (zone) {
+        return zone;
     }
 
     zone = ngx_pcalloc(cf->pool, sizeof(ngx_http_rate_limit_zone_t));
@@ -340,54 +391,6 @@ ngx_http_rate_limit_zone_get(ngx_conf_t *cf,
     *zones = zone;
 
     return zone;
-}
-
-
-static ngx_int_t
-ngx_http_rate_limit_format_args(ngx_conf_t *cf,
-    ngx_http_rate_limit_zone_t *zone)
-{
-    u_char    *p;
-    uint64_t   window;
-
-    p = ngx_pnalloc(cf->pool, NGX_INT64_LEN);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    /* the script counts whole microseconds a token, rounded as the core does */
-    zone->interval_arg.data = p;
-    zone->interval_arg.len = ngx_sprintf(p, "%L",
-                                         (int64_t) (zone->params.interval_us
-                                                    + 0.5))
-                             - p;
-
-    p = ngx_pnalloc(cf->pool, NGX_INT64_LEN);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    zone->burst_arg.data = p;
-    zone->burst_arg.len = ngx_sprintf(p, "%uL", zone->params.burst) - p;
-
-    /* the draft's window: the time in which a full quota is refilled */
-    window = (uint64_t) (zone->params.interval_us * zone->params.burst
-                         + 999999) / 1000000;
-    if (window == 0) {
-        window = 1;
-    }
-
-    p = ngx_pnalloc(cf->pool, zone->name.len + 2 * NGX_INT64_LEN + 16);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    zone->policy.data = p;
-    zone->policy.len = ngx_sprintf(p, "\"%V\";q=%uL;w=%uL", &zone->name,
-                                   zone->params.burst, window)
-                       - p;
-
-    return NGX_OK;
 }
 
 
@@ -570,7 +573,10 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (ngx_http_rate_limit_format_args(cf, zone) != NGX_OK) {
+    if (ngx_http_rate_limit_format_limit(cf->pool, &zone->name,
+                                         &zone->params, &zone->texts)
+        != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
 
@@ -972,7 +978,17 @@ ngx_http_rate_limit_init_process(ngx_cycle_t *cycle)
     rmcf = ngx_http_cycle_get_module_main_conf(cycle,
                                                ngx_http_rate_limit_module);
 
-    if (rmcf == NULL || rmcf->redis == NULL || rmcf->redis_zones == 0) {
+    if (rmcf == NULL) {
+        return NGX_OK;
+    }
+
+    if (rmcf->pg_shm_zone
+        && ngx_http_rate_limit_sync_init_process(cycle, rmcf) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (rmcf->redis == NULL || rmcf->redis_zones == 0) {
         return NGX_OK;
     }
 
@@ -984,4 +1000,33 @@ static void
 ngx_http_rate_limit_exit_process(ngx_cycle_t *cycle)
 {
     ngx_http_rate_limit_redis_exit_process();
+    ngx_http_rate_limit_sync_exit_process();
+}
+
+
+/* env:NAME only: a token written in nginx.conf would sit in backups */
+static char *
+ngx_http_rate_limit_api_token(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_rate_limit_loc_conf_t *rlcf = conf;
+
+    ngx_str_t  *value;
+
+    if (rlcf->api_token_env.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len <= 4 || ngx_strncmp(value[1].data, "env:", 4) != 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid token source in \"%V\" directive, "
+                           "expected \"env:NAME\"", &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    rlcf->api_token_env.data = value[1].data + 4;
+    rlcf->api_token_env.len = value[1].len - 4;
+
+    return NGX_CONF_OK;
 }

@@ -12,6 +12,8 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
+#include <libpq-fe.h>
+
 #include <ngx_http_rate_limit_core.h>
 
 
@@ -33,12 +35,44 @@ typedef enum {
 } ngx_http_rate_limit_status_e;
 
 
-/* the shared part of a zone: local buckets, found by key, oldest last */
+/* the shared part of a zone: local buckets, and per-client limits */
 typedef struct {
     ngx_rbtree_t                     rbtree;
     ngx_rbtree_node_t                sentinel;
-    ngx_queue_t                      queue;
+    ngx_queue_t                      queue;          /* oldest last */
+
+    ngx_rbtree_t                     rows;
+    ngx_rbtree_node_t                rows_sentinel;
+    ngx_queue_t                      rows_queue;
+    ngx_uint_t                       nrows;
+    ngx_uint_t                       rows_full;
+    ngx_uint_t                       pg_generation;  /* of the last full sync */
 } ngx_http_rate_limit_shctx_t;
+
+
+/* the PostgreSQL sync of one node, shared by its workers */
+typedef struct {
+    ngx_pid_t                        owner;          /* the syncing worker */
+    ngx_msec_t                       heartbeat;
+    ngx_uint_t                       generation;     /* 0: never synced */
+    int64_t                          newest_us;      /* newest change seen */
+    time_t                           synced;
+} ngx_http_rate_limit_pg_shctx_t;
+
+
+/* a limit as the Redis script and the response headers take it */
+typedef struct {
+    ngx_str_t                        interval_arg;
+    ngx_str_t                        burst_arg;
+    ngx_str_t                        policy;          /* RateLimit-Policy */
+} ngx_http_rate_limit_texts_t;
+
+
+/* a per-client limit from the policy file */
+typedef struct {
+    ngx_str_t                        key;       /* as stored */
+    ngx_http_rate_limit_params_t     params;
+} ngx_http_rate_limit_policy_row_t;
 
 
 typedef struct {
@@ -53,11 +87,10 @@ typedef struct {
     ngx_uint_t                       backend;
     ngx_uint_t                       on_failure;
 
-    /* script arguments and header values, formatted once */
     ngx_str_t                        redis_prefix;    /* "<prefix>:<zone>:" */
-    ngx_str_t                        interval_arg;
-    ngx_str_t                        burst_arg;
-    ngx_str_t                        policy;          /* RateLimit-Policy */
+    ngx_http_rate_limit_texts_t      texts;           /* of the defaults */
+
+    ngx_array_t                      policy;   /* sorted policy file rows */
 
     /* where the zone was first named, for errors found after parsing */
     ngx_str_t                        file;
@@ -95,6 +128,14 @@ typedef struct {
     ngx_array_t                      refs;
     ngx_http_rate_limit_redis_conf_t *redis;
     ngx_uint_t                       redis_zones;
+    ngx_str_t                        policy_file;
+
+    ngx_str_t                        pg_conninfo;        /* NUL ended */
+    ngx_str_t                        pg_conninfo_env;
+    ngx_msec_t                       pg_interval;
+    ngx_shm_zone_t                  *pg_shm_zone;
+    ngx_http_rate_limit_pg_shctx_t  *pg_sh;
+    ngx_slab_pool_t                 *pg_shpool;
 } ngx_http_rate_limit_main_conf_t;
 
 
@@ -104,6 +145,8 @@ typedef struct {
     ngx_flag_t                       headers;
     ngx_flag_t                       dry_run;
     ngx_uint_t                       log_level;
+    ngx_str_t                        api_base;
+    ngx_str_t                        api_token_env;
 } ngx_http_rate_limit_loc_conf_t;
 
 
@@ -111,6 +154,9 @@ typedef struct {
 typedef struct {
     ngx_http_rate_limit_limit_t     *limit;
     ngx_str_t                        key;       /* as stored */
+    ngx_http_rate_limit_params_t     params;    /* in force for this key */
+    ngx_http_rate_limit_texts_t     *texts;
+    ngx_http_rate_limit_source_e     source;
     ngx_http_rate_limit_decision_t   decision;
     unsigned                         redis:1;
     unsigned                         decided:1;
@@ -121,6 +167,30 @@ typedef struct {
 
 typedef struct ngx_http_rate_limit_op_s  ngx_http_rate_limit_op_t;
 
+typedef struct ngx_http_rate_limit_pg_conn_s  ngx_http_rate_limit_pg_conn_t;
+
+
+/* an asynchronous PostgreSQL connection; its owner sets the first six */
+struct ngx_http_rate_limit_pg_conn_s {
+    char                            *conninfo;
+    ngx_log_t                       *log;
+    void                           (*ready)(ngx_http_rate_limit_pg_conn_t *pc);
+    /* each result of a query, then NULL once the query is over */
+    void                           (*result)(ngx_http_rate_limit_pg_conn_t *pc,
+                                             PGresult *res);
+    /* the connection is closed already */
+    void                           (*failed)(ngx_http_rate_limit_pg_conn_t *pc,
+                                             const char *reason);
+    void                           (*notified)(
+                                        ngx_http_rate_limit_pg_conn_t *pc);
+
+    PGconn                          *conn;
+    ngx_connection_t                *connection;
+    ngx_event_t                      stall;
+    unsigned                         connecting:1;
+    unsigned                         busy:1;
+};
+
 
 typedef struct {
     ngx_http_request_t              *request;
@@ -128,6 +198,8 @@ typedef struct {
     ngx_uint_t                       nchecks;
     ngx_uint_t                       nredis;
     ngx_http_rate_limit_op_t        *op;
+    void                           (*resume)(ngx_http_request_t *r);
+    ngx_str_t                        api_key;   /* as the API was given it */
     ngx_http_rate_limit_status_e     status;
     ngx_int_t                        rc;
     unsigned                         done:1;
@@ -137,9 +209,46 @@ typedef struct {
 extern ngx_module_t  ngx_http_rate_limit_module;
 
 
+/* configuration */
+ngx_http_rate_limit_zone_t *ngx_http_rate_limit_zone_find(
+    ngx_http_rate_limit_main_conf_t *rmcf, u_char *name, size_t len);
+
+/* policy file */
+char *ngx_http_rate_limit_policy_file(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_rate_limit_policy_load_file(ngx_conf_t *cf,
+    ngx_http_rate_limit_main_conf_t *rmcf);
+ngx_int_t ngx_http_rate_limit_policy_find(ngx_http_rate_limit_zone_t *zone,
+    ngx_str_t *key, ngx_http_rate_limit_params_t *params);
+
+/* postgres */
+ngx_int_t ngx_http_rate_limit_pg_connect(ngx_http_rate_limit_pg_conn_t *pc);
+ngx_int_t ngx_http_rate_limit_pg_send(ngx_http_rate_limit_pg_conn_t *pc,
+    const char *sql, int nparams, const char *const *params,
+    ngx_uint_t single_row);
+void ngx_http_rate_limit_pg_close(ngx_http_rate_limit_pg_conn_t *pc);
+
+/* sync */
+char *ngx_http_rate_limit_postgres(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_rate_limit_sync_init_process(ngx_cycle_t *cycle,
+    ngx_http_rate_limit_main_conf_t *rmcf);
+void ngx_http_rate_limit_sync_exit_process(void);
+void ngx_http_rate_limit_sync_apply(ngx_http_rate_limit_zone_t *zone,
+    ngx_str_t *key, ngx_http_rate_limit_params_t *params, ngx_log_t *log);
+
+/* bucket API */
+char *ngx_http_rate_limit_api(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
 /* handler */
 ngx_int_t ngx_http_rate_limit_handler(ngx_http_request_t *r);
-void ngx_http_rate_limit_resume(ngx_http_request_t *r);
+ngx_http_rate_limit_ctx_t *ngx_http_rate_limit_create_ctx(
+    ngx_http_request_t *r, ngx_uint_t nlimits);
+ngx_int_t ngx_http_rate_limit_find_limit(ngx_http_request_t *r,
+    ngx_http_rate_limit_check_t *check);
+ngx_int_t ngx_http_rate_limit_format_limit(ngx_pool_t *pool, ngx_str_t *name,
+    ngx_http_rate_limit_params_t *params, ngx_http_rate_limit_texts_t *texts);
 ngx_int_t ngx_http_rate_limit_status_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 
@@ -147,10 +256,23 @@ ngx_int_t ngx_http_rate_limit_status_variable(ngx_http_request_t *r,
 ngx_int_t ngx_http_rate_limit_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 ngx_int_t ngx_http_rate_limit_shm_take(ngx_http_rate_limit_zone_t *zone,
-    ngx_str_t *key, ngx_uint_t cost, int64_t now_us,
+    ngx_str_t *key, ngx_http_rate_limit_params_t *params, ngx_uint_t cost,
+    int64_t now_us, ngx_http_rate_limit_decision_t *d);
+ngx_int_t ngx_http_rate_limit_shm_peek(ngx_http_rate_limit_zone_t *zone,
+    ngx_str_t *key, ngx_http_rate_limit_params_t *params, int64_t now_us,
     ngx_http_rate_limit_decision_t *d);
 void ngx_http_rate_limit_shm_refund(ngx_http_rate_limit_zone_t *zone,
-    ngx_str_t *key, ngx_uint_t cost, int64_t now_us);
+    ngx_str_t *key, ngx_http_rate_limit_params_t *params, ngx_uint_t cost,
+    int64_t now_us);
+ngx_int_t ngx_http_rate_limit_shm_row_get(ngx_http_rate_limit_zone_t *zone,
+    ngx_str_t *key, ngx_http_rate_limit_params_t *params);
+ngx_int_t ngx_http_rate_limit_shm_row_set(ngx_http_rate_limit_zone_t *zone,
+    ngx_str_t *key, ngx_http_rate_limit_params_t *params,
+    ngx_uint_t generation, ngx_log_t *log);
+void ngx_http_rate_limit_shm_row_delete(ngx_http_rate_limit_zone_t *zone,
+    ngx_str_t *key);
+void ngx_http_rate_limit_shm_row_sweep(ngx_http_rate_limit_zone_t *zone,
+    ngx_uint_t generation);
 int64_t ngx_http_rate_limit_now_us(void);
 
 /* redis */

@@ -477,12 +477,10 @@ ngx_http_rate_limit_redis_evalsha(ngx_http_rate_limit_op_t *op)
             continue;
         }
 
-        zone = check->limit->zone;
-
-        argv[n] = (char *) zone->interval_arg.data;
-        argvlen[n] = zone->interval_arg.len;
-        argv[n + 1] = (char *) zone->burst_arg.data;
-        argvlen[n + 1] = zone->burst_arg.len;
+        argv[n] = (char *) check->texts->interval_arg.data;
+        argvlen[n] = check->texts->interval_arg.len;
+        argv[n + 1] = (char *) check->texts->burst_arg.data;
+        argvlen[n + 1] = check->texts->burst_arg.len;
         argv[n + 2] = (char *) check->limit->cost_arg.data;
         argvlen[n + 2] = check->limit->cost_arg.len;
         n += 3;
@@ -509,6 +507,7 @@ ngx_http_rate_limit_redis_reply(redisAsyncContext *ac, void *r,
 {
     redisReply                   *reply = r;
     ngx_http_request_t           *req;
+    ngx_http_rate_limit_ctx_t    *ctx;
     ngx_http_rate_limit_op_t     *op = privdata;
     ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis;
 
@@ -563,10 +562,11 @@ ngx_http_rate_limit_redis_reply(redisAsyncContext *ac, void *r,
         ngx_del_timer(&op->timer);
     }
 
-    op->ctx->op = NULL;
+    ctx = op->ctx;
+    ctx->op = NULL;
     ngx_free(op);
 
-    ngx_http_rate_limit_resume(req);
+    ctx->resume(req);
 }
 
 
@@ -662,7 +662,7 @@ ngx_http_rate_limit_redis_fail(ngx_http_rate_limit_op_t *op)
     ngx_http_rate_limit_redis_detach(op);
     ctx->op = NULL;
 
-    ngx_http_rate_limit_resume(r);
+    ctx->resume(r);
 }
 
 

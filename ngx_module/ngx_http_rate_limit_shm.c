@@ -1,7 +1,9 @@
 
 /*
- * Local buckets in a zone's shared memory, shared by the workers of one
- * node: an rbtree by key hash, and an LRU queue whose tail is expired.
+ * A zone's shared memory, shared by the workers of one node.  It holds two
+ * rbtrees by key hash with one node layout: local buckets, whose LRU queue
+ * tail is expired, and per-client limits synced from PostgreSQL, whose queue
+ * lists them all for a sweep after a full sync.
  */
 
 
@@ -9,11 +11,20 @@
 
 
 typedef struct {
+    ngx_http_rate_limit_params_t     params;
+    ngx_uint_t                       generation;
+} ngx_http_rate_limit_row_t;
+
+
+typedef struct {
     u_char                           color;
     u_char                           dummy;
     u_short                          len;
     ngx_queue_t                      queue;
-    int64_t                          tat_us;
+    union {
+        int64_t                      tat_us;
+        ngx_http_rate_limit_row_t    row;
+    } u;
     u_char                           data[1];
 } ngx_http_rate_limit_node_t;
 
@@ -21,7 +32,11 @@ typedef struct {
 static void ngx_http_rate_limit_rbtree_insert_value(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
 static ngx_http_rate_limit_node_t *ngx_http_rate_limit_lookup(
+    ngx_rbtree_t *rbtree, ngx_str_t *key, uint32_t hash);
+static ngx_rbtree_node_t *ngx_http_rate_limit_node_alloc(
     ngx_http_rate_limit_zone_t *zone, ngx_str_t *key, uint32_t hash);
+static void ngx_http_rate_limit_node_free(ngx_http_rate_limit_zone_t *zone,
+    ngx_rbtree_t *rbtree, ngx_http_rate_limit_node_t *rln);
 static void ngx_http_rate_limit_expire(ngx_http_rate_limit_zone_t *zone,
     int64_t now_us, ngx_uint_t force);
 
@@ -70,6 +85,11 @@ ngx_http_rate_limit_init_zone(ngx_shm_zone_t *shm_zone, void *data)
                     ngx_http_rate_limit_rbtree_insert_value);
 
     ngx_queue_init(&zone->sh->queue);
+
+    ngx_rbtree_init(&zone->sh->rows, &zone->sh->rows_sentinel,
+                    ngx_http_rate_limit_rbtree_insert_value);
+
+    ngx_queue_init(&zone->sh->rows_queue);
 
     len = sizeof(" in rate_limit_zone \"\"") + shm_zone->shm.name.len;
 
@@ -130,15 +150,15 @@ ngx_http_rate_limit_rbtree_insert_value(ngx_rbtree_node_t *temp,
 
 
 static ngx_http_rate_limit_node_t *
-ngx_http_rate_limit_lookup(ngx_http_rate_limit_zone_t *zone, ngx_str_t *key,
+ngx_http_rate_limit_lookup(ngx_rbtree_t *rbtree, ngx_str_t *key,
     uint32_t hash)
 {
     ngx_int_t                    rc;
     ngx_rbtree_node_t           *node, *sentinel;
     ngx_http_rate_limit_node_t  *rln;
 
-    node = zone->sh->rbtree.root;
-    sentinel = zone->sh->rbtree.sentinel;
+    node = rbtree->root;
+    sentinel = rbtree->sentinel;
 
     while (node != sentinel) {
 
@@ -180,7 +200,6 @@ ngx_http_rate_limit_expire(ngx_http_rate_limit_zone_t *zone, int64_t now_us,
 {
     ngx_uint_t                   n;
     ngx_queue_t                 *q;
-    ngx_rbtree_node_t           *node;
     ngx_http_rate_limit_node_t  *rln;
 
     for (n = 0; n < 3; n++) {
@@ -193,30 +212,67 @@ ngx_http_rate_limit_expire(ngx_http_rate_limit_zone_t *zone, int64_t now_us,
 
         rln = ngx_queue_data(q, ngx_http_rate_limit_node_t, queue);
 
-        if (!force && rln->tat_us > now_us) {
+        if (!force && rln->u.tat_us > now_us) {
             return;
         }
 
         force = 0;
 
-        ngx_queue_remove(q);
-
-        node = (ngx_rbtree_node_t *)
-                   ((u_char *) rln - offsetof(ngx_rbtree_node_t, color));
-
-        ngx_rbtree_delete(&zone->sh->rbtree, node);
-
-        ngx_slab_free_locked(zone->shpool, node);
+        ngx_http_rate_limit_node_free(zone, &zone->sh->rbtree, rln);
     }
+}
+
+
+static ngx_rbtree_node_t *
+ngx_http_rate_limit_node_alloc(ngx_http_rate_limit_zone_t *zone,
+    ngx_str_t *key, uint32_t hash)
+{
+    size_t                       size;
+    ngx_rbtree_node_t           *node;
+    ngx_http_rate_limit_node_t  *rln;
+
+    size = offsetof(ngx_rbtree_node_t, color)
+           + offsetof(ngx_http_rate_limit_node_t, data)
+           + key->len;
+
+    node = ngx_slab_alloc_locked(zone->shpool, size);
+    if (node == NULL) {
+        return NULL;
+    }
+
+    node->key = hash;
+
+    rln = (ngx_http_rate_limit_node_t *) &node->color;
+
+    rln->len = (u_short) key->len;
+    ngx_memcpy(rln->data, key->data, key->len);
+
+    return node;
+}
+
+
+static void
+ngx_http_rate_limit_node_free(ngx_http_rate_limit_zone_t *zone,
+    ngx_rbtree_t *rbtree, ngx_http_rate_limit_node_t *rln)
+{
+    ngx_rbtree_node_t  *node;
+
+    ngx_queue_remove(&rln->queue);
+
+    node = (ngx_rbtree_node_t *)
+               ((u_char *) rln - offsetof(ngx_rbtree_node_t, color));
+
+    ngx_rbtree_delete(rbtree, node);
+
+    ngx_slab_free_locked(zone->shpool, node);
 }
 
 
 ngx_int_t
 ngx_http_rate_limit_shm_take(ngx_http_rate_limit_zone_t *zone,
-    ngx_str_t *key, ngx_uint_t cost, int64_t now_us,
-    ngx_http_rate_limit_decision_t *d)
+    ngx_str_t *key, ngx_http_rate_limit_params_t *params, ngx_uint_t cost,
+    int64_t now_us, ngx_http_rate_limit_decision_t *d)
 {
-    size_t                       size;
     uint32_t                     hash;
     ngx_rbtree_node_t           *node;
     ngx_http_rate_limit_node_t  *rln;
@@ -227,13 +283,13 @@ ngx_http_rate_limit_shm_take(ngx_http_rate_limit_zone_t *zone,
 
     ngx_http_rate_limit_expire(zone, now_us, 0);
 
-    rln = ngx_http_rate_limit_lookup(zone, key, hash);
+    rln = ngx_http_rate_limit_lookup(&zone->sh->rbtree, key, hash);
 
     if (rln) {
-        ngx_http_rate_limit_decide(&zone->params, rln->tat_us, now_us, cost,
-                                   d);
+        ngx_http_rate_limit_decide(params, rln->u.tat_us, now_us, cost, d);
+
         if (d->allowed) {
-            rln->tat_us = d->tat_us;
+            rln->u.tat_us = d->tat_us;
         }
 
         ngx_queue_remove(&rln->queue);
@@ -244,7 +300,7 @@ ngx_http_rate_limit_shm_take(ngx_http_rate_limit_zone_t *zone,
         return NGX_OK;
     }
 
-    ngx_http_rate_limit_decide(&zone->params, 0, now_us, cost, d);
+    ngx_http_rate_limit_decide(params, 0, now_us, cost, d);
 
     if (!d->allowed) {
         /* a rejection leaves a full bucket as it was: nothing to store */
@@ -252,29 +308,20 @@ ngx_http_rate_limit_shm_take(ngx_http_rate_limit_zone_t *zone,
         return NGX_OK;
     }
 
-    size = offsetof(ngx_rbtree_node_t, color)
-           + offsetof(ngx_http_rate_limit_node_t, data)
-           + key->len;
-
-    node = ngx_slab_alloc_locked(zone->shpool, size);
+    node = ngx_http_rate_limit_node_alloc(zone, key, hash);
 
     if (node == NULL) {
         ngx_http_rate_limit_expire(zone, now_us, 1);
 
-        node = ngx_slab_alloc_locked(zone->shpool, size);
+        node = ngx_http_rate_limit_node_alloc(zone, key, hash);
         if (node == NULL) {
             ngx_shmtx_unlock(&zone->shpool->mutex);
             return NGX_ERROR;
         }
     }
 
-    node->key = hash;
-
     rln = (ngx_http_rate_limit_node_t *) &node->color;
-
-    rln->len = (u_short) key->len;
-    rln->tat_us = d->tat_us;
-    ngx_memcpy(rln->data, key->data, key->len);
+    rln->u.tat_us = d->tat_us;
 
     ngx_rbtree_insert(&zone->sh->rbtree, node);
     ngx_queue_insert_head(&zone->sh->queue, &rln->queue);
@@ -287,7 +334,8 @@ ngx_http_rate_limit_shm_take(ngx_http_rate_limit_zone_t *zone,
 
 void
 ngx_http_rate_limit_shm_refund(ngx_http_rate_limit_zone_t *zone,
-    ngx_str_t *key, ngx_uint_t cost, int64_t now_us)
+    ngx_str_t *key, ngx_http_rate_limit_params_t *params, ngx_uint_t cost,
+    int64_t now_us)
 {
     uint32_t                     hash;
     ngx_http_rate_limit_node_t  *rln;
@@ -296,11 +344,172 @@ ngx_http_rate_limit_shm_refund(ngx_http_rate_limit_zone_t *zone,
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    rln = ngx_http_rate_limit_lookup(zone, key, hash);
+    rln = ngx_http_rate_limit_lookup(&zone->sh->rbtree, key, hash);
 
     if (rln) {
-        rln->tat_us = ngx_http_rate_limit_refund(&zone->params, rln->tat_us,
-                                                 now_us, cost);
+        rln->u.tat_us = ngx_http_rate_limit_refund(params, rln->u.tat_us,
+                                                   now_us, cost);
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+}
+
+
+/* a bucket's tokens now, without taking any: for the bucket API */
+ngx_int_t
+ngx_http_rate_limit_shm_peek(ngx_http_rate_limit_zone_t *zone,
+    ngx_str_t *key, ngx_http_rate_limit_params_t *params, int64_t now_us,
+    ngx_http_rate_limit_decision_t *d)
+{
+    uint32_t                     hash;
+    ngx_http_rate_limit_node_t  *rln;
+
+    hash = ngx_crc32_short(key->data, key->len);
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    rln = ngx_http_rate_limit_lookup(&zone->sh->rbtree, key, hash);
+
+    ngx_http_rate_limit_decide(params, rln ? rln->u.tat_us : 0, now_us, 0, d);
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return NGX_OK;
+}
+
+
+/* the per-client limit of key, if one was synced: the lock is held briefly */
+ngx_int_t
+ngx_http_rate_limit_shm_row_get(ngx_http_rate_limit_zone_t *zone,
+    ngx_str_t *key, ngx_http_rate_limit_params_t *params)
+{
+    uint32_t                     hash;
+    ngx_int_t                    rc;
+    ngx_http_rate_limit_node_t  *rln;
+
+    hash = ngx_crc32_short(key->data, key->len);
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    if (zone->sh->nrows == 0) {
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        return NGX_DECLINED;
+    }
+
+    rln = ngx_http_rate_limit_lookup(&zone->sh->rows, key, hash);
+
+    if (rln) {
+        *params = rln->u.row.params;
+        rc = NGX_OK;
+
+    } else {
+        rc = NGX_DECLINED;
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return rc;
+}
+
+
+/*
+ * Inserts or updates a per-client limit.  A full zone keeps the rows it has
+ * and says so once, in an alert, until a row fits again.
+ */
+ngx_int_t
+ngx_http_rate_limit_shm_row_set(ngx_http_rate_limit_zone_t *zone,
+    ngx_str_t *key, ngx_http_rate_limit_params_t *params,
+    ngx_uint_t generation, ngx_log_t *log)
+{
+    uint32_t                     hash;
+    ngx_rbtree_node_t           *node;
+    ngx_http_rate_limit_node_t  *rln;
+
+    hash = ngx_crc32_short(key->data, key->len);
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    rln = ngx_http_rate_limit_lookup(&zone->sh->rows, key, hash);
+
+    if (rln == NULL) {
+        node = ngx_http_rate_limit_node_alloc(zone, key, hash);
+
+        if (node == NULL) {
+            if (!zone->sh->rows_full) {
+                zone->sh->rows_full = 1;
+                ngx_log_error(NGX_LOG_ALERT, log, 0,
+                              "rate_limit_zone \"%V\" is full at %ui "
+                              "per-client limits: the rows already held and "
+                              "the defaults keep applying; give the zone "
+                              "more memory", &zone->name, zone->sh->nrows);
+            }
+
+            ngx_shmtx_unlock(&zone->shpool->mutex);
+            return NGX_ERROR;
+        }
+
+        rln = (ngx_http_rate_limit_node_t *) &node->color;
+
+        ngx_rbtree_insert(&zone->sh->rows, node);
+        ngx_queue_insert_head(&zone->sh->rows_queue, &rln->queue);
+        zone->sh->nrows++;
+        zone->sh->rows_full = 0;
+    }
+
+    rln->u.row.params = *params;
+    rln->u.row.generation = generation;
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_rate_limit_shm_row_delete(ngx_http_rate_limit_zone_t *zone,
+    ngx_str_t *key)
+{
+    uint32_t                     hash;
+    ngx_http_rate_limit_node_t  *rln;
+
+    hash = ngx_crc32_short(key->data, key->len);
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    rln = ngx_http_rate_limit_lookup(&zone->sh->rows, key, hash);
+
+    if (rln) {
+        ngx_http_rate_limit_node_free(zone, &zone->sh->rows, rln);
+        zone->sh->nrows--;
+        zone->sh->rows_full = 0;
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+}
+
+
+/* after a full sync: the rows it did not see were deleted meanwhile */
+void
+ngx_http_rate_limit_shm_row_sweep(ngx_http_rate_limit_zone_t *zone,
+    ngx_uint_t generation)
+{
+    ngx_queue_t                 *q, *next;
+    ngx_http_rate_limit_node_t  *rln;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    for (q = ngx_queue_head(&zone->sh->rows_queue);
+         q != ngx_queue_sentinel(&zone->sh->rows_queue);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+
+        rln = ngx_queue_data(q, ngx_http_rate_limit_node_t, queue);
+
+        if (rln->u.row.generation != generation) {
+            ngx_http_rate_limit_node_free(zone, &zone->sh->rows, rln);
+            zone->sh->nrows--;
+        }
     }
 
     ngx_shmtx_unlock(&zone->shpool->mutex);

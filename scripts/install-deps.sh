@@ -12,11 +12,12 @@ set -euo pipefail
 PACKAGES=(
     # build
     build-essential cmake pkg-config
-    nginx nginx-dev libhiredis-dev libyaml-dev libpq-dev
+    nginx nginx-dev libhiredis-dev libyaml-dev libpq-dev nlohmann-json3-dev
     # unit tests and micro-benchmarks
     libgtest-dev googletest libbenchmark-dev
     # integration tests, demo
-    redis-server python3-pytest python3-requests curl
+    redis-server postgresql-15 postgresql-client-15
+    python3-pytest python3-requests curl
     # benchmark (wrk, and the Lua reference setup)
     wrk libnginx-mod-http-lua lua-nginx-redis
 )

@@ -9,7 +9,10 @@
 
 #include <cctype>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <string>
 
 
@@ -71,6 +74,48 @@ inline std::string param_name(size_t index, const std::string &text)
 
     return name;
 }
+
+
+/* a mkdtemp folder for the life of the object, removed with its files */
+class TempFolder {
+public:
+    TempFolder()
+    {
+        char path_template[] = "/tmp/rate-limit-test-XXXXXX";
+        if (mkdtemp(path_template) != nullptr) {
+            path_ = path_template;
+        }
+    }
+
+    TempFolder(const TempFolder &) = delete;
+    TempFolder &operator=(const TempFolder &) = delete;
+
+    ~TempFolder()
+    {
+        if (!path_.empty()) {
+            std::error_code ignored;
+            std::filesystem::remove_all(path_, ignored);
+        }
+    }
+
+    bool ok() const { return !path_.empty(); }
+    const std::string &path() const { return path_; }
+
+    /* writes name in the folder, byte for byte, and returns its path */
+    std::string write(const std::string &name, const std::string &content)
+        const
+    {
+        const std::string file_path = path_ + "/" + name;
+        std::ofstream file(file_path, std::ios::binary | std::ios::trunc);
+        file.write(content.data(),
+                   static_cast<std::streamsize>(content.size()));
+        EXPECT_TRUE(file.good()) << "cannot write " << file_path;
+        return file_path;
+    }
+
+private:
+    std::string  path_;
+};
 
 } // namespace rate_limit_test
 

@@ -267,23 +267,36 @@ protected:
         return reply;
     }
 
-    /* the way the module is expected to call it: EVALSHA, then EVAL */
     Verdict run(const std::vector<Limit> &limits)
     {
-        std::vector<std::string> args { "EVALSHA",
-                                        ngx_http_rate_limit_script_sha1(),
-                                        std::to_string(limits.size()) };
+        std::vector<std::string> keys;
+        std::vector<std::string> values;
         for (const Limit &limit : limits) {
-            args.push_back(limit.key);
+            keys.push_back(limit.key);
         }
         for (const Limit &limit : limits) {
             char interval[64];
             std::snprintf(interval, sizeof(interval), "%.17g",
                           limit.params.interval_us);
-            args.push_back(interval);
-            args.push_back(std::to_string(limit.params.burst));
-            args.push_back(std::to_string(limit.cost));
+            values.push_back(interval);
+            values.push_back(std::to_string(limit.params.burst));
+            values.push_back(std::to_string(limit.cost));
         }
+        return run_args(keys, values);
+    }
+
+    /*
+     * The way the module is expected to call it: EVALSHA, then EVAL.
+     * values holds interval, burst and cost for each key, as text.
+     */
+    Verdict run_args(const std::vector<std::string> &keys,
+        const std::vector<std::string> &values)
+    {
+        std::vector<std::string> args { "EVALSHA",
+                                        ngx_http_rate_limit_script_sha1(),
+                                        std::to_string(keys.size()) };
+        args.insert(args.end(), keys.begin(), keys.end());
+        args.insert(args.end(), values.begin(), values.end());
 
         Reply reply = command(args);
         if (reply && reply->type == REDIS_REPLY_ERROR
@@ -298,7 +311,7 @@ protected:
 
         /* one entry per limit even on failure, so tests may index it */
         Verdict verdict { false,
-                          std::vector<KeyVerdict>(limits.size(),
+                          std::vector<KeyVerdict>(keys.size(),
                                                   { false, -1, -1, -1 }) };
         if (!reply) {
             return verdict;
@@ -306,9 +319,9 @@ protected:
 
         EXPECT_EQ(reply->type, REDIS_REPLY_ARRAY)
             << (reply->type == REDIS_REPLY_ERROR ? reply->str : "");
-        EXPECT_EQ(reply->elements, 1 + 4 * limits.size());
+        EXPECT_EQ(reply->elements, 1 + 4 * keys.size());
         if (reply->type != REDIS_REPLY_ARRAY
-            || reply->elements != 1 + 4 * limits.size())
+            || reply->elements != 1 + 4 * keys.size())
         {
             return verdict;
         }
@@ -318,7 +331,7 @@ protected:
         }
 
         verdict.all_allowed = reply->element[0]->integer == 1;
-        for (size_t i = 0; i < limits.size(); i++) {
+        for (size_t i = 0; i < keys.size(); i++) {
             redisReply **fields = reply->element + 1 + 4 * i;
             verdict.keys[i] = { fields[0]->integer == 1, fields[1]->integer,
                                 fields[2]->integer, fields[3]->integer };
@@ -564,6 +577,133 @@ TEST_F(RedisScript, StoredStateFromOutsideIsReadLikeDecideReadsIt)
     EXPECT_EQ(verdict.keys[0].retry_after_us,
               decide(limit.params, far_tat, script_now).retry_after_us);
     EXPECT_EQ(stored_tat(limit.key), far_tat);
+}
+
+
+/* blocked clients: "0r/s" or burst 0 from a per-client limit */
+
+ngx_http_rate_limit_params_t blocked_params(uint64_t count, uint64_t burst)
+{
+    const ngx_http_rate_limit_rate_t rate { count, 1000 };
+    ngx_http_rate_limit_params_t params {};
+    EXPECT_EQ(ngx_http_rate_limit_make_params_blocking(&rate, burst, &params,
+                                                       nullptr, 0),
+              NGX_HTTP_RATE_LIMIT_OK);
+    EXPECT_EQ(ngx_http_rate_limit_params_blocked(&params), 1);
+    return params;
+}
+
+
+void expect_blocked(const KeyVerdict &got, const std::string &context)
+{
+    EXPECT_FALSE(got.allowed) << context;
+    EXPECT_EQ(got.remaining, 0) << context;
+    EXPECT_EQ(got.retry_after_us,
+              int64_t(NGX_HTTP_RATE_LIMIT_BLOCKED_RETRY_AFTER_US))
+        << context;
+    EXPECT_EQ(got.reset_us, 0) << context;
+}
+
+
+TEST_F(RedisScript, BlockedKeyIsRejectedAndNeverWritten)
+{
+    for (const auto &[count, burst] :
+         std::vector<std::pair<uint64_t, uint64_t>> { { 0, 0 }, { 0, 9 },
+                                                      { 10, 0 } })
+    {
+        const Limit limit { "rl:blocked:" + std::to_string(count) + ":"
+                            + std::to_string(burst),
+                            blocked_params(count, burst), 1 };
+
+        for (int attempt = 0; attempt < 3; attempt++) {
+            const Verdict verdict = run({ limit });
+            EXPECT_FALSE(verdict.all_allowed);
+            expect_blocked(verdict.keys[0], limit.key);
+        }
+        EXPECT_FALSE(stored_tat(limit.key)) << limit.key;
+    }
+}
+
+
+TEST_F(RedisScript, BlockedAsTheModuleSendsItAndAsTextVariants)
+{
+    /* the module sends the rounded interval: "0", and burst "0" */
+    for (const auto &[interval, burst] :
+         std::vector<std::pair<std::string, std::string>> {
+             { "0", "0" }, { "0", "10" }, { "100000", "0" },
+             { "0.000000", "5" }, { "0.0", "0.0" }, { "-0", "3" } })
+    {
+        const std::string key = "rl:blocked-text:" + interval + ":" + burst;
+        for (const char *cost : { "0", "1", "1000" }) {
+            const Verdict verdict = run_args({ key }, { interval, burst,
+                                                        cost });
+            EXPECT_FALSE(verdict.all_allowed) << key << " cost " << cost;
+            expect_blocked(verdict.keys[0], key + " cost " + cost);
+        }
+        EXPECT_FALSE(stored_tat(key));
+    }
+}
+
+
+TEST_F(RedisScript, BlockedKeyIgnoresItsStoredState)
+{
+    const Limit limit { "rl:blocked:stored", blocked_params(0, 0), 1 };
+
+    /* whatever is there stays there, expiry included */
+    command({ "SET", limit.key, "12345", "PX", "600000" });
+    const int64_t ttl = pttl(limit.key);
+
+    const Verdict verdict = run({ limit });
+    expect_blocked(verdict.keys[0], "stored");
+    EXPECT_EQ(stored_tat(limit.key), 12345);
+    EXPECT_LE(pttl(limit.key), ttl);
+    EXPECT_GT(pttl(limit.key), ttl - 5000);
+
+    command({ "SET", limit.key, "not a number" });
+    expect_blocked(run({ limit }).keys[0], "garbage");
+}
+
+
+TEST_F(RedisScript, ABlockedKeyRejectsTheWholeRequest)
+{
+    const Limit roomy { "rl:blocked:roomy", params_for("100r/m", 5), 1 };
+    const Limit blocked { "rl:blocked:bot", blocked_params(0, 0), 1 };
+
+    for (const std::vector<Limit> &limits :
+         { std::vector<Limit> { roomy, blocked },
+           std::vector<Limit> { blocked, roomy } })
+    {
+        const Verdict verdict = run(limits);
+        EXPECT_FALSE(verdict.all_allowed);
+
+        for (size_t i = 0; i < limits.size(); i++) {
+            if (limits[i].key == blocked.key) {
+                expect_blocked(verdict.keys[i], "together");
+            } else {
+                /* would allow, but took nothing */
+                EXPECT_TRUE(verdict.keys[i].allowed);
+                EXPECT_EQ(verdict.keys[i].remaining, 5);
+                EXPECT_EQ(verdict.keys[i].reset_us, 0);
+            }
+        }
+    }
+
+    EXPECT_FALSE(stored_tat(roomy.key));
+    EXPECT_FALSE(stored_tat(blocked.key));
+}
+
+
+TEST_F(RedisScript, BlockedMatchesDecide)
+{
+    const ngx_http_rate_limit_params_t params = blocked_params(0, 0);
+    const Verdict verdict = run({ { "rl:blocked:twin", params, 1 } });
+    const ngx_http_rate_limit_decision_t d =
+        decide(params, 0, rate_limit_test::base_now_us);
+
+    EXPECT_EQ(verdict.keys[0].allowed, bool(d.allowed));
+    EXPECT_EQ(verdict.keys[0].remaining, int64_t(d.remaining));
+    EXPECT_EQ(verdict.keys[0].retry_after_us, d.retry_after_us);
+    EXPECT_EQ(verdict.keys[0].reset_us, d.reset_us);
 }
 
 } // namespace

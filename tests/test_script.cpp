@@ -71,6 +71,25 @@ TEST(Script, IsCheap)
 }
 
 
+TEST(Script, BlocksZeroIntervalOrBurstWithTheHeadersRetryAfter)
+{
+    const std::string script = script_text();
+
+    /* the number comes from the header, not from a copy of it */
+    EXPECT_EQ(count_of(script, "local blocked_retry_after_us = "
+                               + std::to_string(
+                                   NGX_HTTP_RATE_LIMIT_BLOCKED_RETRY_AFTER_US)
+                               + "\n"),
+              1u);
+    EXPECT_EQ(count_of(script, "if interval_us == 0 or burst == 0 then"), 1u);
+    EXPECT_EQ(count_of(script, "reply[n + 3] = blocked_retry_after_us"), 1u);
+
+    /* a blocked key is decided before its GET */
+    EXPECT_LT(script.find("burst == 0"),
+              script.find("redis.call('GET', KEYS[i])"));
+}
+
+
 TEST(Script, Sha1IsComputedOnceForAllThreads)
 {
     std::vector<const char *> seen(8, nullptr);

@@ -133,6 +133,215 @@ const char *ngx_http_rate_limit_script_sha1(void)
     NGX_HTTP_RATE_LIMIT_NOEXCEPT;
 
 
+/*
+ * Per-client limits: from PostgreSQL, from the policy file and from the
+ * bucket API.  Unlike nginx.conf, these may deliberately say 0 ("0r/s" or
+ * burst 0) to block a client altogether.
+ */
+
+/*
+ * What decide() and the script answer in retry_after_us for a blocked
+ * client.  A blocked bucket never refills, so there is no true wait to
+ * report; 0 would read as "retry now" and invite a tight retry loop, while
+ * hours would keep well-behaved clients away long after an operator lifts
+ * the block.  A minute is the usual back-off, and about how soon a changed
+ * policy takes effect.  A plain literal: the script text is built from it.
+ */
+#define NGX_HTTP_RATE_LIMIT_BLOCKED_RETRY_AFTER_US  60000000
+
+/* one token a microsecond refilled over 10^15 us: no bucket holds more */
+#define NGX_HTTP_RATE_LIMIT_BURST_MAX  1000000000000000ULL
+
+/*
+ * As ngx_http_rate_limit_parse_rate(), but a count of 0 ("0r/s", "0r/m")
+ * is accepted: it blocks the client.  For per-client limits only;
+ * nginx.conf goes on refusing 0 through ngx_http_rate_limit_parse_rate().
+ */
+int ngx_http_rate_limit_parse_rate_allow_zero(const char *text, size_t len,
+    ngx_http_rate_limit_rate_t *rate, char *err, size_t errlen)
+    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
+
+/*
+ * As ngx_http_rate_limit_make_params() for a per-client limit, except that
+ * burst is taken as given (the policy file and the bucket API already put
+ * the rate's count in place of a missing burst): a rate count of 0 or a
+ * burst of 0 yields blocked parameters, interval_us 0 and burst 0, which
+ * make_params() never yields.  A rate with a positive count must still be
+ * one that make_params() accepts, even when burst 0 blocks it.
+ *
+ * decide() rejects every request of blocked parameters, whatever the cost
+ * and the stored TAT, with remaining 0, reset_us 0, retry_after_us
+ * NGX_HTTP_RATE_LIMIT_BLOCKED_RETRY_AFTER_US and tat_us unchanged;
+ * refund() gives back nothing.  The script does the same for a key whose
+ * interval or burst argument is 0 (send the rounded interval, as the
+ * module does, and blocked parameters send "0" for both): it neither reads
+ * nor writes that key, and as a rejection it writes no other key either.
+ */
+int ngx_http_rate_limit_make_params_blocking(
+    const ngx_http_rate_limit_rate_t *rate, uint64_t burst,
+    ngx_http_rate_limit_params_t *params, char *err, size_t errlen)
+    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
+
+/* 1 when decide() blocks every request of params (see above), else 0 */
+int ngx_http_rate_limit_params_blocked(
+    const ngx_http_rate_limit_params_t *params)
+    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
+
+
+/* where a client's effective limit came from, weakest first */
+typedef enum {
+    NGX_HTTP_RATE_LIMIT_SOURCE_DEFAULT = 0,     /* the zone in nginx.conf */
+    NGX_HTTP_RATE_LIMIT_SOURCE_YAML,            /* the policy file */
+    NGX_HTTP_RATE_LIMIT_SOURCE_POSTGRES
+} ngx_http_rate_limit_source_e;
+
+/*
+ * The limit that applies to a client: its PostgreSQL row, else its entry
+ * in the policy file, else the zone's default.  NULL stands for a source
+ * that has nothing for the client; a blocked limit is a limit like any
+ * other and wins by the same order.  Returns the chosen parameters, NULL
+ * only when all three are NULL (decide() rejects NULL parameters), and
+ * writes where they came from into *source unless source is NULL.
+ */
+const ngx_http_rate_limit_params_t *ngx_http_rate_limit_pick_params(
+    const ngx_http_rate_limit_params_t *postgres,
+    const ngx_http_rate_limit_params_t *yaml,
+    const ngx_http_rate_limit_params_t *zone_default,
+    ngx_http_rate_limit_source_e *source)
+    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
+
+/* "default", "yaml" or "postgres", for headers, logs and the API */
+const char *ngx_http_rate_limit_source_name(
+    ngx_http_rate_limit_source_e source)
+    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
+
+
+/*
+ * The policy file, YAML:
+ *
+ *     zones:
+ *       api:
+ *         clients:
+ *           partner-acme: { rate: 1000r/m, burst: 200 }
+ *           trial-42:     { rate: 10r/m }      # burst: the rate's count
+ *           blocked-bot:  { rate: 0r/s }       # blocked
+ *
+ * Zone names are not checked here: the module knows its zones, and each
+ * entry carries the place of its client key for the module's message.
+ * Client keys are arbitrary non-empty strings of any length.
+ */
+typedef struct ngx_http_rate_limit_policy_s  ngx_http_rate_limit_policy_t;
+
+typedef struct {
+    const char                  *zone;        /* also NUL ended */
+    size_t                       zone_len;
+    const unsigned char         *key;         /* NUL ended, may hold NULs */
+    size_t                       key_len;
+    ngx_http_rate_limit_rate_t   rate;        /* count 0: blocked */
+    uint64_t                     burst;       /* 0: blocked */
+    size_t                       line;        /* of the client key, 1-based */
+    size_t                       column;      /* in characters, 1-based */
+} ngx_http_rate_limit_policy_entry_t;
+
+/* larger files are refused unread */
+#define NGX_HTTP_RATE_LIMIT_POLICY_MAX_SIZE  (64 * 1024 * 1024)
+
+/*
+ * Room for a policy error: "PATH:LINE:COLUMN: " and a message that fits
+ * NGX_HTTP_RATE_LIMIT_ERR_LEN, for a path of up to 4096 bytes.
+ */
+#define NGX_HTTP_RATE_LIMIT_POLICY_ERR_LEN  (4096 + 64 \
+                                             + NGX_HTTP_RATE_LIMIT_ERR_LEN)
+
+/*
+ * Reads and checks the whole file; *policy is written only on success and
+ * must be given back with ngx_http_rate_limit_policy_free().  An empty
+ * file, or "zones: {}", is an empty policy.  Errors are written as
+ * "PATH:LINE:COLUMN: what was expected" (1-based), or "PATH: reason" when
+ * the file cannot be read.  Every entry has already passed
+ * ngx_http_rate_limit_make_params_blocking().
+ */
+int ngx_http_rate_limit_policy_load(const char *path,
+    ngx_http_rate_limit_policy_t **policy, char *err, size_t errlen)
+    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
+
+/* the number of entries; 0 for NULL */
+size_t ngx_http_rate_limit_policy_size(
+    const ngx_http_rate_limit_policy_t *policy)
+    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
+
+/*
+ * Entry i, in (zone, key) order compared bytewise as unsigned bytes (a
+ * shorter string first when it is a prefix), so that C can binary-search
+ * them or copy them in order; (zone, key) pairs are unique.  The pointers
+ * stay valid until ngx_http_rate_limit_policy_free().  An i at or beyond
+ * the size gives an all-zero entry.
+ */
+void ngx_http_rate_limit_policy_entry(
+    const ngx_http_rate_limit_policy_t *policy, size_t i,
+    ngx_http_rate_limit_policy_entry_t *entry)
+    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
+
+/* NULL is allowed */
+void ngx_http_rate_limit_policy_free(ngx_http_rate_limit_policy_t *policy)
+    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
+
+
+/* the body of a bucket API request, {"key": ..., "rate": ..., "burst": ...} */
+typedef struct {
+    unsigned char                key[NGX_HTTP_RATE_LIMIT_KEY_MAX];
+    size_t                       key_len;     /* 0: the body had no key */
+    ngx_http_rate_limit_rate_t   rate;        /* count 0: blocked */
+    uint64_t                     burst;       /* the rate's count if absent */
+} ngx_http_rate_limit_bucket_body_t;
+
+/*
+ * Parses a bucket API body: a JSON object with "rate" (a string such as
+ * "10r/s", "0r/s" blocks), an optional "burst" (a whole number from 0 to
+ * NGX_HTTP_RATE_LIMIT_BURST_MAX, 0 blocks) and "key" (a non-empty string of
+ * at most NGX_HTTP_RATE_LIMIT_KEY_MAX bytes of UTF-8, which may hold NUL
+ * from "\u0000"), which is required when require_key is not 0 (POST) and
+ * optional otherwise (PUT: the caller decides what a key in the body
+ * means).  Anything else is refused with NGX_HTTP_RATE_LIMIT_EINVAL and a
+ * message naming the problem: malformed JSON, trailing data, another type,
+ * an unknown or repeated field, a rate and burst that
+ * ngx_http_rate_limit_make_params_blocking() refuses.  Byte positions in
+ * messages count from 1.  *out is written only on success.
+ */
+int ngx_http_rate_limit_parse_bucket_body(const char *body, size_t len,
+    int require_key, ngx_http_rate_limit_bucket_body_t *out, char *err,
+    size_t errlen)
+    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
+
+/*
+ * Writes in as the inside of a JSON string, without the quotes, and
+ * returns the length written, which ngx_http_rate_limit_json_escape_len()
+ * gives beforehand (at most 6 * len).  Well-formed UTF-8 is copied as it
+ * is, except U+2028 and U+2029, written as \u2028 and \u2029 so that the
+ * output is safe in JavaScript too; '"' and '\' are escaped, control
+ * characters and DEL become \n, \t and the like or \u00XX.  Each byte that
+ * is not part of well-formed UTF-8 (a stray continuation byte, a cut or
+ * overlong sequence, a surrogate, beyond U+10FFFF) becomes \u00XX of its
+ * own value: the output is always valid JSON, the byte can still be told,
+ * and it shows as the Latin-1 character of that value.
+ */
+size_t ngx_http_rate_limit_json_escape(const unsigned char *in, size_t len,
+    unsigned char *out)
+    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
+size_t ngx_http_rate_limit_json_escape_len(const unsigned char *in,
+    size_t len)
+    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
+
+
+
+/*
+ * The SQL that creates the per-client limits table, its deletion log and
+ * its trigger, if missing: config/rate_limit_schema.sql, word for word.
+ */
+const char *ngx_http_rate_limit_pg_schema(size_t *len)
+    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
+
+
 #ifdef __cplusplus
 }
 #endif

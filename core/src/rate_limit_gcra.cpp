@@ -33,6 +33,12 @@
  * the honest answer is to wait until it is within reach again (retry_after
  * says exactly how long).  Only absurd values are capped, so that the sums
  * cannot overflow.
+ *
+ * Blocked parameters (burst 0 or interval 0, from a per-client "0r/s" or
+ * burst 0) are not a bucket at all: an empty bucket of capacity 0 would
+ * still let cost 0 through and would report a retry_after of one token, as
+ * if waiting helped.  They are decided before any arithmetic, as the script
+ * decides them before it reads the key.
  */
 
 #include <ngx_http_rate_limit_core.h>
@@ -84,6 +90,16 @@ int64_t whole_token_us(double interval_us) noexcept
     }
 
     return static_cast<int64_t>(std::floor(interval_us + 0.5));
+}
+
+
+/*
+ * Exact comparisons: make_params_blocking() writes these zeros, the module
+ * sends them to the script as "0", and the script tests them the same way.
+ */
+bool is_blocked(const ngx_http_rate_limit_params_t &params) noexcept
+{
+    return params.burst == 0 || params.interval_us == 0.0;
 }
 
 
@@ -143,6 +159,15 @@ int64_t valid_now(int64_t now_us) noexcept
 void decide(const ngx_http_rate_limit_params_t &params, int64_t tat_us,
     int64_t now_us, uint64_t cost, ngx_http_rate_limit_decision_t &d) noexcept
 {
+    if (is_blocked(params)) {
+        d.allowed = 0;
+        d.tat_us = tat_us;
+        d.remaining = 0;
+        d.retry_after_us = NGX_HTTP_RATE_LIMIT_BLOCKED_RETRY_AFTER_US;
+        d.reset_us = 0;
+        return;
+    }
+
     const Bucket bucket(params);
     const int64_t now = valid_now(now_us);
 
@@ -166,6 +191,62 @@ void decide(const ngx_http_rate_limit_params_t &params, int64_t tat_us,
     d.reset_us = until_full;
 }
 
+
+/*
+ * Checks rate, and a bucket of capacity tokens at that rate; capacity 0
+ * (a blocked client) checks the rate alone.  Writes params only when all is
+ * well.
+ */
+int check_params(const ngx_http_rate_limit_rate_t &rate, uint64_t capacity,
+    ngx_http_rate_limit_params_t &params, char *err, size_t errlen) noexcept
+{
+    if (rate.count == 0) {
+        write_error(err, errlen, "the number of requests must be positive");
+        return NGX_HTTP_RATE_LIMIT_EINVAL;
+    }
+
+    if (rate.period_ms == 0) {
+        write_error(err, errlen, "the period must be positive");
+        return NGX_HTTP_RATE_LIMIT_EINVAL;
+    }
+
+    const double interval_us = static_cast<double>(rate.period_ms) * 1000.0
+                               / static_cast<double>(rate.count);
+
+    if (!(interval_us >= 1.0)) {
+        write_error(err, errlen,
+                    "the rate is faster than %d requests per second",
+                    NGX_HTTP_RATE_LIMIT_MAX_PER_SEC);
+        return NGX_HTTP_RATE_LIMIT_EINVAL;
+    }
+
+    /* rounded the way decide() and the script round it */
+    const double token_us = std::floor(interval_us + 0.5);
+
+    if (capacity == 0 && token_us > static_cast<double>(max_bucket_span_us))
+    {
+        write_error(err, errlen, "the period is too long: one request would "
+                    "take more than 10^15 microseconds to refill");
+        return NGX_HTTP_RATE_LIMIT_EINVAL;
+    }
+
+    if (token_us > static_cast<double>(max_bucket_span_us)
+        || capacity > static_cast<uint64_t>(max_bucket_span_us)
+                      / static_cast<uint64_t>(token_us))
+    {
+        write_error(err, errlen,
+                    "burst %llu is too large for the rate: a full refill "
+                    "would take more than 10^15 microseconds",
+                    static_cast<unsigned long long>(capacity));
+        return NGX_HTTP_RATE_LIMIT_EINVAL;
+    }
+
+    params.interval_us = interval_us;
+    params.burst = capacity;
+
+    return NGX_HTTP_RATE_LIMIT_OK;
+}
+
 } // namespace
 
 
@@ -180,52 +261,56 @@ ngx_http_rate_limit_make_params(const ngx_http_rate_limit_rate_t *rate,
             return NGX_HTTP_RATE_LIMIT_EINVAL;
         }
 
+        return check_params(*rate, burst != 0 ? burst : rate->count, *params,
+                            err, errlen);
+
+    } catch (...) {
+        write_error(err, errlen, "internal error while checking the rate");
+        return NGX_HTTP_RATE_LIMIT_EINVAL;
+    }
+}
+
+
+extern "C" int
+ngx_http_rate_limit_make_params_blocking(
+    const ngx_http_rate_limit_rate_t *rate, uint64_t burst,
+    ngx_http_rate_limit_params_t *params, char *err, size_t errlen) noexcept
+{
+    try {
+        if (rate == nullptr || params == nullptr) {
+            write_error(err, errlen, "internal error: no rate given");
+            return NGX_HTTP_RATE_LIMIT_EINVAL;
+        }
+
         if (rate->count == 0) {
-            write_error(err, errlen, "the number of requests must be positive");
-            return NGX_HTTP_RATE_LIMIT_EINVAL;
+            *params = ngx_http_rate_limit_params_t { 0.0, 0 };
+            return NGX_HTTP_RATE_LIMIT_OK;
         }
 
-        if (rate->period_ms == 0) {
-            write_error(err, errlen, "the period must be positive");
-            return NGX_HTTP_RATE_LIMIT_EINVAL;
+        /* a rate refused in nginx.conf stays refused, even with burst 0 */
+        ngx_http_rate_limit_params_t checked {};
+
+        const int rc = check_params(*rate, burst, checked, err, errlen);
+        if (rc != NGX_HTTP_RATE_LIMIT_OK) {
+            return rc;
         }
 
-        const double interval_us = static_cast<double>(rate->period_ms)
-                                   * 1000.0
-                                   / static_cast<double>(rate->count);
-
-        if (!(interval_us >= 1.0)) {
-            write_error(err, errlen,
-                        "the rate is faster than %d requests per second",
-                        NGX_HTTP_RATE_LIMIT_MAX_PER_SEC);
-            return NGX_HTTP_RATE_LIMIT_EINVAL;
-        }
-
-        const uint64_t capacity = burst != 0 ? burst : rate->count;
-
-        /* rounded the way decide() and the script round it */
-        const double token_us = std::floor(interval_us + 0.5);
-
-        if (token_us > static_cast<double>(max_bucket_span_us)
-            || capacity > static_cast<uint64_t>(max_bucket_span_us)
-                          / static_cast<uint64_t>(token_us))
-        {
-            write_error(err, errlen,
-                        "burst %llu is too large for the rate: a full refill "
-                        "would take more than 10^15 microseconds",
-                        static_cast<unsigned long long>(capacity));
-            return NGX_HTTP_RATE_LIMIT_EINVAL;
-        }
-
-        params->interval_us = interval_us;
-        params->burst = capacity;
-
+        *params = burst != 0 ? checked
+                             : ngx_http_rate_limit_params_t { 0.0, 0 };
         return NGX_HTTP_RATE_LIMIT_OK;
 
     } catch (...) {
         write_error(err, errlen, "internal error while checking the rate");
         return NGX_HTTP_RATE_LIMIT_EINVAL;
     }
+}
+
+
+extern "C" int
+ngx_http_rate_limit_params_blocked(
+    const ngx_http_rate_limit_params_t *params) noexcept
+{
+    return params != nullptr && is_blocked(*params) ? 1 : 0;
 }
 
 
@@ -262,7 +347,8 @@ ngx_http_rate_limit_refund(const ngx_http_rate_limit_params_t *params,
     try {
         const int64_t now = valid_now(now_us);
 
-        if (params == nullptr) {
+        /* a blocked bucket never allowed anything, so nothing is owed */
+        if (params == nullptr || is_blocked(*params)) {
             return tat_us;
         }
 

@@ -5,6 +5,10 @@
  * typo that silently became some other rate would be far worse than an
  * "nginx -t" failure.  So no white space, no signs, no fractions and no
  * upper case units.
+ *
+ * A count of 0 is refused in nginx.conf, where it can only be a mistake,
+ * and accepted for per-client limits, where it deliberately blocks one
+ * client; the period must be valid either way.
  */
 
 #include <ngx_http_rate_limit_core.h>
@@ -106,8 +110,10 @@ std::optional<uint64_t> unit_milliseconds(std::string_view name) noexcept
 }
 
 
-int parse_rate(std::string_view text, ngx_http_rate_limit_rate_t &rate,
-    char *err, size_t errlen) noexcept
+enum class ZeroCount { refused, allowed };
+
+int parse_rate(std::string_view text, ZeroCount zero_count,
+    ngx_http_rate_limit_rate_t &rate, char *err, size_t errlen) noexcept
 {
     if (text.empty()) {
         write_error(err, errlen, "empty rate, expected N r/PERIOD like 10r/s");
@@ -135,7 +141,7 @@ int parse_rate(std::string_view text, ngx_http_rate_limit_rate_t &rate,
         break;
     }
 
-    if (count == 0) {
+    if (count == 0 && zero_count == ZeroCount::refused) {
         write_error(err, errlen, "the number of requests must be positive");
         return NGX_HTTP_RATE_LIMIT_EINVAL;
     }
@@ -205,11 +211,8 @@ int parse_rate(std::string_view text, ngx_http_rate_limit_rate_t &rate,
     return NGX_HTTP_RATE_LIMIT_OK;
 }
 
-} // namespace
 
-
-extern "C" int
-ngx_http_rate_limit_parse_rate(const char *text, size_t len,
+int parse_rate_checked(const char *text, size_t len, ZeroCount zero_count,
     ngx_http_rate_limit_rate_t *rate, char *err, size_t errlen) noexcept
 {
     try {
@@ -221,8 +224,8 @@ ngx_http_rate_limit_parse_rate(const char *text, size_t len,
         /* a local result, so that a failure leaves *rate untouched */
         ngx_http_rate_limit_rate_t parsed {};
 
-        const int rc = parse_rate(std::string_view(text, len), parsed, err,
-                                  errlen);
+        const int rc = parse_rate(std::string_view(text, len), zero_count,
+                                  parsed, err, errlen);
         if (rc == NGX_HTTP_RATE_LIMIT_OK) {
             *rate = parsed;
         }
@@ -233,4 +236,24 @@ ngx_http_rate_limit_parse_rate(const char *text, size_t len,
         write_error(err, errlen, "internal error while parsing the rate");
         return NGX_HTTP_RATE_LIMIT_EINVAL;
     }
+}
+
+} // namespace
+
+
+extern "C" int
+ngx_http_rate_limit_parse_rate(const char *text, size_t len,
+    ngx_http_rate_limit_rate_t *rate, char *err, size_t errlen) noexcept
+{
+    return parse_rate_checked(text, len, ZeroCount::refused, rate, err,
+                              errlen);
+}
+
+
+extern "C" int
+ngx_http_rate_limit_parse_rate_allow_zero(const char *text, size_t len,
+    ngx_http_rate_limit_rate_t *rate, char *err, size_t errlen) noexcept
+{
+    return parse_rate_checked(text, len, ZeroCount::allowed, rate, err,
+                              errlen);
 }

@@ -21,6 +21,10 @@
  * Every reply value is a whole number below 2^53; Redis truncates Lua
  * numbers to integers in replies, so nothing is lost.
  *
+ * A key whose interval or burst argument is 0 is blocked (see
+ * ngx_http_rate_limit_make_params_blocking()): rejected before its value
+ * is read, so that no stored state and no cost can let it through.
+ *
  * For the module: KEYS must be distinct (a key given twice is judged twice
  * against the same stored value and written once), and interval_us should
  * be sent with enough digits for the script's half-up rounding to agree
@@ -33,16 +37,25 @@
 #include <array>
 
 
+/* the header's number, spelt into the script so the two cannot drift */
+#define RATE_LIMIT_LUA_NUMBER(value)  RATE_LIMIT_LUA_DIGITS(value)
+#define RATE_LIMIT_LUA_DIGITS(value)  #value
+
+
 namespace {
 
 constexpr char decision_script[] = R"lua(-- ngx_http_rate_limit: GCRA token buckets, all or nothing.
 -- Twin of ngx_http_rate_limit_decide(): keep the arithmetic identical.
 -- KEYS[i]: a bucket, holding its TAT in whole microseconds.
 -- ARGV[3i-2]: interval_us, ARGV[3i-1]: burst, ARGV[3i]: cost.
+-- An interval or burst of 0 blocks the key: always rejected, never read.
 -- Reply: {all_allowed, then per key: allowed, remaining,
 --         retry_after_us, reset_us}, all integers.
 local max_bucket_span_us = 1e15
 local max_until_full_us = 4e15
+local blocked_retry_after_us = )lua"
+    RATE_LIMIT_LUA_NUMBER(NGX_HTTP_RATE_LIMIT_BLOCKED_RETRY_AFTER_US)
+    R"lua(
 
 local function whole_tokens(free_us, token_us)
   return math.floor(math.max(free_us, 0) / token_us)
@@ -54,50 +67,65 @@ local all_allowed = 1
 local buckets = {}
 
 for i = 1, #KEYS do
-  -- whole_token_us(): half up, within [1, max_bucket_span_us]
-  local token_us = math.min(math.max(
-    math.floor(tonumber(ARGV[3 * i - 2]) + 0.5), 1), max_bucket_span_us)
-  local burst = math.min(tonumber(ARGV[3 * i - 1]),
-    math.floor(max_bucket_span_us / token_us))
-  local tau = burst * token_us
-  -- a cost above burst never fits: counted as burst + 1
-  local cost_us = math.min(tonumber(ARGV[3 * i]), burst + 1) * token_us
-  -- absent or not a number: a full bucket
-  local tat = tonumber(redis.call('GET', KEYS[i])) or 0
-  local until_full = math.min(math.max(tat - now, 0), max_until_full_us)
-  local until_full_after = until_full + cost_us
-  local allowed = until_full_after <= tau
-  if not allowed then
+  local interval_us = tonumber(ARGV[3 * i - 2])
+  local burst = tonumber(ARGV[3 * i - 1])
+  if interval_us == 0 or burst == 0 then
+    -- is_blocked(): no bucket, so nothing to read
     all_allowed = 0
+    buckets[i] = false
+  else
+    -- whole_token_us(): half up, within [1, max_bucket_span_us]
+    local token_us = math.min(math.max(math.floor(interval_us + 0.5), 1),
+      max_bucket_span_us)
+    burst = math.min(burst, math.floor(max_bucket_span_us / token_us))
+    local tau = burst * token_us
+    -- a cost above burst never fits: counted as burst + 1
+    local cost_us = math.min(tonumber(ARGV[3 * i]), burst + 1) * token_us
+    -- absent or not a number: a full bucket
+    local tat = tonumber(redis.call('GET', KEYS[i])) or 0
+    local until_full = math.min(math.max(tat - now, 0), max_until_full_us)
+    local until_full_after = until_full + cost_us
+    local allowed = until_full_after <= tau
+    if not allowed then
+      all_allowed = 0
+    end
+    buckets[i] = {allowed, token_us, tau, until_full, until_full_after}
   end
-  buckets[i] = {allowed, token_us, tau, until_full, until_full_after}
 end
 
 local reply = {all_allowed}
 
 for i = 1, #KEYS do
-  local allowed, token_us, tau, until_full, until_full_after =
-    unpack(buckets[i])
   local n = #reply
-  if all_allowed == 1 then
-    local ttl_ms = math.max(math.ceil(until_full_after / 1000), 1)
-    redis.call('SET', KEYS[i], string.format('%.0f', now + until_full_after),
-      'PX', string.format('%.0f', ttl_ms))
-    reply[n + 1] = 1
-    reply[n + 2] = whole_tokens(tau - until_full_after, token_us)
-    reply[n + 3] = 0
-    reply[n + 4] = until_full_after
-  elseif allowed then
-    -- another key rejected, so nothing was taken: report the bucket as is
-    reply[n + 1] = 1
-    reply[n + 2] = whole_tokens(tau - until_full, token_us)
-    reply[n + 3] = 0
-    reply[n + 4] = until_full
-  else
+  if not buckets[i] then
     reply[n + 1] = 0
-    reply[n + 2] = whole_tokens(tau - until_full, token_us)
-    reply[n + 3] = until_full_after - tau
-    reply[n + 4] = until_full
+    reply[n + 2] = 0
+    reply[n + 3] = blocked_retry_after_us
+    reply[n + 4] = 0
+  else
+    local allowed, token_us, tau, until_full, until_full_after =
+      unpack(buckets[i])
+    if all_allowed == 1 then
+      local ttl_ms = math.max(math.ceil(until_full_after / 1000), 1)
+      redis.call('SET', KEYS[i],
+        string.format('%.0f', now + until_full_after),
+        'PX', string.format('%.0f', ttl_ms))
+      reply[n + 1] = 1
+      reply[n + 2] = whole_tokens(tau - until_full_after, token_us)
+      reply[n + 3] = 0
+      reply[n + 4] = until_full_after
+    elseif allowed then
+      -- another key rejected, so nothing was taken: report the bucket as is
+      reply[n + 1] = 1
+      reply[n + 2] = whole_tokens(tau - until_full, token_us)
+      reply[n + 3] = 0
+      reply[n + 4] = until_full
+    else
+      reply[n + 1] = 0
+      reply[n + 2] = whole_tokens(tau - until_full, token_us)
+      reply[n + 3] = until_full_after - tau
+      reply[n + 4] = until_full
+    end
   end
 end
 

@@ -1,0 +1,82 @@
+/*
+ * The schema of the per-client limits in PostgreSQL.  The module sends it
+ * when it connects; config/rate_limit_schema.sql holds the same text for
+ * people, and a unit test keeps the two identical.
+ */
+
+#include <ngx_http_rate_limit_core.h>
+
+
+namespace {
+
+constexpr char schema_sql[] = R"sql(-- Per-client limits for ngx_http_rate_limit_module.
+--
+-- The module runs this itself when it connects, so a new database needs no
+-- step by hand; it is shipped for review and for databases where nginx's role
+-- may not create tables.  Every statement is idempotent, and an advisory lock
+-- keeps two nginx nodes from running it at once.
+--
+--   zone        a zone name of rate_limit_zone in nginx.conf
+--   key         the client's key, as the zone's KEY evaluates for it
+--   rate        "N r/PERIOD" as in nginx.conf ("1000r/m", "5r/30s"); "0r/s"
+--               blocks the client
+--   burst       the bucket's capacity; NULL means the N of rate, 0 blocks
+--   updated_at  set by the trigger; the module syncs the rows changed since
+--               its last sync
+--
+-- Deleted rows are remembered for 7 days in rate_limit_bucket_deletions, so
+-- that a node that syncs incrementally sees deletions too.  Every change
+-- sends NOTIFY rate_limit_buckets, and the syncing worker of each node reads
+-- the change at once.
+BEGIN;
+SELECT pg_advisory_xact_lock(7274627465);
+CREATE TABLE IF NOT EXISTS rate_limit_buckets (
+    zone        text        NOT NULL CHECK (zone ~ '^[A-Za-z0-9_.-]{1,64}$'),
+    key         text        NOT NULL CHECK (key <> '' AND octet_length(key) <= 4096),
+    rate        text        NOT NULL CHECK (rate ~ '^[0-9]{1,15}r/([1-9][0-9]{0,8})?(ms|s|m|h|d)$'),
+    burst       bigint      CHECK (burst >= 0 AND burst <= 1000000000000000),
+    updated_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (zone, key)
+);
+CREATE INDEX IF NOT EXISTS rate_limit_buckets_updated_at
+    ON rate_limit_buckets (updated_at);
+CREATE TABLE IF NOT EXISTS rate_limit_bucket_deletions (
+    zone        text        NOT NULL,
+    key         text        NOT NULL,
+    deleted_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX IF NOT EXISTS rate_limit_bucket_deletions_deleted_at
+    ON rate_limit_bucket_deletions (deleted_at);
+CREATE OR REPLACE FUNCTION rate_limit_buckets_changed() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('rate_limit_buckets', '');
+    IF TG_OP = 'DELETE' THEN
+        INSERT INTO rate_limit_bucket_deletions (zone, key)
+            VALUES (OLD.zone, OLD.key);
+        DELETE FROM rate_limit_bucket_deletions
+            WHERE deleted_at < clock_timestamp() - interval '7 days';
+        RETURN OLD;
+    END IF;
+    NEW.updated_at := clock_timestamp();
+    RETURN NEW;
+END
+$$;
+CREATE OR REPLACE TRIGGER rate_limit_buckets_changed
+    BEFORE INSERT OR UPDATE OR DELETE ON rate_limit_buckets
+    FOR EACH ROW EXECUTE FUNCTION rate_limit_buckets_changed();
+COMMIT;
+)sql";
+
+}  // namespace
+
+
+extern "C" const char *
+ngx_http_rate_limit_pg_schema(size_t *len) noexcept
+{
+    if (len != nullptr) {
+        *len = sizeof(schema_sql) - 1;
+    }
+
+    return schema_sql;
+}

@@ -1,0 +1,200 @@
+
+/*
+ * Static per-client limits from a YAML policy file, read with the
+ * configuration: at start, at reload and by "nginx -t".  Each zone keeps its
+ * entries sorted in configuration memory, so a lookup is a binary search.
+ */
+
+
+#include "ngx_http_rate_limit_module.h"
+
+
+static ngx_int_t ngx_http_rate_limit_policy_add(ngx_conf_t *cf,
+    ngx_http_rate_limit_main_conf_t *rmcf,
+    ngx_http_rate_limit_policy_entry_t *entry);
+static ngx_int_t ngx_http_rate_limit_policy_cmp(const void *one,
+    const void *two);
+
+
+char *
+ngx_http_rate_limit_policy_file(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_rate_limit_main_conf_t *rmcf = conf;
+
+    ngx_str_t  *value;
+
+    if (rmcf->policy_file.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    rmcf->policy_file = value[1];
+
+    if (ngx_conf_full_name(cf->cycle, &rmcf->policy_file, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* runs once every zone is defined: the file may name any of them */
+ngx_int_t
+ngx_http_rate_limit_policy_load_file(ngx_conf_t *cf,
+    ngx_http_rate_limit_main_conf_t *rmcf)
+{
+    char                                err[NGX_HTTP_RATE_LIMIT_POLICY_ERR_LEN];
+    size_t                              i, n;
+    ngx_int_t                           rc;
+    ngx_uint_t                          z;
+    ngx_http_rate_limit_zone_t        **zones;
+    ngx_http_rate_limit_policy_t       *policy;
+    ngx_http_rate_limit_policy_entry_t  entry;
+
+    if (rmcf->policy_file.data == NULL) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_rate_limit_policy_load((char *) rmcf->policy_file.data,
+                                        &policy, err, sizeof(err))
+        != NGX_HTTP_RATE_LIMIT_OK)
+    {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"rate_limit_policy_file\" directive: %s", err);
+        return NGX_ERROR;
+    }
+
+    rc = NGX_OK;
+    n = ngx_http_rate_limit_policy_size(policy);
+
+    for (i = 0; i < n; i++) {
+        ngx_http_rate_limit_policy_entry(policy, i, &entry);
+
+        rc = ngx_http_rate_limit_policy_add(cf, rmcf, &entry);
+        if (rc != NGX_OK) {
+            break;
+        }
+    }
+
+    ngx_http_rate_limit_policy_free(policy);
+
+    if (rc != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    zones = rmcf->zones.elts;
+
+    for (z = 0; z < rmcf->zones.nelts; z++) {
+        if (zones[z]->policy.nelts > 1) {
+            ngx_sort(zones[z]->policy.elts, zones[z]->policy.nelts,
+                     sizeof(ngx_http_rate_limit_policy_row_t),
+                     ngx_http_rate_limit_policy_cmp);
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_rate_limit_policy_add(ngx_conf_t *cf,
+    ngx_http_rate_limit_main_conf_t *rmcf,
+    ngx_http_rate_limit_policy_entry_t *entry)
+{
+    char                               err[NGX_HTTP_RATE_LIMIT_ERR_LEN];
+    ngx_http_rate_limit_zone_t        *zone;
+    ngx_http_rate_limit_policy_row_t  *row;
+
+    zone = ngx_http_rate_limit_zone_find(rmcf, (u_char *) entry->zone,
+                                         entry->zone_len);
+
+    if (zone == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"rate_limit_policy_file\" directive: %V:%uz:%uz: "
+                      "unknown zone \"%*s\", expected a zone defined by "
+                      "\"rate_limit_zone\"", &rmcf->policy_file, entry->line,
+                      entry->column, entry->zone_len, entry->zone);
+        return NGX_ERROR;
+    }
+
+    if (zone->policy.elts == NULL
+        && ngx_array_init(&zone->policy, cf->pool, 8,
+                          sizeof(ngx_http_rate_limit_policy_row_t))
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    row = ngx_array_push(&zone->policy);
+    if (row == NULL) {
+        return NGX_ERROR;
+    }
+
+    row->key.data = ngx_pnalloc(cf->pool, NGX_HTTP_RATE_LIMIT_KEY_MAX);
+    if (row->key.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    row->key.len = ngx_http_rate_limit_encode_key(entry->key, entry->key_len,
+                                                  row->key.data);
+
+    if (ngx_http_rate_limit_make_params_blocking(&entry->rate, entry->burst,
+                                                 &row->params, err,
+                                                 sizeof(err))
+        != NGX_HTTP_RATE_LIMIT_OK)
+    {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"rate_limit_policy_file\" directive: %V:%uz:%uz: %s",
+                      &rmcf->policy_file, entry->line, entry->column, err);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_rate_limit_policy_cmp(const void *one, const void *two)
+{
+    const ngx_http_rate_limit_policy_row_t  *a = one;
+    const ngx_http_rate_limit_policy_row_t  *b = two;
+
+    return ngx_memn2cmp(a->key.data, b->key.data, a->key.len, b->key.len);
+}
+
+
+ngx_int_t
+ngx_http_rate_limit_policy_find(ngx_http_rate_limit_zone_t *zone,
+    ngx_str_t *key, ngx_http_rate_limit_params_t *params)
+{
+    ngx_int_t                          rc;
+    ngx_uint_t                         low, high, middle;
+    ngx_http_rate_limit_policy_row_t  *rows;
+
+    rows = zone->policy.elts;
+    low = 0;
+    high = zone->policy.nelts;
+
+    while (low < high) {
+        middle = low + (high - low) / 2;
+
+        rc = ngx_memn2cmp(key->data, rows[middle].key.data, key->len,
+                          rows[middle].key.len);
+
+        if (rc == 0) {
+            *params = rows[middle].params;
+            return NGX_OK;
+        }
+
+        if (rc < 0) {
+            high = middle;
+
+        } else {
+            low = middle + 1;
+        }
+    }
+
+    return NGX_DECLINED;
+}

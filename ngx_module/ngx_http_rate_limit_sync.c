@@ -1,0 +1,719 @@
+
+/*
+ * Per-client limits synced from PostgreSQL into the zones' shared memory.
+ *
+ * One worker per node syncs: it holds a lease in shared memory, renewed by
+ * a timer, and worker 0 is preferred.  It reads every row once, then only
+ * the rows changed since the last sync, every "interval" and at once on
+ * NOTIFY.  While PostgreSQL cannot answer, the last synced limits keep
+ * applying, and a reload keeps them without reading everything again.
+ */
+
+
+#include "ngx_http_rate_limit_module.h"
+
+
+#define NGX_HTTP_RATE_LIMIT_SYNC_INTERVAL     10000
+#define NGX_HTTP_RATE_LIMIT_SYNC_LEASE_TICK   1000
+#define NGX_HTTP_RATE_LIMIT_SYNC_LEASE_STALE  3000
+#define NGX_HTTP_RATE_LIMIT_SYNC_BACKOFF_MIN  100
+#define NGX_HTTP_RATE_LIMIT_SYNC_BACKOFF_MAX  10000
+
+/*
+ * Rows are read again from this far behind the newest change seen: a
+ * transaction that stamped its rows earlier may commit after a sync ran.
+ * Applying a row twice changes nothing.
+ */
+#define NGX_HTTP_RATE_LIMIT_SYNC_OVERLAP_US   5000000
+
+#define NGX_HTTP_RATE_LIMIT_SYNC_CHANNEL      "rate_limit_buckets"
+
+
+typedef enum {
+    NGX_HTTP_RATE_LIMIT_SYNC_IDLE = 0,
+    NGX_HTTP_RATE_LIMIT_SYNC_SETUP,
+    NGX_HTTP_RATE_LIMIT_SYNC_READY,
+    NGX_HTTP_RATE_LIMIT_SYNC_FULL,
+    NGX_HTTP_RATE_LIMIT_SYNC_CHANGES
+} ngx_http_rate_limit_sync_state_e;
+
+
+typedef struct {
+    ngx_http_rate_limit_pg_conn_t      pc;
+    ngx_http_rate_limit_main_conf_t   *rmcf;
+    ngx_http_rate_limit_pg_shctx_t    *sh;
+    ngx_slab_pool_t                   *shpool;
+    char                              *setup;     /* schema, then LISTEN */
+
+    ngx_http_rate_limit_sync_state_e   state;
+    ngx_event_t                        lease;
+    ngx_event_t                        sync;
+    ngx_event_t                        reconnect;
+    ngx_msec_t                         backoff;
+
+    ngx_uint_t                         generation;
+    int64_t                            newest_us;
+    ngx_uint_t                         rows;
+    ngx_msec_t                         started;
+
+    unsigned                           owner:1;
+    unsigned                           lost:1;
+    unsigned                           sync_again:1;
+} ngx_http_rate_limit_sync_t;
+
+
+static ngx_int_t ngx_http_rate_limit_sync_init_zone(ngx_shm_zone_t *shm_zone,
+    void *data);
+static void ngx_http_rate_limit_sync_lease_handler(ngx_event_t *ev);
+static void ngx_http_rate_limit_sync_release(void);
+static void ngx_http_rate_limit_sync_connect(ngx_event_t *ev);
+static void ngx_http_rate_limit_sync_ready(ngx_http_rate_limit_pg_conn_t *pc);
+static void ngx_http_rate_limit_sync_failed(ngx_http_rate_limit_pg_conn_t *pc,
+    const char *reason);
+static void ngx_http_rate_limit_sync_notified(
+    ngx_http_rate_limit_pg_conn_t *pc);
+static void ngx_http_rate_limit_sync_handler(ngx_event_t *ev);
+static ngx_int_t ngx_http_rate_limit_sync_need_full(void);
+static void ngx_http_rate_limit_sync_result(ngx_http_rate_limit_pg_conn_t *pc,
+    PGresult *res);
+static void ngx_http_rate_limit_sync_row(PGresult *res);
+static void ngx_http_rate_limit_sync_done(void);
+
+
+static ngx_http_rate_limit_sync_t  ngx_http_rate_limit_sync;
+
+
+static const char  ngx_http_rate_limit_sync_full_sql[] =
+    "SELECT zone, key, rate, burst, "
+    "(extract(epoch FROM updated_at) * 1000000)::bigint, false "
+    "FROM rate_limit_buckets";
+
+/* in time order, so that a key deleted and created again ends up created */
+static const char  ngx_http_rate_limit_sync_changes_sql[] =
+    "SELECT zone, key, rate, burst, us, deleted FROM ("
+    "SELECT zone, key, rate, burst, "
+    "(extract(epoch FROM updated_at) * 1000000)::bigint AS us, "
+    "false AS deleted FROM rate_limit_buckets "
+    "WHERE updated_at >= to_timestamp($1::bigint / 1000000.0) "
+    "UNION ALL "
+    "SELECT zone, key, NULL, NULL, "
+    "(extract(epoch FROM deleted_at) * 1000000)::bigint, true "
+    "FROM rate_limit_bucket_deletions "
+    "WHERE deleted_at >= to_timestamp($1::bigint / 1000000.0)"
+    ") AS changes ORDER BY us";
+
+
+char *
+ngx_http_rate_limit_postgres(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_rate_limit_main_conf_t *rmcf = conf;
+
+    u_char      *p;
+    ngx_str_t   *value, s, name;
+    ngx_uint_t   i;
+
+    if (rmcf->pg_shm_zone) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strncmp(value[1].data, "env:", 4) == 0) {
+        rmcf->pg_conninfo_env.data = value[1].data + 4;
+        rmcf->pg_conninfo_env.len = value[1].len - 4;
+
+        if (rmcf->pg_conninfo_env.len == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid connection string \"%V\" in \"%V\" "
+                               "directive: no variable name", &value[1],
+                               &cmd->name);
+            return NGX_CONF_ERROR;
+        }
+
+    } else {
+        rmcf->pg_conninfo = value[1];
+    }
+
+    rmcf->pg_interval = NGX_HTTP_RATE_LIMIT_SYNC_INTERVAL;
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "interval=", 9) == 0) {
+            s.data = value[i].data + 9;
+            s.len = value[i].len - 9;
+
+            rmcf->pg_interval = ngx_parse_time(&s, 0);
+
+            if (rmcf->pg_interval == (ngx_msec_t) NGX_ERROR
+                || rmcf->pg_interval == 0)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid interval \"%V\" in \"%V\" "
+                                   "directive", &value[i], &cmd->name);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        /* a connection string split by spaces may hold a password */
+        p = (u_char *) ngx_strchr(value[i].data, '=');
+        s.data = value[i].data;
+        s.len = p ? (size_t) (p - value[i].data) : value[i].len;
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\" in \"%V\" directive; "
+                           "quote a connection string that holds spaces",
+                           &s, &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_str_set(&name, "ngx_http_rate_limit_postgres");
+
+    rmcf->pg_shm_zone = ngx_shared_memory_add(cf, &name, 8 * ngx_pagesize,
+                                              &ngx_http_rate_limit_module);
+    if (rmcf->pg_shm_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    rmcf->pg_shm_zone->init = ngx_http_rate_limit_sync_init_zone;
+    rmcf->pg_shm_zone->data = rmcf;
+
+    return NGX_CONF_OK;
+}
+
+
+/* a reload keeps the sync state, so it goes on from where it was */
+static ngx_int_t
+ngx_http_rate_limit_sync_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_http_rate_limit_main_conf_t  *ormcf = data;
+
+    ngx_http_rate_limit_main_conf_t  *rmcf;
+
+    rmcf = shm_zone->data;
+
+    if (ormcf) {
+        rmcf->pg_sh = ormcf->pg_sh;
+        rmcf->pg_shpool = ormcf->pg_shpool;
+        return NGX_OK;
+    }
+
+    rmcf->pg_shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    if (shm_zone->shm.exists) {
+        rmcf->pg_sh = rmcf->pg_shpool->data;
+        return NGX_OK;
+    }
+
+    rmcf->pg_sh = ngx_slab_calloc(rmcf->pg_shpool,
+                                  sizeof(ngx_http_rate_limit_pg_shctx_t));
+    if (rmcf->pg_sh == NULL) {
+        return NGX_ERROR;
+    }
+
+    rmcf->pg_shpool->data = rmcf->pg_sh;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_rate_limit_sync_init_process(ngx_cycle_t *cycle,
+    ngx_http_rate_limit_main_conf_t *rmcf)
+{
+    size_t                       len;
+    const char                  *schema;
+    ngx_http_rate_limit_sync_t  *sync = &ngx_http_rate_limit_sync;
+
+    static const char  listen[] =
+        "LISTEN " NGX_HTTP_RATE_LIMIT_SYNC_CHANNEL ";";
+
+    ngx_memzero(sync, sizeof(ngx_http_rate_limit_sync_t));
+
+    if (rmcf->pg_conninfo_env.len) {
+        rmcf->pg_conninfo.data = (u_char *) getenv(
+                                     (char *) rmcf->pg_conninfo_env.data);
+
+        if (rmcf->pg_conninfo.data == NULL) {
+            ngx_log_error(NGX_LOG_ERR, cycle->log, 0,
+                          "rate_limit_postgres: environment variable \"%V\" "
+                          "holding the connection string is not set; add "
+                          "\"env %V;\" to nginx.conf",
+                          &rmcf->pg_conninfo_env, &rmcf->pg_conninfo_env);
+            return NGX_OK;
+        }
+
+        rmcf->pg_conninfo.len = ngx_strlen(rmcf->pg_conninfo.data);
+    }
+
+    schema = ngx_http_rate_limit_pg_schema(&len);
+
+    sync->setup = ngx_pnalloc(cycle->pool, len + sizeof(listen));
+    if (sync->setup == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(ngx_cpymem(sync->setup, schema, len), listen, sizeof(listen));
+
+    sync->rmcf = rmcf;
+    sync->sh = rmcf->pg_sh;
+    sync->shpool = rmcf->pg_shpool;
+
+    sync->pc.conninfo = (char *) rmcf->pg_conninfo.data;
+    sync->pc.log = cycle->log;
+    sync->pc.ready = ngx_http_rate_limit_sync_ready;
+    sync->pc.result = ngx_http_rate_limit_sync_result;
+    sync->pc.failed = ngx_http_rate_limit_sync_failed;
+    sync->pc.notified = ngx_http_rate_limit_sync_notified;
+
+    sync->lease.handler = ngx_http_rate_limit_sync_lease_handler;
+    sync->sync.handler = ngx_http_rate_limit_sync_handler;
+    sync->reconnect.handler = ngx_http_rate_limit_sync_connect;
+
+    sync->lease.log = cycle->log;
+    sync->sync.log = cycle->log;
+    sync->reconnect.log = cycle->log;
+
+    sync->lease.cancelable = 1;
+    sync->sync.cancelable = 1;
+    sync->reconnect.cancelable = 1;
+
+    ngx_http_rate_limit_sync_lease_handler(&sync->lease);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_rate_limit_sync_exit_process(void)
+{
+    ngx_http_rate_limit_sync_t  *sync = &ngx_http_rate_limit_sync;
+
+    if (sync->rmcf == NULL) {
+        return;
+    }
+
+    if (sync->lease.timer_set) {
+        ngx_del_timer(&sync->lease);
+    }
+
+    ngx_http_rate_limit_sync_release();
+}
+
+
+/*
+ * The lease: worker 0 takes it whenever it is free or stale, any other
+ * worker only once it is very stale, so that a killed worker 0 is replaced.
+ */
+static void
+ngx_http_rate_limit_sync_lease_handler(ngx_event_t *ev)
+{
+    ngx_uint_t                   take;
+    ngx_msec_t                   age;
+    ngx_http_rate_limit_sync_t  *sync = &ngx_http_rate_limit_sync;
+
+    if (ngx_exiting) {
+        ngx_http_rate_limit_sync_release();
+        return;
+    }
+
+    ngx_shmtx_lock(&sync->shpool->mutex);
+
+    age = ngx_current_msec - sync->sh->heartbeat;
+
+    if (sync->sh->owner == (ngx_pid_t) ngx_pid) {
+        take = 1;
+
+    } else if (sync->sh->owner == 0
+               || age > NGX_HTTP_RATE_LIMIT_SYNC_LEASE_STALE)
+    {
+        take = (ngx_worker == 0
+                || age > 2 * NGX_HTTP_RATE_LIMIT_SYNC_LEASE_STALE);
+
+    } else {
+        take = 0;
+    }
+
+    if (take) {
+        sync->sh->owner = ngx_pid;
+        sync->sh->heartbeat = ngx_current_msec;
+    }
+
+    ngx_shmtx_unlock(&sync->shpool->mutex);
+
+    if (take && !sync->owner) {
+        sync->owner = 1;
+
+        ngx_log_error(NGX_LOG_INFO, ev->log, 0,
+                      "rate_limit_postgres: this worker syncs the "
+                      "per-client limits");
+
+        ngx_http_rate_limit_sync_connect(&sync->reconnect);
+
+    } else if (!take && sync->owner) {
+        sync->owner = 0;
+        ngx_http_rate_limit_pg_close(&sync->pc);
+        sync->state = NGX_HTTP_RATE_LIMIT_SYNC_IDLE;
+    }
+
+    ngx_add_timer(ev, NGX_HTTP_RATE_LIMIT_SYNC_LEASE_TICK);
+}
+
+
+static void
+ngx_http_rate_limit_sync_release(void)
+{
+    ngx_http_rate_limit_sync_t  *sync = &ngx_http_rate_limit_sync;
+
+    if (!sync->owner) {
+        return;
+    }
+
+    sync->owner = 0;
+
+    ngx_shmtx_lock(&sync->shpool->mutex);
+
+    if (sync->sh->owner == (ngx_pid_t) ngx_pid) {
+        sync->sh->owner = 0;
+    }
+
+    ngx_shmtx_unlock(&sync->shpool->mutex);
+
+    if (sync->sync.timer_set) {
+        ngx_del_timer(&sync->sync);
+    }
+
+    if (sync->reconnect.timer_set) {
+        ngx_del_timer(&sync->reconnect);
+    }
+
+    ngx_http_rate_limit_pg_close(&sync->pc);
+    sync->state = NGX_HTTP_RATE_LIMIT_SYNC_IDLE;
+}
+
+
+static void
+ngx_http_rate_limit_sync_connect(ngx_event_t *ev)
+{
+    ngx_http_rate_limit_sync_t  *sync = &ngx_http_rate_limit_sync;
+
+    if (sync->owner && sync->pc.conninfo) {
+        (void) ngx_http_rate_limit_pg_connect(&sync->pc);
+    }
+}
+
+
+/* the table, its trigger and LISTEN, in one round trip */
+static void
+ngx_http_rate_limit_sync_ready(ngx_http_rate_limit_pg_conn_t *pc)
+{
+    ngx_http_rate_limit_sync_t  *sync = &ngx_http_rate_limit_sync;
+
+    sync->state = NGX_HTTP_RATE_LIMIT_SYNC_SETUP;
+
+    (void) ngx_http_rate_limit_pg_send(pc, sync->setup, 0, NULL, 0);
+}
+
+
+/* one line when PostgreSQL is lost; the last synced limits stay in force */
+static void
+ngx_http_rate_limit_sync_failed(ngx_http_rate_limit_pg_conn_t *pc,
+    const char *reason)
+{
+    ngx_http_rate_limit_sync_t  *sync = &ngx_http_rate_limit_sync;
+
+    if (!sync->lost) {
+        sync->lost = 1;
+        ngx_log_error(NGX_LOG_ERR, pc->log, 0,
+                      "rate_limit_postgres: cannot sync (%s): the last "
+                      "synced limits keep applying", reason);
+    }
+
+    sync->state = NGX_HTTP_RATE_LIMIT_SYNC_IDLE;
+
+    if (sync->sync.timer_set) {
+        ngx_del_timer(&sync->sync);
+    }
+
+    sync->backoff = sync->backoff
+                    ? ngx_min(sync->backoff * 2,
+                              NGX_HTTP_RATE_LIMIT_SYNC_BACKOFF_MAX)
+                    : NGX_HTTP_RATE_LIMIT_SYNC_BACKOFF_MIN;
+
+    if (sync->owner && !sync->reconnect.timer_set) {
+        ngx_add_timer(&sync->reconnect, sync->backoff);
+    }
+}
+
+
+static void
+ngx_http_rate_limit_sync_notified(ngx_http_rate_limit_pg_conn_t *pc)
+{
+    ngx_http_rate_limit_sync_handler(&ngx_http_rate_limit_sync.sync);
+}
+
+
+static void
+ngx_http_rate_limit_sync_handler(ngx_event_t *ev)
+{
+    char                         cursor[NGX_INT64_LEN + 1];
+    const char                  *params[1];
+    ngx_http_rate_limit_sync_t  *sync = &ngx_http_rate_limit_sync;
+
+    if (sync->state != NGX_HTTP_RATE_LIMIT_SYNC_READY) {
+        /* a query is running: sync again once it is done */
+        sync->sync_again = 1;
+        return;
+    }
+
+    if (ev->timer_set) {
+        ngx_del_timer(ev);
+    }
+
+    sync->sync_again = 0;
+    sync->rows = 0;
+    sync->started = ngx_current_msec;
+
+    if (ngx_http_rate_limit_sync_need_full()) {
+        sync->state = NGX_HTTP_RATE_LIMIT_SYNC_FULL;
+        sync->generation = sync->sh->generation + 1;
+        sync->newest_us = 0;
+
+        (void) ngx_http_rate_limit_pg_send(&sync->pc,
+                                           ngx_http_rate_limit_sync_full_sql,
+                                           0, NULL, 1);
+        return;
+    }
+
+    sync->state = NGX_HTTP_RATE_LIMIT_SYNC_CHANGES;
+    sync->generation = sync->sh->generation;
+    sync->newest_us = sync->sh->newest_us;
+
+    *ngx_sprintf((u_char *) cursor, "%L",
+                 sync->newest_us - NGX_HTTP_RATE_LIMIT_SYNC_OVERLAP_US)
+        = '\0';
+    params[0] = cursor;
+
+    (void) ngx_http_rate_limit_pg_send(&sync->pc,
+                                       ngx_http_rate_limit_sync_changes_sql,
+                                       1, params, 1);
+}
+
+
+/* a zone created since the last full sync has none of the rows yet */
+static ngx_int_t
+ngx_http_rate_limit_sync_need_full(void)
+{
+    ngx_uint_t                    i;
+    ngx_http_rate_limit_zone_t  **zones;
+    ngx_http_rate_limit_sync_t   *sync = &ngx_http_rate_limit_sync;
+
+    if (sync->sh->generation == 0) {
+        return 1;
+    }
+
+    zones = sync->rmcf->zones.elts;
+
+    for (i = 0; i < sync->rmcf->zones.nelts; i++) {
+        if (zones[i]->sh->pg_generation != sync->sh->generation) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+static void
+ngx_http_rate_limit_sync_result(ngx_http_rate_limit_pg_conn_t *pc,
+    PGresult *res)
+{
+    ngx_http_rate_limit_sync_t  *sync = &ngx_http_rate_limit_sync;
+
+    if (res == NULL) {
+        ngx_http_rate_limit_sync_done();
+        return;
+    }
+
+    switch (PQresultStatus(res)) {
+
+    case PGRES_SINGLE_TUPLE:
+        ngx_http_rate_limit_sync_row(res);
+        return;
+
+    case PGRES_TUPLES_OK:
+    case PGRES_COMMAND_OK:
+        return;
+
+    default:
+        ngx_log_error(NGX_LOG_ERR, pc->log, 0,
+                      "rate_limit_postgres: query failed: %s",
+                      PQresultErrorMessage(res));
+
+        /* the results go on to their end; this sync does not count */
+        sync->generation = 0;
+    }
+}
+
+
+/* zone, key, rate, burst, microseconds, deleted */
+static void
+ngx_http_rate_limit_sync_row(PGresult *res)
+{
+    char                           err[NGX_HTTP_RATE_LIMIT_ERR_LEN];
+    u_char                         encoded[NGX_HTTP_RATE_LIMIT_KEY_MAX];
+    int64_t                        us;
+    uint64_t                       burst;
+    ngx_int_t                      n;
+    ngx_str_t                      key;
+    ngx_http_rate_limit_rate_t     rate;
+    ngx_http_rate_limit_zone_t    *zone;
+    ngx_http_rate_limit_params_t   params;
+    ngx_http_rate_limit_sync_t    *sync = &ngx_http_rate_limit_sync;
+
+    sync->rows++;
+
+    us = ngx_atotm((u_char *) PQgetvalue(res, 0, 4), PQgetlength(res, 0, 4));
+    if (us > sync->newest_us) {
+        sync->newest_us = us;
+    }
+
+    zone = ngx_http_rate_limit_zone_find(sync->rmcf,
+                                         (u_char *) PQgetvalue(res, 0, 0),
+                                         PQgetlength(res, 0, 0));
+    if (zone == NULL) {
+        /* a zone of another node's configuration */
+        return;
+    }
+
+    key.data = encoded;
+    key.len = ngx_http_rate_limit_encode_key(
+                               (u_char *) PQgetvalue(res, 0, 1),
+                               PQgetlength(res, 0, 1), encoded);
+
+    if (PQgetvalue(res, 0, 5)[0] == 't') {
+        ngx_http_rate_limit_shm_row_delete(zone, &key);
+        return;
+    }
+
+    if (ngx_http_rate_limit_parse_rate_allow_zero(PQgetvalue(res, 0, 2),
+                                                  PQgetlength(res, 0, 2),
+                                                  &rate, err, sizeof(err))
+        != NGX_HTTP_RATE_LIMIT_OK)
+    {
+        goto invalid;
+    }
+
+    if (PQgetisnull(res, 0, 3)) {
+        burst = rate.count;
+
+    } else {
+        n = ngx_atoi((u_char *) PQgetvalue(res, 0, 3),
+                     PQgetlength(res, 0, 3));
+        if (n == NGX_ERROR) {
+            ngx_cpystrn((u_char *) err, (u_char *) "invalid burst",
+                        sizeof(err));
+            goto invalid;
+        }
+
+        burst = (uint64_t) n;
+    }
+
+    if (ngx_http_rate_limit_make_params_blocking(&rate, burst, &params, err,
+                                                 sizeof(err))
+        != NGX_HTTP_RATE_LIMIT_OK)
+    {
+        goto invalid;
+    }
+
+    (void) ngx_http_rate_limit_shm_row_set(zone, &key, &params,
+                                           sync->generation, sync->pc.log);
+    return;
+
+invalid:
+
+    /* the key may be a credential: name the zone only */
+    ngx_log_error(NGX_LOG_WARN, sync->pc.log, 0,
+                  "rate_limit_postgres: a row of zone \"%V\" is ignored: %s",
+                  &zone->name, err);
+}
+
+
+static void
+ngx_http_rate_limit_sync_done(void)
+{
+    ngx_uint_t                         i;
+    ngx_http_rate_limit_zone_t       **zones;
+    ngx_http_rate_limit_sync_t        *sync = &ngx_http_rate_limit_sync;
+    ngx_http_rate_limit_sync_state_e   state;
+
+    state = sync->state;
+    sync->state = NGX_HTTP_RATE_LIMIT_SYNC_READY;
+
+    if (sync->lost) {
+        sync->lost = 0;
+        ngx_log_error(NGX_LOG_NOTICE, sync->pc.log, 0,
+                      "rate_limit_postgres: connected again");
+    }
+
+    sync->backoff = 0;
+
+    if (state == NGX_HTTP_RATE_LIMIT_SYNC_FULL && sync->generation) {
+        zones = sync->rmcf->zones.elts;
+
+        for (i = 0; i < sync->rmcf->zones.nelts; i++) {
+            ngx_http_rate_limit_shm_row_sweep(zones[i], sync->generation);
+            zones[i]->sh->pg_generation = sync->generation;
+        }
+
+        ngx_log_error(NGX_LOG_INFO, sync->pc.log, 0,
+                      "rate_limit_postgres: full sync of %ui rows in %M ms",
+                      sync->rows, ngx_current_msec - sync->started);
+    }
+
+    if ((state == NGX_HTTP_RATE_LIMIT_SYNC_FULL
+         || state == NGX_HTTP_RATE_LIMIT_SYNC_CHANGES)
+        && sync->generation)
+    {
+        ngx_shmtx_lock(&sync->shpool->mutex);
+
+        sync->sh->generation = sync->generation;
+
+        if (sync->newest_us > sync->sh->newest_us) {
+            sync->sh->newest_us = sync->newest_us;
+        }
+
+        sync->sh->synced = ngx_time();
+
+        ngx_shmtx_unlock(&sync->shpool->mutex);
+    }
+
+    if (sync->sync_again || state == NGX_HTTP_RATE_LIMIT_SYNC_SETUP) {
+        ngx_http_rate_limit_sync_handler(&sync->sync);
+        return;
+    }
+
+    ngx_add_timer(&sync->sync, sync->rmcf->pg_interval);
+}
+
+
+/* lets the bucket API apply a write at once, before NOTIFY comes back */
+void
+ngx_http_rate_limit_sync_apply(ngx_http_rate_limit_zone_t *zone,
+    ngx_str_t *key, ngx_http_rate_limit_params_t *params, ngx_log_t *log)
+{
+    u_char     encoded[NGX_HTTP_RATE_LIMIT_KEY_MAX];
+    ngx_str_t  stored;
+
+    stored.data = encoded;
+    stored.len = ngx_http_rate_limit_encode_key(key->data, key->len, encoded);
+
+    if (params == NULL) {
+        ngx_http_rate_limit_shm_row_delete(zone, &stored);
+        return;
+    }
+
+    (void) ngx_http_rate_limit_shm_row_set(zone, &stored, params,
+                                           zone->sh->pg_generation, log);
+}
