@@ -33,10 +33,9 @@ ngx_http_rate_limit_pg_connect(ngx_http_rate_limit_pg_conn_t *pc)
         return NGX_OK;
     }
 
-    pc->stall.handler = ngx_http_rate_limit_pg_stall_handler;
-    pc->stall.data = pc;
-    pc->stall.log = pc->log;
-    pc->stall.cancelable = 1;
+    ngx_http_rate_limit_timer_init(&pc->stall,
+                                   ngx_http_rate_limit_pg_stall_handler, pc,
+                                   pc->log);
 
     pc->conn = PQconnectStart(pc->conninfo);
 
@@ -188,25 +187,7 @@ ngx_http_rate_limit_pg_unwatch(ngx_http_rate_limit_pg_conn_t *pc)
         return;
     }
 
-    /* the socket is closed by libpq, or was already: no epoll call */
-    if (c->read->active) {
-        ngx_del_event(c->read, NGX_READ_EVENT, NGX_CLOSE_EVENT);
-    }
-
-    if (c->write->active) {
-        ngx_del_event(c->write, NGX_WRITE_EVENT, NGX_CLOSE_EVENT);
-    }
-
-    if (c->read->posted) {
-        ngx_delete_posted_event(c->read);
-    }
-
-    if (c->write->posted) {
-        ngx_delete_posted_event(c->write);
-    }
-
-    ngx_free_connection(c);
-    c->fd = (ngx_socket_t) -1;
+    ngx_http_rate_limit_release_connection(c);
 
     pc->connection = NULL;
 }

@@ -115,15 +115,12 @@ ngx_http_rate_limit_redis_init_process(ngx_cycle_t *cycle,
         }
     }
 
-    rd->reconnect.handler = ngx_http_rate_limit_redis_connect;
-    rd->reconnect.log = cycle->log;
-    rd->reconnect.data = rd;
-    rd->reconnect.cancelable = 1;
-
-    rd->connect_timer.handler = ngx_http_rate_limit_redis_connect_timeout;
-    rd->connect_timer.log = cycle->log;
-    rd->connect_timer.data = rd;
-    rd->connect_timer.cancelable = 1;
+    ngx_http_rate_limit_timer_init(&rd->reconnect,
+                                   ngx_http_rate_limit_redis_connect, rd,
+                                   cycle->log);
+    ngx_http_rate_limit_timer_init(&rd->connect_timer,
+                                   ngx_http_rate_limit_redis_connect_timeout,
+                                   rd, cycle->log);
 
     ngx_http_rate_limit_redis_connect(&rd->reconnect);
 
@@ -829,24 +826,7 @@ ngx_http_rate_limit_redis_cleanup(void *data)
     ngx_connection_t             *c = data;
     ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis;
 
-    if (c->read->active) {
-        ngx_del_event(c->read, NGX_READ_EVENT, NGX_CLOSE_EVENT);
-    }
-
-    if (c->write->active) {
-        ngx_del_event(c->write, NGX_WRITE_EVENT, NGX_CLOSE_EVENT);
-    }
-
-    if (c->read->posted) {
-        ngx_delete_posted_event(c->read);
-    }
-
-    if (c->write->posted) {
-        ngx_delete_posted_event(c->write);
-    }
-
-    ngx_free_connection(c);
-    c->fd = (ngx_socket_t) -1;
+    ngx_http_rate_limit_release_connection(c);
 
     if (rd->connection == c) {
         rd->connection = NULL;

@@ -267,17 +267,15 @@ ngx_http_rate_limit_sync_init_process(ngx_cycle_t *cycle,
     sync->pc.failed = ngx_http_rate_limit_sync_failed;
     sync->pc.notified = ngx_http_rate_limit_sync_notified;
 
-    sync->lease.handler = ngx_http_rate_limit_sync_lease_handler;
-    sync->sync.handler = ngx_http_rate_limit_sync_handler;
-    sync->reconnect.handler = ngx_http_rate_limit_sync_connect;
-
-    sync->lease.log = cycle->log;
-    sync->sync.log = cycle->log;
-    sync->reconnect.log = cycle->log;
-
-    sync->lease.cancelable = 1;
-    sync->sync.cancelable = 1;
-    sync->reconnect.cancelable = 1;
+    ngx_http_rate_limit_timer_init(&sync->lease,
+                                   ngx_http_rate_limit_sync_lease_handler,
+                                   sync, cycle->log);
+    ngx_http_rate_limit_timer_init(&sync->sync,
+                                   ngx_http_rate_limit_sync_handler, sync,
+                                   cycle->log);
+    ngx_http_rate_limit_timer_init(&sync->reconnect,
+                                   ngx_http_rate_limit_sync_connect, sync,
+                                   cycle->log);
 
     ngx_http_rate_limit_sync_lease_handler(&sync->lease);
 

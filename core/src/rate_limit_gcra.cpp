@@ -43,6 +43,10 @@
 
 #include <ngx_http_rate_limit_core.h>
 
+#include "rate_limit_error.h"
+
+using ngx_http_rate_limit::write_error;
+
 #include <algorithm>
 #include <cmath>
 #include <cstdarg>
@@ -57,20 +61,6 @@ constexpr int64_t max_bucket_span_us = 1000000000000000LL;
 
 /* no bucket ever stores a TAT this far ahead: such a value is garbage */
 constexpr int64_t max_until_full_us = 4 * max_bucket_span_us;
-
-
-__attribute__((format(printf, 3, 4)))
-void write_error(char *err, size_t errlen, const char *format, ...) noexcept
-{
-    if (err == nullptr || errlen == 0) {
-        return;
-    }
-
-    va_list args;
-    va_start(args, format);
-    std::vsnprintf(err, errlen, format, args);
-    va_end(args);
-}
 
 
 /*

@@ -10,6 +10,10 @@
 
 #include <ngx_http_rate_limit_core.h>
 
+#include "rate_limit_error.h"
+
+using ngx_http_rate_limit::write_error;
+
 #include <nlohmann/json.hpp>
 
 #include <array>
@@ -23,20 +27,6 @@
 
 
 namespace {
-
-__attribute__((format(printf, 3, 4)))
-void write_error(char *err, size_t errlen, const char *format, ...) noexcept
-{
-    if (err == nullptr || errlen == 0) {
-        return;
-    }
-
-    va_list args;
-    va_start(args, format);
-    std::vsnprintf(err, errlen, format, args);
-    va_end(args);
-}
-
 
 /*
  * Text for a message that must fit NGX_HTTP_RATE_LIMIT_ERR_LEN: cut short

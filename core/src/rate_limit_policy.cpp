@@ -17,6 +17,10 @@
 
 #include <ngx_http_rate_limit_core.h>
 
+#include "rate_limit_error.h"
+
+using ngx_http_rate_limit::write_error;
+
 #include <yaml.h>
 
 #include <algorithm>
@@ -60,20 +64,6 @@ struct ngx_http_rate_limit_policy_s {
 
 
 namespace {
-
-__attribute__((format(printf, 3, 4)))
-void write_error(char *err, size_t errlen, const char *format, ...) noexcept
-{
-    if (err == nullptr || errlen == 0) {
-        return;
-    }
-
-    va_list args;
-    va_start(args, format);
-    std::vsnprintf(err, errlen, format, args);
-    va_end(args);
-}
-
 
 /* a place in the file, 1-based, as editors count */
 struct Position {

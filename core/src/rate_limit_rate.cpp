@@ -13,6 +13,10 @@
 
 #include <ngx_http_rate_limit_core.h>
 
+#include "rate_limit_error.h"
+
+using ngx_http_rate_limit::write_error;
+
 #include <array>
 #include <cstdarg>
 #include <cstdint>
@@ -37,21 +41,6 @@ constexpr std::array<PeriodUnit, 5> period_units {{
     { "h",  60 * 60 * 1000 },
     { "d",  24 * 60 * 60 * 1000 },
 }};
-
-
-__attribute__((format(printf, 3, 4)))
-void write_error(char *err, size_t errlen, const char *format, ...) noexcept
-{
-    /* the caller may not want a message at all */
-    if (err == nullptr || errlen == 0) {
-        return;
-    }
-
-    va_list args;
-    va_start(args, format);
-    std::vsnprintf(err, errlen, format, args);
-    va_end(args);
-}
 
 
 bool is_digit(char c) noexcept
