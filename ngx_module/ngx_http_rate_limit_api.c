@@ -69,6 +69,7 @@ static ngx_int_t ngx_http_rate_limit_api_authorized(ngx_http_request_t *r,
 static ngx_int_t ngx_http_rate_limit_api_route(ngx_http_request_t *r,
     ngx_http_rate_limit_loc_conf_t *rlcf,
     ngx_http_rate_limit_api_route_t *route);
+static ngx_int_t ngx_http_rate_limit_api_text(ngx_str_t *s);
 static ngx_int_t ngx_http_rate_limit_api_header(ngx_http_request_t *r,
     const char *name, const char *value);
 static ngx_int_t ngx_http_rate_limit_api_zones(ngx_http_request_t *r);
@@ -147,12 +148,21 @@ ngx_http_rate_limit_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/* nginx counts a socket still watched at exit as a leak */
+void
+ngx_http_rate_limit_api_exit_process(void)
+{
+    ngx_http_rate_limit_pg_close(&ngx_http_rate_limit_api_pg.pc);
+}
+
+
 static ngx_int_t
 ngx_http_rate_limit_api_handler(ngx_http_request_t *r)
 {
     u_char                           *dst, *src;
     ngx_int_t                         rc;
     ngx_str_t                         value;
+    ngx_http_rate_limit_ctx_t        *ctx;
     ngx_http_rate_limit_zone_t       *zone;
     ngx_http_rate_limit_api_op_t     *op;
     ngx_http_rate_limit_loc_conf_t   *rlcf;
@@ -226,7 +236,12 @@ ngx_http_rate_limit_api_handler(ngx_http_request_t *r)
                    ? NGX_HTTP_RATE_LIMIT_API_CREATE
                    : NGX_HTTP_RATE_LIMIT_API_UPDATE;
 
-        ngx_http_set_ctx(r, op, ngx_http_rate_limit_module);
+        ctx = ngx_http_rate_limit_create_ctx(r, 0);
+        if (ctx == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ctx->api_op = op;
 
         r->request_body_in_single_buf = 1;
 
@@ -242,7 +257,7 @@ ngx_http_rate_limit_api_handler(ngx_http_request_t *r)
 
     ngx_http_discard_request_body(r);
 
-    if (r->method == NGX_HTTP_GET && route.has_key) {
+    if ((r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD)) && route.has_key) {
         return ngx_http_rate_limit_api_get(r, zone, &route.key);
     }
 
@@ -253,8 +268,8 @@ ngx_http_rate_limit_api_handler(ngx_http_request_t *r)
 
     op->zone = zone;
     op->key = route.key;
-    op->kind = (r->method == NGX_HTTP_GET) ? NGX_HTTP_RATE_LIMIT_API_LIST
-                                           : NGX_HTTP_RATE_LIMIT_API_DELETE;
+    op->kind = (r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))
+               ? NGX_HTTP_RATE_LIMIT_API_LIST : NGX_HTTP_RATE_LIMIT_API_DELETE;
 
     if (op->kind == NGX_HTTP_RATE_LIMIT_API_LIST) {
         op->limit = NGX_HTTP_RATE_LIMIT_API_PAGE;
@@ -284,6 +299,11 @@ ngx_http_rate_limit_api_handler(ngx_http_request_t *r)
 
             ngx_unescape_uri(&dst, &src, value.len, 0);
             op->key.len = dst - op->key.data;
+
+            if (ngx_http_rate_limit_api_text(&op->key) != NGX_OK) {
+                return ngx_http_rate_limit_api_error(r, NGX_HTTP_BAD_REQUEST,
+                           "after must be UTF-8 without NUL bytes");
+            }
         }
     }
 
@@ -424,9 +444,15 @@ ngx_http_rate_limit_api_route(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    /* PostgreSQL stores text: a NUL byte cannot be a key there */
-    if (ngx_strlchr(route->key.data, dst, '\0')) {
-        route->error = "the key holds a NUL byte";
+    /*
+     * PostgreSQL stores UTF-8 text without NUL bytes, so only such a key can
+     * be written; reading a key's limit takes any bytes, as a binary key
+     * such as $binary_remote_addr needs.
+     */
+    if ((r->method & (NGX_HTTP_PUT|NGX_HTTP_DELETE))
+        && ngx_http_rate_limit_api_text(&route->key) != NGX_OK)
+    {
+        route->error = "the key must be UTF-8 without NUL bytes";
         route->allow = NULL;
         return NGX_DECLINED;
     }
@@ -441,6 +467,33 @@ method:
     route->error = "method not allowed";
 
     return NGX_DECLINED;
+}
+
+
+static ngx_int_t
+ngx_http_rate_limit_api_text(ngx_str_t *s)
+{
+    u_char  *p, *last;
+
+    p = s->data;
+    last = s->data + s->len;
+
+    while (p < last) {
+        if (*p == '\0') {
+            return NGX_ERROR;
+        }
+
+        if (*p < 0x80) {
+            p++;
+            continue;
+        }
+
+        if (ngx_utf8_decode(&p, last - p) > 0x10ffff) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
 }
 
 
@@ -603,8 +656,7 @@ static ngx_int_t
 ngx_http_rate_limit_api_bucket(ngx_http_request_t *r,
     ngx_http_rate_limit_check_t *check, ngx_str_t *key, ngx_int_t tokens)
 {
-    u_char                      *body, *p;
-    ngx_http_rate_limit_rate_t   rate;
+    u_char  *body, *p;
 
     body = ngx_pnalloc(r->pool, check->limit->zone->name.len
                                 + ngx_http_rate_limit_api_string_len(key->data,
@@ -618,26 +670,8 @@ ngx_http_rate_limit_api_bucket(ngx_http_request_t *r,
                     &check->limit->zone->name);
     p = ngx_http_rate_limit_api_string(p, key->data, key->len);
 
-    /* the rate as a whole number of tokens a period, as it was written */
-    if (ngx_http_rate_limit_params_blocked(&check->params)) {
-        rate.count = 0;
-        rate.period_ms = 1000;
-
-    } else if (check->source == NGX_HTTP_RATE_LIMIT_SOURCE_DEFAULT) {
-        rate = check->limit->zone->rate;
-
-    } else {
-        rate.count = 1;
-        rate.period_ms = (uint64_t) (check->params.interval_us / 1000 + 0.5);
-
-        if (rate.period_ms == 0) {
-            rate.count = (uint64_t) (1000 / check->params.interval_us + 0.5);
-            rate.period_ms = 1;
-        }
-    }
-
     p = ngx_cpymem(p, ",\"rate\":\"", sizeof(",\"rate\":\"") - 1);
-    p = ngx_http_rate_limit_api_rate(p, &rate);
+    p = ngx_http_rate_limit_api_rate(p, &check->rate);
     p = ngx_sprintf(p, "\",\"burst\":%uL,\"source\":\"%s\",\"tokens\":",
                     check->params.burst,
                     ngx_http_rate_limit_source_name(check->source));
@@ -658,16 +692,26 @@ static void
 ngx_http_rate_limit_api_body(ngx_http_request_t *r)
 {
     char                               err[NGX_HTTP_RATE_LIMIT_ERR_LEN];
-    u_char                            *data;
+    u_char                            *data, *p;
     size_t                             len;
-    ngx_buf_t                         *b;
+    ngx_chain_t                       *cl;
+    ngx_http_rate_limit_ctx_t         *ctx;
     ngx_http_rate_limit_api_op_t      *op;
     ngx_http_rate_limit_bucket_body_t  body;
 
-    op = ngx_http_get_module_ctx(r, ngx_http_rate_limit_module);
+    ctx = ngx_http_get_module_ctx(r, ngx_http_rate_limit_module);
+    op = ctx->api_op;
 
-    if (r->request_body == NULL || r->request_body->temp_file
-        || (r->request_body->bufs && r->request_body->bufs->next))
+    len = 0;
+
+    if (r->request_body && !r->request_body->temp_file) {
+        for (cl = r->request_body->bufs; cl; cl = cl->next) {
+            len += ngx_buf_size(cl->buf);
+        }
+    }
+
+    if ((r->request_body && r->request_body->temp_file)
+        || len > NGX_HTTP_RATE_LIMIT_API_BODY_MAX)
     {
         ngx_http_finalize_request(r,
             ngx_http_rate_limit_api_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
@@ -676,21 +720,19 @@ ngx_http_rate_limit_api_body(ngx_http_request_t *r)
         return;
     }
 
-    data = (u_char *) "";
-    len = 0;
-
-    if (r->request_body->bufs) {
-        b = r->request_body->bufs->buf;
-        data = b->pos;
-        len = b->last - b->pos;
+    /* the body may come in more than one buffer: JSON wants it whole */
+    data = ngx_pnalloc(r->pool, len + 1);
+    if (data == NULL) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
     }
 
-    if (len > NGX_HTTP_RATE_LIMIT_API_BODY_MAX) {
-        ngx_http_finalize_request(r,
-            ngx_http_rate_limit_api_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                          "the body is larger than %d bytes",
-                                          NGX_HTTP_RATE_LIMIT_API_BODY_MAX));
-        return;
+    p = data;
+
+    if (r->request_body) {
+        for (cl = r->request_body->bufs; cl; cl = cl->next) {
+            p = ngx_cpymem(p, cl->buf->pos, ngx_buf_size(cl->buf));
+        }
     }
 
     if (ngx_http_rate_limit_parse_bucket_body((char *) data, len,
@@ -725,11 +767,12 @@ ngx_http_rate_limit_api_body(ngx_http_request_t *r)
         return;
     }
 
-    /* PostgreSQL stores text: a NUL byte cannot be a key there */
-    if (ngx_strlchr(op->key.data, op->key.data + op->key.len, '\0')) {
+    /* PostgreSQL stores UTF-8 text: a NUL byte cannot be a key there */
+    if (ngx_http_rate_limit_api_text(&op->key) != NGX_OK) {
         ngx_http_finalize_request(r,
             ngx_http_rate_limit_api_error(r, NGX_HTTP_BAD_REQUEST,
-                                          "the key holds a NUL byte"));
+                                          "the key must be UTF-8 without NUL "
+                                          "bytes"));
         return;
     }
 
@@ -1092,9 +1135,9 @@ ngx_http_rate_limit_api_list(ngx_http_rate_limit_api_op_t *op, PGresult *res)
 static ngx_int_t
 ngx_http_rate_limit_api_written(ngx_http_rate_limit_api_op_t *op)
 {
-    char                           err[NGX_HTTP_RATE_LIMIT_ERR_LEN];
-    u_char                        *p;
-    ngx_http_rate_limit_params_t   params;
+    char                         err[NGX_HTTP_RATE_LIMIT_ERR_LEN];
+    u_char                      *p;
+    ngx_http_rate_limit_spec_t   spec;
 
     if (op->kind == NGX_HTTP_RATE_LIMIT_API_DELETE) {
         ngx_http_rate_limit_sync_apply(op->zone, &op->key, NULL,
@@ -1102,11 +1145,14 @@ ngx_http_rate_limit_api_written(ngx_http_rate_limit_api_op_t *op)
         return NGX_HTTP_NO_CONTENT;
     }
 
+    spec.rate = op->rate;
+
     if (ngx_http_rate_limit_make_params_blocking(&op->rate, op->burst,
-                                                 &params, err, sizeof(err))
+                                                 &spec.params, err,
+                                                 sizeof(err))
         == NGX_HTTP_RATE_LIMIT_OK)
     {
-        ngx_http_rate_limit_sync_apply(op->zone, &op->key, &params,
+        ngx_http_rate_limit_sync_apply(op->zone, &op->key, &spec,
                                        op->request->connection->log);
     }
 

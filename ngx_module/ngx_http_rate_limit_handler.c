@@ -178,22 +178,23 @@ ngx_http_rate_limit_find_limit(ngx_http_request_t *r,
     ngx_http_rate_limit_check_t *check)
 {
     ngx_http_rate_limit_zone_t  *zone;
+    ngx_http_rate_limit_spec_t   spec;
 
     zone = check->limit->zone;
 
     check->params = zone->params;
+    check->rate = zone->rate;
     check->texts = &zone->texts;
     check->source = NGX_HTTP_RATE_LIMIT_SOURCE_DEFAULT;
 
     /* an unlocked peek: most zones hold no per-client limits at all */
     if (zone->sh->nrows
-        && ngx_http_rate_limit_shm_row_get(zone, &check->key, &check->params)
+        && ngx_http_rate_limit_shm_row_get(zone, &check->key, &spec)
            == NGX_OK)
     {
         check->source = NGX_HTTP_RATE_LIMIT_SOURCE_POSTGRES;
 
-    } else if (ngx_http_rate_limit_policy_find(zone, &check->key,
-                                               &check->params)
+    } else if (ngx_http_rate_limit_policy_find(zone, &check->key, &spec)
                == NGX_OK)
     {
         check->source = NGX_HTTP_RATE_LIMIT_SOURCE_YAML;
@@ -201,6 +202,9 @@ ngx_http_rate_limit_find_limit(ngx_http_request_t *r,
     } else {
         return NGX_OK;
     }
+
+    check->params = spec.params;
+    check->rate = spec.rate;
 
     check->texts = ngx_palloc(r->pool, sizeof(ngx_http_rate_limit_texts_t));
     if (check->texts == NULL) {

@@ -1001,6 +1001,7 @@ ngx_http_rate_limit_exit_process(ngx_cycle_t *cycle)
 {
     ngx_http_rate_limit_redis_exit_process();
     ngx_http_rate_limit_sync_exit_process();
+    ngx_http_rate_limit_api_exit_process();
 }
 
 

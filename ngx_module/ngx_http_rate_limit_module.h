@@ -68,10 +68,17 @@ typedef struct {
 } ngx_http_rate_limit_texts_t;
 
 
+/* a per-client limit: as written, and as the arithmetic takes it */
+typedef struct {
+    ngx_http_rate_limit_rate_t       rate;
+    ngx_http_rate_limit_params_t     params;
+} ngx_http_rate_limit_spec_t;
+
+
 /* a per-client limit from the policy file */
 typedef struct {
     ngx_str_t                        key;       /* as stored */
-    ngx_http_rate_limit_params_t     params;
+    ngx_http_rate_limit_spec_t       spec;
 } ngx_http_rate_limit_policy_row_t;
 
 
@@ -155,6 +162,7 @@ typedef struct {
     ngx_http_rate_limit_limit_t     *limit;
     ngx_str_t                        key;       /* as stored */
     ngx_http_rate_limit_params_t     params;    /* in force for this key */
+    ngx_http_rate_limit_rate_t       rate;      /* as written */
     ngx_http_rate_limit_texts_t     *texts;
     ngx_http_rate_limit_source_e     source;
     ngx_http_rate_limit_decision_t   decision;
@@ -199,6 +207,7 @@ typedef struct {
     ngx_uint_t                       nredis;
     ngx_http_rate_limit_op_t        *op;
     void                           (*resume)(ngx_http_request_t *r);
+    void                            *api_op;
     ngx_str_t                        api_key;   /* as the API was given it */
     ngx_http_rate_limit_status_e     status;
     ngx_int_t                        rc;
@@ -223,7 +232,7 @@ char *ngx_http_rate_limit_policy_file(ngx_conf_t *cf, ngx_command_t *cmd,
 ngx_int_t ngx_http_rate_limit_policy_load_file(ngx_conf_t *cf,
     ngx_http_rate_limit_main_conf_t *rmcf);
 ngx_int_t ngx_http_rate_limit_policy_find(ngx_http_rate_limit_zone_t *zone,
-    ngx_str_t *key, ngx_http_rate_limit_params_t *params);
+    ngx_str_t *key, ngx_http_rate_limit_spec_t *spec);
 
 /* postgres */
 ngx_int_t ngx_http_rate_limit_pg_connect(ngx_http_rate_limit_pg_conn_t *pc);
@@ -239,11 +248,12 @@ ngx_int_t ngx_http_rate_limit_sync_init_process(ngx_cycle_t *cycle,
     ngx_http_rate_limit_main_conf_t *rmcf);
 void ngx_http_rate_limit_sync_exit_process(void);
 void ngx_http_rate_limit_sync_apply(ngx_http_rate_limit_zone_t *zone,
-    ngx_str_t *key, ngx_http_rate_limit_params_t *params, ngx_log_t *log);
+    ngx_str_t *key, ngx_http_rate_limit_spec_t *spec, ngx_log_t *log);
 
 /* bucket API */
 char *ngx_http_rate_limit_api(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+void ngx_http_rate_limit_api_exit_process(void);
 
 /* handler */
 ngx_int_t ngx_http_rate_limit_handler(ngx_http_request_t *r);
@@ -269,9 +279,9 @@ void ngx_http_rate_limit_shm_refund(ngx_http_rate_limit_zone_t *zone,
     ngx_str_t *key, ngx_http_rate_limit_params_t *params, ngx_uint_t cost,
     int64_t now_us);
 ngx_int_t ngx_http_rate_limit_shm_row_get(ngx_http_rate_limit_zone_t *zone,
-    ngx_str_t *key, ngx_http_rate_limit_params_t *params);
+    ngx_str_t *key, ngx_http_rate_limit_spec_t *spec);
 ngx_int_t ngx_http_rate_limit_shm_row_set(ngx_http_rate_limit_zone_t *zone,
-    ngx_str_t *key, ngx_http_rate_limit_params_t *params,
+    ngx_str_t *key, ngx_http_rate_limit_spec_t *spec,
     ngx_uint_t generation, ngx_log_t *log);
 void ngx_http_rate_limit_shm_row_delete(ngx_http_rate_limit_zone_t *zone,
     ngx_str_t *key);

@@ -140,8 +140,10 @@ ngx_http_rate_limit_policy_add(ngx_conf_t *cf,
     row->key.len = ngx_http_rate_limit_encode_key(entry->key, entry->key_len,
                                                   row->key.data);
 
+    row->spec.rate = entry->rate;
+
     if (ngx_http_rate_limit_make_params_blocking(&entry->rate, entry->burst,
-                                                 &row->params, err,
+                                                 &row->spec.params, err,
                                                  sizeof(err))
         != NGX_HTTP_RATE_LIMIT_OK)
     {
@@ -167,7 +169,7 @@ ngx_http_rate_limit_policy_cmp(const void *one, const void *two)
 
 ngx_int_t
 ngx_http_rate_limit_policy_find(ngx_http_rate_limit_zone_t *zone,
-    ngx_str_t *key, ngx_http_rate_limit_params_t *params)
+    ngx_str_t *key, ngx_http_rate_limit_spec_t *spec)
 {
     ngx_int_t                          rc;
     ngx_uint_t                         low, high, middle;
@@ -184,7 +186,7 @@ ngx_http_rate_limit_policy_find(ngx_http_rate_limit_zone_t *zone,
                           rows[middle].key.len);
 
         if (rc == 0) {
-            *params = rows[middle].params;
+            *spec = rows[middle].spec;
             return NGX_OK;
         }
 

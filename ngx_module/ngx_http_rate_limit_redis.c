@@ -368,6 +368,12 @@ ngx_http_rate_limit_redis_setup_reply(redisAsyncContext *ac, void *r,
                       "rate_limit_redis \"%V\": %s failed: %*s",
                       &rd->conf->address, (char *) privdata,
                       (size_t) reply->len, reply->str);
+        return;
+    }
+
+    /* the last command of a new connection: Redis answers again */
+    if (ngx_strcmp(privdata, "SCRIPT LOAD") == 0) {
+        ngx_http_rate_limit_redis_reachable();
     }
 }
 

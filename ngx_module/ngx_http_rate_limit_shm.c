@@ -11,7 +11,7 @@
 
 
 typedef struct {
-    ngx_http_rate_limit_params_t     params;
+    ngx_http_rate_limit_spec_t       spec;
     ngx_uint_t                       generation;
 } ngx_http_rate_limit_row_t;
 
@@ -381,7 +381,7 @@ ngx_http_rate_limit_shm_peek(ngx_http_rate_limit_zone_t *zone,
 /* the per-client limit of key, if one was synced: the lock is held briefly */
 ngx_int_t
 ngx_http_rate_limit_shm_row_get(ngx_http_rate_limit_zone_t *zone,
-    ngx_str_t *key, ngx_http_rate_limit_params_t *params)
+    ngx_str_t *key, ngx_http_rate_limit_spec_t *spec)
 {
     uint32_t                     hash;
     ngx_int_t                    rc;
@@ -399,7 +399,7 @@ ngx_http_rate_limit_shm_row_get(ngx_http_rate_limit_zone_t *zone,
     rln = ngx_http_rate_limit_lookup(&zone->sh->rows, key, hash);
 
     if (rln) {
-        *params = rln->u.row.params;
+        *spec = rln->u.row.spec;
         rc = NGX_OK;
 
     } else {
@@ -418,7 +418,7 @@ ngx_http_rate_limit_shm_row_get(ngx_http_rate_limit_zone_t *zone,
  */
 ngx_int_t
 ngx_http_rate_limit_shm_row_set(ngx_http_rate_limit_zone_t *zone,
-    ngx_str_t *key, ngx_http_rate_limit_params_t *params,
+    ngx_str_t *key, ngx_http_rate_limit_spec_t *spec,
     ngx_uint_t generation, ngx_log_t *log)
 {
     uint32_t                     hash;
@@ -456,7 +456,7 @@ ngx_http_rate_limit_shm_row_set(ngx_http_rate_limit_zone_t *zone,
         zone->sh->rows_full = 0;
     }
 
-    rln->u.row.params = *params;
+    rln->u.row.spec = *spec;
     rln->u.row.generation = generation;
 
     ngx_shmtx_unlock(&zone->shpool->mutex);

@@ -565,9 +565,8 @@ ngx_http_rate_limit_sync_row(PGresult *res)
     uint64_t                       burst;
     ngx_int_t                      n;
     ngx_str_t                      key;
-    ngx_http_rate_limit_rate_t     rate;
+    ngx_http_rate_limit_spec_t     spec;
     ngx_http_rate_limit_zone_t    *zone;
-    ngx_http_rate_limit_params_t   params;
     ngx_http_rate_limit_sync_t    *sync = &ngx_http_rate_limit_sync;
 
     sync->rows++;
@@ -597,14 +596,15 @@ ngx_http_rate_limit_sync_row(PGresult *res)
 
     if (ngx_http_rate_limit_parse_rate_allow_zero(PQgetvalue(res, 0, 2),
                                                   PQgetlength(res, 0, 2),
-                                                  &rate, err, sizeof(err))
+                                                  &spec.rate, err,
+                                                  sizeof(err))
         != NGX_HTTP_RATE_LIMIT_OK)
     {
         goto invalid;
     }
 
     if (PQgetisnull(res, 0, 3)) {
-        burst = rate.count;
+        burst = spec.rate.count;
 
     } else {
         n = ngx_atoi((u_char *) PQgetvalue(res, 0, 3),
@@ -618,14 +618,15 @@ ngx_http_rate_limit_sync_row(PGresult *res)
         burst = (uint64_t) n;
     }
 
-    if (ngx_http_rate_limit_make_params_blocking(&rate, burst, &params, err,
+    if (ngx_http_rate_limit_make_params_blocking(&spec.rate, burst,
+                                                 &spec.params, err,
                                                  sizeof(err))
         != NGX_HTTP_RATE_LIMIT_OK)
     {
         goto invalid;
     }
 
-    (void) ngx_http_rate_limit_shm_row_set(zone, &key, &params,
+    (void) ngx_http_rate_limit_shm_row_set(zone, &key, &spec,
                                            sync->generation, sync->pc.log);
     return;
 
@@ -699,7 +700,7 @@ ngx_http_rate_limit_sync_done(void)
 /* lets the bucket API apply a write at once, before NOTIFY comes back */
 void
 ngx_http_rate_limit_sync_apply(ngx_http_rate_limit_zone_t *zone,
-    ngx_str_t *key, ngx_http_rate_limit_params_t *params, ngx_log_t *log)
+    ngx_str_t *key, ngx_http_rate_limit_spec_t *spec, ngx_log_t *log)
 {
     u_char     encoded[NGX_HTTP_RATE_LIMIT_KEY_MAX];
     ngx_str_t  stored;
@@ -707,11 +708,11 @@ ngx_http_rate_limit_sync_apply(ngx_http_rate_limit_zone_t *zone,
     stored.data = encoded;
     stored.len = ngx_http_rate_limit_encode_key(key->data, key->len, encoded);
 
-    if (params == NULL) {
+    if (spec == NULL) {
         ngx_http_rate_limit_shm_row_delete(zone, &stored);
         return;
     }
 
-    (void) ngx_http_rate_limit_shm_row_set(zone, &stored, params,
+    (void) ngx_http_rate_limit_shm_row_set(zone, &stored, spec,
                                            zone->sh->pg_generation, log);
 }
