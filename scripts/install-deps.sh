@@ -125,6 +125,7 @@ main() {
         case $p in
             nginx) stop_distro_service nginx /run/nginx.pid ;;
             redis-server) stop_distro_service redis-server /run/redis/redis-server.pid ;;
+            postgresql-15) stop_distro_service postgresql /run/postgresql/15-main.pid ;;
         esac
     done
 

@@ -262,3 +262,12 @@ def test_local_zone_full_evicts_old_keys(nginx_factory):
         conn.close()
     assert got == {(200, "PASSED")}
     assert n.statuses("/l/x", "fill-2999", 3) == [200, 200, 429]
+
+
+def test_runs_before_access_phase(nginx_factory, redis, backend):
+    """PREACCESS, like limit_req: a request the access phase denies has
+    already taken its token, and a rejected one never reaches `deny`."""
+    n = start_one(nginx_factory, redis,
+                  ["rate_limit_zone $http_x_key zone=z:1m rate=1r/m burst=2 backend=%s;" % backend],
+                  [loc("/denied/", "rate_limit zone=z", "deny all")])
+    assert n.statuses("/denied/x", unique_key(), 4) == [403, 403, 429, 429]

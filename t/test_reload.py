@@ -156,3 +156,27 @@ def test_reload_with_bad_config_keeps_running(nginx_factory, redis):
     wait_for(lambda: n.error_lines(r"\[emerg\]", since=mark), 5, what="reload refusal")
     n.conf.write_text(good)
     assert n.statuses("/l/x", key, 2) == [200, 429]     # old config, old bucket
+
+
+@pytest.mark.parametrize("state", ["frozen", "stopped"])
+def test_reload_and_quit_with_redis_unavailable(nginx_factory, redis, state):
+    """Old workers must not wait for Redis to exit (reload, then quit)."""
+    n = nginx_factory("rq", **conf_for(redis, rate="1r/m", burst=2)).start()
+    assert n.get("/l/x", key=unique_key()).status == 200
+    if state == "frozen":
+        redis.freeze()
+    else:
+        redis.stop()
+    try:
+        for _ in range(3):
+            n.get("/l/x", key=unique_key(), timeout=5)       # leaves work pending
+        t0 = time.monotonic()
+        n.reload(timeout=8)
+        assert time.monotonic() - t0 < 5
+        n.get("/l/x", key=unique_key(), timeout=5)
+        t0 = time.monotonic()
+        n.stop(timeout=8)
+        assert n.proc.returncode == 0
+        assert time.monotonic() - t0 < 5
+    finally:
+        redis.thaw()
