@@ -41,6 +41,7 @@ typedef struct {
     int                                nparams;
     ngx_str_t                          body;      /* the response, built */
     ngx_int_t                          status;
+    const char                        *error;
 } ngx_http_rate_limit_api_op_t;
 
 
@@ -929,11 +930,18 @@ ngx_http_rate_limit_api_next(void)
 }
 
 
+/*
+ * A row locked by another writer must not hold up this worker's queue: the
+ * write gives up after a second, and no query runs longer than five.
+ */
 static void
 ngx_http_rate_limit_api_ready(ngx_http_rate_limit_pg_conn_t *pc)
 {
     ngx_http_rate_limit_api_pg.ready = 1;
-    ngx_http_rate_limit_api_next();
+
+    (void) ngx_http_rate_limit_pg_send(pc, "SET lock_timeout = '1s'; "
+                                       "SET statement_timeout = '5s'",
+                                       0, NULL, 0);
 }
 
 
@@ -941,6 +949,7 @@ static void
 ngx_http_rate_limit_api_result(ngx_http_rate_limit_pg_conn_t *pc,
     PGresult *res)
 {
+    char                          *sqlstate;
     ngx_http_rate_limit_api_op_t  *op;
     ngx_http_rate_limit_api_pg_t  *api = &ngx_http_rate_limit_api_pg;
 
@@ -975,6 +984,16 @@ ngx_http_rate_limit_api_result(ngx_http_rate_limit_pg_conn_t *pc,
         return;
 
     default:
+        sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+        /* lock_not_available: another writer holds the row */
+        if (sqlstate && ngx_strcmp(sqlstate, "55P03") == 0) {
+            op->status = NGX_HTTP_CONFLICT;
+            op->error = "the bucket is being changed by another writer, "
+                        "try again";
+            return;
+        }
+
         ngx_log_error(NGX_LOG_ERR, pc->log, 0,
                       "rate_limit_api: query failed: %s",
                       PQresultErrorMessage(res));
@@ -1041,8 +1060,9 @@ ngx_http_rate_limit_api_finish(ngx_http_rate_limit_api_op_t *op)
         break;
 
     case NGX_HTTP_CONFLICT:
-        rc = ngx_http_rate_limit_api_error(r, NGX_HTTP_CONFLICT,
-                                           "the bucket exists already");
+        rc = ngx_http_rate_limit_api_error(r, NGX_HTTP_CONFLICT, "%s",
+                                           op->error ? op->error
+                                           : "the bucket exists already");
         break;
 
     case NGX_HTTP_NOT_FOUND:

@@ -55,7 +55,7 @@ typedef struct {
     ngx_pid_t                        owner;          /* the syncing worker */
     ngx_msec_t                       heartbeat;
     ngx_uint_t                       generation;     /* 0: never synced */
-    int64_t                          newest_us;      /* newest change seen */
+    int64_t                          cursor;    /* see the sync's queries */
     time_t                           synced;
 } ngx_http_rate_limit_pg_shctx_t;
 

@@ -413,8 +413,10 @@ ngx_http_rate_limit_shm_row_get(ngx_http_rate_limit_zone_t *zone,
 
 
 /*
- * Inserts or updates a per-client limit.  A full zone keeps the rows it has
- * and says so once, in an alert, until a row fits again.
+ * Inserts or updates a per-client limit.  Rows may not take the last eighth
+ * of the zone, which stays for the buckets that enforce them and the
+ * defaults.  A full zone keeps the rows it has and says so once, in an
+ * alert, until a row fits again.
  */
 ngx_int_t
 ngx_http_rate_limit_shm_row_set(ngx_http_rate_limit_zone_t *zone,
@@ -422,6 +424,7 @@ ngx_http_rate_limit_shm_row_set(ngx_http_rate_limit_zone_t *zone,
     ngx_uint_t generation, ngx_log_t *log)
 {
     uint32_t                     hash;
+    ngx_uint_t                   pages;
     ngx_rbtree_node_t           *node;
     ngx_http_rate_limit_node_t  *rln;
 
@@ -432,7 +435,10 @@ ngx_http_rate_limit_shm_row_set(ngx_http_rate_limit_zone_t *zone,
     rln = ngx_http_rate_limit_lookup(&zone->sh->rows, key, hash);
 
     if (rln == NULL) {
-        node = ngx_http_rate_limit_node_alloc(zone, key, hash);
+        pages = (zone->shpool->end - zone->shpool->start) / ngx_pagesize;
+
+        node = (zone->shpool->pfree * 8 < pages)
+               ? NULL : ngx_http_rate_limit_node_alloc(zone, key, hash);
 
         if (node == NULL) {
             if (!zone->sh->rows_full) {

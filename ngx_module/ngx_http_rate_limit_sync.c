@@ -19,13 +19,6 @@
 #define NGX_HTTP_RATE_LIMIT_SYNC_BACKOFF_MIN  100
 #define NGX_HTTP_RATE_LIMIT_SYNC_BACKOFF_MAX  10000
 
-/*
- * Rows are read again from this far behind the newest change seen: a
- * transaction that stamped its rows earlier may commit after a sync ran.
- * Applying a row twice changes nothing.
- */
-#define NGX_HTTP_RATE_LIMIT_SYNC_OVERLAP_US   5000000
-
 #define NGX_HTTP_RATE_LIMIT_SYNC_CHANNEL      "rate_limit_buckets"
 
 
@@ -52,13 +45,15 @@ typedef struct {
     ngx_msec_t                         backoff;
 
     ngx_uint_t                         generation;
-    int64_t                            newest_us;
+    int64_t                            cursor;
+
     ngx_uint_t                         rows;
     ngx_msec_t                         started;
 
     unsigned                           owner:1;
     unsigned                           lost:1;
     unsigned                           sync_again:1;
+    unsigned                           truncated:1;
 } ngx_http_rate_limit_sync_t;
 
 
@@ -83,24 +78,33 @@ static void ngx_http_rate_limit_sync_done(void);
 static ngx_http_rate_limit_sync_t  ngx_http_rate_limit_sync;
 
 
+/*
+ * Each row is zone, key, rate, burst, cursor, deleted.  The cursor is the
+ * oldest transaction still running when the query's snapshot was taken: the
+ * next sync reads every row written by that transaction or a later one, so
+ * a transaction that commits long after it wrote is not missed.  A row with
+ * a NULL zone only carries the cursor, for a table with no rows.
+ */
 static const char  ngx_http_rate_limit_sync_full_sql[] =
-    "SELECT zone, key, rate, burst, "
-    "(extract(epoch FROM updated_at) * 1000000)::bigint, false "
-    "FROM rate_limit_buckets";
+    "SELECT b.zone, b.key, b.rate, b.burst, s.xmin, false "
+    "FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint "
+    "AS xmin) s LEFT JOIN rate_limit_buckets b ON true";
 
 /* in time order, so that a key deleted and created again ends up created */
 static const char  ngx_http_rate_limit_sync_changes_sql[] =
-    "SELECT zone, key, rate, burst, us, deleted FROM ("
-    "SELECT zone, key, rate, burst, "
-    "(extract(epoch FROM updated_at) * 1000000)::bigint AS us, "
-    "false AS deleted FROM rate_limit_buckets "
-    "WHERE updated_at >= to_timestamp($1::bigint / 1000000.0) "
+    "WITH s AS (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint "
+    "AS xmin) "
+    "SELECT zone, key, rate, burst, xmin, deleted FROM ("
+    "SELECT b.zone, b.key, b.rate, b.burst, s.xmin, false AS deleted, "
+    "b.updated_at AS at FROM s, rate_limit_buckets b "
+    "WHERE b.txid >= $1::text::xid8 "
     "UNION ALL "
-    "SELECT zone, key, NULL, NULL, "
-    "(extract(epoch FROM deleted_at) * 1000000)::bigint, true "
-    "FROM rate_limit_bucket_deletions "
-    "WHERE deleted_at >= to_timestamp($1::bigint / 1000000.0)"
-    ") AS changes ORDER BY us";
+    "SELECT d.zone, d.key, NULL, NULL, s.xmin, true, d.deleted_at "
+    "FROM s, rate_limit_bucket_deletions d "
+    "WHERE d.txid >= $1::text::xid8 "
+    "UNION ALL "
+    "SELECT NULL, NULL, NULL, NULL, s.xmin, false, NULL FROM s"
+    ") AS changes ORDER BY at NULLS FIRST";
 
 
 char *
@@ -476,7 +480,8 @@ ngx_http_rate_limit_sync_handler(ngx_event_t *ev)
     if (ngx_http_rate_limit_sync_need_full()) {
         sync->state = NGX_HTTP_RATE_LIMIT_SYNC_FULL;
         sync->generation = sync->sh->generation + 1;
-        sync->newest_us = 0;
+        sync->cursor = 0;
+        sync->truncated = 0;
 
         (void) ngx_http_rate_limit_pg_send(&sync->pc,
                                            ngx_http_rate_limit_sync_full_sql,
@@ -486,11 +491,9 @@ ngx_http_rate_limit_sync_handler(ngx_event_t *ev)
 
     sync->state = NGX_HTTP_RATE_LIMIT_SYNC_CHANGES;
     sync->generation = sync->sh->generation;
-    sync->newest_us = sync->sh->newest_us;
+    sync->cursor = sync->sh->cursor;
 
-    *ngx_sprintf((u_char *) cursor, "%L",
-                 sync->newest_us - NGX_HTTP_RATE_LIMIT_SYNC_OVERLAP_US)
-        = '\0';
+    *ngx_sprintf((u_char *) cursor, "%L", sync->cursor) = '\0';
     params[0] = cursor;
 
     (void) ngx_http_rate_limit_pg_send(&sync->pc,
@@ -507,7 +510,7 @@ ngx_http_rate_limit_sync_need_full(void)
     ngx_http_rate_limit_zone_t  **zones;
     ngx_http_rate_limit_sync_t   *sync = &ngx_http_rate_limit_sync;
 
-    if (sync->sh->generation == 0) {
+    if (sync->sh->generation == 0 || sync->truncated) {
         return 1;
     }
 
@@ -561,7 +564,7 @@ ngx_http_rate_limit_sync_row(PGresult *res)
 {
     char                           err[NGX_HTTP_RATE_LIMIT_ERR_LEN];
     u_char                         encoded[NGX_HTTP_RATE_LIMIT_KEY_MAX];
-    int64_t                        us;
+    int64_t                        cursor;
     uint64_t                       burst;
     ngx_int_t                      n;
     ngx_str_t                      key;
@@ -569,11 +572,22 @@ ngx_http_rate_limit_sync_row(PGresult *res)
     ngx_http_rate_limit_zone_t    *zone;
     ngx_http_rate_limit_sync_t    *sync = &ngx_http_rate_limit_sync;
 
+    cursor = ngx_atotm((u_char *) PQgetvalue(res, 0, 4),
+                       PQgetlength(res, 0, 4));
+    if (cursor > sync->cursor) {
+        sync->cursor = cursor;
+    }
+
+    if (PQgetisnull(res, 0, 0)) {
+        return;
+    }
+
     sync->rows++;
 
-    us = ngx_atotm((u_char *) PQgetvalue(res, 0, 4), PQgetlength(res, 0, 4));
-    if (us > sync->newest_us) {
-        sync->newest_us = us;
+    /* TRUNCATE leaves an empty zone: the whole table is read again */
+    if (PQgetlength(res, 0, 0) == 0) {
+        sync->truncated = 1;
+        return;
     }
 
     zone = ngx_http_rate_limit_zone_find(sync->rmcf,
@@ -679,8 +693,8 @@ ngx_http_rate_limit_sync_done(void)
 
         sync->sh->generation = sync->generation;
 
-        if (sync->newest_us > sync->sh->newest_us) {
-            sync->sh->newest_us = sync->newest_us;
+        if (sync->cursor > sync->sh->cursor) {
+            sync->sh->cursor = sync->cursor;
         }
 
         sync->sh->synced = ngx_time();
@@ -688,7 +702,9 @@ ngx_http_rate_limit_sync_done(void)
         ngx_shmtx_unlock(&sync->shpool->mutex);
     }
 
-    if (sync->sync_again || state == NGX_HTTP_RATE_LIMIT_SYNC_SETUP) {
+    if (sync->sync_again || sync->truncated
+        || state == NGX_HTTP_RATE_LIMIT_SYNC_SETUP)
+    {
         ngx_http_rate_limit_sync_handler(&sync->sync);
         return;
     }

@@ -353,11 +353,6 @@ def test_bulk_full_sync(nginx_factory, postgres):
     assert len(full_syncs(n)) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="schema bug: the delete trigger purges "
-                   "rate_limit_bucket_deletions with deleted_at < clock_timestamp() - 7 days "
-                   "for every row; clock_timestamp() is volatile, so no index is used and "
-                   "each deleted row scans the whole log: DELETE of N rows is O(N^2) "
-                   "(20,000 rows: ~28 s; 100,000: many minutes)")
 def test_bulk_delete_is_not_quadratic(postgres):
     db = postgres.new_db()
     postgres.psql("INSERT INTO rate_limit_buckets (zone, key, rate) "
@@ -417,9 +412,6 @@ def test_unknown_zone_rows_and_bad_rows_are_skipped(two_nodes, postgres):
         assert k_bad not in n.error_log()
 
 
-@pytest.mark.xfail(strict=True, reason="module bug: the incremental sync re-reads only 5 s "
-                   "behind the newest change it saw, so a row stamped by a transaction that "
-                   "commits more than 5 s later is never synced (until a full sync)")
 def test_row_of_a_long_transaction_is_synced(nginx_factory, postgres):
     """A transaction stamps its row (trigger: clock_timestamp()) then takes
     6 s to commit while another change commits: the slow row must still
@@ -442,8 +434,6 @@ def test_row_of_a_long_transaction_is_synced(nginx_factory, postgres):
     wait_limit([n], k_slow, "3", timeout=2.5)
 
 
-@pytest.mark.xfail(strict=True, reason="module bug: TRUNCATE fires no row trigger, so no "
-                   "NOTIFY and no rate_limit_bucket_deletions rows: nodes keep the rows")
 def test_truncate_reaches_the_nodes(nginx_factory, postgres):
     db = postgres.new_db()
     n = start_synced(nginx_factory("trunc", **pg_conf(postgres, db, interval="1s")))
@@ -454,9 +444,6 @@ def test_truncate_reaches_the_nodes(nginx_factory, postgres):
     wait_limit([n], key, DEFAULT_BURST, timeout=2.5)
 
 
-@pytest.mark.xfail(strict=True, reason="module bug: rows fill the whole zone, no bucket "
-                   "fits, so every client is FAILED_OPEN (unlimited) although the alert "
-                   "says the rows held and the defaults keep applying")
 def test_zone_full_of_rows(nginx_factory, postgres):
     """More rows than the zone holds: one alert, and limits keep applying
     (the rows held, and the zone's default for other keys)."""
