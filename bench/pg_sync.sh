@@ -10,13 +10,18 @@
 # the error log.  Zone memory: the shared-memory pages the syncing worker has
 # touched in the zone's mapping (/proc/PID/smaps, Rss), which is what the rows
 # and the slab allocator's bookkeeping occupy.  A second run with a zone of
-# that size plus 10% (at least 1 MB) checks that all rows fit ("zone is full"
-# is an [alert] in the error log otherwise).
+# that size, plus the eighth of a zone that rows leave to buckets, plus 5%
+# (at least 1 MB) checks that all rows fit ("zone is full" is an [alert] in
+# the error log otherwise).  Request cost: wrk, side by side in one nginx,
+# on a zone that holds the rows and on one that holds none, with a key that
+# is not among the rows, so each request searches the full tree and then
+# takes the zone's generous default.
 #
 #   BENCH_PG_ROWS       rows to load (default 1000000)
 #   BENCH_PG_ZONE_MB    zone size of the first run, in MB (default 1000)
 #   BENCH_PG_KEY_LEN    length of each key (default 16)
 #   BENCH_PG_CHECK=0    skip the second run
+#   BENCH_PG_WRK=0      skip the request-cost comparison
 #   BENCH_KEEP=1        keep the temp folder
 #   RATE_LIMIT_MODULE   the module (default build/ngx_http_rate_limit_module.so)
 set -euo pipefail
@@ -28,6 +33,7 @@ ROWS=${BENCH_PG_ROWS:-1000000}
 ZONE_MB=${BENCH_PG_ZONE_MB:-1000}
 KEY_LEN=${BENCH_PG_KEY_LEN:-16}
 CHECK=${BENCH_PG_CHECK:-1}
+WRK=${BENCH_PG_WRK:-1}
 SYNC_TIMEOUT=120          # seconds to wait for the full sync line
 
 if [ -z "${PG_BINDIR:-}" ]; then
@@ -96,9 +102,11 @@ psql_do -f "$REPO_ROOT/config/rate_limit_schema.sql"
 log "loading $ROWS rows (keys of $KEY_LEN bytes) in one INSERT"
 t0=$(date +%s%N)
 psql_do -c "INSERT INTO rate_limit_buckets (zone, key, rate, burst)
-            SELECT 'api', 'k' || lpad(g::text, $KEY_LEN - 1, '0'),
+            SELECT z, 'k' || lpad(g::text, $KEY_LEN - 1, '0'),
                    (g % 100 + 1) || 'r/s', g % 1000 + 1
-            FROM generate_series(1, $ROWS) AS g;"
+            FROM generate_series(1, $ROWS) AS g,
+                 (VALUES ('api'), ('fast')) AS zones (z)
+            WHERE z = 'api' OR $WRK = 1;"
 load_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 table_size=$(psql_do -c "SELECT pg_size_pretty(pg_total_relation_size('rate_limit_buckets'));")
 log "loaded in $load_ms ms (table with indexes: $table_size)"
@@ -121,10 +129,14 @@ http {
     client_body_temp_path $prefix/tmp;
     rate_limit_postgres "host=127.0.0.1 port=$PG_PORT user=postgres dbname=bench" interval=60s;
     rate_limit_zone \$http_x_key zone=api:$zone rate=100r/s burst=100;
+    rate_limit_zone \$http_x_key zone=fast:$((${zone%m} + 1))m rate=1000000r/s burst=1000000;
+    rate_limit_zone \$http_x_key zone=none:1m rate=1000000r/s burst=1000000;
     server {
         listen 127.0.0.1:$NGINX_PORT;
         root $prefix/html;
         location / { rate_limit zone=api; try_files /ok.txt =404; }
+        location /rows/ { rate_limit zone=fast; try_files /ok.txt =404; }
+        location /none/ { rate_limit zone=none; try_files /ok.txt =404; }
     }
 }
 EOF
@@ -160,7 +172,33 @@ EOF
         inmap && /^Size:/ { size = $2 }
         inmap && /^Rss:/ && size == want { print $2; exit }' "/proc/$worker/smaps" 2>/dev/null || true)
     FULL=$(grep -c 'is full' "$prefix/logs/error.log" || true)
+
+    if [ "$WRK" = 1 ] && [ "$name" = run1 ]; then
+        wrk_compare
+    fi
+
     forget_pid "$NGINX_PID"
+}
+
+# wrk_compare: requests/s on /rows/ (a zone holding ROWS rows) and /none/
+# (a zone holding none), twice in turn; the ratio uses the best of each
+wrk_compare() {
+    local round where rps best_rows=0 best_none=0
+    for round in 1 2; do
+        for where in rows none; do
+            rps=$(wrk -t1 -c16 -d3s -H "X-Key: not-a-row-key" \
+                    "http://127.0.0.1:$NGINX_PORT/$where/x" \
+                  | sed -n 's/^Requests\/sec: *\([0-9]*\).*/\1/p')
+            log "  wrk round $round, /$where/: $rps requests/s"
+            if [ "$where" = rows ]; then
+                [ "$rps" -gt "$best_rows" ] && best_rows=$rps
+            else
+                [ "$rps" -gt "$best_none" ] && best_none=$rps
+            fi
+        done
+    done
+    WRK_RATIO=$(awk -v a="$best_rows" -v b="$best_none" 'BEGIN { printf "%.2f", a / b }')
+    log "  request cost: a zone of $ROWS rows vs one of none, throughput ratio $WRK_RATIO"
 }
 
 log ""
@@ -173,10 +211,10 @@ log "  $SYNC1 (nginx start to sync done: $WALL1 ms)"
 log "  zone memory touched by the rows: $((KB1 / 1024)) MB ($((KB1 * 1024 / ROWS)) bytes a row)"
 
 if [ "$CHECK" = 1 ]; then
-    need_mb=$(( (KB1 * 11 / 10 + 1023) / 1024 ))
+    need_mb=$(( (KB1 * 8 * 105 / (7 * 100) + 1023) / 1024 ))
     [ "$need_mb" -ge 1 ] || need_mb=1
     log ""
-    log "run 2: zone of ${need_mb}m (the memory measured + 10%)"
+    log "run 2: zone of ${need_mb}m (measured, the eighth kept for buckets, + 5%)"
     run_nginx run2 "${need_mb}m"
     log "  $SYNC_LINE (nginx start to sync done: $SYNC_WALL_MS ms)"
     if [ "$FULL" != 0 ]; then
@@ -191,4 +229,4 @@ sync_ms=${SYNC1% ms} sync_ms=${sync_ms##* }
 log ""
 log "summary: rows=$ROWS load_ms=$load_ms synced=$synced full_sync_ms=$sync_ms" \
     "start_to_synced_ms=$WALL1 zone_mb_needed=$(( (KB1 + 1023) / 1024 ))" \
-    "bytes_per_row=$((KB1 * 1024 / ROWS))"
+    "bytes_per_row=$((KB1 * 1024 / ROWS))" "wrk_ratio_rows_vs_none=${WRK_RATIO:-skipped}"
