@@ -865,14 +865,7 @@ ngx_http_rate_limit_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
-        /* the value may be a password: name only the parameter */
-        p = (u_char *) ngx_strchr(value[i].data, '=');
-        s.data = value[i].data;
-        s.len = p ? (size_t) (p - value[i].data) : value[i].len;
-
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter \"%V\" in \"%V\" directive",
-                           &s, &cmd->name);
+        ngx_http_rate_limit_conf_unknown_secret(cf, cmd, &value[i], "");
         return NGX_CONF_ERROR;
     }
 
@@ -1071,4 +1064,25 @@ ngx_http_rate_limit_timer_init(ngx_event_t *ev, ngx_event_handler_pt handler,
     ev->data = data;
     ev->log = log;
     ev->cancelable = 1;
+}
+
+
+/*
+ * An unknown parameter of a directive whose values may be secrets (a
+ * password, a connection string split by spaces): only its name is logged.
+ */
+void
+ngx_http_rate_limit_conf_unknown_secret(ngx_conf_t *cf, ngx_command_t *cmd,
+    ngx_str_t *value, const char *hint)
+{
+    u_char     *p;
+    ngx_str_t   name;
+
+    p = (u_char *) ngx_strchr(value->data, '=');
+    name.data = value->data;
+    name.len = p ? (size_t) (p - value->data) : value->len;
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid parameter \"%V\" in \"%V\" directive%s",
+                       &name, &cmd->name, hint);
 }

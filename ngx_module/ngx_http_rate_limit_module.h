@@ -222,6 +222,8 @@ extern ngx_module_t  ngx_http_rate_limit_module;
 ngx_http_rate_limit_zone_t *ngx_http_rate_limit_zone_find(
     ngx_http_rate_limit_main_conf_t *rmcf, u_char *name, size_t len);
 
+void ngx_http_rate_limit_conf_unknown_secret(ngx_conf_t *cf,
+    ngx_command_t *cmd, ngx_str_t *value, const char *hint);
 void ngx_http_rate_limit_release_connection(ngx_connection_t *c);
 void ngx_http_rate_limit_timer_init(ngx_event_t *ev,
     ngx_event_handler_pt handler, void *data, ngx_log_t *log);

@@ -112,7 +112,6 @@ ngx_http_rate_limit_postgres(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_rate_limit_main_conf_t *rmcf = conf;
 
-    u_char      *p;
     ngx_str_t   *value, s, name;
     ngx_uint_t   i;
 
@@ -160,15 +159,9 @@ ngx_http_rate_limit_postgres(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
-        /* a connection string split by spaces may hold a password */
-        p = (u_char *) ngx_strchr(value[i].data, '=');
-        s.data = value[i].data;
-        s.len = p ? (size_t) (p - value[i].data) : value[i].len;
-
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter \"%V\" in \"%V\" directive; "
-                           "quote a connection string that holds spaces",
-                           &s, &cmd->name);
+        ngx_http_rate_limit_conf_unknown_secret(cf, cmd, &value[i],
+                                                "; quote a connection string "
+                                                "that holds spaces");
         return NGX_CONF_ERROR;
     }
 
