@@ -177,34 +177,42 @@ ngx_int_t
 ngx_http_rate_limit_find_limit(ngx_http_request_t *r,
     ngx_http_rate_limit_check_t *check)
 {
-    ngx_http_rate_limit_zone_t  *zone;
-    ngx_http_rate_limit_spec_t   spec;
+    ngx_http_rate_limit_zone_t          *zone;
+    ngx_http_rate_limit_spec_t           row, entry, *spec;
+    const ngx_http_rate_limit_params_t  *params;
 
     zone = check->limit->zone;
 
-    check->params = zone->params;
-    check->rate = zone->rate;
-    check->texts = &zone->texts;
-    check->source = NGX_HTTP_RATE_LIMIT_SOURCE_DEFAULT;
-
     /* an unlocked peek: most zones hold no per-client limits at all */
-    if (zone->sh->nrows
-        && ngx_http_rate_limit_shm_row_get(zone, &check->key, &spec)
-           == NGX_OK)
-    {
-        check->source = NGX_HTTP_RATE_LIMIT_SOURCE_POSTGRES;
+    params = ngx_http_rate_limit_pick_params(
+                 (zone->sh->nrows
+                  && ngx_http_rate_limit_shm_row_get(zone, &check->key, &row)
+                     == NGX_OK)
+                 ? &row.params : NULL,
+                 (ngx_http_rate_limit_policy_find(zone, &check->key, &entry)
+                  == NGX_OK)
+                 ? &entry.params : NULL,
+                 &zone->params, &check->source);
 
-    } else if (ngx_http_rate_limit_policy_find(zone, &check->key, &spec)
-               == NGX_OK)
-    {
-        check->source = NGX_HTTP_RATE_LIMIT_SOURCE_YAML;
+    check->params = *params;
+    check->texts = &zone->texts;
 
-    } else {
+    switch (check->source) {
+
+    case NGX_HTTP_RATE_LIMIT_SOURCE_POSTGRES:
+        spec = &row;
+        break;
+
+    case NGX_HTTP_RATE_LIMIT_SOURCE_YAML:
+        spec = &entry;
+        break;
+
+    default:
+        check->rate = zone->rate;
         return NGX_OK;
     }
 
-    check->params = spec.params;
-    check->rate = spec.rate;
+    check->rate = spec->rate;
 
     check->texts = ngx_palloc(r->pool, sizeof(ngx_http_rate_limit_texts_t));
     if (check->texts == NULL) {
