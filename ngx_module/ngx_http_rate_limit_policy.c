@@ -51,6 +51,7 @@ ngx_http_rate_limit_policy_load_file(ngx_conf_t *cf,
     ngx_uint_t                          z;
     ngx_http_rate_limit_zone_t        **zones;
     ngx_http_rate_limit_policy_t       *policy;
+    ngx_http_rate_limit_policy_zone_t   zone;
     ngx_http_rate_limit_policy_entry_t  entry;
 
     if (rmcf->policy_file.data == NULL) {
@@ -67,7 +68,28 @@ ngx_http_rate_limit_policy_load_file(ngx_conf_t *cf,
     }
 
     rc = NGX_OK;
-    n = ngx_http_rate_limit_policy_size(policy);
+    n = ngx_http_rate_limit_policy_zones(policy);
+
+    /* every zone is checked, even one without clients */
+    for (i = 0; i < n; i++) {
+        ngx_http_rate_limit_policy_zone(policy, i, &zone);
+
+        if (ngx_http_rate_limit_zone_find(rmcf, (u_char *) zone.name,
+                                          zone.name_len)
+            == NULL)
+        {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "\"rate_limit_policy_file\" directive: "
+                          "%V:%uz:%uz: unknown zone \"%*s\", expected a zone "
+                          "defined by \"rate_limit_zone\"",
+                          &rmcf->policy_file, zone.line, zone.column,
+                          zone.name_len, zone.name);
+            rc = NGX_ERROR;
+            break;
+        }
+    }
+
+    n = (rc == NGX_OK) ? ngx_http_rate_limit_policy_size(policy) : 0;
 
     for (i = 0; i < n; i++) {
         ngx_http_rate_limit_policy_entry(policy, i, &entry);
@@ -107,17 +129,9 @@ ngx_http_rate_limit_policy_add(ngx_conf_t *cf,
     ngx_http_rate_limit_zone_t        *zone;
     ngx_http_rate_limit_policy_row_t  *row;
 
+    /* the zones of the file were all found already */
     zone = ngx_http_rate_limit_zone_find(rmcf, (u_char *) entry->zone,
                                          entry->zone_len);
-
-    if (zone == NULL) {
-        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      "\"rate_limit_policy_file\" directive: %V:%uz:%uz: "
-                      "unknown zone \"%*s\", expected a zone defined by "
-                      "\"rate_limit_zone\"", &rmcf->policy_file, entry->line,
-                      entry->column, entry->zone_len, entry->zone);
-        return NGX_ERROR;
-    }
 
     if (zone->policy.elts == NULL
         && ngx_array_init(&zone->policy, cf->pool, 8,

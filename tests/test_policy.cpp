@@ -48,14 +48,15 @@ void PrintTo(const Entry &e, std::ostream *out)
 
 
 struct Loaded {
-    int                 rc;
-    std::string         error;
-    std::vector<Entry>  entries;
+    int                       rc;
+    std::string               error;
+    std::vector<Entry>        entries;
+    std::vector<std::string>  zones;      /* "name@line:column" */
 };
 
 Loaded load(const std::string &path)
 {
-    Loaded loaded { -1, "", {} };
+    Loaded loaded { -1, "", {}, {} };
     char err[NGX_HTTP_RATE_LIMIT_POLICY_ERR_LEN] = "";
 
     /* a recognisable handle, to show that a failure leaves it alone */
@@ -89,6 +90,15 @@ Loaded load(const std::string &path)
                         entry.key_len),
             entry.rate.count, entry.rate.period_ms, entry.burst, entry.line,
             entry.column });
+    }
+
+    for (size_t i = 0; i < ngx_http_rate_limit_policy_zones(policy); i++) {
+        ngx_http_rate_limit_policy_zone_t zone;
+        ngx_http_rate_limit_policy_zone(policy, i, &zone);
+
+        loaded.zones.push_back(std::string(zone.name, zone.name_len) + "@"
+                               + std::to_string(zone.line) + ":"
+                               + std::to_string(zone.column));
     }
 
     ngx_http_rate_limit_policy_free(policy);
@@ -630,3 +640,33 @@ INSTANTIATE_TEST_SUITE_P(Nesting, PolicyErrors, testing::Values(
     error_case_name);
 
 } // namespace
+
+
+/* a zone with no clients is still listed, so the module can check its name */
+TEST_F(PolicyFile, ZonesAreListedWithTheirPlaceEvenWithoutClients)
+{
+    const Loaded loaded = load_text("zones:\n"
+                                    "  web:\n"
+                                    "    clients: {}\n"
+                                    "  api:\n"
+                                    "    clients:\n"
+                                    "      k: { rate: 1r/s }\n");
+
+    ASSERT_EQ(loaded.rc, NGX_HTTP_RATE_LIMIT_OK) << loaded.error;
+    EXPECT_EQ(loaded.zones,
+              (std::vector<std::string> { "web@2:3", "api@4:3" }));
+    EXPECT_EQ(loaded.entries.size(), 1u);
+}
+
+
+TEST(PolicyZones, OutOfRangeGivesAnAllZeroZone)
+{
+    ngx_http_rate_limit_policy_zone_t zone;
+    zone.name = "x";
+
+    ngx_http_rate_limit_policy_zone(nullptr, 0, &zone);
+
+    EXPECT_EQ(zone.name, nullptr);
+    EXPECT_EQ(zone.line, 0u);
+    EXPECT_EQ(ngx_http_rate_limit_policy_zones(nullptr), 0u);
+}

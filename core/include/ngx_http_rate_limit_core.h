@@ -282,6 +282,25 @@ void ngx_http_rate_limit_policy_entry(
     ngx_http_rate_limit_policy_entry_t *entry)
     NGX_HTTP_RATE_LIMIT_NOEXCEPT;
 
+/* a zone named in the file, with or without clients, for checking */
+typedef struct {
+    const char                  *name;        /* also NUL ended */
+    size_t                       name_len;
+    size_t                       line;        /* of the zone name, 1-based */
+    size_t                       column;
+} ngx_http_rate_limit_policy_zone_t;
+
+/* the zones in the order of the file */
+size_t ngx_http_rate_limit_policy_zones(
+    const ngx_http_rate_limit_policy_t *policy)
+    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
+
+/* zone i; an i at or beyond the count gives an all-zero zone */
+void ngx_http_rate_limit_policy_zone(
+    const ngx_http_rate_limit_policy_t *policy, size_t i,
+    ngx_http_rate_limit_policy_zone_t *zone)
+    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
+
 /* NULL is allowed */
 void ngx_http_rate_limit_policy_free(ngx_http_rate_limit_policy_t *policy)
     NGX_HTTP_RATE_LIMIT_NOEXCEPT;

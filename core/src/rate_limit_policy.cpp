@@ -57,37 +57,39 @@ struct PolicyEntry {
 
 
 /* the opaque handle of the header */
+/* a place in the file, 1-based, as editors count */
+struct PolicyPosition {
+    size_t  line;
+    size_t  column;
+};
+
+
 struct ngx_http_rate_limit_policy_s {
     std::vector<std::string>  zones;
+    std::vector<PolicyPosition>     zone_positions;
     std::vector<PolicyEntry>  entries;
 };
 
 
 namespace {
 
-/* a place in the file, 1-based, as editors count */
-struct Position {
-    size_t  line;
-    size_t  column;
-};
-
-Position position_of(const yaml_mark_t &mark) noexcept
+PolicyPosition position_of(const yaml_mark_t &mark) noexcept
 {
-    return Position { mark.line + 1, mark.column + 1 };
+    return PolicyPosition { mark.line + 1, mark.column + 1 };
 }
 
 
 /* the file does not say what it should at a known place */
 class PolicyError : public std::runtime_error {
 public:
-    PolicyError(Position at, const std::string &message)
+    PolicyError(PolicyPosition at, const std::string &message)
         : std::runtime_error(message), at_(at)
     {}
 
-    Position at() const noexcept { return at_; }
+    PolicyPosition at() const noexcept { return at_; }
 
 private:
-    Position  at_;
+    PolicyPosition  at_;
 };
 
 
@@ -178,11 +180,11 @@ std::string read_file(const char *path)
  * The position of a byte offset, for libyaml's reader errors, which come
  * with an offset only.  Columns count characters, as libyaml's marks do.
  */
-Position position_at_offset(std::string_view text, size_t offset) noexcept
+PolicyPosition position_at_offset(std::string_view text, size_t offset) noexcept
 {
     offset = std::min(offset, text.size());
 
-    Position at { 1, 1 };
+    PolicyPosition at { 1, 1 };
     for (size_t i = 0; i < offset; i++) {
         const unsigned char byte = static_cast<unsigned char>(text[i]);
         if (byte == '\n') {
@@ -402,7 +404,7 @@ private:
                 return;
             }
 
-            const Position at = position_of(key.start_mark);
+            const PolicyPosition at = position_of(key.start_mark);
             const std::string name = key_text(key, "a top-level key");
 
             if (name != "zones") {
@@ -434,7 +436,7 @@ private:
                 return;
             }
 
-            const Position at = position_of(key.start_mark);
+            const PolicyPosition at = position_of(key.start_mark);
             std::string zone = key_text(key, "a zone name");
 
             const auto [seen, inserted] = zone_lines.emplace(zone, at.line);
@@ -452,6 +454,7 @@ private:
             }
 
             policy_.zones.push_back(std::move(zone));
+            policy_.zone_positions.push_back(at);
             read_zone(policy_.zones.size() - 1);
         }
     }
@@ -466,7 +469,7 @@ private:
                 return;
             }
 
-            const Position at = position_of(key.start_mark);
+            const PolicyPosition at = position_of(key.start_mark);
             const std::string name = key_text(key, "a zone field");
 
             if (name != "clients") {
@@ -498,7 +501,7 @@ private:
                 return;
             }
 
-            const Position at = position_of(key_event.start_mark);
+            const PolicyPosition at = position_of(key_event.start_mark);
             std::string key = key_text(key_event, "a client key");
 
             if (key.empty()) {
@@ -534,8 +537,8 @@ private:
     {
         std::optional<ngx_http_rate_limit_rate_t> rate;
         std::optional<uint64_t> burst;
-        Position rate_at {};
-        Position burst_at {};
+        PolicyPosition rate_at {};
+        PolicyPosition burst_at {};
 
         for ( ;; ) {
             const yaml_event_t &key = events_.next();
@@ -543,7 +546,7 @@ private:
                 break;
             }
 
-            const Position at = position_of(key.start_mark);
+            const PolicyPosition at = position_of(key.start_mark);
             const std::string field = key_text(key, "rate or burst");
 
             if (field != "rate" && field != "burst") {
@@ -556,7 +559,7 @@ private:
             }
 
             const yaml_event_t &value = events_.next();
-            const Position value_at = position_of(value.start_mark);
+            const PolicyPosition value_at = position_of(value.start_mark);
 
             if (field == "rate") {
                 rate = rate_value(value, value_at);
@@ -574,7 +577,7 @@ private:
             }
         }
 
-        const Position key_at { entry.line, entry.column };
+        const PolicyPosition key_at { entry.line, entry.column };
 
         if (!rate) {
             throw PolicyError(key_at, "expected a rate for client "
@@ -599,7 +602,7 @@ private:
     }
 
     ngx_http_rate_limit_rate_t rate_value(const yaml_event_t &value,
-        Position at)
+        PolicyPosition at)
     {
         if (!is_scalar(value)) {
             throw PolicyError(at, "expected rate to be a text such as 10r/s");
@@ -733,6 +736,35 @@ ngx_http_rate_limit_policy_entry(const ngx_http_rate_limit_policy_t *policy,
     entry->burst = stored.burst;
     entry->line = stored.line;
     entry->column = stored.column;
+}
+
+
+extern "C" size_t
+ngx_http_rate_limit_policy_zones(const ngx_http_rate_limit_policy_t *policy)
+    noexcept
+{
+    return policy != nullptr ? policy->zones.size() : 0;
+}
+
+
+extern "C" void
+ngx_http_rate_limit_policy_zone(const ngx_http_rate_limit_policy_t *policy,
+    size_t i, ngx_http_rate_limit_policy_zone_t *zone) noexcept
+{
+    if (zone == nullptr) {
+        return;
+    }
+
+    *zone = ngx_http_rate_limit_policy_zone_t {};
+
+    if (policy == nullptr || i >= policy->zones.size()) {
+        return;
+    }
+
+    zone->name = policy->zones[i].c_str();
+    zone->name_len = policy->zones[i].size();
+    zone->line = policy->zone_positions[i].line;
+    zone->column = policy->zone_positions[i].column;
 }
 
 
