@@ -14,7 +14,7 @@ PACKAGES=(
     build-essential cmake pkg-config
     nginx nginx-dev libhiredis-dev libyaml-dev libpq-dev nlohmann-json3-dev
     # unit tests and micro-benchmarks
-    libgtest-dev googletest libbenchmark-dev
+    libgtest-dev googletest libbenchmark-dev libasan8 libubsan1
     # integration tests, demo
     redis-server postgresql-15 postgresql-client-15
     python3-pytest python3-requests curl

@@ -53,22 +53,47 @@ run_step() {   # run_step NAME COMMAND...: runs it, records its exit code
     return "$rc"
 }
 
+# The module built with -fsanitize=address,undefined, loaded into Debian's
+# nginx with the sanitizers preloaded; any report fails the step.
+sanitizer_suite() {
+    local rc=0 dir=$BUILD_DIR/sanitizers
+    rm -rf "$dir/logs"
+    mkdir -p "$dir/logs"
+    RATE_LIMIT_CC_OPT="-fsanitize=address,undefined -fno-omit-frame-pointer" \
+    RATE_LIMIT_LD_OPT="-fsanitize=address,undefined" \
+        bash scripts/build-module.sh /usr/share/nginx/src "$dir/nginx" \
+            "$REPO_ROOT/ngx_module" "$dir/ngx_http_rate_limit_module.so" || rc=$?
+    if [ "$rc" -eq 0 ]; then
+        # shellcheck disable=SC2086
+        RATE_LIMIT_SANITIZER_LOGS=$dir/logs NGINX_BIN=$REPO_ROOT/scripts/nginx-asan.sh \
+        RATE_LIMIT_MODULE=$dir/ngx_http_rate_limit_module.so \
+            timeout --kill-after=30 "$PYTEST_TIMEOUT" \
+            /usr/bin/python3 -m pytest -q -p no:cacheprovider t/ ${PYTEST_ARGS:-} || rc=$?
+    fi
+    if [ -n "$(ls -A "$dir/logs")" ]; then
+        echo "sanitizer reports:"
+        cat "$dir"/logs/*
+        rc=1
+    fi
+    record "integration tests under ASan and UBSan" "$rc"
+}
+
 main() {
     cd "$REPO_ROOT"
 
     if [ "${TEST_SKIP_SETUP:-0}" != 1 ]; then
-        section "1/4 dependencies (scripts/install-deps.sh)"
+        section "1/5 dependencies (scripts/install-deps.sh)"
         if ! run_step "dependencies" bash scripts/install-deps.sh; then
             summary; exit 1
         fi
 
-        section "2/4 build (scripts/build.sh)"
+        section "2/5 build (scripts/build.sh)"
         if ! run_step "build" bash scripts/build.sh; then
             summary; exit 1
         fi
     fi
 
-    section "3/4 unit tests (ctest)"
+    section "3/5 unit tests (ctest)"
     local rc=0
     if [ -f "$BUILD_DIR/CTestTestfile.cmake" ]; then
         (cd "$BUILD_DIR" && timeout --kill-after=30 "$CTEST_TOTAL_TIMEOUT" \
@@ -82,7 +107,7 @@ main() {
     fi
     record "unit tests (ctest)" "$rc"
 
-    section "4/4 integration tests (pytest t/)"
+    section "4/5 integration tests (pytest t/)"
     export RATE_LIMIT_REQUIRE_MODULE=1
     export RATE_LIMIT_MODULE=${RATE_LIMIT_MODULE:-$BUILD_DIR/ngx_http_rate_limit_module.so}
     rc=0
@@ -95,6 +120,8 @@ main() {
     esac
     record "integration tests (pytest)" "$rc"
 
+    section "5/5 integration tests again, module under ASan and UBSan"
+    sanitizer_suite
     summary
     exit "$FAILED"
 }
