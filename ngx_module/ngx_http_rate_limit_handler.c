@@ -325,6 +325,7 @@ ngx_http_rate_limit_finish(ngx_http_request_t *r,
     int64_t                          now_us, retry_us;
     ngx_uint_t                       i, rejected, failed_open, failed_closed;
     ngx_http_rate_limit_check_t     *check, *closest;
+    ngx_http_rate_limit_outcome_e    outcome;
     ngx_http_rate_limit_loc_conf_t  *rlcf;
 
     rlcf = ngx_http_get_module_loc_conf(r, ngx_http_rate_limit_module);
@@ -336,19 +337,32 @@ ngx_http_rate_limit_finish(ngx_http_request_t *r,
     for (i = 0; i < ctx->nchecks; i++) {
         check = &ctx->checks[i];
 
+        /* a limit left unasked, as another rejected first, counts no outcome */
+        outcome = NGX_HTTP_RATE_LIMIT_OUTCOME_NONE;
+
         if (check->failed) {
             if (check->limit->zone->on_failure
                 == NGX_HTTP_RATE_LIMIT_FAILURE_CLOSED)
             {
                 failed_closed = 1;
+                outcome = NGX_HTTP_RATE_LIMIT_OUTCOME_FAILED_CLOSED;
 
             } else {
                 failed_open = 1;
+                outcome = NGX_HTTP_RATE_LIMIT_OUTCOME_FAILED_OPEN;
             }
 
         } else if (check->decided && !check->decision.allowed) {
             rejected = 1;
+            outcome = rlcf->dry_run
+                      ? NGX_HTTP_RATE_LIMIT_OUTCOME_REJECTED_DRY_RUN
+                      : NGX_HTTP_RATE_LIMIT_OUTCOME_REJECTED;
+
+        } else if (check->decided) {
+            outcome = NGX_HTTP_RATE_LIMIT_OUTCOME_PASSED;
         }
+
+        ngx_http_rate_limit_metrics_count(check->limit->zone, outcome);
     }
 
     if (rejected || failed_closed) {

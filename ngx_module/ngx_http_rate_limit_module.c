@@ -67,6 +67,13 @@ static ngx_command_t  ngx_http_rate_limit_commands[] = {
       0,
       NULL },
 
+    { ngx_string("rate_limit_metrics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_rate_limit_metrics,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("rate_limit_api"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_rate_limit_api,
@@ -280,6 +287,10 @@ ngx_http_rate_limit_init_main_conf(ngx_conf_t *cf, void *conf)
     }
 
     if (ngx_http_rate_limit_policy_load_file(cf, rmcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_rate_limit_metrics_add_zone(cf, rmcf) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 

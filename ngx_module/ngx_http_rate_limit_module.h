@@ -35,6 +35,26 @@ typedef enum {
 } ngx_http_rate_limit_status_e;
 
 
+/* what one zone decided for one request, as the metrics count it */
+typedef enum {
+    NGX_HTTP_RATE_LIMIT_OUTCOME_PASSED = 0,
+    NGX_HTTP_RATE_LIMIT_OUTCOME_REJECTED,
+    NGX_HTTP_RATE_LIMIT_OUTCOME_REJECTED_DRY_RUN,
+    NGX_HTTP_RATE_LIMIT_OUTCOME_FAILED_OPEN,
+    NGX_HTTP_RATE_LIMIT_OUTCOME_FAILED_CLOSED,
+    NGX_HTTP_RATE_LIMIT_OUTCOMES,
+    NGX_HTTP_RATE_LIMIT_OUTCOME_NONE = NGX_HTTP_RATE_LIMIT_OUTCOMES
+} ngx_http_rate_limit_outcome_e;
+
+
+/* node-wide counters, shared by the workers */
+typedef struct {
+    ngx_atomic_t                     latency[11];    /* a histogram */
+    ngx_atomic_t                     latency_sum_us;
+    ngx_atomic_t                     redis_up;
+} ngx_http_rate_limit_metrics_t;
+
+
 /* the shared part of a zone: local buckets, and per-client limits */
 typedef struct {
     ngx_rbtree_t                     rbtree;
@@ -47,6 +67,9 @@ typedef struct {
     ngx_uint_t                       nrows;
     ngx_uint_t                       rows_full;
     ngx_uint_t                       pg_generation;  /* of the last full sync */
+
+    ngx_atomic_t                     requests;
+    ngx_atomic_t                     outcomes[NGX_HTTP_RATE_LIMIT_OUTCOMES];
 } ngx_http_rate_limit_shctx_t;
 
 
@@ -143,6 +166,9 @@ typedef struct {
     ngx_shm_zone_t                  *pg_shm_zone;
     ngx_http_rate_limit_pg_shctx_t  *pg_sh;
     ngx_slab_pool_t                 *pg_shpool;
+
+    ngx_shm_zone_t                  *metrics_zone;
+    ngx_http_rate_limit_metrics_t   *metrics;
 } ngx_http_rate_limit_main_conf_t;
 
 
@@ -251,6 +277,16 @@ ngx_int_t ngx_http_rate_limit_sync_init_process(ngx_cycle_t *cycle,
 void ngx_http_rate_limit_sync_exit_process(void);
 void ngx_http_rate_limit_sync_apply(ngx_http_rate_limit_zone_t *zone,
     ngx_str_t *key, ngx_http_rate_limit_spec_t *spec, ngx_log_t *log);
+
+/* metrics */
+ngx_int_t ngx_http_rate_limit_metrics_add_zone(ngx_conf_t *cf,
+    ngx_http_rate_limit_main_conf_t *rmcf);
+char *ngx_http_rate_limit_metrics(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+void ngx_http_rate_limit_metrics_count(ngx_http_rate_limit_zone_t *zone,
+    ngx_http_rate_limit_outcome_e outcome);
+void ngx_http_rate_limit_metrics_latency(uint64_t us);
+void ngx_http_rate_limit_metrics_redis_up(ngx_uint_t up);
 
 /* bucket API */
 char *ngx_http_rate_limit_api(ngx_conf_t *cf, ngx_command_t *cmd,

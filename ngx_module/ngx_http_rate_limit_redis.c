@@ -25,6 +25,7 @@ struct ngx_http_rate_limit_op_s {
     ngx_http_request_t                *request;   /* NULL once detached */
     ngx_http_rate_limit_ctx_t         *ctx;
     ngx_event_t                        timer;
+    uint64_t                           sent_us;    /* for the histogram */
     unsigned                           reloaded:1;
 };
 
@@ -84,6 +85,18 @@ static void ngx_http_rate_limit_redis_cleanup(void *data);
 
 
 static ngx_http_rate_limit_redis_t  ngx_http_rate_limit_redis;
+
+
+/* nginx's cached time has milliseconds; round trips want microseconds */
+static uint64_t
+ngx_http_rate_limit_redis_clock_us(void)
+{
+    struct timespec  ts;
+
+    (void) clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return (uint64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
 
 
 ngx_int_t
@@ -500,6 +513,8 @@ ngx_http_rate_limit_redis_evalsha(ngx_http_rate_limit_op_t *op)
         rd->progress = ngx_current_msec;
     }
 
+    op->sent_us = ngx_http_rate_limit_redis_clock_us();
+
     return NGX_OK;
 }
 
@@ -560,6 +575,8 @@ ngx_http_rate_limit_redis_reply(redisAsyncContext *ac, void *r,
     }
 
     ngx_http_rate_limit_redis_reachable();
+    ngx_http_rate_limit_metrics_latency(ngx_http_rate_limit_redis_clock_us()
+                                        - op->sent_us);
 
     if (op->timer.timer_set) {
         ngx_del_timer(&op->timer);
@@ -692,6 +709,8 @@ ngx_http_rate_limit_redis_unreachable(const char *reason)
 
     rd->unreachable = 1;
 
+    ngx_http_rate_limit_metrics_redis_up(0);
+
     ngx_log_error(NGX_LOG_ERR, rd->log, 0,
                   "rate_limit_redis \"%V\" is unreachable (%s): zones "
                   "follow their \"on_failure\" policy until it answers",
@@ -705,6 +724,8 @@ ngx_http_rate_limit_redis_reachable(void)
     ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis;
 
     rd->backoff = 0;
+
+    ngx_http_rate_limit_metrics_redis_up(1);
 
     if (!rd->unreachable) {
         return;
