@@ -150,12 +150,12 @@ ngx_http_rate_limit_metrics_handler(ngx_http_request_t *r)
     size_t                             len;
     uint64_t                           cumulative;
     ngx_int_t                          rc;
-    ngx_buf_t                         *b;
     ngx_uint_t                         i, o, n, pages, free;
-    ngx_chain_t                        out;
     ngx_http_rate_limit_zone_t       **zones, *zone;
     ngx_http_rate_limit_metrics_t     *m;
     ngx_http_rate_limit_main_conf_t   *rmcf;
+
+    static ngx_str_t  type = ngx_string("text/plain; version=0.0.4");
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         return NGX_HTTP_NOT_ALLOWED;
@@ -279,34 +279,5 @@ ngx_http_rate_limit_metrics_handler(ngx_http_request_t *r)
             ngx_time() - rmcf->pg_sh->synced);
     }
 
-    r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = p - body;
-    ngx_str_set(&r->headers_out.content_type, "text/plain; version=0.0.4");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-
-    if (r->method == NGX_HTTP_HEAD) {
-        r->header_only = 1;
-    }
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    b->pos = body;
-    b->last = p;
-    b->memory = 1;
-    b->last_buf = 1;
-    b->last_in_chain = 1;
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_rate_limit_send(r, NGX_HTTP_OK, &type, body, p - body);
 }

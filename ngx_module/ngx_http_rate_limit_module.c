@@ -1097,3 +1097,45 @@ ngx_http_rate_limit_conf_unknown_secret(ngx_conf_t *cf, ngx_command_t *cmd,
                        "invalid parameter \"%V\" in \"%V\" directive%s",
                        &name, &cmd->name, hint);
 }
+
+
+/* a whole response from memory: the bucket API's JSON, the metrics' text */
+ngx_int_t
+ngx_http_rate_limit_send(ngx_http_request_t *r, ngx_int_t status,
+    ngx_str_t *type, u_char *body, size_t len)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = len;
+    r->headers_out.content_type = *type;
+    r->headers_out.content_type_len = type->len;
+
+    if (len == 0 || r->method == NGX_HTTP_HEAD) {
+        r->header_only = 1;
+    }
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->pos = body;
+    b->last = body + len;
+    b->memory = 1;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}

@@ -251,6 +251,8 @@ ngx_http_rate_limit_zone_t *ngx_http_rate_limit_zone_find(
 void ngx_http_rate_limit_conf_unknown_secret(ngx_conf_t *cf,
     ngx_command_t *cmd, ngx_str_t *value, const char *hint);
 void ngx_http_rate_limit_release_connection(ngx_connection_t *c);
+ngx_int_t ngx_http_rate_limit_send(ngx_http_request_t *r, ngx_int_t status,
+    ngx_str_t *type, u_char *body, size_t len);
 void ngx_http_rate_limit_timer_init(ngx_event_t *ev,
     ngx_event_handler_pt handler, void *data, ngx_log_t *log);
 
