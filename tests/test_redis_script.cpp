@@ -1,10 +1,11 @@
 /*
- * The Lua script in a real redis-server, checked against decide(): the
- * two must give the same answers, or a zone would behave differently with
- * backend=redis than with backend=local.
+ * The Lua scripts in a real redis-server, checked against decide() and
+ * refund(): the two must give the same answers, or a zone would behave
+ * differently with backend=redis than with backend=local.  And the
+ * cluster routing of the core against what real cluster nodes say.
  *
- * Each test process starts its own redis-server on a free loopback port,
- * in a temporary folder, and stops it at the end.  Without redis-server
+ * Each test process starts its own redis-servers on free loopback ports,
+ * in temporary folders, and stops them at the end.  Without redis-server
  * (RATE_LIMIT_REDIS_SERVER at build time, or the environment variable of
  * the same name) every test is skipped.
  */
@@ -22,10 +23,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
 #include <chrono>
 #include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -90,6 +93,50 @@ struct ContextDeleter {
 using Context = std::unique_ptr<redisContext, ContextDeleter>;
 
 
+Reply command(redisContext *context, const std::vector<std::string> &args)
+{
+    std::vector<const char *> argv;
+    std::vector<size_t> argv_len;
+    for (const std::string &arg : args) {
+        argv.push_back(arg.data());
+        argv_len.push_back(arg.size());
+    }
+
+    Reply reply(static_cast<redisReply *>(redisCommandArgv(
+        context, static_cast<int>(argv.size()), argv.data(),
+        argv_len.data())));
+    EXPECT_TRUE(reply) << "no reply to " << args[0];
+    return reply;
+}
+
+
+/*
+ * The way the module is expected to call a script: EVALSHA, then EVAL
+ * when Redis answers NOSCRIPT.
+ */
+Reply eval_script(redisContext *context, const char *sha1,
+    const char *script, size_t script_len,
+    const std::vector<std::string> &keys,
+    const std::vector<std::string> &values)
+{
+    std::vector<std::string> args { "EVALSHA", sha1,
+                                    std::to_string(keys.size()) };
+    args.insert(args.end(), keys.begin(), keys.end());
+    args.insert(args.end(), values.begin(), values.end());
+
+    Reply reply = command(context, args);
+    if (reply && reply->type == REDIS_REPLY_ERROR
+        && std::string(reply->str).rfind("NOSCRIPT", 0) == 0)
+    {
+        args[0] = "EVAL";
+        args[1] = std::string(script, script_len);
+        reply = command(context, args);
+    }
+
+    return reply;
+}
+
+
 /* one redis-server for the life of the object */
 class RedisServer {
 public:
@@ -97,11 +144,13 @@ public:
     RedisServer(const RedisServer &) = delete;
     RedisServer &operator=(const RedisServer &) = delete;
 
-    static std::unique_ptr<RedisServer> start(const std::string &executable)
+    /* a cluster node has a bus port of its own, and no slot yet */
+    static std::unique_ptr<RedisServer> start(const std::string &executable,
+        bool cluster = false)
     {
         for (int attempt = 0; attempt < 5; attempt++) {
             auto server = std::make_unique<RedisServer>();
-            if (server->launch(executable)) {
+            if (server->launch(executable, cluster)) {
                 return server;
             }
         }
@@ -121,9 +170,10 @@ public:
     }
 
     int port() const { return port_; }
+    int bus_port() const { return bus_port_; }
 
 private:
-    bool launch(const std::string &executable)
+    bool launch(const std::string &executable, bool cluster)
     {
         char directory_template[] = "/tmp/rate-limit-redis-XXXXXX";
         if (mkdtemp(directory_template) == nullptr) {
@@ -143,6 +193,21 @@ private:
                                         "--daemonize", "no",
                                         "--dir", directory_,
                                         "--logfile", directory_ + "/log" };
+        if (cluster) {
+            /* port + 10000, the default, may be taken or beyond 65535 */
+            bus_port_ = free_loopback_port();
+            if (bus_port_ < 0) {
+                return false;
+            }
+            /*
+             * A master answers CLUSTERDOWN for up to the node timeout
+             * (5 s at most) after its start: keep that short.
+             */
+            args.insert(args.end(),
+                        { "--cluster-enabled", "yes",
+                          "--cluster-port", std::to_string(bus_port_),
+                          "--cluster-node-timeout", "2000" });
+        }
         std::vector<char *> argv;
         for (std::string &arg : args) {
             argv.push_back(arg.data());
@@ -200,6 +265,7 @@ private:
 
     pid_t        pid_ = -1;
     int          port_ = -1;
+    int          bus_port_ = -1;
     std::string  directory_;
 };
 
@@ -253,18 +319,7 @@ protected:
 
     Reply command(const std::vector<std::string> &args)
     {
-        std::vector<const char *> argv;
-        std::vector<size_t> argv_len;
-        for (const std::string &arg : args) {
-            argv.push_back(arg.data());
-            argv_len.push_back(arg.size());
-        }
-
-        Reply reply(static_cast<redisReply *>(redisCommandArgv(
-            context_.get(), static_cast<int>(argv.size()), argv.data(),
-            argv_len.data())));
-        EXPECT_TRUE(reply) << "no reply to " << args[0];
-        return reply;
+        return ::command(context_.get(), args);
     }
 
     Verdict run(const std::vector<Limit> &limits)
@@ -275,39 +330,31 @@ protected:
             keys.push_back(limit.key);
         }
         for (const Limit &limit : limits) {
-            char interval[64];
-            std::snprintf(interval, sizeof(interval), "%.17g",
-                          limit.params.interval_us);
-            values.push_back(interval);
-            values.push_back(std::to_string(limit.params.burst));
-            values.push_back(std::to_string(limit.cost));
+            const std::vector<std::string> texts = script_args(limit);
+            values.insert(values.end(), texts.begin(), texts.end());
         }
         return run_args(keys, values);
     }
 
-    /*
-     * The way the module is expected to call it: EVALSHA, then EVAL.
-     * values holds interval, burst and cost for each key, as text.
-     */
+    /* interval, burst and cost of one key, as the scripts are sent them */
+    static std::vector<std::string> script_args(const Limit &limit)
+    {
+        char interval[64];
+        std::snprintf(interval, sizeof(interval), "%.17g",
+                      limit.params.interval_us);
+        return { interval, std::to_string(limit.params.burst),
+                 std::to_string(limit.cost) };
+    }
+
+    /* values holds interval, burst and cost for each key, as text */
     Verdict run_args(const std::vector<std::string> &keys,
         const std::vector<std::string> &values)
     {
-        std::vector<std::string> args { "EVALSHA",
-                                        ngx_http_rate_limit_script_sha1(),
-                                        std::to_string(keys.size()) };
-        args.insert(args.end(), keys.begin(), keys.end());
-        args.insert(args.end(), values.begin(), values.end());
-
-        Reply reply = command(args);
-        if (reply && reply->type == REDIS_REPLY_ERROR
-            && std::string(reply->str).rfind("NOSCRIPT", 0) == 0)
-        {
-            size_t len = 0;
-            const char *script = ngx_http_rate_limit_script(&len);
-            args[0] = "EVAL";
-            args[1] = std::string(script, len);
-            reply = command(args);
-        }
+        size_t len = 0;
+        const char *script = ngx_http_rate_limit_script(&len);
+        Reply reply = eval_script(context_.get(),
+                                  ngx_http_rate_limit_script_sha1(), script,
+                                  len, keys, values);
 
         /* one entry per limit even on failure, so tests may index it */
         Verdict verdict { false,
@@ -338,6 +385,26 @@ protected:
         }
 
         return verdict;
+    }
+
+    /* the refund script for one key; values as for the decision script */
+    void refund_args(const std::string &key,
+        const std::vector<std::string> &values)
+    {
+        size_t len = 0;
+        const char *script = ngx_http_rate_limit_refund_script(&len);
+        Reply reply = eval_script(context_.get(),
+                                  ngx_http_rate_limit_refund_script_sha1(),
+                                  script, len, { key }, values);
+        ASSERT_TRUE(reply);
+        ASSERT_EQ(reply->type, REDIS_REPLY_INTEGER)
+            << (reply->type == REDIS_REPLY_ERROR ? reply->str : "");
+        EXPECT_EQ(reply->integer, 1);
+    }
+
+    void refund(const Limit &limit)
+    {
+        refund_args(limit.key, script_args(limit));
     }
 
     std::optional<int64_t> stored_tat(const std::string &key)
@@ -704,6 +771,447 @@ TEST_F(RedisScript, BlockedMatchesDecide)
     EXPECT_EQ(verdict.keys[0].remaining, int64_t(d.remaining));
     EXPECT_EQ(verdict.keys[0].retry_after_us, d.retry_after_us);
     EXPECT_EQ(verdict.keys[0].reset_us, d.reset_us);
+}
+
+
+/* the refund script, for a request that another cluster master rejected */
+
+TEST_F(RedisScript, RefundSha1IsWhatRedisComputes)
+{
+    size_t len = 0;
+    const char *script = ngx_http_rate_limit_refund_script(&len);
+
+    Reply reply = command({ "SCRIPT", "LOAD", std::string(script, len) });
+    ASSERT_TRUE(reply);
+    ASSERT_EQ(reply->type, REDIS_REPLY_STRING)
+        << (reply->type == REDIS_REPLY_ERROR ? reply->str : "");
+    EXPECT_STREQ(reply->str, ngx_http_rate_limit_refund_script_sha1());
+    EXPECT_STRNE(reply->str, ngx_http_rate_limit_script_sha1());
+}
+
+
+TEST_F(RedisScript, RefundGivesBackWhatWasTaken)
+{
+    /* 6 s a token: no token refills while the test runs */
+    const ngx_http_rate_limit_params_t params = params_for("10r/m");
+
+    const Verdict taken = run({ { "rl:refund:k", params, 5 } });
+    ASSERT_TRUE(taken.all_allowed);
+    const std::optional<int64_t> tat = stored_tat("rl:refund:k");
+    ASSERT_TRUE(tat);
+    const int64_t script_now = *tat - taken.keys[0].reset_us;
+
+    refund({ "rl:refund:k", params, 2 });
+
+    const int64_t expected = ngx_http_rate_limit_refund(&params, *tat,
+                                                        script_now, 2);
+    EXPECT_EQ(expected, *tat - 12000000);
+    EXPECT_EQ(stored_tat("rl:refund:k"), expected);
+
+    /* the TTL follows the TAT: 18 s until full */
+    const int64_t ttl = pttl("rl:refund:k");
+    EXPECT_LE(ttl, 18000);
+    EXPECT_GT(ttl, 18000 - 5000);
+
+    /* 5 taken, 2 given back, 1 more taken */
+    const Verdict next = run({ { "rl:refund:k", params, 1 } });
+    EXPECT_TRUE(next.all_allowed);
+    EXPECT_EQ(next.keys[0].remaining, 6);
+}
+
+
+TEST_F(RedisScript, RefundToFullDeletesTheKey)
+{
+    const ngx_http_rate_limit_params_t params = params_for("10r/m");
+
+    for (const uint64_t given : { 3, 4, 1000 }) {
+        const std::string key = "rl:refund:full:" + std::to_string(given);
+
+        ASSERT_TRUE(run({ { key, params, 3 } }).all_allowed);
+        const std::optional<int64_t> tat = stored_tat(key);
+        ASSERT_TRUE(tat);
+
+        refund({ key, params, given });
+
+        /* refund() says full: TAT now, which a missing key means too */
+        EXPECT_EQ(ngx_http_rate_limit_refund(&params, *tat,
+                                             *tat - 18000000, given),
+                  *tat - 18000000)
+            << given;
+        EXPECT_FALSE(stored_tat(key)) << given;
+        EXPECT_EQ(pttl(key), -2) << given;
+
+        EXPECT_EQ(run({ { key, params, 1 } }).keys[0].remaining, 9);
+    }
+}
+
+
+TEST_F(RedisScript, RefundOfAFullBucketWritesNothing)
+{
+    const Limit limit { "rl:refund:absent", params_for("10r/s"), 1 };
+
+    refund(limit);
+    EXPECT_EQ(pttl(limit.key), -2);
+
+    /* a TAT in the past is a full bucket too */
+    command({ "SET", limit.key, "12345" });
+    refund(limit);
+    EXPECT_EQ(pttl(limit.key), -2);
+
+    /* garbage reads as a full bucket, as the decision script reads it */
+    command({ "SET", limit.key, "not a number", "PX", "600000" });
+    refund(limit);
+    EXPECT_EQ(pttl(limit.key), -2);
+}
+
+
+TEST_F(RedisScript, RefundCountsACostAboveBurstAsBurstPlusOne)
+{
+    /* 1 s a token, 10 tokens: a cost of 100 gives back 11 s at most */
+    const Limit limit { "rl:refund:cost", params_for("1r/s", 10), 100 };
+    const int64_t wall_now_us = std::chrono::duration_cast<
+        std::chrono::microseconds>(
+            std::chrono::system_clock::now().time_since_epoch()).count();
+    const int64_t tat = wall_now_us + 3600000000LL;
+
+    command({ "SET", limit.key, std::to_string(tat), "PX", "3600000" });
+    refund(limit);
+
+    EXPECT_EQ(stored_tat(limit.key), tat - 11000000);
+    EXPECT_EQ(stored_tat(limit.key),
+              ngx_http_rate_limit_refund(&limit.params, tat, wall_now_us,
+                                         limit.cost));
+    EXPECT_LE(pttl(limit.key), 3600000 - 11000);
+    EXPECT_GT(pttl(limit.key), 3600000 - 11000 - 60000);
+}
+
+
+TEST_F(RedisScript, RefundLeavesBlockedKeysAndForeignValuesAlone)
+{
+    const std::string key = "rl:refund:blocked";
+
+    /* blocked parameters, as the module sends them and as text variants */
+    for (const auto &[interval, burst] :
+         std::vector<std::pair<std::string, std::string>> {
+             { "0", "0" }, { "0", "10" }, { "100000", "0" }, { "-0", "3" } })
+    {
+        const int64_t far = 9000000000000000LL;
+        command({ "SET", key, std::to_string(far), "PX", "600000" });
+        const int64_t ttl = pttl(key);
+
+        refund_args(key, { interval, burst, "5" });
+        EXPECT_EQ(stored_tat(key), far) << interval << " " << burst;
+        EXPECT_LE(pttl(key), ttl);
+        EXPECT_GT(pttl(key), ttl - 5000);
+    }
+
+    /* a TAT more than 4 * 10^15 us ahead is none of a bucket's */
+    const int64_t wall_now_us = std::chrono::duration_cast<
+        std::chrono::microseconds>(
+            std::chrono::system_clock::now().time_since_epoch()).count();
+    const int64_t foreign = wall_now_us + 5000000000000000LL;
+    command({ "SET", key, std::to_string(foreign) });
+
+    refund({ key, params_for("1r/s"), 1 });
+    EXPECT_EQ(stored_tat(key), foreign);
+    EXPECT_EQ(pttl(key), -1);
+}
+
+
+TEST_F(RedisScript, RefundMatchesRefundStepByStep)
+{
+    /* tokens of a third of a second or more: no refill between the calls */
+    for (const char *rate : { "7r/m", "13r/7s", "5r/30s", "3r/s" }) {
+        const ngx_http_rate_limit_params_t params = params_for(rate, 6);
+
+        for (const auto &[taken, given] :
+             std::vector<std::pair<uint64_t, uint64_t>> {
+                 { 1, 0 }, { 2, 1 }, { 6, 5 }, { 6, 1 }, { 4, 4 },
+                 { 3, 7 } })
+        {
+            const std::string key = std::string("rl:refund:step:") + rate
+                                    + ":" + std::to_string(taken) + ":"
+                                    + std::to_string(given);
+            const Verdict verdict = run({ { key, params, taken } });
+            ASSERT_TRUE(verdict.all_allowed) << key;
+            const std::optional<int64_t> tat = stored_tat(key);
+            ASSERT_TRUE(tat) << key;
+            const int64_t script_now = *tat - verdict.keys[0].reset_us;
+
+            refund({ key, params, given });
+
+            const int64_t expected = ngx_http_rate_limit_refund(
+                &params, *tat, script_now, given);
+
+            if (expected == script_now) {
+                EXPECT_FALSE(stored_tat(key)) << key;
+                continue;
+            }
+
+            EXPECT_EQ(stored_tat(key), expected) << key;
+
+            /* whole milliseconds until full, from a later clock */
+            const int64_t ttl_ms = (expected - script_now + 999) / 1000;
+            EXPECT_LE(pttl(key), ttl_ms) << key;
+            EXPECT_GT(pttl(key), ttl_ms - 5000) << key;
+        }
+    }
+}
+
+
+/*
+ * Two real cluster nodes, each serving half of the slots: what the core
+ * reads must be what Redis says.
+ */
+class RedisCluster : public testing::Test {
+protected:
+    static constexpr unsigned half = NGX_HTTP_RATE_LIMIT_CLUSTER_SLOTS / 2;
+
+    static void SetUpTestSuite()
+    {
+        const std::string executable = redis_server_path();
+        if (executable.empty() || access(executable.c_str(), X_OK) != 0) {
+            return;
+        }
+
+        for (auto &node : nodes_) {
+            node.server = RedisServer::start(executable, true);
+            if (!node.server) {
+                return;
+            }
+            node.context.reset(redisConnect("127.0.0.1",
+                                            node.server->port()));
+            if (!node.context || node.context->err != 0) {
+                return;
+            }
+            Reply id = command(node.context.get(), { "CLUSTER", "MYID" });
+            if (!id || id->type != REDIS_REPLY_STRING) {
+                return;
+            }
+            node.id = id->str;
+        }
+
+        command(nodes_[0].context.get(),
+                { "CLUSTER", "ADDSLOTSRANGE", "0", std::to_string(half - 1) });
+        command(nodes_[1].context.get(),
+                { "CLUSTER", "ADDSLOTSRANGE", std::to_string(half),
+                  std::to_string(NGX_HTTP_RATE_LIMIT_CLUSTER_SLOTS - 1) });
+        command(nodes_[0].context.get(),
+                { "CLUSTER", "MEET", "127.0.0.1",
+                  std::to_string(nodes_[1].server->port()),
+                  std::to_string(nodes_[1].server->bus_port()) });
+
+        /* gossip takes a moment: until each node routes every slot */
+        const auto deadline = std::chrono::steady_clock::now()
+                              + std::chrono::seconds(15);
+        while (std::chrono::steady_clock::now() < deadline) {
+            if (routes_everything(0) && routes_everything(1)) {
+                ready_ = true;
+                return;
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
+    }
+
+    static void TearDownTestSuite()
+    {
+        for (auto &node : nodes_) {
+            node.context.reset();
+            node.server.reset();
+        }
+    }
+
+    void SetUp() override
+    {
+        if (!ready_) {
+            GTEST_SKIP() << "no two-node redis cluster could be formed";
+        }
+    }
+
+    /* CLUSTER SLOTS of node i, read by the core */
+    static int slots_of(size_t i, ngx_http_rate_limit_cluster_map_t &map,
+        std::string &err)
+    {
+        Reply reply = command(nodes_[i].context.get(),
+                              { "CLUSTER", "SLOTS" });
+        char text[NGX_HTTP_RATE_LIMIT_ERR_LEN] = "";
+        const int rc = ngx_http_rate_limit_cluster_parse_slots(
+            reply.get(), "127.0.0.1", &map, text, sizeof(text));
+        err = text;
+        return rc;
+    }
+
+    static bool routes_everything(size_t i)
+    {
+        auto map = std::make_unique<ngx_http_rate_limit_cluster_map_t>();
+        std::string err;
+        if (slots_of(i, *map, err) != 0 || map->nnodes != 2) {
+            return false;
+        }
+        for (const unsigned char node : map->slot_node) {
+            if (node == NGX_HTTP_RATE_LIMIT_CLUSTER_NO_NODE) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /* until CLUSTER INFO of every node says cluster_state:ok */
+    static bool wait_for_state_ok()
+    {
+        const auto deadline = std::chrono::steady_clock::now()
+                              + std::chrono::seconds(15);
+        while (std::chrono::steady_clock::now() < deadline) {
+            bool ok = true;
+            for (const Node &node : nodes_) {
+                Reply info = command(node.context.get(),
+                                     { "CLUSTER", "INFO" });
+                ok = ok && info && info->type == REDIS_REPLY_STRING
+                     && std::strstr(info->str, "cluster_state:ok")
+                        != nullptr;
+            }
+            if (ok) {
+                return true;
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
+        return false;
+    }
+
+    static std::string owner(const ngx_http_rate_limit_cluster_map_t &map,
+        unsigned slot)
+    {
+        const ngx_http_rate_limit_cluster_node_t &node =
+            map.nodes[map.slot_node[slot]];
+        return std::string(node.host) + ":" + std::to_string(node.port);
+    }
+
+    static std::string address(size_t i)
+    {
+        return "127.0.0.1:" + std::to_string(nodes_[i].server->port());
+    }
+
+    static unsigned slot_of(const std::string &key)
+    {
+        return ngx_http_rate_limit_cluster_slot(
+            reinterpret_cast<const unsigned char *>(key.data()),
+            key.size());
+    }
+
+    struct Node {
+        std::unique_ptr<RedisServer>  server;
+        Context                       context;
+        std::string                   id;
+    };
+
+    static std::array<Node, 2>  nodes_;
+    static bool                 ready_;
+};
+
+std::array<RedisCluster::Node, 2> RedisCluster::nodes_;
+bool RedisCluster::ready_ = false;
+
+
+TEST_F(RedisCluster, SlotsAreWhatClusterKeyslotSays)
+{
+    /* tags, empty tags, braces anywhere, NUL and high bytes */
+    const std::string alphabet("ab{}:\0\xff", 7);
+    uint32_t state = 12345;
+
+    for (int n = 0; n < 500; n++) {
+        std::string key;
+        state = state * 1103515245 + 12345;
+        const size_t len = (state >> 16) % 12;
+        for (size_t i = 0; i < len; i++) {
+            state = state * 1103515245 + 12345;
+            key += alphabet[(state >> 16) % alphabet.size()];
+        }
+
+        Reply reply = command(nodes_[0].context.get(),
+                              { "CLUSTER", "KEYSLOT", key });
+        ASSERT_TRUE(reply);
+        ASSERT_EQ(reply->type, REDIS_REPLY_INTEGER);
+        ASSERT_EQ(slot_of(key), static_cast<unsigned>(reply->integer))
+            << testing::PrintToString(key);
+    }
+}
+
+
+TEST_F(RedisCluster, BothNodesGiveTheSameMap)
+{
+    for (size_t i = 0; i < nodes_.size(); i++) {
+        auto map = std::make_unique<ngx_http_rate_limit_cluster_map_t>();
+        std::string err;
+        ASSERT_EQ(slots_of(i, *map, err), 0) << err;
+
+        ASSERT_EQ(map->nnodes, 2u);
+        EXPECT_EQ(owner(*map, 0), address(0)) << i;
+        EXPECT_EQ(owner(*map, half - 1), address(0)) << i;
+        EXPECT_EQ(owner(*map, half), address(1)) << i;
+        EXPECT_EQ(owner(*map, NGX_HTTP_RATE_LIMIT_CLUSTER_SLOTS - 1),
+                  address(1))
+            << i;
+    }
+}
+
+
+TEST_F(RedisCluster, MovedAndAskPointWhereTheMapDoes)
+{
+    /* "foo" is in slot 12182, on the second node */
+    const unsigned slot = slot_of("foo");
+    ASSERT_GE(slot, half);
+    ASSERT_TRUE(wait_for_state_ok());
+
+    Reply reply = command(nodes_[0].context.get(), { "GET", "foo" });
+    ASSERT_TRUE(reply);
+    ASSERT_EQ(reply->type, REDIS_REPLY_ERROR);
+
+    ngx_http_rate_limit_redirect_t redirect {};
+    ASSERT_EQ(ngx_http_rate_limit_cluster_redirect(reply->str, reply->len,
+                                                   &redirect),
+              NGX_HTTP_RATE_LIMIT_REDIRECT_MOVED)
+        << reply->str;
+    EXPECT_EQ(redirect.slot, slot);
+    EXPECT_EQ(std::string(redirect.host) + ":"
+              + std::to_string(redirect.port),
+              address(1));
+
+    /* a slot half moved from the first node to the second: ASK */
+    const unsigned moving = slot_of("bar");
+    ASSERT_LT(moving, half);
+    const std::string moving_text = std::to_string(moving);
+
+    command(nodes_[1].context.get(), { "CLUSTER", "SETSLOT", moving_text,
+                                       "IMPORTING", nodes_[0].id });
+    command(nodes_[0].context.get(), { "CLUSTER", "SETSLOT", moving_text,
+                                       "MIGRATING", nodes_[1].id });
+
+    reply = command(nodes_[0].context.get(), { "GET", "bar" });
+
+    command(nodes_[0].context.get(), { "CLUSTER", "SETSLOT", moving_text,
+                                       "STABLE" });
+    command(nodes_[1].context.get(), { "CLUSTER", "SETSLOT", moving_text,
+                                       "STABLE" });
+
+    ASSERT_TRUE(reply);
+    ASSERT_EQ(reply->type, REDIS_REPLY_ERROR);
+    ASSERT_EQ(ngx_http_rate_limit_cluster_redirect(reply->str, reply->len,
+                                                   &redirect),
+              NGX_HTTP_RATE_LIMIT_REDIRECT_ASK)
+        << reply->str;
+    EXPECT_EQ(redirect.slot, moving);
+    EXPECT_EQ(std::string(redirect.host) + ":"
+              + std::to_string(redirect.port),
+              address(1));
+
+    /* other errors are no redirect */
+    reply = command(nodes_[0].context.get(), { "MGET", "foo", "bar" });
+    ASSERT_TRUE(reply);
+    ASSERT_EQ(reply->type, REDIS_REPLY_ERROR);
+    EXPECT_EQ(ngx_http_rate_limit_cluster_redirect(reply->str, reply->len,
+                                                   &redirect),
+              NGX_HTTP_RATE_LIMIT_REDIRECT_NONE)
+        << reply->str;
 }
 
 } // namespace

@@ -361,6 +361,155 @@ const char *ngx_http_rate_limit_pg_schema(size_t *len)
     NGX_HTTP_RATE_LIMIT_NOEXCEPT;
 
 
+/*
+ * The largest size accepted: nginx's NGX_MAX_SIZE_T_VALUE on 64-bit
+ * systems, so that any accepted size fits ssize_t and off_t.
+ */
+#define NGX_HTTP_RATE_LIMIT_SIZE_MAX  INT64_MAX
+
+/*
+ * Parses the SIZE of zone=NAME:SIZE as nginx's ngx_parse_size() reads it:
+ * decimal digits and an optional k, m or g (either case) for KiB, MiB or
+ * GiB.  Nothing else: no white space, sign, fraction or other unit.  0 and
+ * sizes beyond NGX_HTTP_RATE_LIMIT_SIZE_MAX are refused too, with a
+ * message in err (errlen bytes, NUL ended); *bytes is written only on
+ * success.
+ */
+int ngx_http_rate_limit_parse_size(const char *text, size_t len,
+    uint64_t *bytes, char *err, size_t errlen)
+    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
+
+
+/*
+ * The node registry's heartbeat, for EVAL: KEYS[1] the registry (a sorted
+ * set), ARGV[1] the node's id, ARGV[2] the milliseconds of silence after
+ * which a node no longer counts.  It replies with the live node count.
+ */
+const char *ngx_http_rate_limit_nodes_script(size_t *len)
+    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
+
+
+/*
+ * Redis Cluster routing.  Each key lives in one of 16384 slots, and each
+ * slot on one master.  Debian packages no cluster-aware hiredis, so the
+ * module keeps its own map of slots to masters, fills it from CLUSTER
+ * SLOTS, and follows the MOVED and ASK redirects.
+ */
+
+#define NGX_HTTP_RATE_LIMIT_CLUSTER_SLOTS      16384
+#define NGX_HTTP_RATE_LIMIT_CLUSTER_MAX_NODES  64
+#define NGX_HTTP_RATE_LIMIT_CLUSTER_HOST_MAX   64    /* bytes incl. NUL */
+
+/* the slot_node[] entry of a slot that no master serves */
+#define NGX_HTTP_RATE_LIMIT_CLUSTER_NO_NODE    0xff
+
+/*
+ * The slot of a key as Redis computes it: CRC16 (XMODEM) of the key modulo
+ * 16384.  When the key has a hash tag, the bytes between its first '{'
+ * and the first '}' after it, only the tag is hashed, so that keys that
+ * must meet in one script can be put in one slot; "{}" tags nothing, and
+ * the whole key is hashed then.
+ */
+unsigned ngx_http_rate_limit_cluster_slot(const unsigned char *key,
+    size_t len)
+    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
+
+typedef enum {
+    NGX_HTTP_RATE_LIMIT_REDIRECT_NONE = 0,
+    NGX_HTTP_RATE_LIMIT_REDIRECT_MOVED,   /* the slot moved for good */
+    NGX_HTTP_RATE_LIMIT_REDIRECT_ASK      /* this command only: ASKING */
+} ngx_http_rate_limit_redirect_e;
+
+typedef struct {
+    ngx_http_rate_limit_redirect_e  kind;
+    unsigned                        slot;
+    char                            host[NGX_HTTP_RATE_LIMIT_CLUSTER_HOST_MAX];
+    unsigned                        port;
+} ngx_http_rate_limit_redirect_t;
+
+/*
+ * Reads the text of an error reply (without hiredis' leading '-'):
+ * "MOVED 3999 127.0.0.1:6381", "ASK 3999 ::1:6381" (Redis writes IPv6
+ * unbracketed; "[::1]:6381" is read too).  An empty host, or "?", is how
+ * Redis 7 writes an endpoint it does not know: host is then "", meaning
+ * the host of the node that replied.  Any other error, and any malformed
+ * redirect (a slot beyond 16383, a port of 0 or beyond 65535, a host of
+ * NGX_HTTP_RATE_LIMIT_CLUSTER_HOST_MAX bytes or more or with spaces or
+ * control characters, anything after the port), gives
+ * NGX_HTTP_RATE_LIMIT_REDIRECT_NONE and an all-zero *out.
+ */
+ngx_http_rate_limit_redirect_e ngx_http_rate_limit_cluster_redirect(
+    const char *str, size_t len, ngx_http_rate_limit_redirect_t *out)
+    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
+
+typedef struct {
+    char                            host[NGX_HTTP_RATE_LIMIT_CLUSTER_HOST_MAX];
+    unsigned                        port;
+} ngx_http_rate_limit_cluster_node_t;
+
+typedef struct {
+    ngx_http_rate_limit_cluster_node_t
+                   nodes[NGX_HTTP_RATE_LIMIT_CLUSTER_MAX_NODES];
+    unsigned       nnodes;
+    /* an index into nodes, or NGX_HTTP_RATE_LIMIT_CLUSTER_NO_NODE */
+    unsigned char  slot_node[NGX_HTTP_RATE_LIMIT_CLUSTER_SLOTS];
+} ngx_http_rate_limit_cluster_map_t;
+
+/* hiredis' reply; only the core's sources need its definition */
+struct redisReply;
+
+/*
+ * Reads a CLUSTER SLOTS reply into *map: each range is routed to its
+ * master, the first node listed (replicas are not used), and a master
+ * that serves several ranges is one node.  A master whose host is "",
+ * "?" or nil (an endpoint Redis does not know) gets replying_host, the
+ * host the command was sent to.  Ranges may come in any order, as Redis
+ * before 7.0 lists them node by node; slots that no range covers are
+ * NGX_HTTP_RATE_LIMIT_CLUSTER_NO_NODE.  Any malformed reply (another
+ * type anywhere, a range out of bounds, with its end before its start or
+ * overlapping another, a port of 0 or beyond 65535, a host too long or
+ * with spaces or control characters, more than
+ * NGX_HTTP_RATE_LIMIT_CLUSTER_MAX_NODES masters) gives -1 and a message
+ * in err (errlen bytes, NUL ended); any tree of redisReply is safe to
+ * pass.  *map is written only on success, which returns 0.
+ */
+int ngx_http_rate_limit_cluster_parse_slots(const struct redisReply *reply,
+    const char *replying_host, ngx_http_rate_limit_cluster_map_t *map,
+    char *err, size_t errlen)
+    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
+
+/*
+ * Checks the reply of the decision script (see ngx_http_rate_limit_script())
+ * for nkeys keys: an array of 1 + 4 * nkeys integers, none negative, the
+ * verdict and the keys' allowed flags 0 or 1, the verdict 1 exactly when
+ * every key allows.  Then fills allowed, remaining, retry_after_us and
+ * reset_us of out[0 .. nkeys - 1] and returns 0; tat_us is left as it is,
+ * since the script keeps the TAT in Redis.  Anything else returns -1 and
+ * writes nothing.
+ */
+int ngx_http_rate_limit_parse_script_reply(const struct redisReply *reply,
+    size_t nkeys, ngx_http_rate_limit_decision_t *out)
+    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
+
+/*
+ * The Lua refund script for Redis and its SHA-1.  In a cluster the limits
+ * of one request may live on different masters, so one script cannot
+ * decide them all or nothing: each master decides its own keys, and when
+ * one rejects, the tokens that the others took are given back with this
+ * script.  KEYS[1] is the bucket, ARGV the interval_us, burst and cost
+ * texts that the decision script was sent for it.  The twin of
+ * ngx_http_rate_limit_refund(), on Redis' clock: a bucket that becomes
+ * full is deleted, as a missing key reads as full, and otherwise its TTL
+ * is set again to the time until full.  Blocked parameters (an interval
+ * or burst of 0) and a TAT that no bucket writes (more than 4 * 10^15 us
+ * ahead) are left alone.  The reply is the integer 1.
+ */
+const char *ngx_http_rate_limit_refund_script(size_t *len)
+    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
+const char *ngx_http_rate_limit_refund_script_sha1(void)
+    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
+
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,5 +1,6 @@
 /*
- * The decision script that Redis runs for backend=redis.
+ * The decision script that Redis runs for backend=redis, and its refund
+ * script for Redis Cluster.
  *
  * One round trip decides every limit of a request atomically: a request
  * that one limit rejects must take no token from the others, and only a
@@ -135,14 +136,63 @@ return reply
 constexpr size_t decision_script_len = sizeof(decision_script) - 1;
 
 
+/*
+ * Gives back the tokens of one key that its master allowed, when another
+ * master rejected the same request (see the header).  Twin of refund(),
+ * with the same names and the decision script's reading of the arguments
+ * and of the stored TAT, so that a refund undoes exactly what was taken.
+ */
+constexpr char refund_script[] = R"lua(-- ngx_http_rate_limit: gives back the tokens of an allowed request.
+-- Twin of ngx_http_rate_limit_refund(): keep the arithmetic identical.
+-- KEYS[1]: a bucket, holding its TAT in whole microseconds.
+-- ARGV[1]: interval_us, ARGV[2]: burst, ARGV[3]: cost, as the decision
+-- script was sent them.  Reply: 1.
+local max_bucket_span_us = 1e15
+local max_until_full_us = 4e15
+
+local interval_us = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+if interval_us == 0 or burst == 0 then
+  -- is_blocked(): a blocked bucket never allowed anything
+  return 1
+end
+
+-- whole_token_us(): half up, within [1, max_bucket_span_us]
+local token_us = math.min(math.max(math.floor(interval_us + 0.5), 1),
+  max_bucket_span_us)
+burst = math.min(burst, math.floor(max_bucket_span_us / token_us))
+local cost_us = math.min(tonumber(ARGV[3]), burst + 1) * token_us
+
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+-- absent or not a number: a full bucket, as the decision script reads it
+local tat = tonumber(redis.call('GET', KEYS[1])) or 0
+local until_full = tat - now
+
+if until_full <= cost_us then
+  -- never refill beyond full; a missing key is a full bucket
+  redis.call('DEL', KEYS[1])
+elseif until_full <= max_until_full_us then
+  local ttl_ms = math.max(math.ceil((until_full - cost_us) / 1000), 1)
+  redis.call('SET', KEYS[1], string.format('%.0f', tat - cost_us),
+    'PX', string.format('%.0f', ttl_ms))
+end
+-- beyond max_until_full_us the value is none of ours: left alone
+
+return 1
+)lua";
+
+constexpr size_t refund_script_len = sizeof(refund_script) - 1;
+
+
 struct ScriptSha1 {
     std::array<char, NGX_HTTP_RATE_LIMIT_SHA1_HEX + 1> hex {};
 
-    ScriptSha1() noexcept
+    ScriptSha1(const char *script, size_t len) noexcept
     {
         ngx_http_rate_limit_sha1_hex(
-            reinterpret_cast<const unsigned char *>(decision_script),
-            decision_script_len, hex.data());
+            reinterpret_cast<const unsigned char *>(script), len,
+            hex.data());
     }
 };
 
@@ -164,7 +214,27 @@ extern "C" const char *
 ngx_http_rate_limit_script_sha1(void) noexcept
 {
     /* computed on first use; C++11 makes the initialisation thread safe */
-    static const ScriptSha1 script_sha1;
+    static const ScriptSha1 script_sha1(decision_script, decision_script_len);
+
+    return script_sha1.hex.data();
+}
+
+
+extern "C" const char *
+ngx_http_rate_limit_refund_script(size_t *len) noexcept
+{
+    if (len != nullptr) {
+        *len = refund_script_len;
+    }
+
+    return refund_script;
+}
+
+
+extern "C" const char *
+ngx_http_rate_limit_refund_script_sha1(void) noexcept
+{
+    static const ScriptSha1 script_sha1(refund_script, refund_script_len);
 
     return script_sha1.hex.data();
 }
