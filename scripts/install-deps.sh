@@ -15,9 +15,13 @@ PACKAGES=(
     nginx nginx-dev libhiredis-dev libyaml-dev libpq-dev nlohmann-json3-dev
     # unit tests and micro-benchmarks
     libgtest-dev googletest libbenchmark-dev libasan8 libubsan1
+    # fuzzing (scripts/fuzz.sh): clang, libFuzzer, and llvm-symbolizer
+    clang-14 libclang-rt-14-dev llvm-14
     # integration tests, demo
     redis-server postgresql-15 postgresql-client-15
     python3-pytest python3-requests curl
+    # fault tests: libfaketime, and promtool (from prometheus) for the metrics
+    faketime prometheus
     # benchmark (wrk, and the Lua reference setup)
     wrk libnginx-mod-http-lua lua-nginx-redis
 )
@@ -126,6 +130,7 @@ main() {
             nginx) stop_distro_service nginx /run/nginx.pid ;;
             redis-server) stop_distro_service redis-server /run/redis/redis-server.pid ;;
             postgresql-15) stop_distro_service postgresql /run/postgresql/15-main.pid ;;
+            prometheus) stop_distro_service prometheus /run/prometheus/prometheus.pid ;;
         esac
     done
 

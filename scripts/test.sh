@@ -3,10 +3,13 @@
 #   1. dependencies        scripts/install-deps.sh
 #   2. build               scripts/build.sh
 #   3. unit tests          ctest (GoogleTest, tests/)
-#   4. integration tests   pytest on t/ (real nginx + Redis on loopback)
+#   4. fuzz targets        scripts/fuzz.sh, a few seconds each (fuzz/)
+#   5. integration tests   pytest on t/ (real nginx + Redis on loopback)
+#   6. the same under ASan and UBSan
 # Exits non-zero if any step fails; a test runner that finds no test fails too.
 #   TEST_SKIP_SETUP=1   skip steps 1 and 2 (use what is built)
 #   PYTEST_ARGS         extra pytest arguments, e.g. "-k headers -x"
+#   FUZZ_SECONDS        how long each fuzz target runs (default 4)
 #   RATE_LIMIT_BUILD_DIR  where to build (default build/)
 set -euo pipefail
 
@@ -15,6 +18,8 @@ BUILD_DIR=${RATE_LIMIT_BUILD_DIR:-$REPO_ROOT/build}
 CTEST_TIMEOUT=${CTEST_TIMEOUT:-60}              # seconds, per unit test
 CTEST_TOTAL_TIMEOUT=${CTEST_TOTAL_TIMEOUT:-300}  # seconds, the whole ctest run
 PYTEST_TIMEOUT=${PYTEST_TIMEOUT:-480}           # seconds, the whole pytest run
+FUZZ_SECONDS=${FUZZ_SECONDS:-4}                 # seconds, each fuzz target
+FUZZ_TIMEOUT=${FUZZ_TIMEOUT:-300}               # seconds, build and all targets
 
 RESULTS=()
 FAILED=0
@@ -82,18 +87,18 @@ main() {
     cd "$REPO_ROOT"
 
     if [ "${TEST_SKIP_SETUP:-0}" != 1 ]; then
-        section "1/5 dependencies (scripts/install-deps.sh)"
+        section "1/6 dependencies (scripts/install-deps.sh)"
         if ! run_step "dependencies" bash scripts/install-deps.sh; then
             summary; exit 1
         fi
 
-        section "2/5 build (scripts/build.sh)"
+        section "2/6 build (scripts/build.sh)"
         if ! run_step "build" bash scripts/build.sh; then
             summary; exit 1
         fi
     fi
 
-    section "3/5 unit tests (ctest)"
+    section "3/6 unit tests (ctest)"
     local rc=0
     if [ -f "$BUILD_DIR/CTestTestfile.cmake" ]; then
         (cd "$BUILD_DIR" && timeout --kill-after=30 "$CTEST_TOTAL_TIMEOUT" \
@@ -107,7 +112,17 @@ main() {
     fi
     record "unit tests (ctest)" "$rc"
 
-    section "4/5 integration tests (pytest t/)"
+    section "4/6 fuzz targets, ${FUZZ_SECONDS}s each (scripts/fuzz.sh)"
+    rc=0
+    RATE_LIMIT_FUZZ_BUILD_DIR=$BUILD_DIR/fuzz \
+        timeout --kill-after=30 "$FUZZ_TIMEOUT" \
+        bash scripts/fuzz.sh "$FUZZ_SECONDS" || rc=$?
+    case $rc in
+        124|137) echo "scripts/fuzz.sh did not finish within ${FUZZ_TIMEOUT}s" ;;
+    esac
+    record "fuzz targets (libFuzzer, ${FUZZ_SECONDS}s each)" "$rc"
+
+    section "5/6 integration tests (pytest t/)"
     export RATE_LIMIT_REQUIRE_MODULE=1
     export RATE_LIMIT_MODULE=${RATE_LIMIT_MODULE:-$BUILD_DIR/ngx_http_rate_limit_module.so}
     rc=0
@@ -120,7 +135,7 @@ main() {
     esac
     record "integration tests (pytest)" "$rc"
 
-    section "5/5 integration tests again, module under ASan and UBSan"
+    section "6/6 integration tests again, module under ASan and UBSan"
     sanitizer_suite
     summary
     exit "$FAILED"
