@@ -555,8 +555,7 @@ ngx_http_rate_limit_api_zones(ngx_http_request_t *r)
                         zone->params.burst,
                         zone->backend == NGX_HTTP_RATE_LIMIT_BACKEND_REDIS
                         ? "redis" : "local",
-                        zone->on_failure == NGX_HTTP_RATE_LIMIT_FAILURE_CLOSED
-                        ? "closed" : "open",
+                        ngx_http_rate_limit_on_failure_name(zone->on_failure),
                         zone->policy.nelts);
     }
 

@@ -14,6 +14,10 @@ static void ngx_http_rate_limit_cleanup(void *data);
 static void ngx_http_rate_limit_resume(ngx_http_request_t *r);
 static ngx_int_t ngx_http_rate_limit_take_local(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx, int64_t now_us);
+static ngx_int_t ngx_http_rate_limit_take_blocked(
+    ngx_http_rate_limit_ctx_t *ctx, int64_t now_us);
+static void ngx_http_rate_limit_take_degraded(ngx_http_rate_limit_ctx_t *ctx,
+    int64_t now_us);
 static void ngx_http_rate_limit_finish(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx);
 static ngx_http_rate_limit_check_t *ngx_http_rate_limit_closest(
@@ -31,7 +35,9 @@ static ngx_str_t  ngx_http_rate_limit_status_names[] = {
     ngx_string("REJECTED"),
     ngx_string("REJECTED_DRY_RUN"),
     ngx_string("FAILED_OPEN"),
-    ngx_string("FAILED_CLOSED")
+    ngx_string("FAILED_CLOSED"),
+    ngx_string("DEGRADED_LOCAL"),
+    ngx_string("DEGRADED_LOCAL_REJECTED")
 };
 
 
@@ -50,6 +56,7 @@ static ngx_str_t  ngx_http_rate_limit_retry_header = ngx_string("Retry-After");
 ngx_int_t
 ngx_http_rate_limit_handler(ngx_http_request_t *r)
 {
+    int64_t                          now_us;
     ngx_int_t                        rc;
     ngx_str_t                        key;
     ngx_uint_t                       i;
@@ -126,9 +133,11 @@ ngx_http_rate_limit_handler(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
-    if (ngx_http_rate_limit_take_local(r, ctx, ngx_http_rate_limit_now_us())
-        == NGX_DECLINED
-        && ctx->nredis)
+    now_us = ngx_http_rate_limit_now_us();
+
+    if (ngx_http_rate_limit_take_local(r, ctx, now_us) == NGX_DECLINED
+        && ctx->nredis
+        && ngx_http_rate_limit_take_blocked(ctx, now_us) == NGX_DECLINED)
     {
         if (ngx_http_rate_limit_redis_send(r, ctx) == NGX_OK) {
             r->read_event_handler = ngx_http_test_reading;
@@ -318,12 +327,100 @@ ngx_http_rate_limit_take_local(ngx_http_request_t *r,
 }
 
 
+/*
+ * While Redis cannot answer, an on_failure=local zone decides in this
+ * node's shared memory, its limit divided among the live nodes so that the
+ * fleet as a whole stays near it.  All or nothing, as take_local().  A
+ * check whose zone is full stays failed, and passes as with open.
+ */
+static void
+ngx_http_rate_limit_take_degraded(ngx_http_rate_limit_ctx_t *ctx,
+    int64_t now_us)
+{
+    ngx_uint_t                     i, nodes;
+    ngx_http_rate_limit_zone_t    *zone;
+    ngx_http_rate_limit_check_t   *check;
+    ngx_http_rate_limit_params_t   params;
+
+    nodes = ngx_http_rate_limit_nodes_live();
+
+    for (i = 0; i < ctx->nchecks; i++) {
+        check = &ctx->checks[i];
+        zone = check->limit->zone;
+
+        if (!check->failed || !check->redis
+            || zone->on_failure != NGX_HTTP_RATE_LIMIT_FAILURE_LOCAL)
+        {
+            continue;
+        }
+
+        params = check->params;
+
+        if (!ngx_http_rate_limit_params_blocked(&params)) {
+            params.interval_us *= nodes;
+            params.burst = ngx_max(params.burst / nodes, 1);
+        }
+
+        if (ngx_http_rate_limit_shm_take(zone, &check->key, &params,
+                                         check->limit->cost, now_us,
+                                         &check->decision)
+            != NGX_OK)
+        {
+            continue;
+        }
+
+        check->params = params;
+        check->failed = 0;
+        check->decided = 1;
+        check->degraded = 1;
+
+        if (!check->decision.allowed) {
+            return;
+        }
+
+        check->taken = 1;
+    }
+}
+
+
+/*
+ * A key that Redis rejected a moment ago is rejected again here, until
+ * the time Redis gave, which it cannot have moved: the cache never lets
+ * through what Redis would reject.  The other limits are not asked.
+ */
+static ngx_int_t
+ngx_http_rate_limit_take_blocked(ngx_http_rate_limit_ctx_t *ctx,
+    int64_t now_us)
+{
+    ngx_uint_t                    i;
+    ngx_http_rate_limit_check_t  *check;
+
+    for (i = 0; i < ctx->nchecks; i++) {
+        check = &ctx->checks[i];
+
+        if (check->redis
+            && ngx_http_rate_limit_shm_blocked(check->limit->zone,
+                   &check->key, check->limit->cost,
+                   (int64_t) (check->params.interval_us + 0.5), now_us,
+                   &check->decision)
+               == NGX_OK)
+        {
+            check->decided = 1;
+            return NGX_OK;
+        }
+    }
+
+    return NGX_DECLINED;
+}
+
+
 static void
 ngx_http_rate_limit_finish(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx)
 {
     int64_t                          now_us, retry_us;
-    ngx_uint_t                       i, rejected, failed_open, failed_closed;
+    ngx_uint_t                       i, rejected, failed_open, failed_closed,
+                                     degraded;
     ngx_http_rate_limit_check_t     *check, *closest;
     ngx_http_rate_limit_outcome_e    outcome;
     ngx_http_rate_limit_loc_conf_t  *rlcf;
@@ -333,6 +430,11 @@ ngx_http_rate_limit_finish(ngx_http_request_t *r,
     rejected = 0;
     failed_open = 0;
     failed_closed = 0;
+    degraded = 0;
+
+    if (ctx->nredis) {
+        ngx_http_rate_limit_take_degraded(ctx, ngx_http_rate_limit_now_us());
+    }
 
     for (i = 0; i < ctx->nchecks; i++) {
         check = &ctx->checks[i];
@@ -356,11 +458,17 @@ ngx_http_rate_limit_finish(ngx_http_request_t *r,
             rejected = 1;
             outcome = rlcf->dry_run
                       ? NGX_HTTP_RATE_LIMIT_OUTCOME_REJECTED_DRY_RUN
+                      : check->degraded
+                      ? NGX_HTTP_RATE_LIMIT_OUTCOME_DEGRADED_LOCAL_REJECTED
                       : NGX_HTTP_RATE_LIMIT_OUTCOME_REJECTED;
 
         } else if (check->decided) {
-            outcome = NGX_HTTP_RATE_LIMIT_OUTCOME_PASSED;
+            outcome = check->degraded
+                      ? NGX_HTTP_RATE_LIMIT_OUTCOME_DEGRADED_LOCAL
+                      : NGX_HTTP_RATE_LIMIT_OUTCOME_PASSED;
         }
+
+        degraded |= check->degraded;
 
         ngx_http_rate_limit_metrics_count(check->limit->zone, outcome);
     }
@@ -384,14 +492,18 @@ ngx_http_rate_limit_finish(ngx_http_request_t *r,
 
     if (rejected) {
         ctx->status = rlcf->dry_run ? NGX_HTTP_RATE_LIMIT_REJECTED_DRY_RUN
-                                    : NGX_HTTP_RATE_LIMIT_REJECTED;
+                      : closest->degraded
+                      ? NGX_HTTP_RATE_LIMIT_DEGRADED_LOCAL_REJECTED
+                      : NGX_HTTP_RATE_LIMIT_REJECTED;
 
         retry_us = closest->decision.retry_after_us;
 
         ngx_log_error(rlcf->log_level, r->connection->log, 0,
                       "rate limit exceeded in zone \"%V\", retry in "
-                      "%L.%03Ls%s", &closest->limit->zone->name,
+                      "%L.%03Ls%s%s", &closest->limit->zone->name,
                       retry_us / 1000000, retry_us % 1000000 / 1000,
+                      closest->degraded ? ", decided locally while Redis "
+                                          "is unreachable" : "",
                       rlcf->dry_run ? ", dry run" : "");
 
     } else if (failed_closed) {
@@ -399,6 +511,9 @@ ngx_http_rate_limit_finish(ngx_http_request_t *r,
 
     } else if (failed_open) {
         ctx->status = NGX_HTTP_RATE_LIMIT_FAILED_OPEN;
+
+    } else if (degraded) {
+        ctx->status = NGX_HTTP_RATE_LIMIT_DEGRADED_LOCAL;
 
     } else {
         ctx->status = NGX_HTTP_RATE_LIMIT_PASSED;
@@ -628,8 +743,7 @@ ngx_http_rate_limit_cleanup(void *data)
     ngx_http_rate_limit_ctx_t  *ctx = data;
 
     if (ctx->op) {
-        ngx_http_rate_limit_redis_detach(ctx->op);
-        ctx->op = NULL;
+        ngx_http_rate_limit_redis_detach(ctx);
     }
 }
 

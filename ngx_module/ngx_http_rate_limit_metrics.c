@@ -16,13 +16,16 @@ static const uint64_t  ngx_http_rate_limit_latency_bounds[] = {
 };
 
 static const char  *ngx_http_rate_limit_outcome_names[] = {
-    "passed", "rejected", "rejected_dry_run", "failed_open", "failed_closed"
+    "passed", "rejected", "rejected_dry_run", "failed_open", "failed_closed",
+    "degraded_local", "degraded_local_rejected"
 };
 
 
 static ngx_int_t ngx_http_rate_limit_metrics_init_zone(
     ngx_shm_zone_t *shm_zone, void *data);
 static ngx_int_t ngx_http_rate_limit_metrics_handler(ngx_http_request_t *r);
+static u_char *ngx_http_rate_limit_metrics_redis(u_char *p,
+    ngx_http_rate_limit_metrics_t *m);
 
 
 static ngx_http_rate_limit_metrics_t  *ngx_http_rate_limit_metrics_sh;
@@ -122,12 +125,10 @@ ngx_http_rate_limit_metrics_latency(uint64_t us)
 }
 
 
-void
-ngx_http_rate_limit_metrics_redis_up(ngx_uint_t up)
+ngx_http_rate_limit_metrics_t *
+ngx_http_rate_limit_metrics_node(void)
 {
-    if (ngx_http_rate_limit_metrics_sh) {
-        ngx_http_rate_limit_metrics_sh->redis_up = up;
-    }
+    return ngx_http_rate_limit_metrics_sh;
 }
 
 
@@ -171,10 +172,12 @@ ngx_http_rate_limit_metrics_handler(ngx_http_request_t *r)
     zones = rmcf->zones.elts;
     n = sizeof(ngx_http_rate_limit_latency_bounds) / sizeof(uint64_t);
 
-    len = 4096 + (rmcf->redis ? rmcf->redis->address.len : 0) + n * 96;
+    len = 4096 + n * 96
+          + NGX_HTTP_RATE_LIMIT_REDIS_ADDRESSES
+            * (4 * NGX_HTTP_RATE_LIMIT_REDIS_ADDRESS_LEN + 256);
 
     for (i = 0; i < rmcf->zones.nelts; i++) {
-        len += 12 * (zones[i]->name.len + 128);
+        len += 16 * (zones[i]->name.len + 128);
     }
 
     body = ngx_pnalloc(r->pool, len);
@@ -210,6 +213,18 @@ ngx_http_rate_limit_metrics_handler(ngx_http_request_t *r)
     }
 
     p = ngx_sprintf(p,
+        "# HELP nginx_rate_limit_cached_rejections_total Rejections "
+        "served from the zone's cache of what Redis rejected, with no "
+        "round trip.\n"
+        "# TYPE nginx_rate_limit_cached_rejections_total counter\n");
+
+    for (i = 0; i < rmcf->zones.nelts; i++) {
+        p = ngx_sprintf(p, "nginx_rate_limit_cached_rejections_total"
+                        "{zone=\"%V\"} %uA\n",
+                        &zones[i]->name, zones[i]->sh->cached);
+    }
+
+    p = ngx_sprintf(p,
         "# HELP nginx_rate_limit_dynamic_limits Per-client limits from "
         "PostgreSQL held in a zone.\n"
         "# TYPE nginx_rate_limit_dynamic_limits gauge\n");
@@ -238,15 +253,12 @@ ngx_http_rate_limit_metrics_handler(ngx_http_request_t *r)
     }
 
     if (rmcf->redis) {
+        p = ngx_http_rate_limit_metrics_redis(p, m);
+
         p = ngx_sprintf(p,
-            "# HELP nginx_rate_limit_redis_up Whether Redis answered the "
-            "last request of this node.\n"
-            "# TYPE nginx_rate_limit_redis_up gauge\n"
-            "nginx_rate_limit_redis_up{address=\"%V\"} %uA\n"
             "# HELP nginx_rate_limit_redis_latency_seconds Redis round "
             "trips of decisions.\n"
-            "# TYPE nginx_rate_limit_redis_latency_seconds histogram\n",
-            &rmcf->redis->address, m->redis_up);
+            "# TYPE nginx_rate_limit_redis_latency_seconds histogram\n");
 
         cumulative = 0;
 
@@ -280,4 +292,57 @@ ngx_http_rate_limit_metrics_handler(ngx_http_request_t *r)
     }
 
     return ngx_http_rate_limit_send(r, NGX_HTTP_OK, &type, body, p - body);
+}
+
+
+/* each Redis address: whether it answers, its circuit, and the fleet size */
+static u_char *
+ngx_http_rate_limit_metrics_redis(u_char *p, ngx_http_rate_limit_metrics_t *m)
+{
+    ngx_uint_t                      i, n;
+    ngx_http_rate_limit_circuit_t  *cb;
+
+    n = ngx_min(m->ncircuits, NGX_HTTP_RATE_LIMIT_REDIS_ADDRESSES);
+
+    p = ngx_sprintf(p,
+        "# HELP nginx_rate_limit_redis_up Whether the Redis address "
+        "answered this node last time.\n"
+        "# TYPE nginx_rate_limit_redis_up gauge\n");
+
+    for (i = 0; i < n; i++) {
+        cb = &m->circuits[i];
+        p = ngx_sprintf(p, "nginx_rate_limit_redis_up{address=\"%s\"} %uA\n",
+                        cb->address, cb->up);
+    }
+
+    p = ngx_sprintf(p,
+        "# HELP nginx_rate_limit_redis_circuit_open Whether this node "
+        "has stopped asking the Redis address.\n"
+        "# TYPE nginx_rate_limit_redis_circuit_open gauge\n");
+
+    for (i = 0; i < n; i++) {
+        cb = &m->circuits[i];
+        p = ngx_sprintf(p, "nginx_rate_limit_redis_circuit_open{address="
+                        "\"%s\"} %uA\n", cb->address, cb->open);
+    }
+
+    p = ngx_sprintf(p,
+        "# HELP nginx_rate_limit_redis_circuit_transitions_total Times the "
+        "circuit of a Redis address opened or closed.\n"
+        "# TYPE nginx_rate_limit_redis_circuit_transitions_total counter\n");
+
+    for (i = 0; i < n; i++) {
+        cb = &m->circuits[i];
+        p = ngx_sprintf(p, "nginx_rate_limit_redis_circuit_transitions_total"
+                        "{address=\"%s\",to=\"open\"} %uA\n"
+                        "nginx_rate_limit_redis_circuit_transitions_total"
+                        "{address=\"%s\",to=\"closed\"} %uA\n",
+                        cb->address, cb->opened, cb->address, cb->closed);
+    }
+
+    return ngx_sprintf(p,
+        "# HELP nginx_rate_limit_nodes Live nginx nodes sharing the Redis "
+        "buckets, as the registry last said.\n"
+        "# TYPE nginx_rate_limit_nodes gauge\n"
+        "nginx_rate_limit_nodes %uA\n", m->nodes);
 }

@@ -24,6 +24,9 @@ static char *ngx_http_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_rate_limit_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static ngx_int_t ngx_http_rate_limit_redis_address(ngx_conf_t *cf,
+    ngx_command_t *cmd, ngx_http_rate_limit_redis_conf_t *rcf,
+    ngx_str_t *value);
 static char *ngx_http_rate_limit_status(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_rate_limit_log_level(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -433,7 +436,7 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     u_char                            *p;
     char                               err[NGX_HTTP_RATE_LIMIT_ERR_LEN];
-    ssize_t                            size;
+    uint64_t                           size;
     ngx_int_t                          burst;
     ngx_str_t                         *value, name, s;
     ngx_uint_t                         i, backend, on_failure;
@@ -471,16 +474,18 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             s.data = p + 1;
             s.len = value[i].data + value[i].len - s.data;
 
-            size = ngx_parse_size(&s);
-
-            if (size == NGX_ERROR) {
+            if (ngx_http_rate_limit_parse_size((char *) s.data, s.len,
+                                               &size, err, sizeof(err))
+                != NGX_HTTP_RATE_LIMIT_OK)
+            {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                    "invalid zone size \"%V\" in \"%V\" "
-                                   "directive", &value[i], &cmd->name);
+                                   "directive: %s", &value[i], &cmd->name,
+                                   err);
                 return NGX_CONF_ERROR;
             }
 
-            if (size < (ssize_t) (8 * ngx_pagesize)) {
+            if (size < 8 * ngx_pagesize) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                    "zone \"%V\" in \"%V\" directive is too "
                                    "small", &value[i], &cmd->name);
@@ -534,6 +539,11 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
         if (ngx_strcmp(value[i].data, "on_failure=closed") == 0) {
             on_failure = NGX_HTTP_RATE_LIMIT_FAILURE_CLOSED;
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "on_failure=local") == 0) {
+            on_failure = NGX_HTTP_RATE_LIMIT_FAILURE_LOCAL;
             continue;
         }
 
@@ -737,11 +747,10 @@ ngx_http_rate_limit_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_rate_limit_main_conf_t *rmcf = conf;
 
-    u_char                            *p;
     ngx_int_t                          n;
     ngx_str_t                         *value, s;
-    ngx_url_t                          u;
     ngx_uint_t                         i;
+    ngx_http_rate_limit_redis_addr_t  *addr;
     ngx_http_rate_limit_redis_conf_t  *rcf;
 
     if (rmcf->redis) {
@@ -753,64 +762,36 @@ ngx_http_rate_limit_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    if (ngx_array_init(&rcf->addresses, cf->pool, 1,
+                       sizeof(ngx_http_rate_limit_redis_addr_t))
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
     value = cf->args->elts;
 
-    rcf->address = value[1];
     rcf->timeout = NGX_HTTP_RATE_LIMIT_REDIS_TIMEOUT;
     ngx_str_set(&rcf->prefix, NGX_HTTP_RATE_LIMIT_REDIS_PREFIX);
 
-    if (ngx_strncmp(value[1].data, "unix:", 5) == 0) {
+    for (i = 1; i < cf->args->nelts; i++) {
 
-        if (value[1].len == 5) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid address \"%V\" in \"%V\" directive: no "
-                               "socket path", &value[1], &cmd->name);
-            return NGX_CONF_ERROR;
+        if (ngx_strcmp(value[i].data, "cluster") == 0) {
+            rcf->cluster = 1;
+            continue;
         }
 
-        /* cf->args values are NUL ended */
-        rcf->unix_path.data = value[1].data + 5;
-        rcf->unix_path.len = value[1].len - 5;
-
-    } else {
-        ngx_memzero(&u, sizeof(ngx_url_t));
-
-        u.url = value[1];
-        u.default_port = NGX_HTTP_RATE_LIMIT_REDIS_PORT;
-
-        /* resolving now keeps a blocking getaddrinfo() out of workers */
-        if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0
-            || u.no_port)
+        if (ngx_strlchr(value[i].data, value[i].data + value[i].len, '=')
+            == NULL)
         {
-            if (u.err) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid address \"%V\" in \"%V\" "
-                                   "directive: %s",
-                                   &value[1], &cmd->name, u.err);
-
-            } else {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid address \"%V\" in \"%V\" directive",
-                                   &value[1], &cmd->name);
+            if (ngx_http_rate_limit_redis_address(cf, cmd, rcf, &value[i])
+                != NGX_OK)
+            {
+                return NGX_CONF_ERROR;
             }
 
-            return NGX_CONF_ERROR;
+            continue;
         }
-
-        p = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
-        if (p == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        rcf->host.data = p;
-        rcf->host.len = ngx_sock_ntop(u.addrs[0].sockaddr,
-                                      u.addrs[0].socklen, p,
-                                      NGX_SOCKADDR_STRLEN, 0);
-        p[rcf->host.len] = '\0';
-        rcf->port = u.port;
-    }
-
-    for (i = 2; i < cf->args->nelts; i++) {
 
         if (ngx_strncmp(value[i].data, "password=env:", 13) == 0) {
             rcf->password_env.data = value[i].data + 13;
@@ -880,9 +861,119 @@ ngx_http_rate_limit_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    if (rcf->addresses.nelts == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" directive has no address", &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (!rcf->cluster && rcf->addresses.nelts > 1) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" directive has several addresses but no "
+                           "\"cluster\" parameter", &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    addr = rcf->addresses.elts;
+
+    for (i = 0; rcf->cluster && i < rcf->addresses.nelts; i++) {
+        if (addr[i].unix_path.len) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid address \"%V\" in \"%V\" directive: "
+                               "a cluster is reached over TCP",
+                               &addr[i].address, &cmd->name);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (rcf->cluster && rcf->db) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" directive: a Redis Cluster has no "
+                           "database but 0, \"db\" cannot be used with "
+                           "\"cluster\"", &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
     rmcf->redis = rcf;
 
     return NGX_CONF_OK;
+}
+
+
+/* resolved now: a blocking getaddrinfo() must stay out of the workers */
+static ngx_int_t
+ngx_http_rate_limit_redis_address(ngx_conf_t *cf, ngx_command_t *cmd,
+    ngx_http_rate_limit_redis_conf_t *rcf, ngx_str_t *value)
+{
+    u_char                            *p;
+    ngx_url_t                          u;
+    ngx_http_rate_limit_redis_addr_t  *addr;
+
+    if (rcf->addresses.nelts == NGX_HTTP_RATE_LIMIT_REDIS_ADDRESSES) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "too many addresses in \"%V\" directive, at most "
+                           "%d", &cmd->name,
+                           NGX_HTTP_RATE_LIMIT_REDIS_ADDRESSES);
+        return NGX_ERROR;
+    }
+
+    addr = ngx_array_push(&rcf->addresses);
+    if (addr == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(addr, sizeof(ngx_http_rate_limit_redis_addr_t));
+
+    addr->address = *value;
+
+    if (ngx_strncmp(value->data, "unix:", 5) == 0) {
+
+        if (value->len == 5) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid address \"%V\" in \"%V\" directive: no "
+                               "socket path", value, &cmd->name);
+            return NGX_ERROR;
+        }
+
+        /* cf->args values are NUL ended */
+        addr->unix_path.data = value->data + 5;
+        addr->unix_path.len = value->len - 5;
+
+        return NGX_OK;
+    }
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url = *value;
+    u.default_port = NGX_HTTP_RATE_LIMIT_REDIS_PORT;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0 || u.no_port) {
+        if (u.err) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid address \"%V\" in \"%V\" directive: "
+                               "%s", value, &cmd->name, u.err);
+
+        } else {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid address \"%V\" in \"%V\" directive",
+                               value, &cmd->name);
+        }
+
+        return NGX_ERROR;
+    }
+
+    p = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    addr->host.data = p;
+    addr->host.len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen,
+                                   p, NGX_SOCKADDR_STRLEN, 0);
+    p[addr->host.len] = '\0';
+    addr->port = u.port;
+
+    return NGX_OK;
 }
 
 
@@ -996,6 +1087,12 @@ ngx_http_rate_limit_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
+    if (ngx_http_rate_limit_circuit_init_process(cycle, rmcf) != NGX_OK
+        || ngx_http_rate_limit_nodes_init_process(cycle, rmcf) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
     return ngx_http_rate_limit_redis_init_process(cycle, rmcf->redis);
 }
 
@@ -1003,6 +1100,7 @@ ngx_http_rate_limit_init_process(ngx_cycle_t *cycle)
 static void
 ngx_http_rate_limit_exit_process(ngx_cycle_t *cycle)
 {
+    ngx_http_rate_limit_nodes_exit_process();
     ngx_http_rate_limit_redis_exit_process();
     ngx_http_rate_limit_sync_exit_process();
     ngx_http_rate_limit_api_exit_process();
@@ -1067,6 +1165,23 @@ ngx_http_rate_limit_release_connection(ngx_connection_t *c)
 
 
 /* a worker's background timer: it never holds up a graceful shutdown */
+const char *
+ngx_http_rate_limit_on_failure_name(ngx_uint_t on_failure)
+{
+    switch (on_failure) {
+
+    case NGX_HTTP_RATE_LIMIT_FAILURE_CLOSED:
+        return "closed";
+
+    case NGX_HTTP_RATE_LIMIT_FAILURE_LOCAL:
+        return "local";
+
+    default:
+        return "open";
+    }
+}
+
+
 void
 ngx_http_rate_limit_timer_init(ngx_event_t *ev, ngx_event_handler_pt handler,
     void *data, ngx_log_t *log)

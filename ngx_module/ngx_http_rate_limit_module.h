@@ -23,6 +23,11 @@
 
 #define NGX_HTTP_RATE_LIMIT_FAILURE_OPEN    1
 #define NGX_HTTP_RATE_LIMIT_FAILURE_CLOSED  2
+#define NGX_HTTP_RATE_LIMIT_FAILURE_LOCAL   3
+
+/* the Redis addresses a node tracks: one, or the masters of a cluster */
+#define NGX_HTTP_RATE_LIMIT_REDIS_ADDRESSES     32
+#define NGX_HTTP_RATE_LIMIT_REDIS_ADDRESS_LEN   72
 
 
 typedef enum {
@@ -31,7 +36,9 @@ typedef enum {
     NGX_HTTP_RATE_LIMIT_REJECTED,
     NGX_HTTP_RATE_LIMIT_REJECTED_DRY_RUN,
     NGX_HTTP_RATE_LIMIT_FAILED_OPEN,
-    NGX_HTTP_RATE_LIMIT_FAILED_CLOSED
+    NGX_HTTP_RATE_LIMIT_FAILED_CLOSED,
+    NGX_HTTP_RATE_LIMIT_DEGRADED_LOCAL,
+    NGX_HTTP_RATE_LIMIT_DEGRADED_LOCAL_REJECTED
 } ngx_http_rate_limit_status_e;
 
 
@@ -42,16 +49,40 @@ typedef enum {
     NGX_HTTP_RATE_LIMIT_OUTCOME_REJECTED_DRY_RUN,
     NGX_HTTP_RATE_LIMIT_OUTCOME_FAILED_OPEN,
     NGX_HTTP_RATE_LIMIT_OUTCOME_FAILED_CLOSED,
+    NGX_HTTP_RATE_LIMIT_OUTCOME_DEGRADED_LOCAL,
+    NGX_HTTP_RATE_LIMIT_OUTCOME_DEGRADED_LOCAL_REJECTED,
     NGX_HTTP_RATE_LIMIT_OUTCOMES,
     NGX_HTTP_RATE_LIMIT_OUTCOME_NONE = NGX_HTTP_RATE_LIMIT_OUTCOMES
 } ngx_http_rate_limit_outcome_e;
 
 
-/* node-wide counters, shared by the workers */
+/*
+ * The circuit breaker of one Redis address, shared by a node's workers.
+ * An open circuit sends no request to the address: each zone's on_failure
+ * policy decides at once, and a probe now and then tells when to close.
+ */
+typedef struct {
+    u_char                           address[
+                                         NGX_HTTP_RATE_LIMIT_REDIS_ADDRESS_LEN];
+    ngx_atomic_t                     up;         /* answered last time */
+    ngx_atomic_t                     open;
+    ngx_atomic_t                     failures;   /* in a row */
+    ngx_atomic_t                     probe_at;   /* ngx_current_msec */
+    ngx_atomic_t                     backoff;    /* between probes, ms */
+    ngx_atomic_t                     opened;     /* transitions, counted */
+    ngx_atomic_t                     closed;
+} ngx_http_rate_limit_circuit_t;
+
+
+/* node-wide state and counters, shared by the workers */
 typedef struct {
     ngx_atomic_t                     latency[11];    /* a histogram */
     ngx_atomic_t                     latency_sum_us;
-    ngx_atomic_t                     redis_up;
+    ngx_atomic_t                     nodes;     /* live, as Redis last said */
+    ngx_atomic_t                     ncircuits;
+    ngx_atomic_t                     lock;
+    ngx_http_rate_limit_circuit_t    circuits[
+                                         NGX_HTTP_RATE_LIMIT_REDIS_ADDRESSES];
 } ngx_http_rate_limit_metrics_t;
 
 
@@ -67,6 +98,13 @@ typedef struct {
     ngx_uint_t                       nrows;
     ngx_uint_t                       rows_full;
     ngx_uint_t                       pg_generation;  /* of the last full sync */
+
+    ngx_rbtree_t                     blocked;
+    ngx_rbtree_node_t                blocked_sentinel;
+    ngx_queue_t                      blocked_queue;  /* oldest last */
+    ngx_uint_t                       nblocked;
+    ngx_uint_t                       limits_version; /* of rows and config */
+    ngx_atomic_t                     cached;    /* rejections served */
 
     ngx_atomic_t                     requests;
     ngx_atomic_t                     outcomes[NGX_HTTP_RATE_LIMIT_OUTCOMES];
@@ -139,11 +177,19 @@ typedef struct {
 } ngx_http_rate_limit_limit_t;
 
 
+/* where a Redis server listens */
 typedef struct {
     ngx_str_t                        address;        /* as written, for logs */
     ngx_str_t                        host;           /* numeric, NUL ended */
     ngx_int_t                        port;
     ngx_str_t                        unix_path;      /* NUL ended */
+} ngx_http_rate_limit_redis_addr_t;
+
+
+typedef struct {
+    /* of ngx_http_rate_limit_redis_addr_t: the server, or cluster seeds */
+    ngx_array_t                      addresses;
+    ngx_flag_t                       cluster;
     ngx_str_t                        password;
     ngx_str_t                        password_env;
     ngx_uint_t                       db;
@@ -183,6 +229,9 @@ typedef struct {
 } ngx_http_rate_limit_loc_conf_t;
 
 
+typedef struct ngx_http_rate_limit_op_s  ngx_http_rate_limit_op_t;
+
+
 /* one limit applied to one request */
 typedef struct {
     ngx_http_rate_limit_limit_t     *limit;
@@ -192,14 +241,22 @@ typedef struct {
     ngx_http_rate_limit_texts_t     *texts;
     ngx_http_rate_limit_source_e     source;
     ngx_http_rate_limit_decision_t   decision;
+    ngx_str_t                        redis_key;  /* prefix and key */
+    ngx_http_rate_limit_op_t        *op;        /* deciding it in Redis */
     unsigned                         redis:1;
     unsigned                         decided:1;
     unsigned                         failed:1;  /* on_failure decides */
+    unsigned                         degraded:1;    /* decided locally */
     unsigned                         taken:1;   /* local tokens to refund */
+    unsigned                         redis_taken:1;
 } ngx_http_rate_limit_check_t;
 
 
-typedef struct ngx_http_rate_limit_op_s  ngx_http_rate_limit_op_t;
+/* a command of the module's own; reply is a redisReply, or NULL */
+typedef struct {
+    void                           (*handler)(void *reply, void *data);
+    void                            *data;
+} ngx_http_rate_limit_redis_cmd_t;
 
 typedef struct ngx_http_rate_limit_pg_conn_s  ngx_http_rate_limit_pg_conn_t;
 
@@ -231,7 +288,8 @@ typedef struct {
     ngx_http_rate_limit_check_t     *checks;
     ngx_uint_t                       nchecks;
     ngx_uint_t                       nredis;
-    ngx_http_rate_limit_op_t        *op;
+    ngx_http_rate_limit_op_t        *op;        /* the first in flight */
+    ngx_uint_t                       nops;
     void                           (*resume)(ngx_http_request_t *r);
     void                            *api_op;
     ngx_str_t                        api_key;   /* as the API was given it */
@@ -253,6 +311,7 @@ void ngx_http_rate_limit_conf_unknown_secret(ngx_conf_t *cf,
 void ngx_http_rate_limit_release_connection(ngx_connection_t *c);
 ngx_int_t ngx_http_rate_limit_send(ngx_http_request_t *r, ngx_int_t status,
     ngx_str_t *type, u_char *body, size_t len);
+const char *ngx_http_rate_limit_on_failure_name(ngx_uint_t on_failure);
 void ngx_http_rate_limit_timer_init(ngx_event_t *ev,
     ngx_event_handler_pt handler, void *data, ngx_log_t *log);
 
@@ -288,7 +347,20 @@ char *ngx_http_rate_limit_metrics(ngx_conf_t *cf, ngx_command_t *cmd,
 void ngx_http_rate_limit_metrics_count(ngx_http_rate_limit_zone_t *zone,
     ngx_http_rate_limit_outcome_e outcome);
 void ngx_http_rate_limit_metrics_latency(uint64_t us);
-void ngx_http_rate_limit_metrics_redis_up(ngx_uint_t up);
+ngx_http_rate_limit_metrics_t *ngx_http_rate_limit_metrics_node(void);
+
+/* circuit breaker and node registry */
+ngx_http_rate_limit_circuit_t *ngx_http_rate_limit_circuit_get(
+    ngx_str_t *address);
+ngx_int_t ngx_http_rate_limit_circuit_init_process(ngx_cycle_t *cycle,
+    ngx_http_rate_limit_main_conf_t *rmcf);
+ngx_uint_t ngx_http_rate_limit_circuit_allow(
+    ngx_http_rate_limit_circuit_t *cb, ngx_uint_t *probe);
+void ngx_http_rate_limit_circuit_success(ngx_http_rate_limit_circuit_t *cb,
+    ngx_log_t *log);
+void ngx_http_rate_limit_circuit_failure(ngx_http_rate_limit_circuit_t *cb,
+    ngx_uint_t hard, const char *reason, ngx_log_t *log);
+ngx_uint_t ngx_http_rate_limit_nodes_live(void);
 
 /* bucket API */
 char *ngx_http_rate_limit_api(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -327,6 +399,11 @@ void ngx_http_rate_limit_shm_row_delete(ngx_http_rate_limit_zone_t *zone,
     ngx_str_t *key);
 void ngx_http_rate_limit_shm_row_sweep(ngx_http_rate_limit_zone_t *zone,
     ngx_uint_t generation);
+ngx_int_t ngx_http_rate_limit_shm_blocked(ngx_http_rate_limit_zone_t *zone,
+    ngx_str_t *key, ngx_uint_t cost, int64_t interval_us, int64_t now_us,
+    ngx_http_rate_limit_decision_t *d);
+void ngx_http_rate_limit_shm_block(ngx_http_rate_limit_zone_t *zone,
+    ngx_str_t *key, int64_t until_us, int64_t full_us, int64_t now_us);
 int64_t ngx_http_rate_limit_now_us(void);
 
 /* redis */
@@ -335,7 +412,15 @@ ngx_int_t ngx_http_rate_limit_redis_init_process(ngx_cycle_t *cycle,
 void ngx_http_rate_limit_redis_exit_process(void);
 ngx_int_t ngx_http_rate_limit_redis_send(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx);
-void ngx_http_rate_limit_redis_detach(ngx_http_rate_limit_op_t *op);
+void ngx_http_rate_limit_redis_detach(ngx_http_rate_limit_ctx_t *ctx);
+ngx_int_t ngx_http_rate_limit_redis_command(
+    ngx_http_rate_limit_redis_cmd_t *cmd, ngx_str_t *key, int argc,
+    const char **argv, const size_t *argvlen);
+
+/* node registry */
+ngx_int_t ngx_http_rate_limit_nodes_init_process(ngx_cycle_t *cycle,
+    ngx_http_rate_limit_main_conf_t *rmcf);
+void ngx_http_rate_limit_nodes_exit_process(void);
 
 
 #endif /* _NGX_HTTP_RATE_LIMIT_MODULE_H_INCLUDED_ */

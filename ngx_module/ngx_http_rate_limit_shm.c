@@ -1,9 +1,10 @@
 
 /*
- * A zone's shared memory, shared by the workers of one node.  It holds two
- * rbtrees by key hash with one node layout: local buckets, whose LRU queue
- * tail is expired, and per-client limits synced from PostgreSQL, whose queue
- * lists them all for a sweep after a full sync.
+ * A zone's shared memory, shared by the workers of one node.  It holds
+ * three rbtrees by key hash with one node layout: local buckets, whose LRU
+ * queue tail is expired; per-client limits synced from PostgreSQL, whose
+ * queue lists them all for a sweep after a full sync; and the keys that
+ * Redis rejected, until the time it gave, whose queue tail is expired too.
  */
 
 
@@ -16,6 +17,14 @@ typedef struct {
 } ngx_http_rate_limit_row_t;
 
 
+/* a key Redis rejected: no token before until_us, full at full_us */
+typedef struct {
+    int64_t                          until_us;
+    int64_t                          full_us;
+    ngx_uint_t                       version;    /* of the zone's limits */
+} ngx_http_rate_limit_blocked_t;
+
+
 typedef struct {
     u_char                           color;
     u_char                           dummy;
@@ -24,6 +33,7 @@ typedef struct {
     union {
         int64_t                      tat_us;
         ngx_http_rate_limit_row_t    row;
+        ngx_http_rate_limit_blocked_t  blocked;
     } u;
     u_char                           data[1];
 } ngx_http_rate_limit_node_t;
@@ -39,6 +49,10 @@ static void ngx_http_rate_limit_node_free(ngx_http_rate_limit_zone_t *zone,
     ngx_rbtree_t *rbtree, ngx_http_rate_limit_node_t *rln);
 static void ngx_http_rate_limit_expire(ngx_http_rate_limit_zone_t *zone,
     int64_t now_us, ngx_uint_t force);
+static void ngx_http_rate_limit_unblock(ngx_http_rate_limit_zone_t *zone,
+    int64_t now_us, ngx_uint_t n);
+static ngx_uint_t ngx_http_rate_limit_shm_scarce(
+    ngx_http_rate_limit_zone_t *zone);
 
 
 /* monotonic, as nginx's timers: a wall clock stepping back cannot lock out */
@@ -60,9 +74,11 @@ ngx_http_rate_limit_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     zone = shm_zone->data;
 
     if (ozone) {
-        /* a reload: keep the buckets of the running configuration */
+        /* a reload: keep the buckets; the rejections cached may no longer
+         * hold under the new limits */
         zone->sh = ozone->sh;
         zone->shpool = ozone->shpool;
+        zone->sh->limits_version++;
         return NGX_OK;
     }
 
@@ -90,6 +106,11 @@ ngx_http_rate_limit_init_zone(ngx_shm_zone_t *shm_zone, void *data)
                     ngx_http_rate_limit_rbtree_insert_value);
 
     ngx_queue_init(&zone->sh->rows_queue);
+
+    ngx_rbtree_init(&zone->sh->blocked, &zone->sh->blocked_sentinel,
+                    ngx_http_rate_limit_rbtree_insert_value);
+
+    ngx_queue_init(&zone->sh->blocked_queue);
 
     len = sizeof(" in rate_limit_zone \"\"") + shm_zone->shm.name.len;
 
@@ -424,7 +445,6 @@ ngx_http_rate_limit_shm_row_set(ngx_http_rate_limit_zone_t *zone,
     ngx_uint_t generation, ngx_log_t *log)
 {
     uint32_t                     hash;
-    ngx_uint_t                   pages;
     ngx_rbtree_node_t           *node;
     ngx_http_rate_limit_node_t  *rln;
 
@@ -435,9 +455,7 @@ ngx_http_rate_limit_shm_row_set(ngx_http_rate_limit_zone_t *zone,
     rln = ngx_http_rate_limit_lookup(&zone->sh->rows, key, hash);
 
     if (rln == NULL) {
-        pages = (zone->shpool->end - zone->shpool->start) / ngx_pagesize;
-
-        node = (zone->shpool->pfree * 8 < pages)
+        node = ngx_http_rate_limit_shm_scarce(zone)
                ? NULL : ngx_http_rate_limit_node_alloc(zone, key, hash);
 
         if (node == NULL) {
@@ -464,6 +482,7 @@ ngx_http_rate_limit_shm_row_set(ngx_http_rate_limit_zone_t *zone,
 
     rln->u.row.spec = *spec;
     rln->u.row.generation = generation;
+    zone->sh->limits_version++;
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
@@ -488,6 +507,7 @@ ngx_http_rate_limit_shm_row_delete(ngx_http_rate_limit_zone_t *zone,
         ngx_http_rate_limit_node_free(zone, &zone->sh->rows, rln);
         zone->sh->nrows--;
         zone->sh->rows_full = 0;
+        zone->sh->limits_version++;
     }
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
@@ -515,8 +535,149 @@ ngx_http_rate_limit_shm_row_sweep(ngx_http_rate_limit_zone_t *zone,
         if (rln->u.row.generation != generation) {
             ngx_http_rate_limit_node_free(zone, &zone->sh->rows, rln);
             zone->sh->nrows--;
+            zone->sh->limits_version++;
         }
     }
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
+}
+
+
+/*
+ * Rows and cached rejections may not take the last eighth of the zone,
+ * which stays for the buckets that enforce limits locally.
+ */
+static ngx_uint_t
+ngx_http_rate_limit_shm_scarce(ngx_http_rate_limit_zone_t *zone)
+{
+    ngx_uint_t  pages;
+
+    pages = (zone->shpool->end - zone->shpool->start) / ngx_pagesize;
+
+    return zone->shpool->pfree * 8 < pages;
+}
+
+
+/*
+ * Whether Redis said a moment ago that key has no token for a request of
+ * this cost yet: then the request is rejected here, with no round trip.
+ * The cache is read without the lock while it is empty.
+ */
+ngx_int_t
+ngx_http_rate_limit_shm_blocked(ngx_http_rate_limit_zone_t *zone,
+    ngx_str_t *key, ngx_uint_t cost, int64_t interval_us, int64_t now_us,
+    ngx_http_rate_limit_decision_t *d)
+{
+    int64_t                      until_us;
+    uint32_t                     hash;
+    ngx_int_t                    rc;
+    ngx_http_rate_limit_node_t  *rln;
+
+    if (zone->sh->nblocked == 0) {
+        return NGX_DECLINED;
+    }
+
+    hash = ngx_crc32_short(key->data, key->len);
+    rc = NGX_DECLINED;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    rln = ngx_http_rate_limit_lookup(&zone->sh->blocked, key, hash);
+
+    if (rln && rln->u.blocked.version == zone->sh->limits_version) {
+        /* the time for one token, and for each token more */
+        until_us = rln->u.blocked.until_us + (int64_t) (cost - 1) * interval_us;
+
+        if (until_us > now_us) {
+            d->allowed = 0;
+            d->remaining = 0;
+            d->retry_after_us = until_us - now_us;
+            d->reset_us = ngx_max(rln->u.blocked.full_us - now_us, 0);
+            rc = NGX_OK;
+        }
+    }
+
+    if (rln && rc == NGX_DECLINED && rln->u.blocked.until_us <= now_us) {
+        ngx_http_rate_limit_node_free(zone, &zone->sh->blocked, rln);
+        zone->sh->nblocked--;
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    if (rc == NGX_OK) {
+        (void) ngx_atomic_fetch_add(&zone->sh->cached, 1);
+    }
+
+    return rc;
+}
+
+
+/* remembers a rejection by Redis; a full zone just does without */
+void
+ngx_http_rate_limit_shm_block(ngx_http_rate_limit_zone_t *zone,
+    ngx_str_t *key, int64_t until_us, int64_t full_us, int64_t now_us)
+{
+    uint32_t                     hash;
+    ngx_rbtree_node_t           *node;
+    ngx_http_rate_limit_node_t  *rln;
+
+    hash = ngx_crc32_short(key->data, key->len);
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    ngx_http_rate_limit_unblock(zone, now_us, 2);
+
+    rln = ngx_http_rate_limit_lookup(&zone->sh->blocked, key, hash);
+
+    if (rln == NULL) {
+        node = ngx_http_rate_limit_shm_scarce(zone)
+               ? NULL : ngx_http_rate_limit_node_alloc(zone, key, hash);
+
+        if (node == NULL) {
+            ngx_shmtx_unlock(&zone->shpool->mutex);
+            return;
+        }
+
+        rln = (ngx_http_rate_limit_node_t *) &node->color;
+
+        ngx_rbtree_insert(&zone->sh->blocked, node);
+        zone->sh->nblocked++;
+
+    } else {
+        ngx_queue_remove(&rln->queue);
+    }
+
+    ngx_queue_insert_head(&zone->sh->blocked_queue, &rln->queue);
+
+    rln->u.blocked.until_us = until_us;
+    rln->u.blocked.full_us = full_us;
+    rln->u.blocked.version = zone->sh->limits_version;
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+}
+
+
+/* drops up to n rejections that have run out, the oldest first */
+static void
+ngx_http_rate_limit_unblock(ngx_http_rate_limit_zone_t *zone, int64_t now_us,
+    ngx_uint_t n)
+{
+    ngx_queue_t                 *q;
+    ngx_http_rate_limit_node_t  *rln;
+
+    while (n-- && !ngx_queue_empty(&zone->sh->blocked_queue)) {
+
+        q = ngx_queue_last(&zone->sh->blocked_queue);
+
+        rln = ngx_queue_data(q, ngx_http_rate_limit_node_t, queue);
+
+        if (rln->u.blocked.until_us > now_us
+            && rln->u.blocked.version == zone->sh->limits_version)
+        {
+            return;
+        }
+
+        ngx_http_rate_limit_node_free(zone, &zone->sh->blocked, rln);
+        zone->sh->nblocked--;
+    }
 }

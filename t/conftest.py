@@ -47,6 +47,11 @@ Fixtures and helpers:
   ``stop()``, ``start()`` (same port), ``freeze()``/``thaw()`` and
   ``frozen_for()`` (SIGSTOP/SIGCONT), ``cmd(...)`` (a small RESP client),
   ``keys(pattern, db)``.
+* ``redis_cluster`` -> ``RedisCluster`` (t/redis_cluster.py): 3 masters + 3
+  replicas on free ports, created and stable; ``masters()``,
+  ``node_for_slot(slot)``, ``failover(m)``, ``migrate_slot(slot, m)``,
+  ``kill_master(m)``, ``wait_replicated(m)``, ``cmd(port, ...)``,
+  ``keys()`` (see its docstrings).
 * ``run_threads(fn, n)``: n threads released together, bounded in time.
 * ``postgres`` -> ``Postgres`` (per-client limits): one throwaway cluster for
   the session (initdb in a temp folder, run as the ``postgres`` user when the
@@ -234,12 +239,14 @@ def http_get(port, path, key=None, headers=None, timeout=3.0, conn=None):
 class Redis:
     """A redis-server on 127.0.0.1; stop()/start() keep the same port."""
 
-    def __init__(self, workdir, password=None, unixsocket=False):
+    def __init__(self, workdir, password=None, unixsocket=False, extra_args=()):
         self.dir = Path(tempfile.mkdtemp(prefix="redis-", dir=workdir))
         os.chmod(self.dir, 0o755)
         self.port = free_port()
         self.password = password
         self.unixsocket = str(self.dir / "redis.sock") if unixsocket else None
+        # more redis-server options, e.g. the cluster ones (redis_cluster.py)
+        self.extra_args = list(extra_args)
         self.proc = None
         self.frozen = False
 
@@ -252,6 +259,7 @@ class Redis:
             args += ["--requirepass", self.password]
         if self.unixsocket:
             args += ["--unixsocket", self.unixsocket, "--unixsocketperm", "777"]
+        args += self.extra_args
         out = open(self.dir / "redis.stdout", "ab")
         self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
@@ -748,6 +756,19 @@ def redis_factory(workdir):
 @pytest.fixture
 def redis(redis_factory):
     return redis_factory()
+
+
+@pytest.fixture
+def redis_cluster(workdir):
+    """A stable Redis Cluster, 3 masters + 3 replicas (t/redis_cluster.py),
+    stopped at teardown."""
+    # imported here: redis_cluster imports this module
+    from redis_cluster import RedisCluster
+    cluster = RedisCluster(workdir)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
 
 
 def redis_conf(redis, extra="timeout=200ms prefix=rlt"):

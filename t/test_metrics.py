@@ -1,7 +1,12 @@
 """rate_limit_metrics: Prometheus text, counters shared by the workers and
 kept across a reload."""
 
+import os
 import re
+import shutil
+import subprocess
+
+import pytest
 
 from conftest import loc, redis_conf, unique_key, wait_for
 
@@ -115,3 +120,49 @@ def test_redis_down_and_failures_are_counted(nginx_factory, redis):
     up = ("nginx_rate_limit_redis_up", (("address", "127.0.0.1:%d" % redis.port),))
     wait_for(lambda: n.get("/o/x", key=unique_key()) and metrics(n)[1][up] == 1,
              timeout=5.0, what="nginx_rate_limit_redis_up back to 1")
+
+
+def promtool():
+    """promtool's path; skips when it is missing (fails under
+    RATE_LIMIT_REQUIRE_MODULE, as in CI)."""
+    path = shutil.which("promtool")
+    if path is None:
+        msg = "promtool is not installed (apt-get install prometheus)"
+        if os.environ.get("RATE_LIMIT_REQUIRE_MODULE"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path
+
+
+def test_promtool_accepts_exposition(nginx_factory, redis):
+    """Prometheus' own linter passes the exposition, with every family
+    filled in: passes, rejections, dry run, failures, the histogram and
+    both backends."""
+    tool = promtool()
+    n = nginx_factory("promtool", http=[
+        redis_conf(redis),
+        "rate_limit_zone $http_x_key zone=r:1m rate=1r/m burst=1;",
+        "rate_limit_zone $http_x_key zone=c:1m rate=1r/m burst=1 on_failure=closed;",
+        "rate_limit_zone $http_x_key zone=l:1m rate=1r/m burst=1 backend=local;",
+    ], locations=[loc("/r/", "rate_limit zone=r"),
+                  loc("/c/", "rate_limit zone=c"),
+                  loc("/l/", "rate_limit zone=l", "rate_limit_dry_run on"),
+                  METRICS]).start()
+    key = unique_key()
+    assert n.statuses("/r/x", key, 2) == [200, 429]
+    assert n.statuses("/l/x", key, 2) == [200, 200]
+    redis.stop()
+    try:
+        assert n.statuses("/c/x", key, 1) == [429]
+        texts = [n.get("/metrics").body]
+    finally:
+        redis.start()
+    wait_for(lambda: n.get("/r/x", key=unique_key()).rls == "PASSED", 5.0,
+             what="Redis deciding again")
+    texts.append(n.get("/metrics").body)
+    for text in texts:
+        p = subprocess.run([tool, "check", "metrics"], input=text, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=30)
+        assert p.returncode == 0 and not p.stdout.strip(), \
+            "promtool check metrics (%d):\n%s\n%s" % (
+                p.returncode, p.stdout.decode(errors="replace"), text.decode())

@@ -136,12 +136,14 @@ def test_reload_changes_redis_prefix(nginx_factory, redis):
     n = nginx_factory("rp", **conf_for(redis, prefix="one")).start()
     k1 = unique_key()
     assert n.get("/l/x", key=k1).status == 200
-    assert redis.keys("one:*") == ["one:z:%s" % k1]
+    assert redis.keys("one:z:*") == ["one:z:%s" % k1]
     n.configure(**conf_for(redis, prefix="two"))
     n.reload()
     k2 = unique_key()
     assert n.get("/l/x", key=k2).status == 200
-    assert redis.keys("two:*") == ["two:z:%s" % k2]
+    assert redis.keys("two:z:*") == ["two:z:%s" % k2]
+    # the node registry follows the prefix too
+    wait_for(lambda: redis.keys("two:nodes"), 3, what="the registry under two:")
 
 
 def test_reload_with_bad_config_keeps_running(nginx_factory, redis):
