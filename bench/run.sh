@@ -1,51 +1,116 @@
 #!/usr/bin/env bash
-# Throughput and latency of nginx serving a small static file, in one run:
-#   plain  (a) plain nginx, without the module                 bench/plain.conf
-#   local  (b) the module, backend=local                       bench/local.conf
-#   redis  (c) the module, backend=redis, a new key per request bench/redis.conf
-#   lua    (d) reference: a Lua GCRA via lua-resty-redis       bench/lua.conf
-# 1 nginx worker, Redis and nginx on loopback in a temp folder, wrk as client.
-# Before each measurement it checks that the limiter really runs (a tiny-burst
-# location must reject, the headers must be there), and after it that nothing
-# was rejected and, for Redis setups, that Redis made one decision a request.
+# The benchmark of issue 5: nginx serving a small static file on loopback,
+# once per setup, all in ONE run with the same wrk settings and the same wrk
+# script (bench/keys.lua, an X-Key header of 16 bytes on every request):
+#   plain      1   plain nginx, no limiter: the ceiling          plain.conf
+#   limit_req  2   nginx's own limit_req, local                  limit_req.conf
+#   lua        3   the OpenResty-style peer: access_by_lua,      lua.conf
+#                  lua-resty-redis, GCRA by EVALSHA, keepalive   lua_gcra.lua
+#   local      4   the module, backend=local                     local.conf
+#   redis      5   the module, backend=redis, strict, a new key  redis.conf
+#                  every request (every request decided by Redis)
+#   abuse      6   the module, backend=redis, one key far over   redis.conf
+#                  its limit (most responses are 429)
+#   active1m   7a  the module, backend=redis, keys drawn at      redis.conf
+#                  random among BENCH_ACTIVE_KEYS buckets stored beforehand
+#                  (bench/populate.py), all passing
+#   active1    7b  the same with one stored bucket
+# Then the Redis memory one client's bucket takes: used_memory before and
+# after BENCH_MEM_KEYS distinct keys went through the module, over DBSIZE,
+# next to the same number of plain "SET key value PX ms".
 #
-#   BENCH_SETUPS       setups to run (default "plain local redis lua";
-#                      lua is skipped when the Lua module is not installed)
+# One nginx worker; Redis, nginx and wrk on loopback, in a temp folder.  Each
+# setup proves that its limiter runs before it is measured (a 1-token
+# location answers 200 and then 429; the module's headers are there, or not
+# there for plain nginx and limit_req), and after (no request rejected, or
+# for "abuse" nearly all; Redis saw an EVALSHA per request where it must, and
+# for "active1m" every request found its stored bucket: keyspace hits, no
+# new key).  The table: requests/s, p50 and p99 from wrk's latency
+# distribution, each the median of the rounds, the ratio to plain nginx, the
+# share of rejected (non-2xx) responses, EVALSHA/EVAL per request and all
+# Redis commands per request from INFO commandstats (which counts the TIME,
+# GET and SET that a script runs too).  Exits non-zero if a check failed.
+#
+#   RATE_LIMIT_MODULE  the module (default build/ngx_http_rate_limit_module.so)
+#   BENCH_SETUPS       setups to run, in this order (default: all of the above;
+#                      lua is skipped when the Lua packages are missing)
 #   BENCH_THREADS      wrk threads (default 1)
 #   BENCH_CONNECTIONS  wrk connections (default 32)
-#   BENCH_DURATION     wrk duration (default 5s)
-#   BENCH_WARMUP       warm-up before each measurement (default 1s, 0 = none)
-#   BENCH_ROUNDS       measurements per setup, taken in turn; the table shows
-#                      the medians (default 3)
+#   BENCH_DURATION     wrk duration of a measurement (default 5s)
+#   BENCH_WARMUP       warm-up before each measurement, in whole seconds as
+#                      wrk takes them (default 1s, 0 = none)
+#   BENCH_ROUNDS       measurements per setup, the setups in turn; the table
+#                      shows the medians (default 3)
+#   BENCH_ACTIVE_KEYS  buckets stored for setup 7a (default 1000000)
+#   BENCH_MEM_KEYS     distinct keys of the memory measure (default 200000,
+#                      0 = skip it)
+#   BENCH_MEM_DURATION how long wrk sends them (default 12s; it cycles
+#                      through the keys until then)
+#   BENCH_OUT          a folder to write results.tsv to, and results.png
+#                      from it (bench/chart.sh, needs gnuplot); default none
 #   BENCH_VERBOSE=1    print wrk's full output
 #   BENCH_KEEP=1       keep the temp folder
-# Needs build/ngx_http_rate_limit_module.so (scripts/build.sh) for local/redis.
+# Default run: 8 setups x 3 rounds x about 7.5 s, plus about 30 s: 4 minutes.
 set -euo pipefail
 
 # shellcheck source=scripts/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../scripts/common.sh"
 
 BENCH_DIR=$REPO_ROOT/bench
-read -r -a SETUPS <<<"${BENCH_SETUPS:-plain local redis lua}"
+ALL_SETUPS="plain limit_req lua local redis abuse active1m active1"
+read -r -a SETUPS <<<"${BENCH_SETUPS:-$ALL_SETUPS}"
 THREADS=${BENCH_THREADS:-1}
 CONNECTIONS=${BENCH_CONNECTIONS:-32}
 DURATION=${BENCH_DURATION:-5s}
 WARMUP=${BENCH_WARMUP:-1s}
 ROUNDS=${BENCH_ROUNDS:-3}
+ACTIVE_KEYS=${BENCH_ACTIVE_KEYS:-1000000}
+MEM_KEYS=${BENCH_MEM_KEYS:-200000}
+MEM_DURATION=${BENCH_MEM_DURATION:-12s}
+OUT=${BENCH_OUT:-}
 LUA_MODULE=/usr/lib/nginx/modules/ngx_http_lua_module.so
-FILE_PATH=/bench/hello.txt
-MIN_CALLS_PER_REQUEST=0.9
+LUA_REDIS=/usr/share/lua/5.1/nginx/redis.lua
+# the stored buckets' TAT is this far ahead of now, and their TTL as long:
+# well inside the active zone's burst (1e9 tokens of 10 us = 10,000 s)
+ACTIVE_AHEAD_S=3600
+MIN_CALLS_PER_REQUEST=0.9     # EVALSHA a request where each must reach Redis
+MIN_HITS_PER_REQUEST=0.9      # stored buckets found a request (active1m/1)
+MIN_ABUSE_REJECTED=0.9        # share of 429 in setup 6
+
+declare -A DESC=(
+    [plain]="1 plain nginx (ceiling)"
+    [limit_req]="2 nginx limit_req, local"
+    [lua]="3 Lua peer, EVALSHA per req"
+    [local]="4 ours, backend=local"
+    [redis]="5 ours, redis, strict"
+    [abuse]="6 ours, redis, abusive key"
+    [active1m]="7a ours, redis, 1M active keys"
+    [active1]="7b ours, redis, 1 active key"
+)
+declare -A CONF=(
+    [plain]=plain [limit_req]=limit_req [lua]=lua [local]=local
+    [redis]=redis [abuse]=redis [active1m]=redis [active1]=redis [mem]=redis
+)
+declare -A URI=(
+    [abuse]=/abuse/hello.txt [active1m]=/active/hello.txt
+    [active1]=/active/hello.txt
+)
+declare -A KEYS=(
+    [abuse]=one [active1m]="random:$ACTIVE_KEYS" [active1]=random:1
+)
+# Redis database of each setup: the stored buckets of 7a and 7b stay apart
+# from the keys that the other setups make and flush
+declare -A DB=([active1m]=1 [active1]=2)
+MEM_DB=3
+DESC[active1m]="7a ours, redis, $(awk -v n="$ACTIVE_KEYS" 'BEGIN {
+    if (n >= 1000000 && n % 1000000 == 0) printf "%dM", n / 1000000;
+    else printf "%d", n }') active keys"
 
 WORK=
 TINY_CODES=
 FAILURES=()
-declare -A DESC=(
-    [plain]="a) plain nginx"
-    [local]="b) module, backend=local"
-    [redis]="c) module, backend=redis"
-    [lua]="d) lua-resty-redis (ref.)"
-)
-declare -A RPS P50 P99 NOTE RUN_RPS RUN_P50 RUN_P99 RUN_CALLS BROKEN
+declare -A RPS P50 P99 REJ CALLS CMDS NOTE BROKEN
+declare -A RUN_RPS RUN_P50 RUN_P99 RUN_REJ RUN_CALLS RUN_CMDS RUN_HITS RUN_MISSES
 
 cleanup() {
     stop_all
@@ -59,6 +124,9 @@ fail() {
     printf '  FAIL: %s\n' "$2"
 }
 
+is_ours() { case $1 in local|redis|abuse|active*) return 0 ;; esac; return 1; }
+uses_redis() { case $1 in lua|redis|abuse|active*) return 0 ;; esac; return 1; }
+
 # to_ms VALUE: wrk's "655.00us" / "1.20ms" / "1.02s" in milliseconds
 to_ms() {
     awk -v v="$1" 'BEGIN {
@@ -68,127 +136,200 @@ to_ms() {
         printf "%.2f", n }'
 }
 
-# status PATH [HEADERS_FILE]: HTTP status of one GET
+# status PATH KEY [HEADERS_FILE]: HTTP status of one GET with X-Key: KEY
 status() {
-    curl -sS -o /dev/null ${2:+-D "$2"} -w '%{http_code}' --max-time 5 \
-        "http://127.0.0.1:$NGINX_PORT$1" || true
+    curl -sS -o /dev/null ${3:+-D "$3"} -w '%{http_code}' --max-time 5 \
+        -H "X-Key: $2" "http://127.0.0.1:$NGINX_PORT$1" || true
 }
 
-redis_stat() {   # redis_stat COMMAND: calls of COMMAND since the last reset
-    redis-cli -p "$REDIS_PORT" INFO commandstats \
-        | sed -n "s/^cmdstat_$1:calls=\([0-9]*\),.*/\1/p" | head -n 1 | grep . || echo 0
+rcli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
+
+# redis_counts: "EVALS ALL HITS MISSES" since the last CONFIG RESETSTAT:
+# EVALSHA + EVAL calls, all commands but this script's own INFO and CONFIG
+# (commands that scripts run are counted too), keyspace hits and misses
+redis_counts() {
+    rcli INFO all | tr -d '\r' | awk -F'[:=,]' '
+        /^cmdstat_/ {
+            name = substr($1, 9)
+            if (name == "evalsha" || name == "eval") evals += $3
+            if (name != "info" && name !~ /^config/) all += $3
+        }
+        $1 == "keyspace_hits" { hits = $2 }
+        $1 == "keyspace_misses" { misses = $2 }
+        END { printf "%d %d %d %d\n", evals, all, hits, misses }'
 }
+
+dbsize() { rcli -n "$1" DBSIZE; }
+used_memory() { rcli INFO memory | tr -d '\r' | sed -n 's/^used_memory://p'; }
 
 # checks before measuring: the file is served, and the limiter runs
 pre_check() {
-    local setup=$1 code
+    local setup=$1 code key=precheck000000001
     local h=$WORK/$setup/headers
-    code=$(status "$FILE_PATH" "$h")
-    [ "$code" = 200 ] || { fail "$setup" "GET $FILE_PATH gave $code, not 200"; return 1; }
-    case $setup in
-        plain)
-            if grep -qi '^x-ratelimit-limit:' "$h"; then
-                fail "$setup" "plain nginx sends X-RateLimit-Limit: the module is loaded?"
-                return 1
-            fi ;;
-        local|redis)
-            if ! grep -qi '^x-ratelimit-limit:' "$h"; then
-                fail "$setup" "no X-RateLimit-Limit header on $FILE_PATH: limiter not running"
-                return 1
-            fi ;;
+    case ${KEYS[$setup]:-unique} in
+        random:*) key=a000000000000000 ;;
+        one) key=abuser0000000000 ;;
     esac
+    code=$(status "${URI[$setup]:-/bench/hello.txt}" "$key" "$h")
+    [ "$code" = 200 ] || { fail "$setup" "GET ${URI[$setup]:-/bench/hello.txt} gave $code, not 200"; return 1; }
+    if is_ours "$setup" || [ "$setup" = lua ]; then
+        if ! grep -qi '^x-ratelimit-limit:' "$h"; then
+            fail "$setup" "no X-RateLimit-Limit header: the limiter does not run"
+            return 1
+        fi
+    elif grep -qi '^x-ratelimit-limit:' "$h"; then
+        fail "$setup" "X-RateLimit-Limit sent: is the module loaded?"
+        return 1
+    fi
     if [ "$setup" != plain ]; then
         local codes=() i
-        for i in 1 2 3; do codes+=("$(status /tiny/hello.txt)"); done
+        for i in 1 2 3; do codes+=("$(status /tiny/hello.txt tiny)"); done
         if [ "${codes[0]}" != 200 ] || [ "${codes[2]}" != 429 ]; then
-            fail "$setup" "tiny-burst zone gave ${codes[*]}, expected 200 ... 429: limiter not running"
+            fail "$setup" "1-token location gave ${codes[*]}, expected 200 ... 429: limiter not running"
             return 1
         fi
         TINY_CODES="${codes[*]}"
     fi
 }
 
-run_wrk() {   # run_wrk DURATION OUTPUT
-    wrk -t"$THREADS" -c"$CONNECTIONS" -d"$1" --timeout 5s --latency \
-        "http://127.0.0.1:$NGINX_PORT$FILE_PATH" >"$2" 2>&1 \
-        || { cat "$2" >&2; return 1; }
+# run_wrk SETUP DURATION SALT OUTPUT [URI KEYS]
+run_wrk() {
+    local setup=$1 duration=$2 salt=$3 out=$4
+    BENCH_PATH=${5:-${URI[$setup]:-/bench/hello.txt}} \
+    BENCH_KEYS=${6:-${KEYS[$setup]:-unique}} BENCH_SALT=$salt BENCH_THREADS=$THREADS \
+        wrk -t"$THREADS" -c"$CONNECTIONS" -d"$duration" --timeout 5s --latency \
+            -s "$BENCH_DIR/keys.lua" "http://127.0.0.1:$NGINX_PORT/" >"$out" 2>&1 \
+        || { cat "$out" >&2; return 1; }
+}
+
+# prepare_nginx SETUP DB: renders SETUP's conf into $WORK/SETUP, starts nginx
+prepare_nginx() {
+    local setup=$1 db=$2 prefix=$WORK/$1 d
+    for d in bench tiny abuse active mem; do
+        mkdir -p "$prefix/html/$d"
+        printf 'hello, world\n' >"$prefix/html/$d/hello.txt"
+    done
+    mkdir -p "$prefix/logs" "$prefix/tmp"
+    printf 'ok\n' >"$prefix/html/index.html"
+    render "$BENCH_DIR/${CONF[$setup]}.conf" "$prefix/nginx.conf" PREFIX="$prefix" \
+        PORT="$NGINX_PORT" MODULE="$MODULE_SO" REDIS="127.0.0.1:$REDIS_PORT" \
+        REDIS_PORT="$REDIS_PORT" BENCH_DIR="$BENCH_DIR" DB="$db"
+    start_nginx "$prefix" "$prefix/nginx.conf" "$NGINX_PORT"
+}
+
+# populate DB COUNT: COUNT stored buckets of the active zone in DB, unless
+# they are there already (their TTL outlasts a run)
+populate() {
+    local db=$1 count=$2 t0
+    [ "$(dbsize "$db")" -ge "$count" ] && return 0
+    t0=$(date +%s%N)
+    rcli -n "$db" FLUSHDB >/dev/null
+    "$PY" "$BENCH_DIR/populate.py" "$REDIS_PORT" "$db" "$count" rl:active "$ACTIVE_AHEAD_S"
+    log "  stored $(dbsize "$db") buckets in Redis db $db in" \
+        "$(( ($(date +%s%N) - t0) / 1000000 )) ms (used_memory $(used_memory))"
 }
 
 # measure SETUP ROUND: one measurement of SETUP on a fresh nginx; appends
-# its numbers to RUN_RPS / RUN_P50 / RUN_P99 / RUN_CALLS [SETUP]
+# its numbers to the RUN_* lists of SETUP
 measure() {
-    local setup=$1 round=$2 prefix=$WORK/$1 conf out
-    mkdir -p "$prefix/html/bench" "$prefix/html/tiny" "$prefix/logs" "$prefix/tmp"
-    printf 'hello, world\n' >"$prefix/html/bench/hello.txt"
-    printf 'hello, world\n' >"$prefix/html/tiny/hello.txt"
-    printf 'ok\n' >"$prefix/html/index.html"
-    conf=$prefix/nginx.conf
-    render "$BENCH_DIR/$setup.conf" "$conf" PREFIX="$prefix" PORT="$NGINX_PORT" \
-        MODULE="$MODULE_SO" REDIS="127.0.0.1:$REDIS_PORT" REDIS_PORT="$REDIS_PORT" \
-        BENCH_DIR="$BENCH_DIR"
-    redis-cli -p "$REDIS_PORT" FLUSHALL >/dev/null
-    start_nginx "$prefix" "$conf" "$NGINX_PORT"
+    local setup=$1 round=$2 prefix=$WORK/$1 db=${DB[$1]:-0} out
+    case $setup in
+        active1m) populate "$db" "$ACTIVE_KEYS" ;;
+        active1) populate "$db" 1 ;;
+        *) rcli -n "$db" FLUSHDB >/dev/null ;;
+    esac
+    prepare_nginx "$setup" "$db"
 
     if ! pre_check "$setup"; then
         forget_pid "$NGINX_PID"
         return 1
     fi
     if [ "$WARMUP" != 0 ] && [ "$WARMUP" != 0s ]; then
-        if ! run_wrk "$WARMUP" "$prefix/warmup.txt"; then
+        if ! run_wrk "$setup" "$WARMUP" "w$round" "$prefix/warmup.txt"; then
             fail "$setup" "wrk warm-up failed"
             forget_pid "$NGINX_PID"
             return 1
         fi
     fi
-    redis-cli -p "$REDIS_PORT" CONFIG RESETSTAT >/dev/null
+    local keys_before keys_after counts
+    keys_before=$(dbsize "$db")
+    rcli CONFIG RESETSTAT >/dev/null
 
     out=$prefix/wrk-$round.txt
-    if ! run_wrk "$DURATION" "$out"; then
+    if ! run_wrk "$setup" "$DURATION" "m$round" "$out"; then
         fail "$setup" "wrk failed"
         forget_pid "$NGINX_PID"
         return 1
     fi
-    local evalsha eval_calls
-    evalsha=$(redis_stat evalsha)
-    eval_calls=$(redis_stat eval)
+    counts=$(redis_counts)
+    keys_after=$(dbsize "$db")
+    local after_code=
+    if [ "$setup" = abuse ]; then
+        after_code=$(status /abuse/hello.txt abuser0000000000)
+    fi
     forget_pid "$NGINX_PID"
     if [ "${BENCH_VERBOSE:-0}" = 1 ]; then sed 's/^/  | /' "$out"; fi
 
-    local rps p50 p99 reqs non2xx errors
+    local rps p50 p99 reqs non2xx errors rej
     rps=$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' "$out")
     p50=$(to_ms "$(awk '$1 == "50%" {print $2}' "$out")")
     p99=$(to_ms "$(awk '$1 == "99%" {print $2}' "$out")")
     reqs=$(awk '/requests in/ {print $1}' "$out")
-    if [ -z "$rps" ] || [ -z "$reqs" ]; then
+    if [ -z "$rps" ] || [ -z "$reqs" ] || [ "$reqs" -le 0 ]; then
         cat "$out" >&2
-        fail "$setup" "cannot read wrk's output"
+        fail "$setup" "cannot read wrk's output, or no request completed"
         return 1
     fi
-    local line
-    line=$(printf '  %-27s round %d: %7s req/s  p50 %6s ms  p99 %6s ms  (%s requests)' \
-        "${DESC[$setup]}" "$round" "$rps" "$p50" "$p99" "$reqs")
-    RUN_RPS[$setup]+=" $rps" RUN_P50[$setup]+=" $p50" RUN_P99[$setup]+=" $p99"
-
-    if [ "$reqs" -le 0 ]; then fail "$setup" "wrk completed no request"; fi
     non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$out")
-    if [ -n "$non2xx" ]; then
-        fail "$setup" "$non2xx responses were not 2xx (rejected, or a Redis failure)"
-    fi
+    non2xx=${non2xx:-0}
+    rej=$(awk -v n="$non2xx" -v r="$reqs" 'BEGIN {printf "%.3f", n / r}')
     errors=$(grep 'Socket errors:' "$out" || true)
     if [ -n "$errors" ]; then warn "$setup: wrk reports ${errors# }"; fi
 
-    if [ "$setup" != plain ]; then line+=", tiny-burst: $TINY_CODES"; fi
+    local evals all hits misses per_eval per_all per_hit per_miss
+    read -r evals all hits misses <<<"$counts"
+    per_eval=$(awk -v c="$evals" -v r="$reqs" 'BEGIN {printf "%.2f", c / r}')
+    per_all=$(awk -v c="$all" -v r="$reqs" 'BEGIN {printf "%.2f", c / r}')
+    per_hit=$(awk -v c="$hits" -v r="$reqs" 'BEGIN {printf "%.2f", c / r}')
+    per_miss=$(awk -v c="$misses" -v r="$reqs" 'BEGIN {printf "%.2f", c / r}')
+
+    RUN_RPS[$setup]+=" $rps" RUN_P50[$setup]+=" $p50" RUN_P99[$setup]+=" $p99"
+    RUN_REJ[$setup]+=" $rej" RUN_CALLS[$setup]+=" $per_eval" RUN_CMDS[$setup]+=" $per_all"
+    RUN_HITS[$setup]+=" $per_hit" RUN_MISSES[$setup]+=" $per_miss"
+
+    local line
+    line=$(printf '  %-34s round %d: %6s req/s  p50 %5s ms  p99 %5s ms  %s requests' \
+        "${DESC[$setup]}" "$round" "$rps" "$p50" "$p99" "$reqs")
+    if uses_redis "$setup"; then
+        line+=", EVALSHA $per_eval, Redis cmds $per_all, hits $per_hit, misses $per_miss /req"
+    fi
+    [ "$setup" = plain ] || line+=", 1-token: $TINY_CODES"
+
+    # after: each setup really did what it is measured for
+    if [ "$setup" = abuse ]; then
+        line+=", rejected $rej"
+        if awk -v s="$rej" -v m="$MIN_ABUSE_REJECTED" 'BEGIN {exit !(s < m)}'; then
+            fail "$setup" "only $rej of the responses were rejected (expected >= $MIN_ABUSE_REJECTED)"
+        fi
+        [ "$after_code" = 429 ] || fail "$setup" "the abusive key got $after_code after the run, not 429"
+        [ "$evals" -gt 0 ] || [ "$keys_after" -gt 0 ] \
+            || fail "$setup" "Redis neither ran a script nor holds the key: the limiter did not ask Redis"
+    elif [ "$non2xx" != 0 ]; then
+        fail "$setup" "$non2xx responses were not 2xx (rejected, or a Redis failure)"
+    fi
     case $setup in
-        redis|lua)
-            local calls=$((evalsha + eval_calls)) per
-            per=$(awk -v c="$calls" -v r="$reqs" 'BEGIN {printf "%.2f", c / r}')
-            RUN_CALLS[$setup]+=" $per"
-            line+=", Redis calls: $per a request"
-            if [ "$evalsha" -eq 0 ]; then
-                fail "$setup" "Redis saw no EVALSHA: the limiter did not ask Redis"
-            elif awk -v p="$per" -v m="$MIN_CALLS_PER_REQUEST" 'BEGIN {exit !(p < m)}'; then
-                fail "$setup" "only $per Redis calls a request (expected >= $MIN_CALLS_PER_REQUEST)"
+        lua|redis|active*)
+            if awk -v p="$per_eval" -v m="$MIN_CALLS_PER_REQUEST" 'BEGIN {exit !(p < m)}'; then
+                fail "$setup" "only $per_eval EVALSHA a request (expected >= $MIN_CALLS_PER_REQUEST)"
             fi ;;
+    esac
+    case $setup in
+        active*)
+            if awk -v p="$per_hit" -v m="$MIN_HITS_PER_REQUEST" 'BEGIN {exit !(p < m)}'; then
+                fail "$setup" "only $per_hit stored buckets found a request: keys not active?"
+            fi
+            [ "$keys_after" = "$keys_before" ] \
+                || fail "$setup" "Redis db $db went from $keys_before to $keys_after keys: requests missed the stored buckets" ;;
     esac
     log "$line"
     if grep -E '\[(alert|emerg|crit)\]' "$prefix/logs/error.log" >&2; then
@@ -196,13 +337,56 @@ measure() {
     fi
 }
 
+# memory_per_client: Redis used_memory for MEM_KEYS distinct keys that went
+# through the module (zone "api", rate=1r/m, so each lives a minute), over
+# DBSIZE; then the same for plain SETs of the same names and values
+memory_per_client() {
+    local prefix=$WORK/mem before after keys out value
+    rcli -n "$MEM_DB" FLUSHDB >/dev/null
+    prepare_nginx mem "$MEM_DB"
+    [ "$(status /mem/hello.txt precheck000000001)" = 200 ] \
+        || { fail mem "GET /mem/hello.txt did not give 200"; forget_pid "$NGINX_PID"; return 1; }
+    rcli -n "$MEM_DB" FLUSHDB >/dev/null
+    sleep 0.5
+    before=$(used_memory)
+    out=$prefix/wrk.txt
+    if ! run_wrk mem "$MEM_DURATION" mem "$out" /mem/hello.txt "cycle:$MEM_KEYS"; then
+        fail mem "wrk failed"
+        forget_pid "$NGINX_PID"
+        return 1
+    fi
+    sleep 1     # lets Redis finish rehashing its tables
+    after=$(used_memory)
+    keys=$(dbsize "$MEM_DB")
+    value=$(rcli -n "$MEM_DB" GET rl:api:mem0000000000000)
+    forget_pid "$NGINX_PID"
+    if [ "$keys" -lt $((MEM_KEYS * 9 / 10)) ]; then
+        warn "only $keys of $MEM_KEYS keys reached Redis in $MEM_DURATION (raise BENCH_MEM_DURATION)"
+    fi
+    [ "$keys" -gt 0 ] || { fail mem "no key reached Redis"; return 1; }
+    MEM_MODULE=$(( (after - before) / keys )) MEM_N=$keys
+
+    # the same names, values and TTL, by plain SET ... PX
+    rcli -n "$MEM_DB" FLUSHDB >/dev/null
+    sleep 0.5
+    before=$(used_memory)
+    "$PY" "$BENCH_DIR/populate.py" "$REDIS_PORT" "$MEM_DB" "$keys" rl:api 60 \
+        --format "mem00%011d"
+    sleep 1
+    after=$(used_memory)
+    MEM_SET=$(( (after - before) / $(dbsize "$MEM_DB") ))
+    rcli -n "$MEM_DB" FLUSHDB >/dev/null
+    log "  $MEM_N keys like rl:api:mem0000000000000 = $value through the module:" \
+        "$MEM_MODULE bytes each; by plain SET ... PX: $MEM_SET bytes each"
+}
+
 median() {   # median NUMBER...
     printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {
         if (NR == 0) exit; if (NR % 2) print v[(NR + 1) / 2];
-        else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+        else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
-summarise() {   # summarise SETUP: medians of its rounds into RPS, P50, P99, NOTE
+summarise() {   # summarise SETUP: medians of its rounds
     local setup=$1
     [ -n "${RUN_RPS[$setup]:-}" ] || return 0
     # shellcheck disable=SC2086   # the lists are space-separated numbers
@@ -210,55 +394,97 @@ summarise() {   # summarise SETUP: medians of its rounds into RPS, P50, P99, NOT
         RPS[$setup]=$(printf '%.0f' "$(median ${RUN_RPS[$setup]})")
         P50[$setup]=$(median ${RUN_P50[$setup]})
         P99[$setup]=$(median ${RUN_P99[$setup]})
+        REJ[$setup]=$(printf '%.2f' "$(median ${RUN_REJ[$setup]})")
+        CALLS[$setup]=- CMDS[$setup]=-
+        if uses_redis "$setup"; then
+            CALLS[$setup]=$(printf '%.2f' "$(median ${RUN_CALLS[$setup]})")
+            CMDS[$setup]=$(printf '%.2f' "$(median ${RUN_CMDS[$setup]})")
+        fi
         case $setup in
-            redis|lua) NOTE[$setup]="evalsha/request $(median ${RUN_CALLS[$setup]})" ;;
-            local) NOTE[$setup]="limiter checked" ;;
+            redis|lua) NOTE[$setup]="misses/req $(printf '%.2f' "$(median ${RUN_MISSES[$setup]})")" ;;
+            active*) NOTE[$setup]="hits/req $(printf '%.2f' "$(median ${RUN_HITS[$setup]})")" ;;
+            abuse) NOTE[$setup]="429 share ${REJ[$setup]}" ;;
         esac
     }
 }
 
+ratio() {   # ratio A B: A / B with 2 decimals, or - when either is missing
+    if [ -z "${1:-}" ] || [ -z "${2:-}" ]; then printf -- '-'; return; fi
+    awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'
+}
+
 print_table() {
-    local base=${RPS[plain]:-} setup ratio
+    local base=${RPS[plain]:-} setup
     log ""
-    log "== results: wrk -t$THREADS -c$CONNECTIONS -d$DURATION, 1 nginx worker, $(nproc) cores," \
-        "nginx $(nginx -v 2>&1 | sed 's/.*\///')$( [ "$ROUNDS" -gt 1 ] && printf ', median of %s rounds' "$ROUNDS")"
+    log "== results: wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency -s bench/keys.lua," \
+        "1 nginx worker, $(nproc) cores, nginx $(nginx -v 2>&1 | sed 's/.*\///')," \
+        "Redis $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/'), median of $ROUNDS round(s)"
     log ""
-    printf '| %-27s | %10s | %8s | %8s | %8s | %-22s |\n' setup requests/s "p50 ms" "p99 ms" "vs plain" notes
-    printf '|%s|%s|%s|%s|%s|%s|\n' "-----------------------------" "-----------:" "---------:" \
-        "---------:" "---------:" "------------------------"
+    printf '| %-34s | %10s | %6s | %6s | %8s | %8s | %8s | %10s | %-15s |\n' setup requests/s \
+        "p50 ms" "p99 ms" "vs plain" rejected "EVALSHA" "Redis cmds" notes
+    printf '|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n' "------------------------------------" \
+        "-----------:" "-------:" "-------:" "---------:" "---------:" "---------:" \
+        "-----------:" "-----------------"
+    [ -z "$OUT" ] || printf 'setup\tlabel\trps\tp50_ms\tp99_ms\tratio\trejected\tevalsha_per_req\tcmds_per_req\n' \
+        >"$OUT/results.tsv"
     for setup in "${SETUPS[@]}"; do
         if [ -z "${RPS[$setup]:-}" ]; then
-            printf '| %-27s | %10s | %8s | %8s | %8s | %-22s |\n' \
-                "${DESC[$setup]}" - - - - "not measured"
+            printf '| %-34s | %10s | %6s | %6s | %8s | %8s | %8s | %10s | %-15s |\n' \
+                "${DESC[$setup]}" - - - - - - - "not measured"
             continue
         fi
-        ratio=-
-        if [ -n "$base" ]; then
-            ratio=$(awk -v a="${RPS[$setup]}" -v b="$base" 'BEGIN {printf "%.2f", a / b}')
-        fi
-        printf '| %-27s | %10s | %8s | %8s | %8s | %-22s |\n' "${DESC[$setup]}" \
-            "${RPS[$setup]}" "${P50[$setup]}" "${P99[$setup]}" "$ratio" "${NOTE[$setup]:-}"
+        printf '| %-34s | %10s | %6s | %6s | %8s | %8s | %8s | %10s | %-15s |\n' \
+            "${DESC[$setup]}" "${RPS[$setup]}" "${P50[$setup]}" "${P99[$setup]}" \
+            "$(ratio "${RPS[$setup]}" "$base")" "${REJ[$setup]}" "${CALLS[$setup]}" \
+            "${CMDS[$setup]}" "${NOTE[$setup]:-}"
+        [ -z "$OUT" ] || printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$setup" \
+            "${DESC[$setup]}" "${RPS[$setup]}" "${P50[$setup]}" "${P99[$setup]}" \
+            "$(ratio "${RPS[$setup]}" "$base")" "${REJ[$setup]}" "${CALLS[$setup]}" \
+            "${CMDS[$setup]}" >>"$OUT/results.tsv"
     done
+}
+
+# target NAME VALUE OP GOAL: one line of the issue's targets
+target() {
+    local verdict=missed
+    [ "$2" != - ] || { printf '  %-44s %6s  (not measured)\n' "$1" -; return; }
+    if awk -v v="$2" -v g="$4" -v op="$3" 'BEGIN {exit !(op == ">=" ? v >= g : v <= g)}'; then
+        verdict=met
+    fi
+    printf '  %-44s %6s  target %s %s: %s\n' "$1" "$2" "$3" "$4" "$verdict"
+}
+
+print_targets() {
+    local p=${RPS[plain]:-}
+    log ""
+    log "== issue 5 targets (ratios from this run)"
+    target "5 strict / plain nginx" "$(ratio "${RPS[redis]:-}" "$p")" ">=" 0.80
+    target "5 strict / Lua peer" "$(ratio "${RPS[redis]:-}" "${RPS[lua]:-}")" ">=" 2
+    target "6 abusive key / plain nginx" "$(ratio "${RPS[abuse]:-}" "$p")" ">=" 0.95
+    target "4 backend=local / plain nginx" "$(ratio "${RPS[local]:-}" "$p")" ">=" 0.97
+    target "  (2 limit_req / plain nginx, for reference)" "$(ratio "${RPS[limit_req]:-}" "$p")" ">=" 0.97
+    target "7 active keys: ${DESC[active1m]#7a ours, redis, } / 1" \
+        "$(ratio "${RPS[active1m]:-}" "${RPS[active1]:-}")" ">=" 0.95
+    target "Redis bytes per active client" "${MEM_MODULE:--}" "<=" 100
+    [ -z "${MEM_SET:-}" ] || log "  (a plain SET ... PX of the same key and value: $MEM_SET bytes)"
 }
 
 main() {
     need_cmd wrk redis-server redis-cli curl "$NGINX_BIN"
     local setup keep=()
     for setup in "${SETUPS[@]}"; do
-        case $setup in
-            plain) ;;
-            local|redis) need_module ;;
-            lua)
-                if [ ! -f "$LUA_MODULE" ] || [ ! -f /usr/share/lua/5.1/nginx/redis.lua ]; then
-                    warn "skipping setup lua: libnginx-mod-http-lua / lua-nginx-redis not installed"
-                    continue
-                fi ;;
-            *) die "unknown setup '$setup' (plain, local, redis, lua)" ;;
-        esac
+        [ -n "${DESC[$setup]:-}" ] || die "unknown setup '$setup' ($ALL_SETUPS)"
+        if [ "$setup" = lua ] && { [ ! -f "$LUA_MODULE" ] || [ ! -f "$LUA_REDIS" ]; }; then
+            warn "skipping setup lua: libnginx-mod-http-lua / lua-nginx-redis not installed"
+            continue
+        fi
+        is_ours "$setup" && need_module
         keep+=("$setup")
     done
     SETUPS=("${keep[@]}")
     [ "${#SETUPS[@]}" -gt 0 ] || die "no setup to run"
+    [ "$MEM_KEYS" = 0 ] || need_module
+    if [ -n "$OUT" ]; then mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd); fi
 
     trap cleanup EXIT
     trap 'exit 130' INT TERM
@@ -267,10 +493,10 @@ main() {
     mapfile -t ports < <(free_ports 2)
     REDIS_PORT=${ports[0]} NGINX_PORT=${ports[1]}
     start_redis "$WORK/redis" "$REDIS_PORT"
-    log "redis on 127.0.0.1:$REDIS_PORT, nginx on 127.0.0.1:$NGINX_PORT, setups: ${SETUPS[*]}"
-
-    log "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency after a $WARMUP warm-up;" \
-        "$ROUNDS round(s), the setups in turn"
+    log "redis on 127.0.0.1:$REDIS_PORT, nginx on 127.0.0.1:$NGINX_PORT, module $MODULE_SO"
+    log "setups: ${SETUPS[*]}"
+    log "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency -s bench/keys.lua after a" \
+        "$WARMUP warm-up; $ROUNDS round(s), the setups in turn"
     local round
     for ((round = 1; round <= ROUNDS; round++)); do
         log ""
@@ -280,10 +506,25 @@ main() {
             measure "$setup" "$round" || BROKEN[$setup]=1
         done
     done
+    if [ "$MEM_KEYS" != 0 ]; then
+        log ""
+        log "== Redis memory per active client ($MEM_KEYS distinct keys, wrk for $MEM_DURATION)"
+        memory_per_client || true
+    fi
     for setup in "${SETUPS[@]}"; do
         summarise "$setup"
     done
     print_table
+    print_targets
+    if [ -n "$OUT" ]; then
+        printf 'memory\t%s\t%s\t%s\n' "${MEM_N:--}" "${MEM_MODULE:--}" "${MEM_SET:--}" \
+            >"$OUT/memory.tsv"
+        if command -v gnuplot >/dev/null 2>&1; then
+            bash "$BENCH_DIR/chart.sh" "$OUT/results.tsv" "$OUT/results.png"
+        else
+            warn "gnuplot not installed: no chart"
+        fi
+    fi
 
     log ""
     if [ "${#FAILURES[@]}" -gt 0 ]; then
