@@ -605,6 +605,7 @@ ngx_http_rate_limit_redis_setup(ngx_http_rate_limit_link_t *link)
 }
 
 
+/* both decision scripts: for one key, and for several */
 static void
 ngx_http_rate_limit_redis_load_script(ngx_http_rate_limit_link_t *link)
 {
@@ -615,8 +616,12 @@ ngx_http_rate_limit_redis_load_script(ngx_http_rate_limit_link_t *link)
     argvlen[0] = sizeof("SCRIPT") - 1;
     argv[1] = "LOAD";
     argvlen[1] = sizeof("LOAD") - 1;
-    argv[2] = ngx_http_rate_limit_script(&argvlen[2]);
 
+    argv[2] = ngx_http_rate_limit_script_one(&argvlen[2]);
+    (void) ngx_http_rate_limit_redis_internal(link, "SCRIPT LOAD", 3, argv,
+                                              argvlen);
+
+    argv[2] = ngx_http_rate_limit_script(&argvlen[2]);
     (void) ngx_http_rate_limit_redis_internal(link, "SCRIPT LOAD", 3, argv,
                                               argvlen);
 }
@@ -1045,7 +1050,10 @@ ngx_http_rate_limit_redis_keys(ngx_http_request_t *r,
 }
 
 
-/* EVALSHA sha n key... (interval burst cost)... for the op's keys */
+/*
+ * EVALSHA sha n key... (interval burst cost)... for the op's keys, with
+ * the cheaper script when there is one key
+ */
 static ngx_int_t
 ngx_http_rate_limit_redis_evalsha(ngx_http_rate_limit_op_t *op)
 {
@@ -1076,7 +1084,8 @@ ngx_http_rate_limit_redis_evalsha(ngx_http_rate_limit_op_t *op)
 
     argv[0] = "EVALSHA";
     argvlen[0] = sizeof("EVALSHA") - 1;
-    argv[1] = ngx_http_rate_limit_script_sha1();
+    argv[1] = (op->nkeys == 1) ? ngx_http_rate_limit_script_one_sha1()
+                               : ngx_http_rate_limit_script_sha1();
     argvlen[1] = NGX_HTTP_RATE_LIMIT_SHA1_HEX;
     argv[2] = (char *) p;
     argvlen[2] = ngx_sprintf(p, "%ui", op->nkeys) - p;

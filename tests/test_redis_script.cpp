@@ -291,7 +291,12 @@ struct Verdict {
 };
 
 
-class RedisScript : public testing::Test {
+/*
+ * Every test runs twice: with the script for several keys, and with the
+ * one-key script wherever a call holds one key, so that both are held to
+ * the same expectations and to decide().
+ */
+class RedisScript : public testing::TestWithParam<bool> {
 protected:
     static void SetUpTestSuite()
     {
@@ -350,11 +355,14 @@ protected:
     Verdict run_args(const std::vector<std::string> &keys,
         const std::vector<std::string> &values)
     {
+        const bool one = GetParam() && keys.size() == 1;
         size_t len = 0;
-        const char *script = ngx_http_rate_limit_script(&len);
+        const char *script = one ? ngx_http_rate_limit_script_one(&len)
+                                 : ngx_http_rate_limit_script(&len);
         Reply reply = eval_script(context_.get(),
-                                  ngx_http_rate_limit_script_sha1(), script,
-                                  len, keys, values);
+                                  one ? ngx_http_rate_limit_script_one_sha1()
+                                      : ngx_http_rate_limit_script_sha1(),
+                                  script, len, keys, values);
 
         /* one entry per limit even on failure, so tests may index it */
         Verdict verdict { false,
@@ -429,8 +437,26 @@ protected:
 
 std::unique_ptr<RedisServer> RedisScript::server_;
 
+INSTANTIATE_TEST_SUITE_P(Scripts, RedisScript, testing::Values(false, true),
+    [](const testing::TestParamInfo<bool> &info) {
+        return std::string(info.param ? "OneKeyScript" : "ManyKeysScript");
+    });
 
-TEST_F(RedisScript, Sha1IsWhatRedisComputes)
+
+TEST_P(RedisScript, OneKeySha1IsWhatRedisComputes)
+{
+    size_t len = 0;
+    const char *script = ngx_http_rate_limit_script_one(&len);
+    Reply reply = command({ "SCRIPT", "LOAD", std::string(script, len) });
+    ASSERT_TRUE(reply);
+    ASSERT_EQ(reply->type, REDIS_REPLY_STRING)
+        << (reply->type == REDIS_REPLY_ERROR ? reply->str : "");
+    EXPECT_STREQ(reply->str, ngx_http_rate_limit_script_one_sha1());
+    EXPECT_STRNE(reply->str, ngx_http_rate_limit_script_sha1());
+}
+
+
+TEST_P(RedisScript, Sha1IsWhatRedisComputes)
 {
     size_t len = 0;
     const char *script = ngx_http_rate_limit_script(&len);
@@ -443,7 +469,7 @@ TEST_F(RedisScript, Sha1IsWhatRedisComputes)
 }
 
 
-TEST_F(RedisScript, ExactBurstThenRejection)
+TEST_P(RedisScript, ExactBurstThenRejection)
 {
     for (const char *rate : { "3r/s", "7r/m", "1r/d", "100r/m" }) {
         const Limit limit { std::string("rl:burst:") + rate,
@@ -469,7 +495,7 @@ TEST_F(RedisScript, ExactBurstThenRejection)
 }
 
 
-TEST_F(RedisScript, AllowedRequestStoresTheTatWithATtl)
+TEST_P(RedisScript, AllowedRequestStoresTheTatWithATtl)
 {
     const Limit limit { "rl:ttl:k", params_for("10r/s"), 3 };
 
@@ -493,7 +519,7 @@ TEST_F(RedisScript, AllowedRequestStoresTheTatWithATtl)
 }
 
 
-TEST_F(RedisScript, RejectionWritesNothing)
+TEST_P(RedisScript, RejectionWritesNothing)
 {
     const Limit limit { "rl:reject:k", params_for("1r/m"), 1 };
 
@@ -518,7 +544,7 @@ TEST_F(RedisScript, RejectionWritesNothing)
 }
 
 
-TEST_F(RedisScript, SeveralKeysAreAllOrNothing)
+TEST_P(RedisScript, SeveralKeysAreAllOrNothing)
 {
     const Limit roomy { "rl:roomy:k", params_for("100r/m", 5), 1 };
     const Limit tight { "rl:tight:k", params_for("1r/m"), 1 };
@@ -557,7 +583,7 @@ TEST_F(RedisScript, SeveralKeysAreAllOrNothing)
 }
 
 
-TEST_F(RedisScript, CostAboveBurstIsRejected)
+TEST_P(RedisScript, CostAboveBurstIsRejected)
 {
     const Limit limit { "rl:cost:k", params_for("10r/s", 5), 6 };
 
@@ -570,7 +596,7 @@ TEST_F(RedisScript, CostAboveBurstIsRejected)
 }
 
 
-TEST_F(RedisScript, MatchesDecideStepByStep)
+TEST_P(RedisScript, MatchesDecideStepByStep)
 {
     /* fractional intervals, rounding half up, and several costs */
     const std::vector<std::pair<const char *, uint64_t>> rates {
@@ -621,7 +647,7 @@ TEST_F(RedisScript, MatchesDecideStepByStep)
 }
 
 
-TEST_F(RedisScript, StoredStateFromOutsideIsReadLikeDecideReadsIt)
+TEST_P(RedisScript, StoredStateFromOutsideIsReadLikeDecideReadsIt)
 {
     const Limit limit { "rl:outside:k", params_for("1r/s", 10), 1 };
 
@@ -672,7 +698,7 @@ void expect_blocked(const KeyVerdict &got, const std::string &context)
 }
 
 
-TEST_F(RedisScript, BlockedKeyIsRejectedAndNeverWritten)
+TEST_P(RedisScript, BlockedKeyIsRejectedAndNeverWritten)
 {
     for (const auto &[count, burst] :
          std::vector<std::pair<uint64_t, uint64_t>> { { 0, 0 }, { 0, 9 },
@@ -692,7 +718,7 @@ TEST_F(RedisScript, BlockedKeyIsRejectedAndNeverWritten)
 }
 
 
-TEST_F(RedisScript, BlockedAsTheModuleSendsItAndAsTextVariants)
+TEST_P(RedisScript, BlockedAsTheModuleSendsItAndAsTextVariants)
 {
     /* the module sends the rounded interval: "0", and burst "0" */
     for (const auto &[interval, burst] :
@@ -712,7 +738,7 @@ TEST_F(RedisScript, BlockedAsTheModuleSendsItAndAsTextVariants)
 }
 
 
-TEST_F(RedisScript, BlockedKeyIgnoresItsStoredState)
+TEST_P(RedisScript, BlockedKeyIgnoresItsStoredState)
 {
     const Limit limit { "rl:blocked:stored", blocked_params(0, 0), 1 };
 
@@ -731,7 +757,7 @@ TEST_F(RedisScript, BlockedKeyIgnoresItsStoredState)
 }
 
 
-TEST_F(RedisScript, ABlockedKeyRejectsTheWholeRequest)
+TEST_P(RedisScript, ABlockedKeyRejectsTheWholeRequest)
 {
     const Limit roomy { "rl:blocked:roomy", params_for("100r/m", 5), 1 };
     const Limit blocked { "rl:blocked:bot", blocked_params(0, 0), 1 };
@@ -760,7 +786,7 @@ TEST_F(RedisScript, ABlockedKeyRejectsTheWholeRequest)
 }
 
 
-TEST_F(RedisScript, BlockedMatchesDecide)
+TEST_P(RedisScript, BlockedMatchesDecide)
 {
     const ngx_http_rate_limit_params_t params = blocked_params(0, 0);
     const Verdict verdict = run({ { "rl:blocked:twin", params, 1 } });
@@ -776,7 +802,7 @@ TEST_F(RedisScript, BlockedMatchesDecide)
 
 /* the refund script, for a request that another cluster master rejected */
 
-TEST_F(RedisScript, RefundSha1IsWhatRedisComputes)
+TEST_P(RedisScript, RefundSha1IsWhatRedisComputes)
 {
     size_t len = 0;
     const char *script = ngx_http_rate_limit_refund_script(&len);
@@ -790,7 +816,7 @@ TEST_F(RedisScript, RefundSha1IsWhatRedisComputes)
 }
 
 
-TEST_F(RedisScript, RefundGivesBackWhatWasTaken)
+TEST_P(RedisScript, RefundGivesBackWhatWasTaken)
 {
     /* 6 s a token: no token refills while the test runs */
     const ngx_http_rate_limit_params_t params = params_for("10r/m");
@@ -820,7 +846,7 @@ TEST_F(RedisScript, RefundGivesBackWhatWasTaken)
 }
 
 
-TEST_F(RedisScript, RefundToFullDeletesTheKey)
+TEST_P(RedisScript, RefundToFullDeletesTheKey)
 {
     const ngx_http_rate_limit_params_t params = params_for("10r/m");
 
@@ -846,7 +872,7 @@ TEST_F(RedisScript, RefundToFullDeletesTheKey)
 }
 
 
-TEST_F(RedisScript, RefundOfAFullBucketWritesNothing)
+TEST_P(RedisScript, RefundOfAFullBucketWritesNothing)
 {
     const Limit limit { "rl:refund:absent", params_for("10r/s"), 1 };
 
@@ -865,7 +891,7 @@ TEST_F(RedisScript, RefundOfAFullBucketWritesNothing)
 }
 
 
-TEST_F(RedisScript, RefundCountsACostAboveBurstAsBurstPlusOne)
+TEST_P(RedisScript, RefundCountsACostAboveBurstAsBurstPlusOne)
 {
     /* 1 s a token, 10 tokens: a cost of 100 gives back 11 s at most */
     const Limit limit { "rl:refund:cost", params_for("1r/s", 10), 100 };
@@ -886,7 +912,7 @@ TEST_F(RedisScript, RefundCountsACostAboveBurstAsBurstPlusOne)
 }
 
 
-TEST_F(RedisScript, RefundLeavesBlockedKeysAndForeignValuesAlone)
+TEST_P(RedisScript, RefundLeavesBlockedKeysAndForeignValuesAlone)
 {
     const std::string key = "rl:refund:blocked";
 
@@ -918,7 +944,7 @@ TEST_F(RedisScript, RefundLeavesBlockedKeysAndForeignValuesAlone)
 }
 
 
-TEST_F(RedisScript, RefundMatchesRefundStepByStep)
+TEST_P(RedisScript, RefundMatchesRefundStepByStep)
 {
     /* tokens of a third of a second or more: no refill between the calls */
     for (const char *rate : { "7r/m", "13r/7s", "5r/30s", "3r/s" }) {

@@ -132,6 +132,16 @@ const char *ngx_http_rate_limit_script(size_t *len)
 const char *ngx_http_rate_limit_script_sha1(void)
     NGX_HTTP_RATE_LIMIT_NOEXCEPT;
 
+/*
+ * The same decision for exactly one key, cheaper for Redis to run: same
+ * arguments, same reply, same arithmetic.  The module sends it whenever a
+ * script call holds one key.
+ */
+const char *ngx_http_rate_limit_script_one(size_t *len)
+    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
+const char *ngx_http_rate_limit_script_one_sha1(void)
+    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
+
 
 /*
  * Per-client limits: from PostgreSQL, from the policy file and from the

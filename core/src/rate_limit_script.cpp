@@ -137,6 +137,47 @@ constexpr size_t decision_script_len = sizeof(decision_script) - 1;
 
 
 /*
+ * The same decision for a request under one Redis limit, the common case,
+ * without the tables and loops that several keys need: Redis spends about
+ * a quarter less time in it.  Its reply is laid out as the other's.
+ */
+constexpr char decision_one_script[] = R"lua(-- ngx_http_rate_limit: one GCRA token bucket.
+-- The arithmetic of the script for several keys, for KEYS[1] alone.
+-- ARGV: interval_us, burst, cost.  Reply: {allowed, allowed, remaining,
+-- retry_after_us, reset_us}, all integers.
+local max_bucket_span_us = 1e15
+local max_until_full_us = 4e15
+local interval_us = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+if interval_us == 0 or burst == 0 then
+  return {0, 0, 0, )lua"
+    RATE_LIMIT_LUA_NUMBER(NGX_HTTP_RATE_LIMIT_BLOCKED_RETRY_AFTER_US)
+    R"lua(, 0}
+end
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local token_us = math.min(math.max(math.floor(interval_us + 0.5), 1),
+  max_bucket_span_us)
+burst = math.min(burst, math.floor(max_bucket_span_us / token_us))
+local tau = burst * token_us
+local cost_us = math.min(tonumber(ARGV[3]), burst + 1) * token_us
+local tat = tonumber(redis.call('GET', KEYS[1])) or 0
+local until_full = math.min(math.max(tat - now, 0), max_until_full_us)
+local until_full_after = until_full + cost_us
+if until_full_after > tau then
+  return {0, 0, math.floor(math.max(tau - until_full, 0) / token_us),
+    until_full_after - tau, until_full}
+end
+redis.call('SET', KEYS[1], string.format('%.0f', now + until_full_after),
+  'PX', string.format('%.0f', math.max(math.ceil(until_full_after / 1000), 1)))
+return {1, 1, math.floor(math.max(tau - until_full_after, 0) / token_us), 0,
+  until_full_after}
+)lua";
+
+constexpr size_t decision_one_script_len = sizeof(decision_one_script) - 1;
+
+
+/*
  * Gives back the tokens of one key that its master allowed, when another
  * master rejected the same request (see the header).  Twin of refund(),
  * with the same names and the decision script's reading of the arguments
@@ -215,6 +256,27 @@ ngx_http_rate_limit_script_sha1(void) noexcept
 {
     /* computed on first use; C++11 makes the initialisation thread safe */
     static const ScriptSha1 script_sha1(decision_script, decision_script_len);
+
+    return script_sha1.hex.data();
+}
+
+
+extern "C" const char *
+ngx_http_rate_limit_script_one(size_t *len) noexcept
+{
+    if (len != nullptr) {
+        *len = decision_one_script_len;
+    }
+
+    return decision_one_script;
+}
+
+
+extern "C" const char *
+ngx_http_rate_limit_script_one_sha1(void) noexcept
+{
+    static const ScriptSha1 script_sha1(decision_one_script,
+                                        decision_one_script_len);
 
     return script_sha1.hex.data();
 }
