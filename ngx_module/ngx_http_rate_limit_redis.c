@@ -3,16 +3,12 @@
  * hiredis's async API on nginx's event loop: in each worker, one
  * persistent, pipelined connection (a link) to each Redis address, the one
  * server or the masters of a Redis Cluster, reconnected in the background
- * with backoff.  hiredis 0.14 has no timers of its own, so every timeout
- * is an nginx timer.
+ * with backoff, and probed while its circuit is open.  hiredis 0.14 has no
+ * timers of its own, so every timeout is an nginx timer.
  */
 
 
-#include "ngx_http_rate_limit_module.h"
-
-#include <hiredis/hiredis.h>
-#include <hiredis/async.h>
-#include <hiredis/sds.h>
+#include "ngx_http_rate_limit_redis.h"
 
 
 #define NGX_HTTP_RATE_LIMIT_CONNECT_TIMEOUT  1000
@@ -25,150 +21,17 @@
 /* how often a worker looks whether an open circuit is due for a probe */
 #define NGX_HTTP_RATE_LIMIT_WATCH            100
 
-/* ops kept for reuse: no allocation a request while the load is steady */
-#define NGX_HTTP_RATE_LIMIT_FREE_OPS         1024
 
-/* the slot map is read again this often, and after a redirect or failure */
-#define NGX_HTTP_RATE_LIMIT_MAP_REFRESH      10000
-#define NGX_HTTP_RATE_LIMIT_MAP_MIN_GAP      100
-#define NGX_HTTP_RATE_LIMIT_MAP_LOST_GAP     500
-
-/* a key moving twice while one decision is made is a cluster in flux */
-#define NGX_HTTP_RATE_LIMIT_REDIRECTS_MAX    3
-
-
-typedef struct ngx_http_rate_limit_link_s  ngx_http_rate_limit_link_t;
-
-
-/* one script call: the keys of one request that share a slot */
-struct ngx_http_rate_limit_op_s {
-    ngx_http_rate_limit_op_t          *next;      /* of the same request */
-    ngx_http_request_t                *request;   /* NULL once detached */
-    ngx_http_rate_limit_ctx_t         *ctx;
-    ngx_http_rate_limit_link_t        *link;
-    ngx_event_t                        timer;
-    uint64_t                           sent_us;    /* for the histogram */
-    int64_t                            asked_us;   /* before Redis' clock */
-    ngx_uint_t                         nkeys;
-    ngx_uint_t                         redirects;
-    unsigned                           reloaded:1;
-};
-
-
-/* a connection to one Redis address, with its circuit */
-struct ngx_http_rate_limit_link_s {
-    ngx_str_t                          address;    /* for logs and metrics */
-    u_char                             host[
-                                         NGX_HTTP_RATE_LIMIT_CLUSTER_HOST_MAX];
-    ngx_uint_t                         port;
-    char                              *unix_path;
-
-    redisAsyncContext                 *ac;
-    ngx_connection_t                  *connection;
-
-    ngx_event_t                        reconnect;
-    ngx_event_t                        connect_timer;
-    ngx_msec_t                         backoff;
-
-    ngx_uint_t                         pending;
-    ngx_msec_t                         progress;   /* last reply or send */
-
-    ngx_http_rate_limit_circuit_t     *circuit;
-    ngx_event_t                        probe_timer;
-    ngx_event_t                        watch;
-    uintptr_t                          probe_seq;
-
-    unsigned                           used:1;
-    unsigned                           seed:1;
-    unsigned                           retired:1;  /* not in the slot map */
-    unsigned                           connected:1;
-    unsigned                           probing:1;
-    unsigned                           in_write:1;
-};
-
-
-typedef struct {
-    ngx_http_rate_limit_redis_conf_t  *conf;
-    ngx_log_t                         *log;
-    ngx_str_t                          password;
-
-    ngx_http_rate_limit_link_t         links[
-                                         NGX_HTTP_RATE_LIMIT_REDIS_ADDRESSES];
-
-    /*
-     * A cluster's slot map, with no node until a CLUSTER SLOTS reply fills
-     * it, and the one the next reply is read into: the two are swapped.
-     */
-    ngx_http_rate_limit_cluster_map_t *maps;
-    ngx_http_rate_limit_cluster_map_t *map;
-    ngx_http_rate_limit_cluster_map_t *next_map;
-    ngx_http_rate_limit_link_t        *node_links[
-                                         NGX_HTTP_RATE_LIMIT_CLUSTER_MAX_NODES];
-    ngx_event_t                        refresh;
-    ngx_msec_t                         refreshed;  /* when last asked */
-
-    ngx_http_rate_limit_op_t          *free_ops;
-    ngx_uint_t                         nfree_ops;
-
-    unsigned                           refreshing:1;
-    unsigned                           map_error_logged:1;
-    unsigned                           exiting:1;
-} ngx_http_rate_limit_redis_t;
-
-
-static ngx_http_rate_limit_link_t *ngx_http_rate_limit_redis_link(
-    u_char *host, size_t len, ngx_uint_t port, char *unix_path);
-static void ngx_http_rate_limit_redis_connect(ngx_event_t *ev);
 static void ngx_http_rate_limit_redis_schedule(
     ngx_http_rate_limit_link_t *link);
-static void ngx_http_rate_limit_redis_close(ngx_http_rate_limit_link_t *link);
 static void ngx_http_rate_limit_redis_connect_timeout(ngx_event_t *ev);
 static void ngx_http_rate_limit_redis_on_connect(const redisAsyncContext *ac,
     int status);
 static void ngx_http_rate_limit_redis_on_disconnect(
     const redisAsyncContext *ac, int status);
 static void ngx_http_rate_limit_redis_setup(ngx_http_rate_limit_link_t *link);
-static void ngx_http_rate_limit_redis_load_script(
-    ngx_http_rate_limit_link_t *link);
-static ngx_int_t ngx_http_rate_limit_redis_queue(
-    ngx_http_rate_limit_link_t *link, redisCallbackFn *fn, void *privdata,
-    int argc, const char **argv, const size_t *argvlen);
-static ngx_int_t ngx_http_rate_limit_redis_internal(
-    ngx_http_rate_limit_link_t *link, const char *name, int argc,
-    const char **argv, const size_t *argvlen);
 static void ngx_http_rate_limit_redis_internal_reply(redisAsyncContext *ac,
     void *r, void *privdata);
-static ngx_http_rate_limit_link_t *ngx_http_rate_limit_redis_route(
-    ngx_str_t *key);
-static void ngx_http_rate_limit_redis_ask_map(ngx_msec_t min_gap);
-static void ngx_http_rate_limit_redis_refresh(ngx_event_t *ev);
-static void ngx_http_rate_limit_redis_slots_reply(redisAsyncContext *ac,
-    void *r, void *privdata);
-static void ngx_http_rate_limit_redis_use_map(ngx_log_t *log);
-static ngx_http_rate_limit_op_t *ngx_http_rate_limit_redis_op_alloc(
-    ngx_log_t *log);
-static void ngx_http_rate_limit_redis_op_free(ngx_http_rate_limit_op_t *op);
-static ngx_int_t ngx_http_rate_limit_redis_keys(ngx_http_request_t *r,
-    ngx_http_rate_limit_ctx_t *ctx);
-static ngx_int_t ngx_http_rate_limit_redis_evalsha(
-    ngx_http_rate_limit_op_t *op);
-static void ngx_http_rate_limit_redis_reply(redisAsyncContext *ac,
-    void *r, void *privdata);
-static ngx_int_t ngx_http_rate_limit_redis_redirect(
-    ngx_http_rate_limit_op_t *op, redisReply *reply);
-static ngx_int_t ngx_http_rate_limit_redis_parse(ngx_http_rate_limit_op_t *op,
-    redisReply *reply);
-static void ngx_http_rate_limit_redis_remember(ngx_http_rate_limit_op_t *op,
-    ngx_http_rate_limit_check_t *check);
-static void ngx_http_rate_limit_redis_timeout(ngx_event_t *ev);
-static void ngx_http_rate_limit_redis_fail(ngx_http_rate_limit_op_t *op);
-static void ngx_http_rate_limit_redis_done(ngx_http_rate_limit_op_t *op);
-static void ngx_http_rate_limit_redis_refund(ngx_http_rate_limit_ctx_t *ctx);
-static void ngx_http_rate_limit_redis_failure(
-    ngx_http_rate_limit_link_t *link, ngx_uint_t hard, const char *reason);
-static void ngx_http_rate_limit_redis_check_stall(
-    ngx_http_rate_limit_link_t *link);
-static void ngx_http_rate_limit_redis_watch(ngx_event_t *ev);
 static void ngx_http_rate_limit_redis_probe(ngx_http_rate_limit_link_t *link);
 static void ngx_http_rate_limit_redis_probe_reply(redisAsyncContext *ac,
     void *r, void *privdata);
@@ -184,11 +47,11 @@ static void ngx_http_rate_limit_redis_del_write(void *data);
 static void ngx_http_rate_limit_redis_cleanup(void *data);
 
 
-static ngx_http_rate_limit_redis_t  ngx_http_rate_limit_redis;
+ngx_http_rate_limit_redis_t  ngx_http_rate_limit_redis_worker;
 
 
 /* nginx's cached time has milliseconds; round trips want microseconds */
-static uint64_t
+uint64_t
 ngx_http_rate_limit_redis_clock_us(void)
 {
     struct timespec  ts;
@@ -206,7 +69,7 @@ ngx_http_rate_limit_redis_init_process(ngx_cycle_t *cycle,
     char                              *value;
     ngx_uint_t                         i;
     ngx_http_rate_limit_link_t        *link;
-    ngx_http_rate_limit_redis_t       *rd = &ngx_http_rate_limit_redis;
+    ngx_http_rate_limit_redis_t       *rd = &ngx_http_rate_limit_redis_worker;
     ngx_http_rate_limit_redis_addr_t  *addr;
 
     ngx_memzero(rd, sizeof(ngx_http_rate_limit_redis_t));
@@ -276,9 +139,8 @@ void
 ngx_http_rate_limit_redis_exit_process(void)
 {
     ngx_uint_t                    i;
-    ngx_http_rate_limit_op_t     *op;
     ngx_http_rate_limit_link_t   *link;
-    ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis;
+    ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis_worker;
 
     rd->exiting = 1;
 
@@ -308,11 +170,7 @@ ngx_http_rate_limit_redis_exit_process(void)
         ngx_http_rate_limit_redis_close(link);
     }
 
-    while (rd->free_ops) {
-        op = rd->free_ops;
-        rd->free_ops = op->next;
-        ngx_free(op);
-    }
+    ngx_http_rate_limit_redis_free_ops();
 
     if (rd->maps) {
         ngx_free(rd->maps);
@@ -327,14 +185,14 @@ ngx_http_rate_limit_redis_exit_process(void)
  * replies, so only numeric hosts are taken: a name would need a blocking
  * lookup in the worker.
  */
-static ngx_http_rate_limit_link_t *
+ngx_http_rate_limit_link_t *
 ngx_http_rate_limit_redis_link(u_char *host, size_t len, ngx_uint_t port,
     char *unix_path)
 {
     u_char                       *p;
     ngx_uint_t                    i;
     ngx_http_rate_limit_link_t   *link, *free;
-    ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis;
+    ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis_worker;
 
     free = NULL;
 
@@ -407,13 +265,13 @@ ngx_http_rate_limit_redis_link(u_char *host, size_t len, ngx_uint_t port,
 }
 
 
-static void
+void
 ngx_http_rate_limit_redis_connect(ngx_event_t *ev)
 {
     ngx_connection_t             *c;
     redisAsyncContext            *ac;
     ngx_http_rate_limit_link_t   *link = ev->data;
-    ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis;
+    ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis_worker;
 
     if (link->circuit == NULL) {
         link->circuit = ngx_http_rate_limit_circuit_get(&link->address);
@@ -482,7 +340,7 @@ retry:
 static void
 ngx_http_rate_limit_redis_schedule(ngx_http_rate_limit_link_t *link)
 {
-    ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis;
+    ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis_worker;
 
     if (rd->exiting || link->retired || link->reconnect.timer_set) {
         return;
@@ -497,7 +355,7 @@ ngx_http_rate_limit_redis_schedule(ngx_http_rate_limit_link_t *link)
 
 
 /* hiredis calls back every pending reply with NULL, then cleans up */
-static void
+void
 ngx_http_rate_limit_redis_close(ngx_http_rate_limit_link_t *link)
 {
     redisAsyncContext  *ac;
@@ -555,7 +413,7 @@ ngx_http_rate_limit_redis_on_disconnect(const redisAsyncContext *ac,
     int status)
 {
     ngx_http_rate_limit_link_t   *link = ac->data;
-    ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis;
+    ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis_worker;
 
     if (status != REDIS_OK && !rd->exiting) {
         ngx_http_rate_limit_redis_failure(link, 1, ac->errstr);
@@ -573,7 +431,7 @@ ngx_http_rate_limit_redis_setup(ngx_http_rate_limit_link_t *link)
     u_char                       *p;
     size_t                        argvlen[2];
     const char                   *argv[2];
-    ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis;
+    ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis_worker;
 
     u_char                        db[NGX_INT_T_LEN];
 
@@ -606,7 +464,7 @@ ngx_http_rate_limit_redis_setup(ngx_http_rate_limit_link_t *link)
 
 
 /* both decision scripts: for one key, and for several */
-static void
+void
 ngx_http_rate_limit_redis_load_script(ngx_http_rate_limit_link_t *link)
 {
     size_t       argvlen[3];
@@ -628,7 +486,7 @@ ngx_http_rate_limit_redis_load_script(ngx_http_rate_limit_link_t *link)
 
 
 /* every command goes through here: the stall detector counts replies owed */
-static ngx_int_t
+ngx_int_t
 ngx_http_rate_limit_redis_queue(ngx_http_rate_limit_link_t *link,
     redisCallbackFn *fn, void *privdata, int argc, const char **argv,
     const size_t *argvlen)
@@ -649,7 +507,7 @@ ngx_http_rate_limit_redis_queue(ngx_http_rate_limit_link_t *link,
 
 
 /* a command of the connection's own: name says which, in the log */
-static ngx_int_t
+ngx_int_t
 ngx_http_rate_limit_redis_internal(ngx_http_rate_limit_link_t *link,
     const char *name, int argc, const char **argv, const size_t *argvlen)
 {
@@ -665,7 +523,7 @@ ngx_http_rate_limit_redis_internal_reply(redisAsyncContext *ac, void *r,
 {
     redisReply                   *reply = r;
     ngx_http_rate_limit_link_t   *link = ac->data;
-    ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis;
+    ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis_worker;
 
     link->pending--;
     link->progress = ngx_current_msec;
@@ -695,674 +553,11 @@ ngx_http_rate_limit_redis_internal_reply(redisAsyncContext *ac, void *r,
 }
 
 
-/* the link that holds a key: the one server, or the master of its slot */
-static ngx_http_rate_limit_link_t *
-ngx_http_rate_limit_redis_route(ngx_str_t *key)
-{
-    ngx_uint_t                    node;
-    ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis;
-
-    if (rd->map == NULL) {
-        return &rd->links[0];
-    }
-
-    node = rd->map->slot_node[ngx_http_rate_limit_cluster_slot(key->data,
-                                                               key->len)];
-
-    if (node == NGX_HTTP_RATE_LIMIT_CLUSTER_NO_NODE
-        || node >= rd->map->nnodes)
-    {
-        return NULL;
-    }
-
-    return rd->node_links[node];
-}
-
-
-/* CLUSTER SLOTS on any link that answers, unless asked a moment ago */
-static void
-ngx_http_rate_limit_redis_ask_map(ngx_msec_t min_gap)
-{
-    ngx_uint_t                    i;
-    const char                   *argv[2];
-    size_t                        argvlen[2];
-    ngx_http_rate_limit_link_t   *link;
-    ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis;
-
-    if (rd->map == NULL || rd->refreshing || rd->exiting
-        || (rd->refreshed && ngx_current_msec - rd->refreshed < min_gap))
-    {
-        return;
-    }
-
-    argv[0] = "CLUSTER";
-    argvlen[0] = sizeof("CLUSTER") - 1;
-    argv[1] = "SLOTS";
-    argvlen[1] = sizeof("SLOTS") - 1;
-
-    for (i = 0; i < NGX_HTTP_RATE_LIMIT_REDIS_ADDRESSES; i++) {
-        link = &rd->links[i];
-
-        if (!link->used || !link->connected || link->ac == NULL
-            || (link->circuit && link->circuit->open))
-        {
-            continue;
-        }
-
-        if (ngx_http_rate_limit_redis_queue(link,
-                                         ngx_http_rate_limit_redis_slots_reply,
-                                         NULL, 2, argv, argvlen)
-            != NGX_OK)
-        {
-            continue;
-        }
-
-        rd->refreshing = 1;
-        rd->refreshed = ngx_current_msec;
-        return;
-    }
-}
-
-
-static void
-ngx_http_rate_limit_redis_refresh(ngx_event_t *ev)
-{
-    ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis;
-
-    ngx_add_timer(&rd->refresh, NGX_HTTP_RATE_LIMIT_MAP_REFRESH);
-
-    ngx_http_rate_limit_redis_ask_map(NGX_HTTP_RATE_LIMIT_MAP_MIN_GAP);
-}
-
-
-static void
-ngx_http_rate_limit_redis_slots_reply(redisAsyncContext *ac, void *r,
-    void *privdata)
-{
-    redisReply                   *reply = r;
-    ngx_http_rate_limit_link_t   *link = ac->data;
-    ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis;
-
-    char                          err[NGX_HTTP_RATE_LIMIT_ERR_LEN];
-
-    link->pending--;
-    link->progress = ngx_current_msec;
-    rd->refreshing = 0;
-
-    if (reply == NULL || rd->exiting) {
-        return;
-    }
-
-    if (reply->type == REDIS_REPLY_ERROR) {
-        ngx_cpystrn((u_char *) err, (u_char *) reply->str,
-                    ngx_min(sizeof(err), reply->len + 1));
-
-    } else if (ngx_http_rate_limit_cluster_parse_slots(reply,
-                                                       (char *) link->host,
-                                                       rd->next_map, err,
-                                                       sizeof(err))
-               == NGX_HTTP_RATE_LIMIT_OK)
-    {
-        rd->map_error_logged = 0;
-        ngx_http_rate_limit_redis_use_map(rd->log);
-        return;
-    }
-
-    if (!rd->map_error_logged) {
-        rd->map_error_logged = 1;
-        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
-                      "rate_limit_redis \"%V\": CLUSTER SLOTS failed: %s",
-                      &link->address, err);
-    }
-}
-
-
-/*
- * Swaps in the map just read: each master gets its link, connected at
- * once if new, and links no longer in the map stop reconnecting.
- */
-static void
-ngx_http_rate_limit_redis_use_map(ngx_log_t *log)
-{
-    ngx_uint_t                          i, j;
-    ngx_http_rate_limit_link_t         *link;
-    ngx_http_rate_limit_redis_t        *rd = &ngx_http_rate_limit_redis;
-    ngx_http_rate_limit_cluster_map_t  *map;
-    ngx_http_rate_limit_cluster_node_t *node;
-
-    map = rd->next_map;
-    rd->next_map = rd->map;
-    rd->map = map;
-
-    for (i = 0; i < map->nnodes; i++) {
-        node = &map->nodes[i];
-
-        link = ngx_http_rate_limit_redis_link((u_char *) node->host,
-                                              ngx_strlen(node->host),
-                                              node->port, NULL);
-        rd->node_links[i] = link;
-
-        if (link == NULL) {
-            ngx_log_error(NGX_LOG_ERR, log, 0,
-                          "rate_limit_redis: cluster node \"%s:%ui\" cannot "
-                          "be used: its address must be numeric, and at most "
-                          "%d addresses are kept", node->host,
-                          (ngx_uint_t) node->port,
-                          NGX_HTTP_RATE_LIMIT_REDIS_ADDRESSES);
-            continue;
-        }
-
-        if (link->retired || (link->ac == NULL
-                              && !link->reconnect.timer_set))
-        {
-            link->retired = 0;
-            ngx_http_rate_limit_redis_connect(&link->reconnect);
-        }
-    }
-
-    for (i = 0; i < NGX_HTTP_RATE_LIMIT_REDIS_ADDRESSES; i++) {
-        link = &rd->links[i];
-
-        if (!link->used || link->seed || link->retired) {
-            continue;
-        }
-
-        for (j = 0; j < map->nnodes; j++) {
-            if (rd->node_links[j] == link) {
-                break;
-            }
-        }
-
-        if (j == map->nnodes) {
-            link->retired = 1;
-
-            if (link->reconnect.timer_set) {
-                ngx_del_timer(&link->reconnect);
-            }
-
-            ngx_http_rate_limit_redis_close(link);
-        }
-    }
-}
-
-
-ngx_int_t
-ngx_http_rate_limit_redis_send(ngx_http_request_t *r,
-    ngx_http_rate_limit_ctx_t *ctx)
-{
-    ngx_uint_t                    i, j, probe;
-    ngx_http_rate_limit_op_t     *op;
-    ngx_http_rate_limit_link_t   *link;
-    ngx_http_rate_limit_check_t  *check, *other;
-    ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis;
-
-    if (ngx_http_rate_limit_redis_keys(r, ctx) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    /* one op for the keys of each slot: a script's keys share a slot */
-    for (i = 0; i < ctx->nchecks; i++) {
-        check = &ctx->checks[i];
-
-        if (!check->redis || check->op || check->failed) {
-            continue;
-        }
-
-        link = ngx_http_rate_limit_redis_route(&check->redis_key);
-
-        if (link == NULL || link->ac == NULL
-            || !ngx_http_rate_limit_circuit_allow(link->circuit, &probe))
-        {
-            if (link && link->circuit && link->circuit->open) {
-                ngx_http_rate_limit_redis_watch(&link->watch);
-            }
-
-            check->failed = 1;
-            continue;
-        }
-
-        op = ngx_http_rate_limit_redis_op_alloc(r->connection->log);
-        if (op == NULL) {
-            check->failed = 1;
-            continue;
-        }
-
-        op->request = r;
-        op->ctx = ctx;
-        op->link = link;
-        op->asked_us = ngx_http_rate_limit_now_us();
-
-        for (j = i; j < ctx->nchecks; j++) {
-            other = &ctx->checks[j];
-
-            if (other->redis && other->op == NULL && !other->failed
-                && (rd->map == NULL
-                    || ngx_http_rate_limit_cluster_slot(
-                           other->redis_key.data, other->redis_key.len)
-                       == ngx_http_rate_limit_cluster_slot(
-                              check->redis_key.data, check->redis_key.len)))
-            {
-                other->op = op;
-                op->nkeys++;
-            }
-        }
-
-        if (ngx_http_rate_limit_redis_evalsha(op) != NGX_OK) {
-            for (j = i; j < ctx->nchecks; j++) {
-                if (ctx->checks[j].op == op) {
-                    ctx->checks[j].op = NULL;
-                    ctx->checks[j].failed = 1;
-                }
-            }
-
-            ngx_http_rate_limit_redis_op_free(op);
-            continue;
-        }
-
-        /* not cancelable: a worker that quits answers its requests first */
-        op->timer.handler = ngx_http_rate_limit_redis_timeout;
-        op->timer.data = op;
-        op->timer.log = r->connection->log;
-        ngx_add_timer(&op->timer, rd->conf->timeout);
-
-        op->next = ctx->op;
-        ctx->op = op;
-        ctx->nops++;
-    }
-
-    return ctx->nops ? NGX_OK : NGX_DECLINED;
-}
-
-
-static ngx_http_rate_limit_op_t *
-ngx_http_rate_limit_redis_op_alloc(ngx_log_t *log)
-{
-    ngx_http_rate_limit_op_t     *op;
-    ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis;
-
-    op = rd->free_ops;
-
-    if (op) {
-        rd->free_ops = op->next;
-        rd->nfree_ops--;
-
-    } else {
-        op = ngx_alloc(sizeof(ngx_http_rate_limit_op_t), log);
-        if (op == NULL) {
-            return NULL;
-        }
-    }
-
-    ngx_memzero(op, sizeof(ngx_http_rate_limit_op_t));
-
-    return op;
-}
-
-
-static void
-ngx_http_rate_limit_redis_op_free(ngx_http_rate_limit_op_t *op)
-{
-    ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis;
-
-    if (rd->exiting || rd->nfree_ops == NGX_HTTP_RATE_LIMIT_FREE_OPS) {
-        ngx_free(op);
-        return;
-    }
-
-    op->next = rd->free_ops;
-    rd->free_ops = op;
-    rd->nfree_ops++;
-}
-
-
-/* "<prefix>:<zone>:<key>", made once a request: routing and EVALSHA use it */
-static ngx_int_t
-ngx_http_rate_limit_redis_keys(ngx_http_request_t *r,
-    ngx_http_rate_limit_ctx_t *ctx)
-{
-    u_char                       *p;
-    ngx_uint_t                    i;
-    ngx_http_rate_limit_zone_t   *zone;
-    ngx_http_rate_limit_check_t  *check;
-
-    for (i = 0; i < ctx->nchecks; i++) {
-        check = &ctx->checks[i];
-
-        if (!check->redis) {
-            continue;
-        }
-
-        zone = check->limit->zone;
-
-        p = ngx_pnalloc(r->pool, zone->redis_prefix.len + check->key.len);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-
-        check->redis_key.data = p;
-        check->redis_key.len = ngx_cpymem(ngx_cpymem(p, zone->redis_prefix.data,
-                                                     zone->redis_prefix.len),
-                                          check->key.data, check->key.len)
-                               - p;
-    }
-
-    return NGX_OK;
-}
-
-
-/*
- * EVALSHA sha n key... (interval burst cost)... for the op's keys, with
- * the cheaper script when there is one key
- */
-static ngx_int_t
-ngx_http_rate_limit_redis_evalsha(ngx_http_rate_limit_op_t *op)
-{
-    u_char                       *p;
-    size_t                       *argvlen;
-    ngx_uint_t                    i, k, v, argc;
-    const char                  **argv;
-    ngx_http_request_t           *r;
-    ngx_http_rate_limit_ctx_t    *ctx;
-    ngx_http_rate_limit_check_t  *check;
-
-    r = op->request;
-    ctx = op->ctx;
-
-    if (op->link->ac == NULL) {
-        return NGX_ERROR;
-    }
-
-    argc = 3 + 4 * op->nkeys;
-
-    argv = ngx_palloc(r->pool, argc * sizeof(char *));
-    argvlen = ngx_palloc(r->pool, argc * sizeof(size_t));
-    p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
-
-    if (argv == NULL || argvlen == NULL || p == NULL) {
-        return NGX_ERROR;
-    }
-
-    argv[0] = "EVALSHA";
-    argvlen[0] = sizeof("EVALSHA") - 1;
-    argv[1] = (op->nkeys == 1) ? ngx_http_rate_limit_script_one_sha1()
-                               : ngx_http_rate_limit_script_sha1();
-    argvlen[1] = NGX_HTTP_RATE_LIMIT_SHA1_HEX;
-    argv[2] = (char *) p;
-    argvlen[2] = ngx_sprintf(p, "%ui", op->nkeys) - p;
-
-    /* all the keys, then the values of each: interval, burst, cost */
-    k = 3;
-    v = 3 + op->nkeys;
-
-    for (i = 0; i < ctx->nchecks; i++) {
-        check = &ctx->checks[i];
-
-        if (check->op != op) {
-            continue;
-        }
-
-        argv[k] = (char *) check->redis_key.data;
-        argvlen[k] = check->redis_key.len;
-        k++;
-
-        argv[v] = (char *) check->texts->interval_arg.data;
-        argvlen[v] = check->texts->interval_arg.len;
-        argv[v + 1] = (char *) check->texts->burst_arg.data;
-        argvlen[v + 1] = check->texts->burst_arg.len;
-        argv[v + 2] = (char *) check->limit->cost_arg.data;
-        argvlen[v + 2] = check->limit->cost_arg.len;
-        v += 3;
-    }
-
-    if (ngx_http_rate_limit_redis_queue(op->link,
-                                        ngx_http_rate_limit_redis_reply, op,
-                                        (int) argc, argv, argvlen)
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    op->sent_us = ngx_http_rate_limit_redis_clock_us();
-
-    return NGX_OK;
-}
-
-
-static void
-ngx_http_rate_limit_redis_reply(redisAsyncContext *ac, void *r,
-    void *privdata)
-{
-    redisReply                   *reply = r;
-    ngx_http_rate_limit_op_t     *op = privdata;
-    ngx_http_rate_limit_link_t   *link = ac->data;
-    ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis;
-
-    link->pending--;
-
-    if (reply) {
-        link->progress = ngx_current_msec;
-    }
-
-    if (op->request == NULL || rd->exiting) {
-        /* the request timed out or went away: its late reply is dropped */
-        ngx_http_rate_limit_redis_op_free(op);
-        return;
-    }
-
-    if (reply == NULL) {
-        goto failed;
-    }
-
-    if (reply->type == REDIS_REPLY_ERROR) {
-
-        /* the script cache was emptied: a restart, a failover, a flush */
-        if (!op->reloaded && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0) {
-            op->reloaded = 1;
-
-            ngx_http_rate_limit_redis_load_script(link);
-
-            if (ngx_http_rate_limit_redis_evalsha(op) == NGX_OK) {
-                return;
-            }
-        }
-
-        if (rd->map
-            && ngx_http_rate_limit_redis_redirect(op, reply) == NGX_OK)
-        {
-            return;
-        }
-
-        ngx_http_rate_limit_redis_failure(link, 0, reply->str);
-        goto failed;
-    }
-
-    if (ngx_http_rate_limit_redis_parse(op, reply) != NGX_OK) {
-        ngx_http_rate_limit_redis_failure(link, 0,
-                                          "unexpected reply to EVALSHA");
-        goto failed;
-    }
-
-    ngx_http_rate_limit_circuit_success(link->circuit, rd->log);
-    ngx_http_rate_limit_metrics_latency(ngx_http_rate_limit_redis_clock_us()
-                                        - op->sent_us);
-
-    ngx_http_rate_limit_redis_done(op);
-    return;
-
-failed:
-
-    /* hiredis is done with the op: it is freed here, not on a later reply */
-    ngx_http_rate_limit_redis_fail(op);
-    ngx_http_rate_limit_redis_op_free(op);
-}
-
-
-/*
- * MOVED: the slot has another master for good; ASK: this once, during a
- * migration.  The op goes there, within the time it was given.
- */
-static ngx_int_t
-ngx_http_rate_limit_redis_redirect(ngx_http_rate_limit_op_t *op,
-    redisReply *reply)
-{
-    u_char                         *host;
-    ngx_http_rate_limit_link_t     *link;
-    ngx_http_rate_limit_redis_t    *rd = &ngx_http_rate_limit_redis;
-    ngx_http_rate_limit_redirect_t  to;
-
-    static const char  *asking[] = { "ASKING" };
-    static size_t       asking_len[] = { sizeof("ASKING") - 1 };
-
-    if (ngx_http_rate_limit_cluster_redirect(reply->str, reply->len, &to)
-        == NGX_HTTP_RATE_LIMIT_REDIRECT_NONE
-        || op->redirects++ == NGX_HTTP_RATE_LIMIT_REDIRECTS_MAX)
-    {
-        return NGX_DECLINED;
-    }
-
-    host = to.host[0] ? (u_char *) to.host : op->link->host;
-
-    link = ngx_http_rate_limit_redis_link(host, ngx_strlen(host), to.port,
-                                          NULL);
-    if (link == NULL) {
-        return NGX_DECLINED;
-    }
-
-    if (link->ac == NULL) {
-        link->retired = 0;
-
-        if (link->reconnect.timer_set) {
-            ngx_del_timer(&link->reconnect);
-        }
-
-        ngx_http_rate_limit_redis_connect(&link->reconnect);
-
-        if (link->ac == NULL) {
-            return NGX_DECLINED;
-        }
-    }
-
-    if (to.kind == NGX_HTTP_RATE_LIMIT_REDIRECT_MOVED) {
-        ngx_http_rate_limit_redis_ask_map(NGX_HTTP_RATE_LIMIT_MAP_MIN_GAP);
-
-    } else if (ngx_http_rate_limit_redis_internal(link, "ASKING", 1, asking,
-                                                  asking_len)
-               != NGX_OK)
-    {
-        return NGX_DECLINED;
-    }
-
-    op->link = link;
-
-    if (rd->exiting) {
-        return NGX_DECLINED;
-    }
-
-    return ngx_http_rate_limit_redis_evalsha(op) == NGX_OK ? NGX_OK
-                                                            : NGX_DECLINED;
-}
-
-
-static ngx_int_t
-ngx_http_rate_limit_redis_parse(ngx_http_rate_limit_op_t *op,
-    redisReply *reply)
-{
-    ngx_uint_t                       i, n;
-    ngx_http_rate_limit_ctx_t       *ctx;
-    ngx_http_rate_limit_check_t     *check;
-    ngx_http_rate_limit_decision_t  *d;
-
-    ctx = op->ctx;
-
-    d = ngx_palloc(op->request->pool,
-                   op->nkeys * sizeof(ngx_http_rate_limit_decision_t));
-    if (d == NULL) {
-        return NGX_ERROR;
-    }
-
-    if (ngx_http_rate_limit_parse_script_reply(reply, op->nkeys, d)
-        != NGX_HTTP_RATE_LIMIT_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    n = 0;
-
-    for (i = 0; i < ctx->nchecks; i++) {
-        check = &ctx->checks[i];
-
-        if (check->op != op) {
-            continue;
-        }
-
-        check->decision = d[n++];
-        check->decided = 1;
-
-        /* the script took the tokens only if all its keys allowed */
-        check->redis_taken = (reply->element[0]->integer == 1);
-
-        if (!check->decision.allowed) {
-            ngx_http_rate_limit_redis_remember(op, check);
-        }
-    }
-
-    return NGX_OK;
-}
-
-
-/*
- * A rejection is kept in the zone's shared memory, so that the node's
- * next requests of the key are rejected without a round trip.  Times
- * count from when the op was sent, before Redis read its clock: the
- * cache may forget a rejection early, never hold one too long.
- */
-static void
-ngx_http_rate_limit_redis_remember(ngx_http_rate_limit_op_t *op,
-    ngx_http_rate_limit_check_t *check)
-{
-    int64_t                          interval_us;
-    ngx_http_rate_limit_decision_t  *d;
-
-    d = &check->decision;
-    interval_us = (int64_t) (check->params.interval_us + 0.5);
-
-    /* a wait shorter than the clock's millisecond is not worth keeping */
-    if (ngx_http_rate_limit_params_blocked(&check->params)
-        || d->retry_after_us
-           - (int64_t) (check->limit->cost - 1) * interval_us < 2000)
-    {
-        return;
-    }
-
-    ngx_http_rate_limit_shm_block(check->limit->zone, &check->key,
-        op->asked_us + d->retry_after_us
-        - (int64_t) (check->limit->cost - 1) * interval_us,
-        op->asked_us + d->reset_us, ngx_http_rate_limit_now_us());
-}
-
-
-static void
-ngx_http_rate_limit_redis_timeout(ngx_event_t *ev)
-{
-    ngx_http_rate_limit_op_t    *op = ev->data;
-    ngx_http_rate_limit_link_t  *link;
-
-    link = op->link;
-
-    ngx_http_rate_limit_redis_failure(link, 0, "reply timed out");
-
-    /* the op stays with hiredis until its reply or the disconnect */
-    ngx_http_rate_limit_redis_fail(op);
-
-    ngx_http_rate_limit_redis_check_stall(link);
-}
-
-
 /* replies owed and none coming for long: Redis is frozen, start afresh */
-static void
+void
 ngx_http_rate_limit_redis_check_stall(ngx_http_rate_limit_link_t *link)
 {
-    ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis;
+    ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis_worker;
 
     if (link->ac && link->pending
         && ngx_current_msec - link->progress
@@ -1373,152 +568,11 @@ ngx_http_rate_limit_redis_check_stall(ngx_http_rate_limit_link_t *link)
 }
 
 
-/* the op's keys go to the zones' on_failure policies */
-static void
-ngx_http_rate_limit_redis_fail(ngx_http_rate_limit_op_t *op)
-{
-    ngx_uint_t                  i;
-    ngx_http_rate_limit_ctx_t  *ctx;
-
-    ctx = op->ctx;
-
-    for (i = 0; i < ctx->nchecks; i++) {
-        if (ctx->checks[i].op == op) {
-            ctx->checks[i].failed = 1;
-            ctx->checks[i].decided = 0;
-        }
-    }
-
-    ngx_http_rate_limit_redis_done(op);
-}
-
-
-/* the op is over for the request; the last one resumes it */
-static void
-ngx_http_rate_limit_redis_done(ngx_http_rate_limit_op_t *op)
-{
-    ngx_uint_t                    i;
-    ngx_http_request_t           *r;
-    ngx_http_rate_limit_op_t    **pp;
-    ngx_http_rate_limit_ctx_t    *ctx;
-
-    r = op->request;
-    ctx = op->ctx;
-
-    if (op->timer.timer_set) {
-        ngx_del_timer(&op->timer);
-    }
-
-    op->request = NULL;
-
-    for (pp = &ctx->op; *pp; pp = &(*pp)->next) {
-        if (*pp == op) {
-            *pp = op->next;
-            break;
-        }
-    }
-
-    for (i = 0; i < ctx->nchecks; i++) {
-        if (ctx->checks[i].op == op) {
-            ctx->checks[i].op = NULL;
-        }
-    }
-
-    if (--ctx->nops) {
-        return;
-    }
-
-    ngx_http_rate_limit_redis_refund(ctx);
-
-    ctx->resume(r);
-}
-
-
-/*
- * In a cluster the keys of one request may be decided by several scripts.
- * When one rejects, those that took tokens give them back, so that a
- * rejected request costs no other limit anything, a moment later.
- */
-static void
-ngx_http_rate_limit_redis_refund(ngx_http_rate_limit_ctx_t *ctx)
-{
-    size_t                        argvlen[7];
-    ngx_uint_t                    i;
-    const char                   *argv[7];
-    ngx_http_rate_limit_link_t   *link;
-    ngx_http_rate_limit_check_t  *check;
-
-    for (i = 0; i < ctx->nchecks; i++) {
-        check = &ctx->checks[i];
-
-        if (check->redis && check->decided && !check->decision.allowed) {
-            break;
-        }
-    }
-
-    if (i == ctx->nchecks) {
-        return;
-    }
-
-    argv[0] = "EVAL";
-    argvlen[0] = sizeof("EVAL") - 1;
-    argv[1] = ngx_http_rate_limit_refund_script(&argvlen[1]);
-    argv[2] = "1";
-    argvlen[2] = 1;
-
-    for (i = 0; i < ctx->nchecks; i++) {
-        check = &ctx->checks[i];
-
-        if (!check->redis_taken) {
-            continue;
-        }
-
-        check->redis_taken = 0;
-
-        link = ngx_http_rate_limit_redis_route(&check->redis_key);
-        if (link == NULL) {
-            continue;
-        }
-
-        argv[3] = (char *) check->redis_key.data;
-        argvlen[3] = check->redis_key.len;
-        argv[4] = (char *) check->texts->interval_arg.data;
-        argvlen[4] = check->texts->interval_arg.len;
-        argv[5] = (char *) check->texts->burst_arg.data;
-        argvlen[5] = check->texts->burst_arg.len;
-        argv[6] = (char *) check->limit->cost_arg.data;
-        argvlen[6] = check->limit->cost_arg.len;
-
-        (void) ngx_http_rate_limit_redis_internal(link, "refund", 7, argv,
-                                                  argvlen);
-    }
-}
-
-
-/* the request went away: its ops' replies, when they come, are dropped */
 void
-ngx_http_rate_limit_redis_detach(ngx_http_rate_limit_ctx_t *ctx)
-{
-    ngx_http_rate_limit_op_t  *op;
-
-    for (op = ctx->op; op; op = op->next) {
-        op->request = NULL;
-
-        if (op->timer.timer_set) {
-            ngx_del_timer(&op->timer);
-        }
-    }
-
-    ctx->op = NULL;
-    ctx->nops = 0;
-}
-
-
-static void
 ngx_http_rate_limit_redis_failure(ngx_http_rate_limit_link_t *link,
     ngx_uint_t hard, const char *reason)
 {
-    ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis;
+    ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis_worker;
 
     if (rd->exiting) {
         return;
@@ -1542,12 +596,12 @@ ngx_http_rate_limit_redis_failure(ngx_http_rate_limit_link_t *link,
  * probe, with or without traffic, so that it closes as soon as Redis
  * answers and not with the next request.
  */
-static void
+void
 ngx_http_rate_limit_redis_watch(ngx_event_t *ev)
 {
     ngx_uint_t                    probe;
     ngx_http_rate_limit_link_t   *link = ev->data;
-    ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis;
+    ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis_worker;
 
     if (rd->exiting || link->retired
         || ngx_http_rate_limit_circuit_allow(link->circuit, &probe))
@@ -1576,7 +630,7 @@ ngx_http_rate_limit_redis_watch(ngx_event_t *ev)
 static void
 ngx_http_rate_limit_redis_probe(ngx_http_rate_limit_link_t *link)
 {
-    ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis;
+    ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis_worker;
 
     static const char  *ping[] = { "PING" };
     static size_t       ping_len[] = { sizeof("PING") - 1 };
@@ -1607,7 +661,7 @@ ngx_http_rate_limit_redis_probe_reply(redisAsyncContext *ac, void *r,
 {
     redisReply                   *reply = r;
     ngx_http_rate_limit_link_t   *link = ac->data;
-    ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis;
+    ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis_worker;
 
     link->pending--;
 
@@ -1682,7 +736,7 @@ ngx_http_rate_limit_redis_command_reply(redisAsyncContext *ac, void *r,
 {
     ngx_http_rate_limit_link_t       *link = ac->data;
     ngx_http_rate_limit_redis_cmd_t  *cmd = privdata;
-    ngx_http_rate_limit_redis_t      *rd = &ngx_http_rate_limit_redis;
+    ngx_http_rate_limit_redis_t      *rd = &ngx_http_rate_limit_redis_worker;
 
     link->pending--;
 
