@@ -24,6 +24,8 @@ PACKAGES=(
     faketime prometheus
     # benchmark (wrk, and the Lua reference setup)
     wrk libnginx-mod-http-lua lua-nginx-redis
+    # benchmark chart and instruction profile (bench/chart.sh, bench/profile.sh)
+    gnuplot-nox valgrind
 )
 
 log() { printf 'install-deps: %s\n' "$*"; }
