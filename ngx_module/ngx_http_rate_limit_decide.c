@@ -20,6 +20,12 @@ static ngx_int_t ngx_http_rate_limit_redis_keys(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx);
 static void ngx_http_rate_limit_redis_reply(redisAsyncContext *ac,
     void *r, void *privdata);
+static void ngx_http_rate_limit_redis_answer(ngx_http_rate_limit_op_t *op,
+    ngx_http_rate_limit_link_t *link, redisReply *reply);
+static ngx_int_t ngx_http_rate_limit_redis_batch_args(ngx_uint_t argc,
+    ngx_uint_t nops);
+static void ngx_http_rate_limit_redis_batch_reply(redisAsyncContext *ac,
+    void *r, void *privdata);
 static ngx_int_t ngx_http_rate_limit_redis_parse(ngx_http_rate_limit_op_t *op,
     redisReply *reply);
 static void ngx_http_rate_limit_redis_remember(ngx_http_rate_limit_op_t *op,
@@ -91,7 +97,16 @@ ngx_http_rate_limit_redis_send(ngx_http_request_t *r,
             }
         }
 
-        if (ngx_http_rate_limit_redis_evalsha(op) != NGX_OK) {
+        if (rd->map == NULL) {
+            /* a cluster's keys of different slots cannot share a script */
+            *link->batch_last = op;
+            link->batch_last = &op->batch_next;
+
+            if (!link->flush.posted) {
+                ngx_post_event(&link->flush, &ngx_posted_events);
+            }
+
+        } else if (ngx_http_rate_limit_redis_evalsha(op) != NGX_OK) {
             for (j = i; j < ctx->nchecks; j++) {
                 if (ctx->checks[j].op == op) {
                     ctx->checks[j].op = NULL;
@@ -320,17 +335,7 @@ ngx_http_rate_limit_redis_reply(redisAsyncContext *ac, void *r,
         goto failed;
     }
 
-    if (ngx_http_rate_limit_redis_parse(op, reply) != NGX_OK) {
-        ngx_http_rate_limit_redis_failure(link, 0,
-                                          "unexpected reply to EVALSHA");
-        goto failed;
-    }
-
-    ngx_http_rate_limit_circuit_success(link->circuit, rd->log);
-    ngx_http_rate_limit_metrics_latency(ngx_http_rate_limit_redis_clock_us()
-                                        - op->sent_us);
-
-    ngx_http_rate_limit_redis_done(op);
+    ngx_http_rate_limit_redis_answer(op, link, reply);
     return;
 
 failed:
@@ -338,6 +343,272 @@ failed:
     /* hiredis is done with the op: it is freed here, not on a later reply */
     ngx_http_rate_limit_redis_fail(op);
     ngx_http_rate_limit_redis_op_free(op);
+}
+
+
+/* the script's answer for a live op: the op is over, and freed */
+static void
+ngx_http_rate_limit_redis_answer(ngx_http_rate_limit_op_t *op,
+    ngx_http_rate_limit_link_t *link, redisReply *reply)
+{
+    ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis_worker;
+
+    if (ngx_http_rate_limit_redis_parse(op, reply) != NGX_OK) {
+        ngx_http_rate_limit_redis_failure(link, 0,
+                                          "unexpected reply to EVALSHA");
+        ngx_http_rate_limit_redis_fail(op);
+
+    } else {
+        ngx_http_rate_limit_circuit_success(link->circuit, rd->log);
+        ngx_http_rate_limit_metrics_latency(
+            ngx_http_rate_limit_redis_clock_us() - op->sent_us);
+
+        ngx_http_rate_limit_redis_done(op);
+    }
+
+    ngx_http_rate_limit_redis_op_free(op);
+}
+
+
+/*
+ * Sends the ops gathered in one pass of the event loop: one alone as it
+ * is, several in one call of the batch script, so that Redis runs one
+ * script for them all.
+ */
+void
+ngx_http_rate_limit_redis_flush(ngx_event_t *ev)
+{
+    u_char                       *p;
+    size_t                        len;
+    uint64_t                      now_us;
+    ngx_uint_t                    nops, nkeys, argc, i, k, v;
+    ngx_http_rate_limit_op_t     *op, *next, *ops, **last;
+    ngx_http_rate_limit_ctx_t    *ctx;
+    ngx_http_rate_limit_link_t   *link = ev->data;
+    ngx_http_rate_limit_check_t  *check;
+    ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis_worker;
+
+    ops = NULL;
+    last = &ops;
+    nops = 0;
+    nkeys = 0;
+
+    /* the ops of requests that went away meanwhile are dropped */
+    for (op = link->batch; op; op = next) {
+        next = op->batch_next;
+        op->batch_next = NULL;
+
+        if (op->request == NULL) {
+            ngx_http_rate_limit_redis_op_free(op);
+            continue;
+        }
+
+        *last = op;
+        last = &op->batch_next;
+        nops++;
+        nkeys += op->nkeys;
+    }
+
+    link->batch = NULL;
+    link->batch_last = &link->batch;
+
+    if (nops == 1) {
+        if (ngx_http_rate_limit_redis_evalsha(ops) != NGX_OK) {
+            ngx_http_rate_limit_redis_fail(ops);
+            ngx_http_rate_limit_redis_op_free(ops);
+        }
+
+        return;
+    }
+
+    if (nops == 0) {
+        return;
+    }
+
+    argc = 4 + nkeys + nops + 3 * nkeys;
+
+    if (ngx_http_rate_limit_redis_batch_args(argc, nops) != NGX_OK) {
+        goto failed;
+    }
+
+    rd->argv[0] = "EVALSHA";
+    rd->argvlen[0] = sizeof("EVALSHA") - 1;
+    rd->argv[1] = ngx_http_rate_limit_batch_script_sha1();
+    rd->argvlen[1] = NGX_HTTP_RATE_LIMIT_SHA1_HEX;
+
+    p = rd->digits;
+
+    rd->argv[2] = (char *) p;
+    len = ngx_sprintf(p, "%ui", nkeys) - p;
+    rd->argvlen[2] = len;
+    p += len;
+
+    k = 3;
+    v = 3 + nkeys;
+    now_us = ngx_http_rate_limit_redis_clock_us();
+
+    rd->argv[v] = (char *) p;
+    len = ngx_sprintf(p, "%ui", nops) - p;
+    rd->argvlen[v++] = len;
+    p += len;
+
+    for (op = ops; op; op = op->batch_next) {
+        ctx = op->ctx;
+        op->sent_us = now_us;
+
+        rd->argv[v] = (char *) p;
+        len = ngx_sprintf(p, "%ui", op->nkeys) - p;
+        rd->argvlen[v++] = len;
+        p += len;
+
+        for (i = 0; i < ctx->nchecks; i++) {
+            check = &ctx->checks[i];
+
+            if (check->op != op) {
+                continue;
+            }
+
+            rd->argv[k] = (char *) check->redis_key.data;
+            rd->argvlen[k++] = check->redis_key.len;
+
+            rd->argv[v] = (char *) check->texts->interval_arg.data;
+            rd->argvlen[v++] = check->texts->interval_arg.len;
+            rd->argv[v] = (char *) check->texts->burst_arg.data;
+            rd->argvlen[v++] = check->texts->burst_arg.len;
+            rd->argv[v] = (char *) check->limit->cost_arg.data;
+            rd->argvlen[v++] = check->limit->cost_arg.len;
+        }
+    }
+
+    if (ngx_http_rate_limit_redis_queue(link,
+                                        ngx_http_rate_limit_redis_batch_reply,
+                                        ops, (int) argc, rd->argv,
+                                        rd->argvlen)
+        == NGX_OK)
+    {
+        return;
+    }
+
+failed:
+
+    for (op = ops; op; op = next) {
+        next = op->batch_next;
+        ngx_http_rate_limit_redis_fail(op);
+        ngx_http_rate_limit_redis_op_free(op);
+    }
+}
+
+
+/* room for the arguments of a batch, grown as batches grow */
+static ngx_int_t
+ngx_http_rate_limit_redis_batch_args(ngx_uint_t argc, ngx_uint_t nops)
+{
+    ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis_worker;
+
+    if (argc <= rd->nargs) {
+        return NGX_OK;
+    }
+
+    ngx_free(rd->argv);
+    ngx_free(rd->argvlen);
+    ngx_free(rd->digits);
+
+    rd->nargs = ngx_max(argc, 2 * rd->nargs);
+
+    rd->argv = ngx_alloc(rd->nargs * sizeof(char *), rd->log);
+    rd->argvlen = ngx_alloc(rd->nargs * sizeof(size_t), rd->log);
+    /* a count for the keys, for the ops, and for each op: at most argc */
+    rd->digits = ngx_alloc(rd->nargs * NGX_INT_T_LEN, rd->log);
+
+    if (rd->argv == NULL || rd->argvlen == NULL || rd->digits == NULL) {
+        rd->nargs = 0;
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_rate_limit_redis_batch_reply(redisAsyncContext *ac, void *r,
+    void *privdata)
+{
+    size_t                        at;
+    redisReply                   *reply = r, part;
+    const char                   *reason;
+    ngx_http_rate_limit_op_t     *op, *next, *ops = privdata;
+    ngx_http_rate_limit_link_t   *link = ac->data;
+    ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis_worker;
+
+    link->pending--;
+
+    if (reply) {
+        link->progress = ngx_current_msec;
+    }
+
+    at = 0;
+
+    for (op = ops; op; op = op->batch_next) {
+        at += 1 + 4 * op->nkeys;
+    }
+
+    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == at
+        && !rd->exiting)
+    {
+        at = 0;
+
+        for (op = ops; op; op = next) {
+            next = op->batch_next;
+
+            part = *reply;
+            part.elements = 1 + 4 * op->nkeys;
+            part.element = reply->element + at;
+            at += part.elements;
+
+            if (op->request == NULL) {
+                ngx_http_rate_limit_redis_op_free(op);
+
+            } else {
+                ngx_http_rate_limit_redis_answer(op, link, &part);
+            }
+        }
+
+        return;
+    }
+
+    reason = (reply == NULL) ? NULL
+             : (reply->type == REDIS_REPLY_ERROR) ? reply->str
+             : "unexpected reply to EVALSHA";
+
+    /* the script cache was emptied: each op goes again on its own */
+    if (reason && ngx_strncmp(reason, "NOSCRIPT", 8) == 0 && !rd->exiting) {
+        ngx_http_rate_limit_redis_load_script(link);
+        reason = NULL;
+
+    } else if (reason && !rd->exiting) {
+        ngx_http_rate_limit_redis_failure(link, 0, reason);
+    }
+
+    for (op = ops; op; op = next) {
+        next = op->batch_next;
+        op->batch_next = NULL;
+
+        if (op->request == NULL || rd->exiting) {
+            ngx_http_rate_limit_redis_op_free(op);
+            continue;
+        }
+
+        if (reply && reason == NULL) {
+            op->reloaded = 1;
+
+            if (ngx_http_rate_limit_redis_evalsha(op) == NGX_OK) {
+                continue;
+            }
+        }
+
+        ngx_http_rate_limit_redis_fail(op);
+        ngx_http_rate_limit_redis_op_free(op);
+    }
 }
 
 
@@ -577,7 +848,7 @@ ngx_http_rate_limit_redis_detach(ngx_http_rate_limit_ctx_t *ctx)
 }
 
 
-/* at exit, the ops kept for reuse */
+/* at exit, the ops kept for reuse and the room for batches */
 void
 ngx_http_rate_limit_redis_free_ops(void)
 {
@@ -589,4 +860,9 @@ ngx_http_rate_limit_redis_free_ops(void)
         rd->free_ops = op->next;
         ngx_free(op);
     }
+
+    ngx_free(rd->argv);
+    ngx_free(rd->argvlen);
+    ngx_free(rd->digits);
+    rd->nargs = 0;
 }

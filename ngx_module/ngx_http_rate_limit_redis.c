@@ -260,6 +260,11 @@ ngx_http_rate_limit_redis_link(u_char *host, size_t len, ngx_uint_t port,
     ngx_http_rate_limit_timer_init(&link->watch,
                                    ngx_http_rate_limit_redis_watch, link,
                                    rd->log);
+    ngx_http_rate_limit_timer_init(&link->flush,
+                                   ngx_http_rate_limit_redis_flush, link,
+                                   rd->log);
+
+    link->batch_last = &link->batch;
 
     return link;
 }
@@ -463,7 +468,7 @@ ngx_http_rate_limit_redis_setup(ngx_http_rate_limit_link_t *link)
 }
 
 
-/* both decision scripts: for one key, and for several */
+/* the decision scripts: for one key, for several, for several requests */
 void
 ngx_http_rate_limit_redis_load_script(ngx_http_rate_limit_link_t *link)
 {
@@ -480,6 +485,10 @@ ngx_http_rate_limit_redis_load_script(ngx_http_rate_limit_link_t *link)
                                               argvlen);
 
     argv[2] = ngx_http_rate_limit_script(&argvlen[2]);
+    (void) ngx_http_rate_limit_redis_internal(link, "SCRIPT LOAD", 3, argv,
+                                              argvlen);
+
+    argv[2] = ngx_http_rate_limit_batch_script(&argvlen[2]);
     (void) ngx_http_rate_limit_redis_internal(link, "SCRIPT LOAD", 3, argv,
                                               argvlen);
 }

@@ -36,6 +36,7 @@ struct ngx_http_rate_limit_op_s {
     int64_t                            asked_us;   /* before Redis' clock */
     ngx_uint_t                         nkeys;
     ngx_uint_t                         redirects;
+    ngx_http_rate_limit_op_t          *batch_next;  /* in one script call */
     unsigned                           reloaded:1;
 };
 
@@ -57,6 +58,11 @@ struct ngx_http_rate_limit_link_s {
 
     ngx_uint_t                         pending;
     ngx_msec_t                         progress;   /* last reply or send */
+
+    /* the ops of this pass of the event loop, sent in one script call */
+    ngx_http_rate_limit_op_t          *batch;
+    ngx_http_rate_limit_op_t         **batch_last;
+    ngx_event_t                        flush;
 
     ngx_http_rate_limit_circuit_t     *circuit;
     ngx_event_t                        probe_timer;
@@ -95,6 +101,12 @@ typedef struct {
     ngx_http_rate_limit_op_t          *free_ops;
     ngx_uint_t                         nfree_ops;
 
+    /* the arguments of a batch, kept for the next one */
+    const char                       **argv;
+    size_t                            *argvlen;
+    u_char                            *digits;
+    ngx_uint_t                         nargs;
+
     unsigned                           refreshing:1;
     unsigned                           map_error_logged:1;
     unsigned                           exiting:1;
@@ -114,6 +126,7 @@ ngx_int_t ngx_http_rate_limit_redis_evalsha(
     ngx_http_rate_limit_op_t *op);
 void ngx_http_rate_limit_redis_failure(
     ngx_http_rate_limit_link_t *link, ngx_uint_t hard, const char *reason);
+void ngx_http_rate_limit_redis_flush(ngx_event_t *ev);
 void ngx_http_rate_limit_redis_free_ops(void);
 ngx_int_t ngx_http_rate_limit_redis_internal(
     ngx_http_rate_limit_link_t *link, const char *name, int argc,

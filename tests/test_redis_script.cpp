@@ -986,6 +986,101 @@ TEST_P(RedisScript, RefundMatchesRefundStepByStep)
 
 
 /*
+ * The batch script decides each request as the script for several keys
+ * would, called for each in turn: later requests see what earlier ones
+ * took, and a rejected request takes nothing.  Buckets of 1 r/m keep the
+ * few microseconds between the calls out of the numbers compared.
+ */
+TEST_P(RedisScript, BatchDecidesEachRequestAsIfAloneInTurn)
+{
+    const ngx_http_rate_limit_params_t small = params_for("1r/m", 2);
+    const ngx_http_rate_limit_params_t big = params_for("1r/m", 3);
+    const ngx_http_rate_limit_params_t blocked = blocked_params(1, 0);
+
+    /* requests of one or two limits on a pool of three keys */
+    const std::vector<std::vector<std::tuple<std::string,
+                                             ngx_http_rate_limit_params_t,
+                                             uint64_t>>> requests {
+        { { "a", small, 1 } },
+        { { "a", small, 1 }, { "b", big, 1 } },
+        { { "a", small, 1 }, { "b", big, 1 } },     /* a rejects: b kept */
+        { { "b", big, 2 } },
+        { { "c", big, 1 }, { "x", blocked, 1 } },   /* blocked: c kept */
+        { { "c", big, 4 } },                        /* above burst */
+        { { "b", big, 1 } },
+        { { "c", big, 3 } },
+    };
+
+    std::vector<std::string> keys;
+    std::vector<std::string> values { std::to_string(requests.size()) };
+    std::vector<Verdict> alone;
+
+    for (const auto &request : requests) {
+        std::vector<Limit> limits;
+        values.push_back(std::to_string(request.size()));
+        for (const auto &[key, params, cost] : request) {
+            keys.push_back("rl:batch:" + key);
+            limits.push_back({ "rl:alone:" + key, params, cost });
+            const std::vector<std::string> texts =
+                script_args(limits.back());
+            values.insert(values.end(), texts.begin(), texts.end());
+        }
+        alone.push_back(run(limits));
+    }
+
+    size_t len = 0;
+    const char *script = ngx_http_rate_limit_batch_script(&len);
+    Reply reply = eval_script(context_.get(),
+                              ngx_http_rate_limit_batch_script_sha1(), script,
+                              len, keys, values);
+    ASSERT_TRUE(reply);
+    ASSERT_EQ(reply->type, REDIS_REPLY_ARRAY)
+        << (reply->type == REDIS_REPLY_ERROR ? reply->str : "");
+
+    size_t at = 0;
+    for (size_t r = 0; r < requests.size(); r++) {
+        ASSERT_LE(at + 1 + 4 * requests[r].size(), reply->elements);
+        EXPECT_EQ(reply->element[at]->integer == 1, alone[r].all_allowed)
+            << "request " << r;
+        for (size_t k = 0; k < requests[r].size(); k++) {
+            redisReply **got = reply->element + at + 1 + 4 * k;
+            const KeyVerdict &want = alone[r].keys[k];
+            EXPECT_EQ(got[0]->integer == 1, want.allowed) << r << " " << k;
+            EXPECT_EQ(got[1]->integer, want.remaining) << r << " " << k;
+            EXPECT_NEAR(got[2]->integer, want.retry_after_us, 100000)
+                << r << " " << k;
+            EXPECT_NEAR(got[3]->integer, want.reset_us, 100000)
+                << r << " " << k;
+        }
+        at += 1 + 4 * requests[r].size();
+    }
+    EXPECT_EQ(at, reply->elements);
+
+    for (const char *key : { "a", "b", "c" }) {
+        const std::optional<int64_t> batch =
+            stored_tat(std::string("rl:batch:") + key);
+        const std::optional<int64_t> one =
+            stored_tat(std::string("rl:alone:") + key);
+        ASSERT_TRUE(batch && one) << key;
+        EXPECT_NEAR(*batch, *one, 100000) << key;
+    }
+    EXPECT_FALSE(stored_tat("rl:batch:x"));
+}
+
+
+TEST_P(RedisScript, BatchSha1IsWhatRedisComputes)
+{
+    size_t len = 0;
+    const char *script = ngx_http_rate_limit_batch_script(&len);
+    Reply reply = command({ "SCRIPT", "LOAD", std::string(script, len) });
+    ASSERT_TRUE(reply);
+    ASSERT_EQ(reply->type, REDIS_REPLY_STRING)
+        << (reply->type == REDIS_REPLY_ERROR ? reply->str : "");
+    EXPECT_STREQ(reply->str, ngx_http_rate_limit_batch_script_sha1());
+}
+
+
+/*
  * Two real cluster nodes, each serving half of the slots: what the core
  * reads must be what Redis says.
  */

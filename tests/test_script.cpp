@@ -64,8 +64,8 @@ TEST(Script, IsCheap)
     /* one clock for every key, and only plain GET and SET */
     EXPECT_EQ(count_of(script, "redis.call("), 3u);
     EXPECT_EQ(count_of(script, "redis.call('TIME')"), 1u);
-    EXPECT_EQ(count_of(script, "redis.call('GET', KEYS[i])"), 1u);
-    EXPECT_EQ(count_of(script, "redis.call('SET', KEYS[i]"), 1u);
+    EXPECT_EQ(count_of(script, "redis.call('GET', KEYS[k0 + i])"), 1u);
+    EXPECT_EQ(count_of(script, "redis.call('SET', KEYS[k0 + i]"), 1u);
     EXPECT_EQ(count_of(script, "cjson"), 0u);
     EXPECT_EQ(count_of(script, "pcall"), 0u);
 }
@@ -82,11 +82,12 @@ TEST(Script, BlocksZeroIntervalOrBurstWithTheHeadersRetryAfter)
                                + "\n"),
               1u);
     EXPECT_EQ(count_of(script, "if interval_us == 0 or burst == 0 then"), 1u);
-    EXPECT_EQ(count_of(script, "reply[n + 3] = blocked_retry_after_us"), 1u);
+    EXPECT_EQ(count_of(script, "reply[last + 3] = blocked_retry_after_us"),
+              1u);
 
     /* a blocked key is decided before its GET */
     EXPECT_LT(script.find("burst == 0"),
-              script.find("redis.call('GET', KEYS[i])"));
+              script.find("redis.call('GET', KEYS[k0 + i])"));
 }
 
 

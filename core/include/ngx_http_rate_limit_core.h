@@ -142,6 +142,18 @@ const char *ngx_http_rate_limit_script_one(size_t *len)
 const char *ngx_http_rate_limit_script_one_sha1(void)
     NGX_HTTP_RATE_LIMIT_NOEXCEPT;
 
+/*
+ * The decisions of several requests in one call, in order, each all or
+ * nothing on its own.  ARGV[1] is the number of requests; then, for each,
+ * its number of keys and the values of each key as above.  KEYS holds the
+ * requests' keys in turn.  The reply is the decision script's reply for
+ * each request, one after the other.
+ */
+const char *ngx_http_rate_limit_batch_script(size_t *len)
+    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
+const char *ngx_http_rate_limit_batch_script_sha1(void)
+    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
+
 
 /*
  * Per-client limits: from PostgreSQL, from the policy file and from the

@@ -45,18 +45,17 @@
 
 namespace {
 
-constexpr char decision_script[] = R"lua(-- ngx_http_rate_limit: GCRA token buckets, all or nothing.
--- Twin of ngx_http_rate_limit_decide(): keep the arithmetic identical.
--- KEYS[i]: a bucket, holding its TAT in whole microseconds.
--- ARGV[3i-2]: interval_us, ARGV[3i-1]: burst, ARGV[3i]: cost.
--- An interval or burst of 0 blocks the key: always rejected, never read.
--- Reply: {all_allowed, then per key: allowed, remaining,
---         retry_after_us, reset_us}, all integers.
+/*
+ * The arithmetic the scripts for several keys share: decide() takes one
+ * request's keys, KEYS[k0 + 1 .. k0 + n], with their interval_us, burst
+ * and cost from ARGV[a0 + 1] on, all or nothing, and appends its verdict
+ * and the four numbers of each key to reply.
+ */
+constexpr char decide_lua[] = R"lua(
 local max_bucket_span_us = 1e15
 local max_until_full_us = 4e15
 local blocked_retry_after_us = )lua"
-    RATE_LIMIT_LUA_NUMBER(NGX_HTTP_RATE_LIMIT_BLOCKED_RETRY_AFTER_US)
-    R"lua(
+    RATE_LIMIT_LUA_NUMBER(NGX_HTTP_RATE_LIMIT_BLOCKED_RETRY_AFTER_US) R"lua(
 
 local function whole_tokens(free_us, token_us)
   return math.floor(math.max(free_us, 0) / token_us)
@@ -64,76 +63,145 @@ end
 
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
-local all_allowed = 1
-local buckets = {}
 
-for i = 1, #KEYS do
-  local interval_us = tonumber(ARGV[3 * i - 2])
-  local burst = tonumber(ARGV[3 * i - 1])
-  if interval_us == 0 or burst == 0 then
-    -- is_blocked(): no bucket, so nothing to read
-    all_allowed = 0
-    buckets[i] = false
-  else
-    -- whole_token_us(): half up, within [1, max_bucket_span_us]
-    local token_us = math.min(math.max(math.floor(interval_us + 0.5), 1),
-      max_bucket_span_us)
-    burst = math.min(burst, math.floor(max_bucket_span_us / token_us))
-    local tau = burst * token_us
-    -- a cost above burst never fits: counted as burst + 1
-    local cost_us = math.min(tonumber(ARGV[3 * i]), burst + 1) * token_us
-    -- absent or not a number: a full bucket
-    local tat = tonumber(redis.call('GET', KEYS[i])) or 0
-    local until_full = math.min(math.max(tat - now, 0), max_until_full_us)
-    local until_full_after = until_full + cost_us
-    local allowed = until_full_after <= tau
-    if not allowed then
+local function decide(k0, a0, n, reply)
+  local all_allowed = 1
+  local buckets = {}
+
+  for i = 1, n do
+    local interval_us = tonumber(ARGV[a0 + 3 * i - 2])
+    local burst = tonumber(ARGV[a0 + 3 * i - 1])
+    if interval_us == 0 or burst == 0 then
+      -- is_blocked(): no bucket, so nothing to read
       all_allowed = 0
-    end
-    buckets[i] = {allowed, token_us, tau, until_full, until_full_after}
-  end
-end
-
-local reply = {all_allowed}
-
-for i = 1, #KEYS do
-  local n = #reply
-  if not buckets[i] then
-    reply[n + 1] = 0
-    reply[n + 2] = 0
-    reply[n + 3] = blocked_retry_after_us
-    reply[n + 4] = 0
-  else
-    local allowed, token_us, tau, until_full, until_full_after =
-      unpack(buckets[i])
-    if all_allowed == 1 then
-      local ttl_ms = math.max(math.ceil(until_full_after / 1000), 1)
-      redis.call('SET', KEYS[i],
-        string.format('%.0f', now + until_full_after),
-        'PX', string.format('%.0f', ttl_ms))
-      reply[n + 1] = 1
-      reply[n + 2] = whole_tokens(tau - until_full_after, token_us)
-      reply[n + 3] = 0
-      reply[n + 4] = until_full_after
-    elseif allowed then
-      -- another key rejected, so nothing was taken: report the bucket as is
-      reply[n + 1] = 1
-      reply[n + 2] = whole_tokens(tau - until_full, token_us)
-      reply[n + 3] = 0
-      reply[n + 4] = until_full
+      buckets[i] = false
     else
-      reply[n + 1] = 0
-      reply[n + 2] = whole_tokens(tau - until_full, token_us)
-      reply[n + 3] = until_full_after - tau
-      reply[n + 4] = until_full
+      -- whole_token_us(): half up, within [1, max_bucket_span_us]
+      local token_us = math.min(math.max(math.floor(interval_us + 0.5), 1),
+        max_bucket_span_us)
+      burst = math.min(burst, math.floor(max_bucket_span_us / token_us))
+      local tau = burst * token_us
+      -- a cost above burst never fits: counted as burst + 1
+      local cost_us = math.min(tonumber(ARGV[a0 + 3 * i]), burst + 1)
+        * token_us
+      -- absent or not a number: a full bucket
+      local tat = tonumber(redis.call('GET', KEYS[k0 + i])) or 0
+      local until_full = math.min(math.max(tat - now, 0), max_until_full_us)
+      local until_full_after = until_full + cost_us
+      local allowed = until_full_after <= tau
+      if not allowed then
+        all_allowed = 0
+      end
+      buckets[i] = {allowed, token_us, tau, until_full, until_full_after}
+    end
+  end
+
+  reply[#reply + 1] = all_allowed
+
+  for i = 1, n do
+    local last = #reply
+    if not buckets[i] then
+      reply[last + 1] = 0
+      reply[last + 2] = 0
+      reply[last + 3] = blocked_retry_after_us
+      reply[last + 4] = 0
+    else
+      local allowed, token_us, tau, until_full, until_full_after =
+        unpack(buckets[i])
+      if all_allowed == 1 then
+        local ttl_ms = math.max(math.ceil(until_full_after / 1000), 1)
+        redis.call('SET', KEYS[k0 + i],
+          string.format('%.0f', now + until_full_after),
+          'PX', string.format('%.0f', ttl_ms))
+        reply[last + 1] = 1
+        reply[last + 2] = whole_tokens(tau - until_full_after, token_us)
+        reply[last + 3] = 0
+        reply[last + 4] = until_full_after
+      elseif allowed then
+        -- another key rejected, so nothing was taken: the bucket as it is
+        reply[last + 1] = 1
+        reply[last + 2] = whole_tokens(tau - until_full, token_us)
+        reply[last + 3] = 0
+        reply[last + 4] = until_full
+      else
+        reply[last + 1] = 0
+        reply[last + 2] = whole_tokens(tau - until_full, token_us)
+        reply[last + 3] = until_full_after - tau
+        reply[last + 4] = until_full
+      end
     end
   end
 end
+)lua";
 
+
+/* the parts of a script, joined at compile time */
+template <size_t... N>
+constexpr std::array<char, (N + ...) - sizeof...(N) + 1>
+lua_join(const char (&... parts)[N])
+{
+    std::array<char, (N + ...) - sizeof...(N) + 1> script {};
+    size_t at = 0;
+
+    auto append = [&script, &at](const char *part, size_t len) {
+        for (size_t i = 0; i < len; i++) {
+            script[at++] = part[i];
+        }
+    };
+
+    (append(parts, N - 1), ...);
+
+    return script;
+}
+
+
+constexpr char decision_head[] = R"lua(-- ngx_http_rate_limit: GCRA token buckets, all or nothing.
+-- Twin of ngx_http_rate_limit_decide(): keep the arithmetic identical.
+-- KEYS[i]: a bucket, holding its TAT in whole microseconds.
+-- ARGV[3i-2]: interval_us, ARGV[3i-1]: burst, ARGV[3i]: cost.
+-- An interval or burst of 0 blocks the key: always rejected, never read.
+-- Reply: {all_allowed, then per key: allowed, remaining,
+--         retry_after_us, reset_us}, all integers.)lua";
+
+constexpr char decision_main[] = R"lua(
+local reply = {}
+decide(0, 0, #KEYS, reply)
 return reply
 )lua";
 
-constexpr size_t decision_script_len = sizeof(decision_script) - 1;
+constexpr auto decision_script = lua_join(decision_head, decide_lua,
+                                          decision_main);
+
+constexpr size_t decision_script_len = decision_script.size() - 1;
+
+
+/*
+ * The decisions of several requests in one call, each all or nothing on
+ * its own, in order: the module sends the requests that one pass of the
+ * event loop gathers for a server, so that Redis runs one script for them
+ * all rather than one each.
+ */
+constexpr char batch_head[] = R"lua(-- ngx_http_rate_limit: the decisions of several requests, in order.
+-- ARGV[1]: the number of requests; then for each, its number of keys n
+-- and n times interval_us, burst, cost.  KEYS: the requests' keys in turn.
+-- Reply: the reply of the script for several keys for each request, one
+-- after the other.)lua";
+
+constexpr char batch_main[] = R"lua(
+local reply = {}
+local k0, a0 = 0, 1
+for request = 1, tonumber(ARGV[1]) do
+  local n = tonumber(ARGV[a0 + 1])
+  decide(k0, a0 + 1, n, reply)
+  k0 = k0 + n
+  a0 = a0 + 1 + 3 * n
+end
+return reply
+)lua";
+
+constexpr auto batch_script = lua_join(batch_head, decide_lua, batch_main);
+
+constexpr size_t batch_script_len = batch_script.size() - 1;
 
 
 /*
@@ -247,7 +315,7 @@ ngx_http_rate_limit_script(size_t *len) noexcept
         *len = decision_script_len;
     }
 
-    return decision_script;
+    return decision_script.data();
 }
 
 
@@ -255,7 +323,8 @@ extern "C" const char *
 ngx_http_rate_limit_script_sha1(void) noexcept
 {
     /* computed on first use; C++11 makes the initialisation thread safe */
-    static const ScriptSha1 script_sha1(decision_script, decision_script_len);
+    static const ScriptSha1 script_sha1(decision_script.data(),
+                                        decision_script_len);
 
     return script_sha1.hex.data();
 }
@@ -277,6 +346,27 @@ ngx_http_rate_limit_script_one_sha1(void) noexcept
 {
     static const ScriptSha1 script_sha1(decision_one_script,
                                         decision_one_script_len);
+
+    return script_sha1.hex.data();
+}
+
+
+extern "C" const char *
+ngx_http_rate_limit_batch_script(size_t *len) noexcept
+{
+    if (len != nullptr) {
+        *len = batch_script_len;
+    }
+
+    return batch_script.data();
+}
+
+
+extern "C" const char *
+ngx_http_rate_limit_batch_script_sha1(void) noexcept
+{
+    static const ScriptSha1 script_sha1(batch_script.data(),
+                                        batch_script_len);
 
     return script_sha1.hex.data();
 }
