@@ -172,7 +172,6 @@ return reply
 constexpr auto decision_script = lua_join(decision_head, decide_lua,
                                           decision_main);
 
-constexpr size_t decision_script_len = decision_script.size() - 1;
 
 
 /*
@@ -201,7 +200,6 @@ return reply
 
 constexpr auto batch_script = lua_join(batch_head, decide_lua, batch_main);
 
-constexpr size_t batch_script_len = batch_script.size() - 1;
 
 
 /*
@@ -209,7 +207,7 @@ constexpr size_t batch_script_len = batch_script.size() - 1;
  * without the tables and loops that several keys need: Redis spends about
  * a quarter less time in it.  Its reply is laid out as the other's.
  */
-constexpr char decision_one_script[] = R"lua(-- ngx_http_rate_limit: one GCRA token bucket.
+constexpr char decision_one_text[] = R"lua(-- ngx_http_rate_limit: one GCRA token bucket.
 -- The arithmetic of the script for several keys, for KEYS[1] alone.
 -- ARGV: interval_us, burst, cost.  Reply: {allowed, allowed, remaining,
 -- retry_after_us, reset_us}, all integers.
@@ -242,7 +240,7 @@ return {1, 1, math.floor(math.max(tau - until_full_after, 0) / token_us), 0,
   until_full_after}
 )lua";
 
-constexpr size_t decision_one_script_len = sizeof(decision_one_script) - 1;
+constexpr auto decision_one_script = lua_join(decision_one_text);
 
 
 /*
@@ -251,7 +249,7 @@ constexpr size_t decision_one_script_len = sizeof(decision_one_script) - 1;
  * with the same names and the decision script's reading of the arguments
  * and of the stored TAT, so that a refund undoes exactly what was taken.
  */
-constexpr char refund_script[] = R"lua(-- ngx_http_rate_limit: gives back the tokens of an allowed request.
+constexpr char refund_text[] = R"lua(-- ngx_http_rate_limit: gives back the tokens of an allowed request.
 -- Twin of ngx_http_rate_limit_refund(): keep the arithmetic identical.
 -- KEYS[1]: a bucket, holding its TAT in whole microseconds.
 -- ARGV[1]: interval_us, ARGV[2]: burst, ARGV[3]: cost, as the decision
@@ -291,19 +289,45 @@ end
 return 1
 )lua";
 
-constexpr size_t refund_script_len = sizeof(refund_script) - 1;
+constexpr auto refund_script = lua_join(refund_text);
 
 
-struct ScriptSha1 {
-    std::array<char, NGX_HTTP_RATE_LIMIT_SHA1_HEX + 1> hex {};
-
-    ScriptSha1(const char *script, size_t len) noexcept
-    {
-        ngx_http_rate_limit_sha1_hex(
-            reinterpret_cast<const unsigned char *>(script), len,
-            hex.data());
+/* a script's text and length, for the C side */
+template <size_t N>
+const char *
+script_text(const std::array<char, N> &script, size_t *len) noexcept
+{
+    if (len != nullptr) {
+        *len = N - 1;
     }
-};
+
+    return script.data();
+}
+
+
+/*
+ * A script's SHA-1 in hex, computed on first use, once for each script:
+ * C++11 makes the initialisation of the static thread safe.
+ */
+template <const auto &Script>
+const char *
+script_sha1() noexcept
+{
+    struct Sha1 {
+        std::array<char, NGX_HTTP_RATE_LIMIT_SHA1_HEX + 1> hex {};
+
+        Sha1() noexcept
+        {
+            ngx_http_rate_limit_sha1_hex(
+                reinterpret_cast<const unsigned char *>(Script.data()),
+                Script.size() - 1, hex.data());
+        }
+    };
+
+    static const Sha1 sha1;
+
+    return sha1.hex.data();
+}
 
 } // namespace
 
@@ -311,82 +335,54 @@ struct ScriptSha1 {
 extern "C" const char *
 ngx_http_rate_limit_script(size_t *len) noexcept
 {
-    if (len != nullptr) {
-        *len = decision_script_len;
-    }
-
-    return decision_script.data();
+    return script_text(decision_script, len);
 }
 
 
 extern "C" const char *
 ngx_http_rate_limit_script_sha1(void) noexcept
 {
-    /* computed on first use; C++11 makes the initialisation thread safe */
-    static const ScriptSha1 script_sha1(decision_script.data(),
-                                        decision_script_len);
-
-    return script_sha1.hex.data();
+    return script_sha1<decision_script>();
 }
 
 
 extern "C" const char *
 ngx_http_rate_limit_script_one(size_t *len) noexcept
 {
-    if (len != nullptr) {
-        *len = decision_one_script_len;
-    }
-
-    return decision_one_script;
+    return script_text(decision_one_script, len);
 }
 
 
 extern "C" const char *
 ngx_http_rate_limit_script_one_sha1(void) noexcept
 {
-    static const ScriptSha1 script_sha1(decision_one_script,
-                                        decision_one_script_len);
-
-    return script_sha1.hex.data();
+    return script_sha1<decision_one_script>();
 }
 
 
 extern "C" const char *
 ngx_http_rate_limit_batch_script(size_t *len) noexcept
 {
-    if (len != nullptr) {
-        *len = batch_script_len;
-    }
-
-    return batch_script.data();
+    return script_text(batch_script, len);
 }
 
 
 extern "C" const char *
 ngx_http_rate_limit_batch_script_sha1(void) noexcept
 {
-    static const ScriptSha1 script_sha1(batch_script.data(),
-                                        batch_script_len);
-
-    return script_sha1.hex.data();
+    return script_sha1<batch_script>();
 }
 
 
 extern "C" const char *
 ngx_http_rate_limit_refund_script(size_t *len) noexcept
 {
-    if (len != nullptr) {
-        *len = refund_script_len;
-    }
-
-    return refund_script;
+    return script_text(refund_script, len);
 }
 
 
 extern "C" const char *
 ngx_http_rate_limit_refund_script_sha1(void) noexcept
 {
-    static const ScriptSha1 script_sha1(refund_script, refund_script_len);
-
-    return script_sha1.hex.data();
+    return script_sha1<refund_script>();
 }
