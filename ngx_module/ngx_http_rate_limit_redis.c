@@ -24,6 +24,7 @@
 
 static void ngx_http_rate_limit_redis_schedule(
     ngx_http_rate_limit_link_t *link);
+static u_char *ngx_http_rate_limit_redis_decimal(u_char *p, size_t n);
 static void ngx_http_rate_limit_redis_connect_timeout(ngx_event_t *ev);
 static void ngx_http_rate_limit_redis_on_connect(const redisAsyncContext *ac,
     int status);
@@ -171,6 +172,10 @@ ngx_http_rate_limit_redis_exit_process(void)
     }
 
     ngx_http_rate_limit_redis_free_ops();
+
+    ngx_free(rd->resp);
+    rd->resp = NULL;
+    rd->resp_size = 0;
 
     if (rd->maps) {
         ngx_free(rd->maps);
@@ -494,15 +499,80 @@ ngx_http_rate_limit_redis_load_script(ngx_http_rate_limit_link_t *link)
 }
 
 
-/* every command goes through here: the stall detector counts replies owed */
+/* n and CRLF: ngx_sprintf() would parse a format for each argument */
+static u_char *
+ngx_http_rate_limit_redis_decimal(u_char *p, size_t n)
+{
+    u_char  *last, digits[NGX_SIZE_T_LEN];
+
+    last = digits + NGX_SIZE_T_LEN;
+
+    do {
+        *--last = (u_char) ('0' + n % 10);
+        n /= 10;
+    } while (n);
+
+    p = ngx_cpymem(p, last, digits + NGX_SIZE_T_LEN - last);
+    *p++ = CR;
+    *p++ = LF;
+
+    return p;
+}
+
+
+/*
+ * Every command goes through here: the stall detector counts replies owed.
+ * The command is written in RESP here, into a buffer kept for the next
+ * one: hiredis' own formatting costs more than the rest of a request's
+ * Redis work in the worker.
+ */
 ngx_int_t
 ngx_http_rate_limit_redis_queue(ngx_http_rate_limit_link_t *link,
     redisCallbackFn *fn, void *privdata, int argc, const char **argv,
     const size_t *argvlen)
 {
-    if (link->ac == NULL
-        || redisAsyncCommandArgv(link->ac, fn, privdata, argc, argv, argvlen)
-           != REDIS_OK)
+    u_char                       *p;
+    size_t                        size;
+    ngx_int_t                     i;
+    ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis_worker;
+
+    if (link->ac == NULL) {
+        return NGX_ERROR;
+    }
+
+    size = sizeof("*\r\n") - 1 + NGX_INT_T_LEN;
+
+    for (i = 0; i < argc; i++) {
+        size += sizeof("$\r\n\r\n") - 1 + NGX_SIZE_T_LEN + argvlen[i];
+    }
+
+    if (size > rd->resp_size) {
+        ngx_free(rd->resp);
+
+        rd->resp_size = ngx_max(size, 2 * rd->resp_size);
+        rd->resp = ngx_alloc(rd->resp_size, rd->log);
+
+        if (rd->resp == NULL) {
+            rd->resp_size = 0;
+            return NGX_ERROR;
+        }
+    }
+
+    p = rd->resp;
+    *p++ = '*';
+    p = ngx_http_rate_limit_redis_decimal(p, (size_t) argc);
+
+    for (i = 0; i < argc; i++) {
+        *p++ = '$';
+        p = ngx_http_rate_limit_redis_decimal(p, argvlen[i]);
+        p = ngx_cpymem(p, argv[i], argvlen[i]);
+        *p++ = CR;
+        *p++ = LF;
+    }
+
+    if (redisAsyncFormattedCommand(link->ac, fn, privdata, (char *) rd->resp,
+                                   p - rd->resp)
+        != REDIS_OK)
     {
         return NGX_ERROR;
     }

@@ -101,7 +101,9 @@ typedef struct {
     ngx_http_rate_limit_op_t          *free_ops;
     ngx_uint_t                         nfree_ops;
 
-    /* the arguments of a batch, kept for the next one */
+    /* a command in RESP, and the arguments of a batch, kept for reuse */
+    u_char                            *resp;
+    size_t                             resp_size;
     const char                       **argv;
     size_t                            *argvlen;
     u_char                            *digits;
