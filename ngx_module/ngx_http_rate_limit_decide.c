@@ -247,7 +247,7 @@ ngx_http_rate_limit_redis_evalsha(ngx_http_rate_limit_op_t *op)
                                : ngx_http_rate_limit_script_sha1();
     argvlen[1] = NGX_HTTP_RATE_LIMIT_SHA1_HEX;
     argv[2] = (char *) p;
-    argvlen[2] = ngx_sprintf(p, "%ui", op->nkeys) - p;
+    argvlen[2] = ngx_http_rate_limit_decimal(p, op->nkeys) - p;
 
     /* all the keys, then the values of each: interval, burst, cost */
     k = 3;
@@ -439,7 +439,7 @@ ngx_http_rate_limit_redis_flush(ngx_event_t *ev)
     p = rd->digits;
 
     rd->argv[2] = (char *) p;
-    len = ngx_sprintf(p, "%ui", nkeys) - p;
+    len = ngx_http_rate_limit_decimal(p, nkeys) - p;
     rd->argvlen[2] = len;
     p += len;
 
@@ -448,7 +448,7 @@ ngx_http_rate_limit_redis_flush(ngx_event_t *ev)
     now_us = ngx_http_rate_limit_redis_clock_us();
 
     rd->argv[v] = (char *) p;
-    len = ngx_sprintf(p, "%ui", nops) - p;
+    len = ngx_http_rate_limit_decimal(p, nops) - p;
     rd->argvlen[v++] = len;
     p += len;
 
@@ -457,7 +457,7 @@ ngx_http_rate_limit_redis_flush(ngx_event_t *ev)
         op->sent_us = now_us;
 
         rd->argv[v] = (char *) p;
-        len = ngx_sprintf(p, "%ui", op->nkeys) - p;
+        len = ngx_http_rate_limit_decimal(p, op->nkeys) - p;
         rd->argvlen[v++] = len;
         p += len;
 

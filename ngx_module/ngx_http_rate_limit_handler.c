@@ -599,14 +599,20 @@ ngx_http_rate_limit_set_headers(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    p = ngx_pnalloc(r->pool, zone->name.len + 3 * NGX_INT64_LEN + 16);
+    /* RateLimit and the numbers of the three headers after it */
+    p = ngx_pnalloc(r->pool, zone->name.len + 5 * NGX_INT64_LEN + 16);
     if (p == NULL) {
         return NGX_ERROR;
     }
 
-    /* on a rejection "t" and Retry-After name the same moment */
-    last = ngx_sprintf(p, "\"%V\";r=%uL;t=%uL", &zone->name, d->remaining,
-                       rejected ? retry_s : reset_s);
+    /* "zone";r=N;t=N: on a rejection "t" and Retry-After name one moment */
+    last = p;
+    *last++ = '"';
+    last = ngx_cpymem(last, zone->name.data, zone->name.len);
+    last = ngx_cpymem(last, "\";r=", sizeof("\";r=") - 1);
+    last = ngx_http_rate_limit_decimal(last, d->remaining);
+    last = ngx_cpymem(last, ";t=", sizeof(";t=") - 1);
+    last = ngx_http_rate_limit_decimal(last, rejected ? retry_s : reset_s);
 
     if (ngx_http_rate_limit_add_header(r, &ngx_http_rate_limit_header, p,
                                        last - p)
@@ -624,7 +630,7 @@ ngx_http_rate_limit_set_headers(ngx_http_request_t *r,
     }
 
     p = last;
-    last = ngx_sprintf(p, "%uL", d->remaining);
+    last = ngx_http_rate_limit_decimal(p, d->remaining);
 
     if (ngx_http_rate_limit_add_header(r,
                                        &ngx_http_rate_limit_remaining_header,
@@ -635,7 +641,7 @@ ngx_http_rate_limit_set_headers(ngx_http_request_t *r,
     }
 
     p = last;
-    last = ngx_sprintf(p, "%uL", reset_s);
+    last = ngx_http_rate_limit_decimal(p, reset_s);
 
     if (ngx_http_rate_limit_add_header(r, &ngx_http_rate_limit_reset_header,
                                        p, last - p)
@@ -649,7 +655,7 @@ ngx_http_rate_limit_set_headers(ngx_http_request_t *r,
     }
 
     p = last;
-    last = ngx_sprintf(p, "%uL", retry_s);
+    last = ngx_http_rate_limit_decimal(p, retry_s);
 
     return ngx_http_rate_limit_add_header(r, &ngx_http_rate_limit_retry_header,
                                           p, last - p);

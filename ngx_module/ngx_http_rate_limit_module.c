@@ -1165,6 +1165,23 @@ ngx_http_rate_limit_release_connection(ngx_connection_t *c)
 
 
 /* a worker's background timer: it never holds up a graceful shutdown */
+/* n in decimal: ngx_sprintf() would parse a format on the hot path */
+u_char *
+ngx_http_rate_limit_decimal(u_char *p, uint64_t n)
+{
+    u_char  *last, digits[NGX_INT64_LEN];
+
+    last = digits + NGX_INT64_LEN;
+
+    do {
+        *--last = (u_char) ('0' + n % 10);
+        n /= 10;
+    } while (n);
+
+    return ngx_cpymem(p, last, digits + NGX_INT64_LEN - last);
+}
+
+
 const char *
 ngx_http_rate_limit_on_failure_name(ngx_uint_t on_failure)
 {

@@ -311,6 +311,7 @@ void ngx_http_rate_limit_conf_unknown_secret(ngx_conf_t *cf,
 void ngx_http_rate_limit_release_connection(ngx_connection_t *c);
 ngx_int_t ngx_http_rate_limit_send(ngx_http_request_t *r, ngx_int_t status,
     ngx_str_t *type, u_char *body, size_t len);
+u_char *ngx_http_rate_limit_decimal(u_char *p, uint64_t n);
 const char *ngx_http_rate_limit_on_failure_name(ngx_uint_t on_failure);
 void ngx_http_rate_limit_timer_init(ngx_event_t *ev,
     ngx_event_handler_pt handler, void *data, ngx_log_t *log);

@@ -24,7 +24,6 @@
 
 static void ngx_http_rate_limit_redis_schedule(
     ngx_http_rate_limit_link_t *link);
-static u_char *ngx_http_rate_limit_redis_decimal(u_char *p, size_t n);
 static void ngx_http_rate_limit_redis_connect_timeout(ngx_event_t *ev);
 static void ngx_http_rate_limit_redis_on_connect(const redisAsyncContext *ac,
     int status);
@@ -499,27 +498,6 @@ ngx_http_rate_limit_redis_load_script(ngx_http_rate_limit_link_t *link)
 }
 
 
-/* n and CRLF: ngx_sprintf() would parse a format for each argument */
-static u_char *
-ngx_http_rate_limit_redis_decimal(u_char *p, size_t n)
-{
-    u_char  *last, digits[NGX_SIZE_T_LEN];
-
-    last = digits + NGX_SIZE_T_LEN;
-
-    do {
-        *--last = (u_char) ('0' + n % 10);
-        n /= 10;
-    } while (n);
-
-    p = ngx_cpymem(p, last, digits + NGX_SIZE_T_LEN - last);
-    *p++ = CR;
-    *p++ = LF;
-
-    return p;
-}
-
-
 /*
  * Every command goes through here: the stall detector counts replies owed.
  * The command is written in RESP here, into a buffer kept for the next
@@ -560,11 +538,15 @@ ngx_http_rate_limit_redis_queue(ngx_http_rate_limit_link_t *link,
 
     p = rd->resp;
     *p++ = '*';
-    p = ngx_http_rate_limit_redis_decimal(p, (size_t) argc);
+    p = ngx_http_rate_limit_decimal(p, (uint64_t) argc);
+    *p++ = CR;
+    *p++ = LF;
 
     for (i = 0; i < argc; i++) {
         *p++ = '$';
-        p = ngx_http_rate_limit_redis_decimal(p, argvlen[i]);
+        p = ngx_http_rate_limit_decimal(p, argvlen[i]);
+        *p++ = CR;
+        *p++ = LF;
         p = ngx_cpymem(p, argv[i], argvlen[i]);
         *p++ = CR;
         *p++ = LF;
