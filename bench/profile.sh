@@ -4,12 +4,13 @@
 #
 # For each setup, nginx runs as ONE process under callgrind (master_process
 # off, daemon off, worker_processes 1), with the confs of bench/run.sh:
-#   plain   plain nginx                                  bench/plain.conf
-#   local   the module, backend=local                    bench/local.conf
-#   redis   the module, backend=redis, a new key every   bench/redis.conf
-#           request: every request decided by Redis
-#   abuse   the module, backend=redis, one key far       bench/redis.conf
-#           over its limit: the requests are rejected
+#   plain     plain nginx                                bench/plain.conf
+#   limit_req nginx's limit_req, for reference           bench/limit_req.conf
+#   local     the module, backend=local                  bench/local.conf
+#   redis     the module, backend=redis, a new key every bench/redis.conf
+#             request: every request decided by Redis
+#   abuse     the module, backend=redis, one key far     bench/redis.conf
+#             over its limit: the requests are rejected
 # bench/http_load.py sends BENCH_PROFILE_WARMUP requests, then callgrind's
 # counters are zeroed (callgrind_control -z), then it sends exactly
 # BENCH_PROFILE_REQUESTS requests on BENCH_PROFILE_CONNECTIONS keep-alive
@@ -23,7 +24,7 @@
 # and the top functions (bench/callgrind_summary.py).
 #
 #   RATE_LIMIT_MODULE           the module (default build/ngx_http_rate_limit_module.so)
-#   BENCH_PROFILE_SETUPS        default "plain local redis abuse"
+#   BENCH_PROFILE_SETUPS        default "plain limit_req local redis abuse"
 #   BENCH_PROFILE_REQUESTS      requests measured (default 20000)
 #   BENCH_PROFILE_WARMUP        requests before the counters are zeroed (default 1000)
 #   BENCH_PROFILE_CONNECTIONS   connections of the client (default 8)
@@ -39,7 +40,7 @@ set -euo pipefail
 # shellcheck source=bench/lib.sh
 . "$REPO_ROOT/bench/lib.sh"
 
-read -r -a SETUPS <<<"${BENCH_PROFILE_SETUPS:-plain local redis abuse}"
+read -r -a SETUPS <<<"${BENCH_PROFILE_SETUPS:-plain limit_req local redis abuse}"
 REQUESTS=${BENCH_PROFILE_REQUESTS:-20000}
 WARMUP_REQUESTS=${BENCH_PROFILE_WARMUP:-1000}
 CONNECTIONS=${BENCH_PROFILE_CONNECTIONS:-8}
@@ -47,7 +48,7 @@ TOP=${BENCH_PROFILE_TOP:-15}
 OUT=${BENCH_PROFILE_OUT:-}
 START_TIMEOUT=60          # seconds for nginx to answer under valgrind
 
-declare -A CONF=([plain]=plain [local]=local [redis]=redis [abuse]=redis)
+declare -A CONF=([plain]=plain [limit_req]=limit_req [local]=local [redis]=redis [abuse]=redis)
 declare -A URI=([abuse]=/abuse/hello.txt)
 declare -A KEYS=([abuse]=one)
 declare -A STATUSES=([abuse]="200,429")
@@ -70,7 +71,7 @@ load() {
 # profile SETUP: one nginx under callgrind; leaves TOTAL and MODULE [SETUP]
 profile() {
     local setup=$1 prefix=$WORK/$1 pid i code dump summary
-    [ "$setup" = plain ] || need_module
+    case $setup in plain|limit_req) ;; *) need_module ;; esac
     redis-cli -h 127.0.0.1 -p "$REDIS_PORT" FLUSHALL >/dev/null
     bench_site "$prefix" "${CONF[$setup]}" 0
     "$NGINX_BIN" -t -q -p "$prefix" -e "$prefix/logs/error.log" -c "$prefix/nginx.conf" \
@@ -125,7 +126,7 @@ main() {
     need_cmd valgrind callgrind_control redis-server redis-cli curl "$NGINX_BIN"
     local setup
     for setup in "${SETUPS[@]}"; do
-        [ -n "${CONF[$setup]:-}" ] || die "unknown setup '$setup' (plain local redis abuse)"
+        [ -n "${CONF[$setup]:-}" ] || die "unknown setup '$setup' (plain limit_req local redis abuse)"
     done
     if [ -n "$OUT" ]; then mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd); fi
     trap cleanup EXIT
