@@ -45,6 +45,31 @@ static void ngx_http_rate_limit_redis_del_read(void *data);
 static void ngx_http_rate_limit_redis_add_write(void *data);
 static void ngx_http_rate_limit_redis_del_write(void *data);
 static void ngx_http_rate_limit_redis_cleanup(void *data);
+static void *ngx_http_rate_limit_redis_reply_object(
+    const redisReadTask *task, int type, size_t extra);
+static void *ngx_http_rate_limit_redis_create_string(
+    const redisReadTask *task, char *str, size_t len);
+static void *ngx_http_rate_limit_redis_create_array(
+    const redisReadTask *task, int elements);
+static void *ngx_http_rate_limit_redis_create_integer(
+    const redisReadTask *task, long long value);
+static void *ngx_http_rate_limit_redis_create_nil(const redisReadTask *task);
+static void ngx_http_rate_limit_redis_free_reply(void *reply);
+static void ngx_http_rate_limit_redis_arena_free(
+    ngx_http_rate_limit_link_t *link);
+
+
+/* the first block of a link's arena: a batch's reply fits in it */
+#define NGX_HTTP_RATE_LIMIT_REPLY_BLOCK  8192
+
+
+static redisReplyObjectFunctions  ngx_http_rate_limit_redis_reply_fns = {
+    ngx_http_rate_limit_redis_create_string,
+    ngx_http_rate_limit_redis_create_array,
+    ngx_http_rate_limit_redis_create_integer,
+    ngx_http_rate_limit_redis_create_nil,
+    ngx_http_rate_limit_redis_free_reply
+};
 
 
 ngx_http_rate_limit_redis_t  ngx_http_rate_limit_redis_worker;
@@ -171,6 +196,10 @@ ngx_http_rate_limit_redis_exit_process(void)
     }
 
     ngx_http_rate_limit_redis_free_ops();
+
+    for (i = 0; i < NGX_HTTP_RATE_LIMIT_REDIS_ADDRESSES; i++) {
+        ngx_http_rate_limit_redis_arena_free(&rd->links[i]);
+    }
 
     ngx_free(rd->resp);
     rd->resp = NULL;
@@ -316,6 +345,8 @@ ngx_http_rate_limit_redis_connect(ngx_event_t *ev)
     c->write->log = rd->log;
 
     ac->data = link;
+    ac->c.reader->fn = &ngx_http_rate_limit_redis_reply_fns;
+    ac->c.reader->privdata = link;
     ac->ev.data = c;
     ac->ev.addRead = ngx_http_rate_limit_redis_add_read;
     ac->ev.delRead = ngx_http_rate_limit_redis_del_read;
@@ -940,4 +971,156 @@ ngx_http_rate_limit_redis_cleanup(void *data)
     }
 
     ngx_http_rate_limit_redis_schedule(link);
+}
+
+
+/*
+ * hiredis' reply objects, built in an arena of the link's: a batch's reply
+ * holds an object for each number, and a malloc() and a free() for each
+ * cost more than reading it.  hiredis builds one reply of a connection at
+ * a time and frees it before it reads the next, so freeing a reply empties
+ * the arena.  Each object starts with its link, for the free.
+ */
+static void *
+ngx_http_rate_limit_redis_reply_object(const redisReadTask *task, int type,
+    size_t extra)
+{
+    size_t                        size, bsize;
+    redisReply                   *r, *parent;
+    ngx_http_rate_limit_link_t   *link = task->privdata, **owner;
+    ngx_http_rate_limit_block_t  *block;
+    ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis_worker;
+
+    size = ngx_align(sizeof(ngx_http_rate_limit_link_t *) + sizeof(redisReply)
+                     + extra, NGX_ALIGNMENT);
+
+    block = link->replies;
+
+    if (block == NULL || block->size - block->used < size) {
+        bsize = ngx_max(NGX_HTTP_RATE_LIMIT_REPLY_BLOCK,
+                        2 * (block ? block->size : 0) + size);
+
+        block = ngx_alloc(sizeof(ngx_http_rate_limit_block_t) + bsize,
+                          rd->log);
+        if (block == NULL) {
+            return NULL;
+        }
+
+        block->size = bsize;
+        block->used = 0;
+        block->next = link->replies;
+        link->replies = block;
+    }
+
+    owner = (ngx_http_rate_limit_link_t **)
+                ((u_char *) (block + 1) + block->used);
+    block->used += size;
+
+    *owner = link;
+
+    r = (redisReply *) (owner + 1);
+    ngx_memzero(r, sizeof(redisReply) + extra);
+    r->type = type;
+
+    if (task->parent) {
+        parent = task->parent->obj;
+        parent->element[task->idx] = r;
+    }
+
+    return r;
+}
+
+
+static void *
+ngx_http_rate_limit_redis_create_string(const redisReadTask *task, char *str,
+    size_t len)
+{
+    redisReply  *r;
+
+    r = ngx_http_rate_limit_redis_reply_object(task, task->type, len + 1);
+    if (r == NULL) {
+        return NULL;
+    }
+
+    r->str = (char *) (r + 1);
+    r->len = len;
+    ngx_memcpy(r->str, str, len);
+
+    return r;
+}
+
+
+static void *
+ngx_http_rate_limit_redis_create_array(const redisReadTask *task,
+    int elements)
+{
+    redisReply  *r;
+
+    r = ngx_http_rate_limit_redis_reply_object(task, REDIS_REPLY_ARRAY,
+                                               elements * sizeof(redisReply *));
+    if (r == NULL) {
+        return NULL;
+    }
+
+    r->elements = elements;
+    r->element = elements ? (redisReply **) (r + 1) : NULL;
+
+    return r;
+}
+
+
+static void *
+ngx_http_rate_limit_redis_create_integer(const redisReadTask *task,
+    long long value)
+{
+    redisReply  *r;
+
+    r = ngx_http_rate_limit_redis_reply_object(task, REDIS_REPLY_INTEGER, 0);
+    if (r == NULL) {
+        return NULL;
+    }
+
+    r->integer = value;
+
+    return r;
+}
+
+
+static void *
+ngx_http_rate_limit_redis_create_nil(const redisReadTask *task)
+{
+    return ngx_http_rate_limit_redis_reply_object(task, REDIS_REPLY_NIL, 0);
+}
+
+
+/* a whole reply, or what was read of one: the arena's newest block stays */
+static void
+ngx_http_rate_limit_redis_free_reply(void *reply)
+{
+    ngx_http_rate_limit_link_t   *link;
+    ngx_http_rate_limit_block_t  *block, *older;
+
+    link = *((ngx_http_rate_limit_link_t **) reply - 1);
+
+    block = link->replies;
+    block->used = 0;
+
+    for (older = block->next; older; older = block->next) {
+        block->next = older->next;
+        ngx_free(older);
+    }
+}
+
+
+static void
+ngx_http_rate_limit_redis_arena_free(ngx_http_rate_limit_link_t *link)
+{
+    ngx_http_rate_limit_block_t  *block, *older;
+
+    for (block = link->replies; block; block = older) {
+        older = block->next;
+        ngx_free(block);
+    }
+
+    link->replies = NULL;
 }

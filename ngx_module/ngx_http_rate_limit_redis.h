@@ -23,6 +23,15 @@
 
 
 typedef struct ngx_http_rate_limit_link_s  ngx_http_rate_limit_link_t;
+typedef struct ngx_http_rate_limit_block_s  ngx_http_rate_limit_block_t;
+
+
+/* a block of the arena that a link's replies are built in */
+struct ngx_http_rate_limit_block_s {
+    ngx_http_rate_limit_block_t       *next;       /* older */
+    size_t                             size;
+    size_t                             used;
+};
 
 
 /* one script call: the keys of one request that share a slot */
@@ -68,6 +77,8 @@ struct ngx_http_rate_limit_link_s {
     ngx_event_t                        probe_timer;
     ngx_event_t                        watch;
     uintptr_t                          probe_seq;
+
+    ngx_http_rate_limit_block_t       *replies;    /* newest first */
 
     unsigned                           used:1;
     unsigned                           seed:1;
