@@ -35,6 +35,8 @@
 # commandstats (which counts the TIME, GET and SET that a script runs too).
 # Exits non-zero if a check failed.
 #
+#   BENCH_SKIP_SETUP=1 do not run scripts/install-deps.sh, nor scripts/build.sh
+#                      when the module is missing
 #   RATE_LIMIT_MODULE  the module (default build/ngx_http_rate_limit_module.so)
 #   BENCH_SETUPS       setups to run, in this order (default: all of the above;
 #                      lua is skipped when the Lua packages are missing)
@@ -498,6 +500,12 @@ print_targets() {
 }
 
 main() {
+    # one command on a fresh clone: what is missing is installed and built
+    if [ "${BENCH_SKIP_SETUP:-0}" != 1 ]; then
+        bash "$REPO_ROOT/scripts/install-deps.sh"
+        [ -n "${RATE_LIMIT_MODULE:-}" ] || [ -f "$MODULE_SO" ] \
+            || bash "$REPO_ROOT/scripts/build.sh"
+    fi
     need_cmd wrk redis-server redis-cli curl "$NGINX_BIN"
     local setup keep=()
     for setup in "${SETUPS[@]}"; do
