@@ -40,7 +40,7 @@ ngx_int_t
 ngx_http_rate_limit_redis_send(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx)
 {
-    ngx_uint_t                    i, j, probe;
+    ngx_uint_t                    i, j, probe, slot;
     ngx_http_rate_limit_op_t     *op;
     ngx_http_rate_limit_link_t   *link;
     ngx_http_rate_limit_check_t  *check, *other;
@@ -82,6 +82,10 @@ ngx_http_rate_limit_redis_send(ngx_http_request_t *r,
         op->link = link;
         op->asked_us = ngx_http_rate_limit_now_us();
 
+        slot = rd->map ? ngx_http_rate_limit_cluster_slot(
+                             check->redis_key.data, check->redis_key.len)
+                       : 0;
+
         for (j = i; j < ctx->nchecks; j++) {
             other = &ctx->checks[j];
 
@@ -89,8 +93,7 @@ ngx_http_rate_limit_redis_send(ngx_http_request_t *r,
                 && (rd->map == NULL
                     || ngx_http_rate_limit_cluster_slot(
                            other->redis_key.data, other->redis_key.len)
-                       == ngx_http_rate_limit_cluster_slot(
-                              check->redis_key.data, check->redis_key.len)))
+                       == slot))
             {
                 other->op = op;
                 op->nkeys++;
@@ -673,7 +676,7 @@ ngx_http_rate_limit_redis_remember(ngx_http_rate_limit_op_t *op,
     ngx_http_rate_limit_decision_t  *d;
 
     d = &check->decision;
-    interval_us = (int64_t) (check->params.interval_us + 0.5);
+    interval_us = ngx_http_rate_limit_token_us(&check->params);
 
     /* a wait shorter than the clock's millisecond is not worth keeping */
     if (ngx_http_rate_limit_params_blocked(&check->params)

@@ -401,7 +401,7 @@ ngx_http_rate_limit_take_blocked(ngx_http_rate_limit_ctx_t *ctx,
         if (check->redis
             && ngx_http_rate_limit_shm_blocked(check->limit->zone,
                    &check->key, check->limit->cost,
-                   (int64_t) (check->params.interval_us + 0.5), now_us,
+                   ngx_http_rate_limit_token_us(&check->params), now_us,
                    &check->decision)
                == NGX_OK)
         {

@@ -648,4 +648,26 @@ TEST(Refund, UndoesARejectedMultiLimitRequest)
     EXPECT_EQ(bucket.tat_us(), before);
 }
 
+TEST(TokenUs, IsTheIntervalAsDecideCountsIt)
+{
+    const std::vector<std::pair<double, int64_t>> cases {
+        { 0.4, 1 }, { 1.0, 1 }, { 1.5, 2 }, { 2.49, 2 }, { 333333.3333, 333333 },
+        { 60e6, 60000000 }, { 1e16, 1000000000000000 },
+        { std::numeric_limits<double>::quiet_NaN(), 1 },
+    };
+
+    for (const auto &[interval_us, want] : cases) {
+        ngx_http_rate_limit_params_t params { interval_us, 10 };
+        EXPECT_EQ(ngx_http_rate_limit_token_us(&params), want) << interval_us;
+    }
+
+    /* the same count decide() uses: one token's wait after a full bucket */
+    const ngx_http_rate_limit_params_t params = params_for("3r/s", 1);
+    const ngx_http_rate_limit_decision_t first =
+        decide(params, 0, base_now_us, 1);
+    const ngx_http_rate_limit_decision_t second =
+        decide(params, first.tat_us, base_now_us, 1);
+    EXPECT_EQ(second.retry_after_us, ngx_http_rate_limit_token_us(&params));
+}
+
 } // namespace

@@ -209,6 +209,13 @@ int ngx_http_rate_limit_params_blocked(
     const ngx_http_rate_limit_params_t *params)
     NGX_HTTP_RATE_LIMIT_NOEXCEPT;
 
+/*
+ * The whole microseconds a token takes, as decide() and the scripts count
+ * them: the interval rounded half up, within [1, 10^15].
+ */
+int64_t ngx_http_rate_limit_token_us(const ngx_http_rate_limit_params_t *params)
+    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
+
 
 /* where a client's effective limit came from, weakest first */
 typedef enum {

@@ -304,6 +304,14 @@ ngx_http_rate_limit_params_blocked(
 }
 
 
+extern "C" int64_t
+ngx_http_rate_limit_token_us(const ngx_http_rate_limit_params_t *params)
+    noexcept
+{
+    return whole_token_us(params->interval_us);
+}
+
+
 extern "C" void
 ngx_http_rate_limit_decide(const ngx_http_rate_limit_params_t *params,
     int64_t tat_us, int64_t now_us, uint64_t cost,
