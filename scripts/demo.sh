@@ -133,7 +133,10 @@ main() {
         printf '  %-40s value=%s pttl=%sms\n' "$key" \
             "$(redis-cli -p "$REDIS_PORT" GET "$key")" \
             "$(redis-cli -p "$REDIS_PORT" PTTL "$key")"
-    done < <(redis-cli -p "$REDIS_PORT" --scan | sort)
+    done < <(redis-cli -p "$REDIS_PORT" --scan | grep -v ':nodes$' | sort)
+    log "  and the node registry, rl:nodes (each node's last heartbeat, ms):"
+    redis-cli -p "$REDIS_PORT" ZRANGE rl:nodes 0 -1 WITHSCORES \
+        | paste - - | sed 's/^/    /'
     log ""
 
     log "== another API key has a bucket of its own"
