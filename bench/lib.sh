@@ -5,6 +5,19 @@
 
 BENCH_DIR=$REPO_ROOT/bench
 
+# bench_begin TAG: OUT made absolute, the caller's cleanup trapped, a fresh
+# WORK folder, two free ports (REDIS_PORT, NGINX_PORT) and Redis started
+bench_begin() {
+    if [ -n "$OUT" ]; then mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd); fi
+    trap cleanup EXIT
+    trap 'exit 130' INT TERM
+    WORK=$(make_workdir "$1")
+    local ports
+    mapfile -t ports < <(free_ports 2)
+    REDIS_PORT=${ports[0]} NGINX_PORT=${ports[1]}
+    start_redis "$WORK/redis" "$REDIS_PORT"
+}
+
 # bench_site PREFIX CONF DB: an nginx prefix folder with the small file in
 # every location of the benchmark confs, and bench/CONF.conf rendered into
 # PREFIX/nginx.conf for NGINX_PORT, REDIS_PORT and Redis database DB

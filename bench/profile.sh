@@ -128,14 +128,7 @@ main() {
     for setup in "${SETUPS[@]}"; do
         [ -n "${CONF[$setup]:-}" ] || die "unknown setup '$setup' (plain limit_req local redis abuse)"
     done
-    if [ -n "$OUT" ]; then mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd); fi
-    trap cleanup EXIT
-    trap 'exit 130' INT TERM
-    WORK=$(make_workdir profile)
-    local ports
-    mapfile -t ports < <(free_ports 2)
-    REDIS_PORT=${ports[0]} NGINX_PORT=${ports[1]}
-    start_redis "$WORK/redis" "$REDIS_PORT"
+    bench_begin profile
     log "callgrind, $REQUESTS requests after $WARMUP_REQUESTS, $CONNECTIONS connections;" \
         "setups: ${SETUPS[*]}"
     for setup in "${SETUPS[@]}"; do

@@ -520,15 +520,7 @@ main() {
     SETUPS=("${keep[@]}")
     [ "${#SETUPS[@]}" -gt 0 ] || die "no setup to run"
     [ "$MEM_KEYS" = 0 ] || need_module
-    if [ -n "$OUT" ]; then mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd); fi
-
-    trap cleanup EXIT
-    trap 'exit 130' INT TERM
-    WORK=$(make_workdir bench)
-    local ports
-    mapfile -t ports < <(free_ports 2)
-    REDIS_PORT=${ports[0]} NGINX_PORT=${ports[1]}
-    start_redis "$WORK/redis" "$REDIS_PORT"
+    bench_begin bench
     log "redis on 127.0.0.1:$REDIS_PORT, nginx on 127.0.0.1:$NGINX_PORT, module $MODULE_SO"
     log "setups: ${SETUPS[*]}"
     log "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency -s bench/keys.lua after a" \
