@@ -218,19 +218,3 @@ ngx_http_rate_limit_circuit_failure(ngx_http_rate_limit_circuit_t *cb,
                   reason, failures, failures == 1 ? "" : "s",
                   &ngx_http_rate_limit_circuit_policy);
 }
-
-
-/* the divisor of degraded limits: never 0, even before any heartbeat */
-ngx_uint_t
-ngx_http_rate_limit_nodes_live(void)
-{
-    ngx_http_rate_limit_metrics_t  *m;
-
-    m = ngx_http_rate_limit_metrics_node();
-
-    if (m == NULL || m->nodes == 0) {
-        return 1;
-    }
-
-    return m->nodes;
-}

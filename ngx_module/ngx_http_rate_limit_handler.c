@@ -342,8 +342,6 @@ ngx_http_rate_limit_take_degraded(ngx_http_rate_limit_ctx_t *ctx,
     ngx_http_rate_limit_check_t   *check;
     ngx_http_rate_limit_params_t   params;
 
-    nodes = ngx_http_rate_limit_nodes_live();
-
     for (i = 0; i < ctx->nchecks; i++) {
         check = &ctx->checks[i];
         zone = check->limit->zone;
@@ -357,6 +355,7 @@ ngx_http_rate_limit_take_degraded(ngx_http_rate_limit_ctx_t *ctx,
         params = check->params;
 
         if (!ngx_http_rate_limit_params_blocked(&params)) {
+            nodes = ngx_http_rate_limit_nodes_live();
             params.interval_us *= nodes;
             params.burst = ngx_max(params.burst / nodes, 1);
         }

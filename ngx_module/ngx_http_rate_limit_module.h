@@ -361,7 +361,6 @@ void ngx_http_rate_limit_circuit_success(ngx_http_rate_limit_circuit_t *cb,
     ngx_log_t *log);
 void ngx_http_rate_limit_circuit_failure(ngx_http_rate_limit_circuit_t *cb,
     ngx_uint_t hard, const char *reason, ngx_log_t *log);
-ngx_uint_t ngx_http_rate_limit_nodes_live(void);
 
 /* bucket API */
 char *ngx_http_rate_limit_api(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -422,6 +421,7 @@ ngx_int_t ngx_http_rate_limit_redis_command(
 ngx_int_t ngx_http_rate_limit_nodes_init_process(ngx_cycle_t *cycle,
     ngx_http_rate_limit_main_conf_t *rmcf);
 void ngx_http_rate_limit_nodes_exit_process(void);
+ngx_uint_t ngx_http_rate_limit_nodes_live(void);
 
 
 #endif /* _NGX_HTTP_RATE_LIMIT_MODULE_H_INCLUDED_ */

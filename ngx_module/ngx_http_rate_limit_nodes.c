@@ -144,3 +144,19 @@ ngx_http_rate_limit_nodes_reply(void *r, void *data)
 
     m->nodes = (ngx_atomic_uint_t) reply->integer;
 }
+
+
+/* the divisor of degraded limits: never 0, even before any heartbeat */
+ngx_uint_t
+ngx_http_rate_limit_nodes_live(void)
+{
+    ngx_http_rate_limit_metrics_t  *m;
+
+    m = ngx_http_rate_limit_metrics_node();
+
+    if (m == NULL || m->nodes == 0) {
+        return 1;
+    }
+
+    return m->nodes;
+}
