@@ -162,7 +162,7 @@ ngx_http_rate_limit_redis_use_map(ngx_log_t *log)
 
         link = ngx_http_rate_limit_redis_link((u_char *) node->host,
                                               ngx_strlen(node->host),
-                                              node->port, NULL);
+                                              node->port, NULL, NULL);
         rd->node_links[i] = link;
 
         if (link == NULL) {
@@ -235,7 +235,7 @@ ngx_http_rate_limit_redis_redirect(ngx_http_rate_limit_op_t *op,
     host = to.host[0] ? (u_char *) to.host : op->link->host;
 
     link = ngx_http_rate_limit_redis_link(host, ngx_strlen(host), to.port,
-                                          NULL);
+                                          NULL, NULL);
     if (link == NULL) {
         return NGX_DECLINED;
     }

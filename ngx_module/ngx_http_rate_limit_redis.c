@@ -141,13 +141,13 @@ ngx_http_rate_limit_redis_init_process(ngx_cycle_t *cycle,
     for (i = 0; i < rcf->addresses.nelts; i++) {
         link = ngx_http_rate_limit_redis_link(addr[i].host.data,
                                               addr[i].host.len, addr[i].port,
-                                              (char *) addr[i].unix_path.data);
+                                              (char *) addr[i].unix_path.data,
+                                              &addr[i].address);
         if (link == NULL) {
             return NGX_ERROR;
         }
 
         link->seed = 1;
-        link->address = addr[i].address;
     }
 
     for (i = 0; i < NGX_HTTP_RATE_LIMIT_REDIS_ADDRESSES; i++) {
@@ -220,7 +220,7 @@ ngx_http_rate_limit_redis_exit_process(void)
  */
 ngx_http_rate_limit_link_t *
 ngx_http_rate_limit_redis_link(u_char *host, size_t len, ngx_uint_t port,
-    char *unix_path)
+    char *unix_path, ngx_str_t *address)
 {
     u_char                       *p;
     ngx_uint_t                    i;
@@ -267,19 +267,28 @@ ngx_http_rate_limit_redis_link(u_char *host, size_t len, ngx_uint_t port,
     link->used = 1;
     link->port = port;
     link->unix_path = unix_path;
-    ngx_memcpy(link->host, host, len);
 
-    p = ngx_alloc(len + NGX_INT_T_LEN + 4, rd->log);
-    if (p == NULL) {
-        link->used = 0;
-        return NULL;
+    if (len) {
+        ngx_memcpy(link->host, host, len);
     }
 
-    link->address.data = p;
-    link->address.len = (ngx_strlchr(host, host + len, ':')
-                         ? ngx_sprintf(p, "[%*s]:%ui", len, host, port)
-                         : ngx_sprintf(p, "%*s:%ui", len, host, port))
-                        - p;
+    if (address) {
+        link->address = *address;
+
+    } else {
+        /* a cluster node's, for logs and metrics, as long as the worker */
+        p = ngx_alloc(len + NGX_INT_T_LEN + 4, rd->log);
+        if (p == NULL) {
+            link->used = 0;
+            return NULL;
+        }
+
+        link->address.data = p;
+        link->address.len = (ngx_strlchr(host, host + len, ':')
+                             ? ngx_sprintf(p, "[%*s]:%ui", len, host, port)
+                             : ngx_sprintf(p, "%*s:%ui", len, host, port))
+                            - p;
+    }
 
     ngx_http_rate_limit_timer_init(&link->reconnect,
                                    ngx_http_rate_limit_redis_connect, link,

@@ -145,7 +145,8 @@ ngx_int_t ngx_http_rate_limit_redis_internal(
     ngx_http_rate_limit_link_t *link, const char *name, int argc,
     const char **argv, const size_t *argvlen);
 ngx_http_rate_limit_link_t *ngx_http_rate_limit_redis_link(
-    u_char *host, size_t len, ngx_uint_t port, char *unix_path);
+    u_char *host, size_t len, ngx_uint_t port, char *unix_path,
+    ngx_str_t *address);
 void ngx_http_rate_limit_redis_load_script(
     ngx_http_rate_limit_link_t *link);
 ngx_int_t ngx_http_rate_limit_redis_queue(
