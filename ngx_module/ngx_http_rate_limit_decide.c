@@ -67,6 +67,9 @@ ngx_http_rate_limit_redis_send(ngx_http_request_t *r,
                 ngx_http_rate_limit_redis_watch(&link->watch);
             }
 
+            /* in a cluster, the slot may have a new master already */
+            ngx_http_rate_limit_redis_ask_map(NGX_HTTP_RATE_LIMIT_MAP_MIN_GAP);
+
             check->failed = 1;
             continue;
         }
