@@ -11,6 +11,13 @@
 #define NGX_HTTP_RATE_LIMIT_REDIS_TIMEOUT  50
 #define NGX_HTTP_RATE_LIMIT_REDIS_PREFIX   "rl"
 
+/* Redis' own bound: its "databases" setting is an int */
+#define NGX_HTTP_RATE_LIMIT_REDIS_DB_MAX   NGX_MAX_INT32_VALUE
+
+/* the bytes of a socket path that sockaddr_un holds, with its NUL */
+#define NGX_HTTP_RATE_LIMIT_UNIX_PATH_MAX                                    \
+    (sizeof(((struct sockaddr_un *) 0)->sun_path) - 1)
+
 
 static ngx_int_t ngx_http_rate_limit_add_variables(ngx_conf_t *cf);
 static void *ngx_http_rate_limit_create_main_conf(ngx_conf_t *cf);
@@ -35,6 +42,15 @@ static char *ngx_http_rate_limit_api_token(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_http_rate_limit_zone_t *ngx_http_rate_limit_zone_get(
     ngx_conf_t *cf, ngx_http_rate_limit_main_conf_t *rmcf, ngx_str_t *name);
+static ngx_int_t ngx_http_rate_limit_conf_number(ngx_conf_t *cf,
+    ngx_command_t *cmd, ngx_str_t *value, size_t name_len, uint64_t min,
+    uint64_t max, uint64_t *n);
+static ngx_int_t ngx_http_rate_limit_conf_zone_name(ngx_conf_t *cf,
+    ngx_command_t *cmd, ngx_str_t *name);
+static ngx_int_t ngx_http_rate_limit_conf_escape(ngx_conf_t *cf,
+    ngx_str_t *value, ngx_str_t *shown);
+static void ngx_http_rate_limit_conf_param_name(ngx_str_t *value,
+    ngx_str_t *name);
 static ngx_int_t ngx_http_rate_limit_init(ngx_conf_t *cf);
 static ngx_int_t ngx_http_rate_limit_init_process(ngx_cycle_t *cycle);
 static void ngx_http_rate_limit_exit_process(ngx_cycle_t *cycle);
@@ -408,24 +424,245 @@ ngx_http_rate_limit_zone_get(ngx_conf_t *cf,
 }
 
 
-/* the value of a "name=N" parameter, N a whole number above zero */
+/*
+ * The value of a "name=N" parameter, N a whole number from min to max.
+ * ngx_atoi() takes an overflow for a typo; here a number too large is told
+ * apart, so that the message can give the largest allowed.
+ */
 static ngx_int_t
-ngx_http_rate_limit_conf_positive(ngx_conf_t *cf, ngx_command_t *cmd,
-    ngx_str_t *value, size_t name_len)
+ngx_http_rate_limit_conf_number(ngx_conf_t *cf, ngx_command_t *cmd,
+    ngx_str_t *value, size_t name_len, uint64_t min, uint64_t max,
+    uint64_t *n)
 {
-    ngx_int_t  n;
+    u_char      *p, *last;
+    uint64_t     v, digit;
+    ngx_str_t    shown;
+    ngx_uint_t   too_large;
 
-    n = ngx_atoi(value->data + name_len + 1, value->len - name_len - 1);
+    p = value->data + name_len + 1;
+    last = value->data + value->len;
+    v = 0;
+    too_large = 0;
 
-    if (n <= 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid %*s \"%V\" in \"%V\" directive, "
-                           "expected a whole number above zero",
-                           name_len, value->data, value, &cmd->name);
+    for ( /* void */ ; p < last; p++) {
+
+        if (*p < '0' || *p > '9') {
+            break;
+        }
+
+        digit = *p - '0';
+
+        if (too_large || v > max / 10 || (v == max / 10 && digit > max % 10))
+        {
+            too_large = 1;
+            continue;
+        }
+
+        v = v * 10 + digit;
+    }
+
+    if (p == last && !too_large && p != value->data + name_len + 1
+        && v >= min)
+    {
+        *n = v;
+        return NGX_OK;
+    }
+
+    if (ngx_http_rate_limit_conf_escape(cf, value, &shown) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    return n;
+    if (p == last && too_large) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid %*s \"%V\" in \"%V\" directive: too "
+                           "large, at most %uL", name_len, value->data,
+                           &shown, &cmd->name, max);
+        return NGX_ERROR;
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid %*s \"%V\" in \"%V\" directive, expected a "
+                       "whole number from %uL to %uL", name_len, value->data,
+                       &shown, &cmd->name, min, max);
+
+    return NGX_ERROR;
+}
+
+
+/*
+ * The value of a "name=TIME" parameter in milliseconds, in nginx's time
+ * syntax ("50ms", "2s", "1m30s"), above zero and at most
+ * NGX_HTTP_RATE_LIMIT_CONF_MSEC_MAX.
+ */
+ngx_int_t
+ngx_http_rate_limit_conf_msec(ngx_conf_t *cf, ngx_command_t *cmd,
+    ngx_str_t *value, size_t name_len, ngx_msec_t *msec)
+{
+    u_char     *p, *q;
+    ngx_int_t   ms;
+    ngx_str_t   s, small, shown;
+
+    s.data = value->data + name_len + 1;
+    s.len = value->len - name_len - 1;
+
+    ms = ngx_parse_time(&s, 0);
+
+    if (ms == NGX_ERROR) {
+
+        /*
+         * ngx_parse_time() fails an overflow as it fails a typo: when the
+         * same text with every number cut to one digit parses, the only
+         * fault was a number too large
+         */
+
+        small.data = ngx_pnalloc(cf->temp_pool, s.len);
+        if (small.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        q = small.data;
+
+        for (p = s.data; p < s.data + s.len; p++) {
+            if (*p < '0' || *p > '9') {
+                *q++ = *p;
+
+            } else if (p == s.data || p[-1] < '0' || p[-1] > '9') {
+                *q++ = '1';
+            }
+        }
+
+        small.len = q - small.data;
+
+        if (ngx_parse_time(&small, 0) != NGX_ERROR) {
+            ms = NGX_HTTP_RATE_LIMIT_CONF_MSEC_MAX + 1;
+        }
+    }
+
+    if (ms > 0 && ms <= NGX_HTTP_RATE_LIMIT_CONF_MSEC_MAX) {
+        *msec = (ngx_msec_t) ms;
+        return NGX_OK;
+    }
+
+    if (ngx_http_rate_limit_conf_escape(cf, value, &shown) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ms > NGX_HTTP_RATE_LIMIT_CONF_MSEC_MAX) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid %*s \"%V\" in \"%V\" directive: too "
+                           "large, at most %dms", name_len, value->data,
+                           &shown, &cmd->name,
+                           NGX_HTTP_RATE_LIMIT_CONF_MSEC_MAX);
+        return NGX_ERROR;
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid %*s \"%V\" in \"%V\" directive, expected a "
+                       "time above zero like 50ms or 2s", name_len,
+                       value->data, &shown, &cmd->name);
+
+    return NGX_ERROR;
+}
+
+
+/* zone names go unescaped into headers, metrics labels and Redis keys */
+static ngx_int_t
+ngx_http_rate_limit_conf_zone_name(ngx_conf_t *cf, ngx_command_t *cmd,
+    ngx_str_t *name)
+{
+    ngx_str_t  shown;
+
+    if (ngx_http_rate_limit_valid_zone_name(name->data, name->len)) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_rate_limit_conf_escape(cf, name, &shown) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid zone name \"%V\" in \"%V\" directive: a "
+                       "zone name is 1 to %d bytes of A-Z, a-z, 0-9, \"_\", "
+                       "\".\" and \"-\"", &shown, &cmd->name,
+                       NGX_HTTP_RATE_LIMIT_ZONE_NAME_MAX);
+
+    return NGX_ERROR;
+}
+
+
+/*
+ * A value as an error message shows it, escaped as inside a JSON string:
+ * nginx.conf can quote a value with a quote or a newline in it, and the
+ * message must still read as one line with the value in its quotes.
+ */
+static ngx_int_t
+ngx_http_rate_limit_conf_escape(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_str_t *shown)
+{
+    shown->data = ngx_pnalloc(cf->temp_pool,
+                              ngx_http_rate_limit_json_escape_len(value->data,
+                                                                  value->len));
+    if (shown->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    shown->len = ngx_http_rate_limit_json_escape(value->data, value->len,
+                                                 shown->data);
+
+    return NGX_OK;
+}
+
+
+/* "name" of "name=value"; a parameter without '=' is its own name */
+static void
+ngx_http_rate_limit_conf_param_name(ngx_str_t *value, ngx_str_t *name)
+{
+    u_char  *p;
+
+    p = ngx_strlchr(value->data, value->data + value->len, '=');
+
+    name->data = value->data;
+    name->len = p ? (size_t) (p - value->data) : value->len;
+}
+
+
+/*
+ * Refuses a parameter given twice from argument first on: nginx.conf
+ * would otherwise keep the last one silently.  "password=env:X" repeats
+ * "password=x".  Only the name is shown, as a value may be a secret.
+ */
+ngx_int_t
+ngx_http_rate_limit_conf_unique(ngx_conf_t *cf, ngx_command_t *cmd,
+    ngx_uint_t first)
+{
+    ngx_str_t   *value, name, other, shown;
+    ngx_uint_t   i, j;
+
+    value = cf->args->elts;
+
+    for (i = first + 1; i < cf->args->nelts; i++) {
+        ngx_http_rate_limit_conf_param_name(&value[i], &name);
+
+        for (j = first; j < i; j++) {
+            ngx_http_rate_limit_conf_param_name(&value[j], &other);
+
+            if (name.len != other.len
+                || ngx_memcmp(name.data, other.data, name.len) != 0)
+            {
+                continue;
+            }
+
+            if (ngx_http_rate_limit_conf_escape(cf, &name, &shown) == NGX_OK) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "duplicate parameter \"%V\" in \"%V\" "
+                                   "directive", &shown, &cmd->name);
+            }
+
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
 }
 
 
@@ -436,8 +673,7 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     u_char                            *p;
     char                               err[NGX_HTTP_RATE_LIMIT_ERR_LEN];
-    uint64_t                           size;
-    ngx_int_t                          burst;
+    uint64_t                           size, burst;
     ngx_str_t                         *value, name, s;
     ngx_uint_t                         i, backend, on_failure;
     ngx_http_rate_limit_rate_t         rate;
@@ -461,7 +697,7 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
             p = (u_char *) ngx_strchr(name.data, ':');
 
-            if (p == NULL || p == name.data) {
+            if (p == NULL) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                    "invalid zone \"%V\" in \"%V\" directive, "
                                    "expected \"zone=NAME:SIZE\"",
@@ -470,6 +706,12 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             }
 
             name.len = p - name.data;
+
+            if (ngx_http_rate_limit_conf_zone_name(cf, cmd, &name)
+                != NGX_OK)
+            {
+                return NGX_CONF_ERROR;
+            }
 
             s.data = p + 1;
             s.len = value[i].data + value[i].len - s.data;
@@ -514,8 +756,11 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
         if (ngx_strncmp(value[i].data, "burst=", 6) == 0) {
 
-            burst = ngx_http_rate_limit_conf_positive(cf, cmd, &value[i], 5);
-            if (burst == NGX_ERROR) {
+            if (ngx_http_rate_limit_conf_number(cf, cmd, &value[i], 5, 1,
+                                                NGX_HTTP_RATE_LIMIT_BURST_MAX,
+                                                &burst)
+                != NGX_OK)
+            {
                 return NGX_CONF_ERROR;
             }
 
@@ -553,7 +798,11 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (name.len == 0) {
+    if (ngx_http_rate_limit_conf_unique(cf, cmd, 2) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (name.data == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"%V\" must have \"zone\" parameter",
                            &cmd->name);
@@ -584,7 +833,7 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     zone->backend = backend;
     zone->on_failure = on_failure;
 
-    if (ngx_http_rate_limit_make_params(&zone->rate, (uint64_t) burst,
+    if (ngx_http_rate_limit_make_params(&zone->rate, burst,
                                         &zone->params, err, sizeof(err))
         != NGX_HTTP_RATE_LIMIT_OK)
     {
@@ -637,7 +886,7 @@ ngx_http_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_http_rate_limit_loc_conf_t *rlcf = conf;
 
     u_char                            *p;
-    ngx_int_t                          cost;
+    uint64_t                           cost;
     ngx_str_t                         *value, name;
     ngx_uint_t                         i;
     ngx_http_rate_limit_limit_t       *limit, *ref;
@@ -654,10 +903,9 @@ ngx_http_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             name.data = value[i].data + 5;
             name.len = value[i].len - 5;
 
-            if (name.len == 0) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid zone \"%V\" in \"%V\" directive",
-                                   &value[i], &cmd->name);
+            if (ngx_http_rate_limit_conf_zone_name(cf, cmd, &name)
+                != NGX_OK)
+            {
                 return NGX_CONF_ERROR;
             }
 
@@ -666,8 +914,12 @@ ngx_http_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
         if (ngx_strncmp(value[i].data, "cost=", 5) == 0) {
 
-            cost = ngx_http_rate_limit_conf_positive(cf, cmd, &value[i], 4);
-            if (cost == NGX_ERROR) {
+            /* a cost above the largest burst could never pass */
+            if (ngx_http_rate_limit_conf_number(cf, cmd, &value[i], 4, 1,
+                                                NGX_HTTP_RATE_LIMIT_BURST_MAX,
+                                                &cost)
+                != NGX_OK)
+            {
                 return NGX_CONF_ERROR;
             }
 
@@ -680,7 +932,11 @@ ngx_http_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (name.len == 0) {
+    if (ngx_http_rate_limit_conf_unique(cf, cmd, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (name.data == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"%V\" must have \"zone\" parameter",
                            &cmd->name);
@@ -718,7 +974,7 @@ ngx_http_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    limit->cost = cost;
+    limit->cost = (ngx_uint_t) cost;
     limit->file = cf->conf_file->file.name;
     limit->line = cf->conf_file->line;
 
@@ -747,8 +1003,8 @@ ngx_http_rate_limit_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_rate_limit_main_conf_t *rmcf = conf;
 
-    ngx_int_t                          n;
-    ngx_str_t                         *value, s;
+    uint64_t                           db;
+    ngx_str_t                         *value;
     ngx_uint_t                         i;
     ngx_http_rate_limit_redis_addr_t  *addr;
     ngx_http_rate_limit_redis_conf_t  *rcf;
@@ -815,28 +1071,25 @@ ngx_http_rate_limit_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
 
         if (ngx_strncmp(value[i].data, "db=", 3) == 0) {
-            n = ngx_atoi(value[i].data + 3, value[i].len - 3);
-            if (n == NGX_ERROR) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid database \"%V\" in \"%V\" "
-                                   "directive",
-                                   &value[i], &cmd->name);
+
+            if (ngx_http_rate_limit_conf_number(cf, cmd, &value[i], 2, 0,
+                                            NGX_HTTP_RATE_LIMIT_REDIS_DB_MAX,
+                                            &db)
+                != NGX_OK)
+            {
                 return NGX_CONF_ERROR;
             }
 
-            rcf->db = n;
+            rcf->db = (ngx_uint_t) db;
             continue;
         }
 
         if (ngx_strncmp(value[i].data, "timeout=", 8) == 0) {
-            s.data = value[i].data + 8;
-            s.len = value[i].len - 8;
 
-            rcf->timeout = ngx_parse_time(&s, 0);
-            if (rcf->timeout == (ngx_msec_t) NGX_ERROR || rcf->timeout == 0) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid timeout \"%V\" in \"%V\" directive",
-                                   &value[i], &cmd->name);
+            if (ngx_http_rate_limit_conf_msec(cf, cmd, &value[i], 7,
+                                              &rcf->timeout)
+                != NGX_OK)
+            {
                 return NGX_CONF_ERROR;
             }
 
@@ -858,6 +1111,10 @@ ngx_http_rate_limit_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
 
         ngx_http_rate_limit_conf_unknown_secret(cf, cmd, &value[i], "");
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_rate_limit_conf_unique(cf, cmd, 1) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 
@@ -906,6 +1163,7 @@ ngx_http_rate_limit_redis_address(ngx_conf_t *cf, ngx_command_t *cmd,
     ngx_http_rate_limit_redis_conf_t *rcf, ngx_str_t *value)
 {
     u_char                            *p;
+    ngx_str_t                          shown;
     ngx_url_t                          u;
     ngx_http_rate_limit_redis_addr_t  *addr;
 
@@ -938,6 +1196,23 @@ ngx_http_rate_limit_redis_address(ngx_conf_t *cf, ngx_command_t *cmd,
         /* cf->args values are NUL ended */
         addr->unix_path.data = value->data + 5;
         addr->unix_path.len = value->len - 5;
+
+        /* hiredis would cut a longer path and connect to another one */
+        if (addr->unix_path.len > NGX_HTTP_RATE_LIMIT_UNIX_PATH_MAX) {
+
+            if (ngx_http_rate_limit_conf_escape(cf, value, &shown)
+                == NGX_OK)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid address \"%V\" in \"%V\" "
+                                   "directive: the socket path is %uz bytes, "
+                                   "at most %uz fit a unix socket address",
+                                   &shown, &cmd->name, addr->unix_path.len,
+                                   NGX_HTTP_RATE_LIMIT_UNIX_PATH_MAX);
+            }
+
+            return NGX_ERROR;
+        }
 
         return NGX_OK;
     }
@@ -1218,12 +1493,9 @@ void
 ngx_http_rate_limit_conf_unknown_secret(ngx_conf_t *cf, ngx_command_t *cmd,
     ngx_str_t *value, const char *hint)
 {
-    u_char     *p;
-    ngx_str_t   name;
+    ngx_str_t  name;
 
-    p = (u_char *) ngx_strchr(value->data, '=');
-    name.data = value->data;
-    name.len = p ? (size_t) (p - value->data) : value->len;
+    ngx_http_rate_limit_conf_param_name(value, &name);
 
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                        "invalid parameter \"%V\" in \"%V\" directive%s",

@@ -17,6 +17,13 @@
 #include <ngx_http_rate_limit_core.h>
 
 
+/*
+ * The longest time a parameter may give: nginx hands the wait for its next
+ * timer to epoll_wait() as an int of milliseconds, and a longer one wraps.
+ */
+#define NGX_HTTP_RATE_LIMIT_CONF_MSEC_MAX   NGX_MAX_INT32_VALUE
+
+
 #define NGX_HTTP_RATE_LIMIT_BACKEND_UNSET   0
 #define NGX_HTTP_RATE_LIMIT_BACKEND_LOCAL   1
 #define NGX_HTTP_RATE_LIMIT_BACKEND_REDIS   2
@@ -308,6 +315,10 @@ ngx_http_rate_limit_zone_t *ngx_http_rate_limit_zone_find(
 
 void ngx_http_rate_limit_conf_unknown_secret(ngx_conf_t *cf,
     ngx_command_t *cmd, ngx_str_t *value, const char *hint);
+ngx_int_t ngx_http_rate_limit_conf_unique(ngx_conf_t *cf,
+    ngx_command_t *cmd, ngx_uint_t first);
+ngx_int_t ngx_http_rate_limit_conf_msec(ngx_conf_t *cf, ngx_command_t *cmd,
+    ngx_str_t *value, size_t name_len, ngx_msec_t *msec);
 void ngx_http_rate_limit_release_connection(ngx_connection_t *c);
 ngx_int_t ngx_http_rate_limit_send(ngx_http_request_t *r, ngx_int_t status,
     ngx_str_t *type, u_char *body, size_t len);

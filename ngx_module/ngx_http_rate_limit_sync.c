@@ -112,7 +112,7 @@ ngx_http_rate_limit_postgres(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_rate_limit_main_conf_t *rmcf = conf;
 
-    ngx_str_t   *value, s, name;
+    ngx_str_t   *value, name;
     ngx_uint_t   i;
 
     if (rmcf->pg_shm_zone) {
@@ -142,17 +142,11 @@ ngx_http_rate_limit_postgres(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     for (i = 2; i < cf->args->nelts; i++) {
 
         if (ngx_strncmp(value[i].data, "interval=", 9) == 0) {
-            s.data = value[i].data + 9;
-            s.len = value[i].len - 9;
 
-            rmcf->pg_interval = ngx_parse_time(&s, 0);
-
-            if (rmcf->pg_interval == (ngx_msec_t) NGX_ERROR
-                || rmcf->pg_interval == 0)
+            if (ngx_http_rate_limit_conf_msec(cf, cmd, &value[i], 8,
+                                              &rmcf->pg_interval)
+                != NGX_OK)
             {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid interval \"%V\" in \"%V\" "
-                                   "directive", &value[i], &cmd->name);
                 return NGX_CONF_ERROR;
             }
 

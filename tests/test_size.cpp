@@ -80,6 +80,10 @@ void PrintTo(const InvalidSize &size, std::ostream *out)
     *out << testing::PrintToString(size.text);
 }
 
+/* the message of every size beyond NGX_HTTP_RATE_LIMIT_SIZE_MAX */
+constexpr const char *size_too_large =
+    "too large, at most 9223372036854775807 bytes";
+
 class InvalidSizes : public testing::TestWithParam<InvalidSize> {};
 
 TEST_P(InvalidSizes, AreRefusedWithAMessage)
@@ -120,13 +124,13 @@ INSTANTIATE_TEST_SUITE_P(Errors, InvalidSizes, testing::Values(
     InvalidSize { std::string("1\0k", 3), "whole number of bytes" },
     InvalidSize { std::string("1k\0", 3), "whole number of bytes" },
     InvalidSize { "99999999999999999999999x", "whole number of bytes" },
-    InvalidSize { "9223372036854775808", "too large" },
-    InvalidSize { "18446744073709551616", "too large" },
-    InvalidSize { "99999999999999999999999k", "too large" },
-    InvalidSize { "9007199254740992k", "too large" },
-    InvalidSize { "8796093022208m", "too large" },
-    InvalidSize { "8589934592g", "too large" },
-    InvalidSize { "17179869184G", "too large" }),
+    InvalidSize { "9223372036854775808", size_too_large },
+    InvalidSize { "18446744073709551616", size_too_large },
+    InvalidSize { "99999999999999999999999k", size_too_large },
+    InvalidSize { "9007199254740992k", size_too_large },
+    InvalidSize { "8796093022208m", size_too_large },
+    InvalidSize { "8589934592g", size_too_large },
+    InvalidSize { "17179869184G", size_too_large }),
     [](const testing::TestParamInfo<InvalidSize> &info) {
         return rate_limit_test::param_name(info.index, info.param.text);
     });

@@ -45,6 +45,21 @@ extern "C" {
 #define NGX_HTTP_RATE_LIMIT_MAX_PER_SEC 1000000
 
 
+/* the longest zone name, in bytes */
+#define NGX_HTTP_RATE_LIMIT_ZONE_NAME_MAX  64
+
+/*
+ * 1 when name is a zone name: 1 to NGX_HTTP_RATE_LIMIT_ZONE_NAME_MAX bytes,
+ * each one of A-Z, a-z, 0-9, '_', '.' and '-'; else 0.  Zone names are
+ * written unescaped into headers, metrics labels, Redis keys and logs, so
+ * nginx.conf, the PostgreSQL schema, the policy file and the bucket API
+ * accept exactly this set.
+ */
+int ngx_http_rate_limit_valid_zone_name(const unsigned char *name,
+    size_t len)
+    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
+
+
 /* "N r/PERIOD": count tokens are refilled over period_ms */
 typedef struct {
     uint64_t  count;

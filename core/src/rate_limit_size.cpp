@@ -71,7 +71,8 @@ int parse_size(std::string_view text, uint64_t &bytes, char *err,
     if (parsed.ec == std::errc::result_out_of_range
         || value > size_max / scale)
     {
-        write_error(err, errlen, "the size is too large");
+        write_error(err, errlen, "the size is too large, at most %lld "
+                    "bytes", static_cast<long long>(size_max));
         return NGX_HTTP_RATE_LIMIT_EINVAL;
     }
 
