@@ -9,7 +9,7 @@ import time
 import pytest
 
 from conftest import loc, redis_conf, sha1_hex, unique_key, wait_for
-from test_degraded import degraded_nginx, live_nodes
+from test_degraded import METRICS, degraded_nginx, live_nodes
 from test_faults import faketime_lib
 
 HEADERS = ["RateLimit-Policy", "RateLimit", "X-RateLimit-Limit",
@@ -715,3 +715,35 @@ def test_cost_above_the_burst_log_is_bounded(nginx_factory):
     more = n.error_lines(r'rate_limit_zone "api": requests whose cost exceeds their burst '
                          r'came from more keys in the last minute than the log names')
     assert len(more) == 1, more
+
+
+def test_cost_above_the_degraded_share_invites_no_retry(nginx_factory, redis):
+    """burst=6 admits cost=4, but not the share of 3 that each of two nodes
+    enforces while Redis is down."""
+    nodes = [nginx_factory(name, http=[
+        "rate_limit_redis 127.0.0.1:%d timeout=50ms prefix=rlt;" % redis.port,
+        "rate_limit_zone $http_x_key zone=z:1m rate=1r/m burst=6 on_failure=local;",
+    ], locations=[loc("/c4/", "rate_limit zone=z cost=4"), METRICS]).start()
+        for name in ("hnofa", "hnofb")]
+    for n in nodes:
+        wait_for(lambda: live_nodes(n) == 2, 5, interval=0.1, what="2 live nodes")
+    key = unique_key()
+    r = nodes[0].get("/c4/x", key=key)
+    assert (r.status, r.rls, r.h("X-RateLimit-Remaining")) == (200, "PASSED", "2")
+    redis.stop()
+    for _ in range(2):
+        r = nodes[0].get("/c4/x", key=key)
+        assert (r.status, r.rls) == (429, "DEGRADED_LOCAL_REJECTED"), r.describe()
+        assert hdrs(r) == {
+            "RateLimit-Policy": '"z";q=3;w=360',
+            "RateLimit": '"z";r=3',
+            "X-RateLimit-Limit": "3",
+            "X-RateLimit-Remaining": "3",
+            "X-RateLimit-Reset": None,
+            "Retry-After": None,
+        }, r.describe()
+    lines = nodes[0].error_lines(r'rate_limit_zone "z": a request of cost 4 can never pass '
+                                 r'for the key of SHA-1 %s, whose burst is 3 \(default limit, '
+                                 r'divided among the live nodes while Redis is unreachable\)'
+                                 % sha1_hex(key))
+    assert len(lines) == 1, nodes[0].error_log()[-2000:]
