@@ -20,11 +20,19 @@ static void ngx_http_rate_limit_take_degraded(ngx_http_rate_limit_ctx_t *ctx,
     int64_t now_us);
 static void ngx_http_rate_limit_finish(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx);
+static ngx_uint_t ngx_http_rate_limit_never_fits(
+    ngx_http_rate_limit_check_t *check);
+static void ngx_http_rate_limit_log_never_fits(ngx_http_request_t *r,
+    ngx_http_rate_limit_ctx_t *ctx);
 static ngx_http_rate_limit_check_t *ngx_http_rate_limit_closest(
     ngx_http_rate_limit_ctx_t *ctx, ngx_uint_t rejected);
 static ngx_int_t ngx_http_rate_limit_set_headers(ngx_http_request_t *r,
-    ngx_http_rate_limit_check_t *check, ngx_uint_t rejected,
-    ngx_uint_t retry_after);
+    ngx_http_rate_limit_ctx_t *ctx, ngx_http_rate_limit_check_t *closest,
+    ngx_uint_t rejected, ngx_uint_t retry_after);
+static u_char *ngx_http_rate_limit_policy_item(u_char *p,
+    ngx_http_rate_limit_check_t *check);
+static uint64_t ngx_http_rate_limit_window_s(
+    ngx_http_rate_limit_check_t *check, ngx_uint_t rejected);
 static ngx_int_t ngx_http_rate_limit_add_header(ngx_http_request_t *r,
     ngx_str_t *name, u_char *value, size_t len);
 
@@ -228,25 +236,22 @@ ngx_http_rate_limit_find_limit(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    return ngx_http_rate_limit_format_limit(r->pool, &zone->name,
-                                            &check->params, check->texts);
+    return ngx_http_rate_limit_format_limit(r->pool, &check->params,
+                                            check->texts);
 }
 
 
 /*
- * The arguments of the Redis script and the values of the headers for a
- * limit, formatted once per zone, and per request only for a per-client
- * limit.
+ * The arguments of the Redis script for a limit, formatted once per zone,
+ * and per request only for a per-client limit.
  */
 ngx_int_t
-ngx_http_rate_limit_format_limit(ngx_pool_t *pool, ngx_str_t *name,
+ngx_http_rate_limit_format_limit(ngx_pool_t *pool,
     ngx_http_rate_limit_params_t *params, ngx_http_rate_limit_texts_t *texts)
 {
-    u_char    *p;
-    uint64_t   window;
+    u_char  *p;
 
-    p = ngx_pnalloc(pool, 2 * NGX_INT64_LEN + name->len + 2 * NGX_INT64_LEN
-                          + sizeof("\"\";q=;w="));
+    p = ngx_pnalloc(pool, 2 * NGX_INT64_LEN);
     if (p == NULL) {
         return NGX_ERROR;
     }
@@ -259,17 +264,6 @@ ngx_http_rate_limit_format_limit(ngx_pool_t *pool, ngx_str_t *name,
     texts->burst_arg.data = p;
     p = ngx_sprintf(p, "%uL", params->burst);
     texts->burst_arg.len = p - texts->burst_arg.data;
-
-    /* the draft's window: the time in which a full quota is refilled */
-    window = (uint64_t) (params->interval_us * params->burst + 999999)
-             / 1000000;
-    if (window == 0) {
-        window = 1;
-    }
-
-    texts->policy.data = p;
-    p = ngx_sprintf(p, "\"%V\";q=%uL;w=%uL", name, params->burst, window);
-    texts->policy.len = p - texts->policy.data;
 
     return NGX_OK;
 }
@@ -497,13 +491,26 @@ ngx_http_rate_limit_finish(ngx_http_request_t *r,
 
         retry_us = closest->decision.retry_after_us;
 
-        ngx_log_error(rlcf->log_level, r->connection->log, 0,
-                      "rate limit exceeded in zone \"%V\", retry in "
-                      "%L.%03Ls%s%s", &closest->limit->zone->name,
-                      retry_us / 1000000, retry_us % 1000000 / 1000,
-                      closest->degraded ? ", decided locally while Redis "
-                                          "is unreachable" : "",
-                      rlcf->dry_run ? ", dry run" : "");
+        if (ngx_http_rate_limit_never_fits(closest)) {
+            ngx_log_error(rlcf->log_level, r->connection->log, 0,
+                          "rate limit exceeded in zone \"%V\", the cost "
+                          "exceeds the burst: no retry can pass%s%s",
+                          &closest->limit->zone->name,
+                          closest->degraded ? ", decided locally while "
+                                              "Redis is unreachable" : "",
+                          rlcf->dry_run ? ", dry run" : "");
+
+        } else {
+            ngx_log_error(rlcf->log_level, r->connection->log, 0,
+                          "rate limit exceeded in zone \"%V\", retry in "
+                          "%L.%03Ls%s%s", &closest->limit->zone->name,
+                          retry_us / 1000000, retry_us % 1000000 / 1000,
+                          closest->degraded ? ", decided locally while "
+                                              "Redis is unreachable" : "",
+                          rlcf->dry_run ? ", dry run" : "");
+        }
+
+        ngx_http_rate_limit_log_never_fits(r, ctx);
 
     } else if (failed_closed) {
         ctx->status = NGX_HTTP_RATE_LIMIT_FAILED_CLOSED;
@@ -525,7 +532,7 @@ ngx_http_rate_limit_finish(ngx_http_request_t *r,
     }
 
     if (rlcf->headers && closest
-        && ngx_http_rate_limit_set_headers(r, closest, rejected,
+        && ngx_http_rate_limit_set_headers(r, ctx, closest, rejected,
                                            ctx->rc != NGX_DECLINED && rejected)
            != NGX_OK)
     {
@@ -537,17 +544,102 @@ ngx_http_rate_limit_finish(ngx_http_request_t *r,
 
 
 /*
- * The limit the headers describe: on a rejection the rejecting limit that
- * asks for the longest wait, otherwise the one with the fewest tokens left.
+ * A request whose cost exceeds the burst of its limit is rejected however
+ * long the client waits: its limit (a per-client one, or the burst divided
+ * among the nodes while Redis is unreachable) holds fewer tokens than the
+ * location takes.  Blocked clients are not meant here: they are told to
+ * come back in a minute, when an operator may have lifted the block.
+ */
+static ngx_uint_t
+ngx_http_rate_limit_never_fits(ngx_http_rate_limit_check_t *check)
+{
+    return check->decided
+           && !check->decision.allowed
+           && !ngx_http_rate_limit_params_blocked(&check->params)
+           && check->limit->cost > check->params.burst;
+}
+
+
+/*
+ * The operator learns of such a request once a minute for each zone and
+ * key, whichever worker of the node served it.  The key may be a
+ * credential, and is user input anyway: the log names its SHA-1 only.
+ */
+static void
+ngx_http_rate_limit_log_never_fits(ngx_http_request_t *r,
+    ngx_http_rate_limit_ctx_t *ctx)
+{
+    u_char                        sha1[NGX_HTTP_RATE_LIMIT_SHA1_HEX + 1];
+    int64_t                       now_us;
+    ngx_int_t                     rc;
+    ngx_uint_t                    i;
+    ngx_http_rate_limit_zone_t   *zone;
+    ngx_http_rate_limit_check_t  *check;
+
+    now_us = ngx_http_rate_limit_now_us();
+
+    for (i = 0; i < ctx->nchecks; i++) {
+        check = &ctx->checks[i];
+
+        if (!ngx_http_rate_limit_never_fits(check)) {
+            continue;
+        }
+
+        zone = check->limit->zone;
+
+        rc = ngx_http_rate_limit_shm_nofit(zone, &check->key, now_us);
+
+        if (rc == NGX_BUSY) {
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "rate_limit_zone \"%V\": requests whose cost "
+                          "exceeds their burst came from more keys in the "
+                          "last minute than the log names", &zone->name);
+            continue;
+        }
+
+        if (rc != NGX_OK) {
+            continue;
+        }
+
+        /* a stored key of '#' and a SHA-1 is the hash of the key given */
+        if (check->key.len == NGX_HTTP_RATE_LIMIT_HASHED_LEN
+            && check->key.data[0] == '#')
+        {
+            ngx_memcpy(sha1, check->key.data + 1, NGX_HTTP_RATE_LIMIT_SHA1_HEX);
+            sha1[NGX_HTTP_RATE_LIMIT_SHA1_HEX] = '\0';
+
+        } else {
+            ngx_http_rate_limit_sha1_hex(check->key.data, check->key.len,
+                                         (char *) sha1);
+        }
+
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "rate_limit_zone \"%V\": a request of cost %ui can "
+                      "never pass for the key of SHA-1 %s, whose burst is "
+                      "%uL (%s limit%s): it is rejected without Retry-After",
+                      &zone->name, check->limit->cost, sha1,
+                      check->params.burst,
+                      ngx_http_rate_limit_source_name(check->source),
+                      check->degraded ? ", divided among the live nodes "
+                                        "while Redis is unreachable" : "");
+    }
+}
+
+
+/*
+ * The limit that RateLimit and the X-RateLimit-* headers describe: on a
+ * rejection the rejecting limit that asks for the longest wait, one that
+ * can never fit first; otherwise the one with the fewest tokens left.
  */
 static ngx_http_rate_limit_check_t *
 ngx_http_rate_limit_closest(ngx_http_rate_limit_ctx_t *ctx,
     ngx_uint_t rejected)
 {
-    ngx_uint_t                    i;
+    ngx_uint_t                    i, never, closest_never;
     ngx_http_rate_limit_check_t  *check, *closest;
 
     closest = NULL;
+    closest_never = 0;
 
     for (i = 0; i < ctx->nchecks; i++) {
         check = &ctx->checks[i];
@@ -556,13 +648,18 @@ ngx_http_rate_limit_closest(ngx_http_rate_limit_ctx_t *ctx,
             continue;
         }
 
+        never = ngx_http_rate_limit_never_fits(check);
+
         if (closest == NULL
-            || (rejected && check->decision.retry_after_us
-                            > closest->decision.retry_after_us)
+            || (rejected && never > closest_never)
+            || (rejected && never == closest_never
+                && check->decision.retry_after_us
+                   > closest->decision.retry_after_us)
             || (!rejected && check->decision.remaining
                              < closest->decision.remaining))
         {
             closest = check;
+            closest_never = never;
         }
     }
 
@@ -570,48 +667,83 @@ ngx_http_rate_limit_closest(ngx_http_rate_limit_ctx_t *ctx,
 }
 
 
+/*
+ * The headers of draft-ietf-httpapi-ratelimit-headers-11, and the older
+ * X-RateLimit-* and Retry-After.  RateLimit-Policy lists every limit the
+ * request went through, in the order of its lines, so that it stays the
+ * same from one response to the next; RateLimit, as the draft's B.1.2
+ * allows, only the closest.  A limit that Redis failed to decide, and that
+ * this node does not decide either, enforces nothing now and is left out.
+ */
 static ngx_int_t
 ngx_http_rate_limit_set_headers(ngx_http_request_t *r,
-    ngx_http_rate_limit_check_t *check, ngx_uint_t rejected,
-    ngx_uint_t retry_after)
+    ngx_http_rate_limit_ctx_t *ctx, ngx_http_rate_limit_check_t *closest,
+    ngx_uint_t rejected, ngx_uint_t retry_after)
 {
+    size_t                           len;
     u_char                          *p, *last;
     uint64_t                         reset_s, retry_s;
+    ngx_uint_t                       i, never;
     ngx_http_rate_limit_zone_t      *zone;
+    ngx_http_rate_limit_check_t     *check;
     ngx_http_rate_limit_decision_t  *d;
 
-    zone = check->limit->zone;
-    d = &check->decision;
+    zone = closest->limit->zone;
+    d = &closest->decision;
+    never = ngx_http_rate_limit_never_fits(closest);
 
-    reset_s = (uint64_t) (d->reset_us + 999999) / 1000000;
+    /* the policies, RateLimit, then the numbers of the headers after it */
+    len = zone->name.len + sizeof("\"\";r=;t=") - 1 + 6 * NGX_INT64_LEN;
 
-    retry_s = (uint64_t) (d->retry_after_us + 999999) / 1000000;
-    if (retry_s == 0) {
-        retry_s = 1;
+    for (i = 0; i < ctx->nchecks; i++) {
+        len += ctx->checks[i].limit->zone->name.len
+               + sizeof(", \"\";q=;w=") - 1 + 2 * NGX_INT64_LEN;
+    }
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    last = p;
+
+    for (i = 0; i < ctx->nchecks; i++) {
+        check = &ctx->checks[i];
+
+        if (check->failed) {
+            continue;
+        }
+
+        if (last != p) {
+            *last++ = ',';
+            *last++ = ' ';
+        }
+
+        last = ngx_http_rate_limit_policy_item(last, check);
     }
 
     if (ngx_http_rate_limit_add_header(r, &ngx_http_rate_limit_policy_header,
-                                       check->texts->policy.data,
-                                       check->texts->policy.len)
+                                       p, last - p)
         != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    /* RateLimit and the numbers of the three headers after it */
-    p = ngx_pnalloc(r->pool, zone->name.len + 5 * NGX_INT64_LEN + 16);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    /* "zone";r=N;t=N: on a rejection "t" and Retry-After name one moment */
-    last = p;
+    /*
+     * "zone";r=N;t=N.  A request that can never fit gets no "t": no wait
+     * brings it quota.
+     */
+    p = last;
     *last++ = '"';
     last = ngx_cpymem(last, zone->name.data, zone->name.len);
     last = ngx_cpymem(last, "\";r=", sizeof("\";r=") - 1);
     last = ngx_http_rate_limit_decimal(last, d->remaining);
-    last = ngx_cpymem(last, ";t=", sizeof(";t=") - 1);
-    last = ngx_http_rate_limit_decimal(last, rejected ? retry_s : reset_s);
+
+    if (!never) {
+        last = ngx_cpymem(last, ";t=", sizeof(";t=") - 1);
+        last = ngx_http_rate_limit_decimal(last,
+                   ngx_http_rate_limit_window_s(closest, rejected));
+    }
 
     if (ngx_http_rate_limit_add_header(r, &ngx_http_rate_limit_header, p,
                                        last - p)
@@ -620,9 +752,11 @@ ngx_http_rate_limit_set_headers(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
+    p = last;
+    last = ngx_http_rate_limit_decimal(p, closest->params.burst);
+
     if (ngx_http_rate_limit_add_header(r, &ngx_http_rate_limit_limit_header,
-                                       check->texts->burst_arg.data,
-                                       check->texts->burst_arg.len)
+                                       p, last - p)
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -639,6 +773,13 @@ ngx_http_rate_limit_set_headers(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
+    /* the times a client would wait for: none helps a cost that never fits */
+    if (never) {
+        return NGX_OK;
+    }
+
+    reset_s = (uint64_t) (d->reset_us + 999999) / 1000000;
+
     p = last;
     last = ngx_http_rate_limit_decimal(p, reset_s);
 
@@ -653,11 +794,97 @@ ngx_http_rate_limit_set_headers(ngx_http_request_t *r,
         return NGX_OK;
     }
 
+    retry_s = ngx_http_rate_limit_window_s(closest, 1);
+
     p = last;
     last = ngx_http_rate_limit_decimal(p, retry_s);
 
     return ngx_http_rate_limit_add_header(r, &ngx_http_rate_limit_retry_header,
                                           p, last - p);
+}
+
+
+/*
+ * "zone";q=Q;w=W as enforced for this request: a per-client limit, or the
+ * share of this node while Redis is unreachable.  The window is the whole
+ * seconds a full refill takes, at least one, and the quota what the window
+ * admits at length: the burst, or what the rate refills in the window when
+ * that is more, as a burst refilled in a fraction of the one second
+ * advertised is refilled several times in it.  A blocked client has a
+ * quota of 0.
+ */
+static u_char *
+ngx_http_rate_limit_policy_item(u_char *p, ngx_http_rate_limit_check_t *check)
+{
+    uint64_t                       q, w;
+    ngx_str_t                     *name;
+    ngx_http_rate_limit_params_t  *params;
+
+    name = &check->limit->zone->name;
+    params = &check->params;
+
+    if (ngx_http_rate_limit_params_blocked(params)) {
+        q = 0;
+        w = 1;
+
+    } else {
+        w = (uint64_t) (params->interval_us * params->burst + 999999)
+            / 1000000;
+        if (w == 0) {
+            w = 1;
+        }
+
+        /* the margin keeps 1e6 / (5e5 / 3) from flooring to 5 */
+        q = (uint64_t) (w * 1e6 / params->interval_us + 1e-6);
+        q = ngx_max(q, params->burst);
+    }
+
+    *p++ = '"';
+    p = ngx_cpymem(p, name->data, name->len);
+    p = ngx_cpymem(p, "\";q=", sizeof("\";q=") - 1);
+    p = ngx_http_rate_limit_decimal(p, q);
+    p = ngx_cpymem(p, ";w=", sizeof(";w=") - 1);
+
+    return ngx_http_rate_limit_decimal(p, w);
+}
+
+
+/*
+ * The draft's effective window "t", in whole seconds rounded up and at
+ * least one: the time within which the client can use no more than the
+ * tokens left.  On a rejection, until the request's cost fits, as
+ * Retry-After says.  Otherwise until a request of the same cost more than
+ * those tokens allow fits: until cost more tokens have come in, or the
+ * bucket is full, whichever is first.
+ */
+static uint64_t
+ngx_http_rate_limit_window_s(ngx_http_rate_limit_check_t *check,
+    ngx_uint_t rejected)
+{
+    int64_t                          wait_us;
+    uint64_t                         later;
+    ngx_http_rate_limit_decision_t  *d;
+
+    d = &check->decision;
+
+    if (rejected) {
+        wait_us = d->retry_after_us;
+
+    } else {
+        /*
+         * reset_us is the time the missing tokens take, the fraction of
+         * one included: the last of them come in last
+         */
+        wait_us = d->reset_us;
+
+        if (d->remaining + check->limit->cost < check->params.burst) {
+            later = check->params.burst - d->remaining - check->limit->cost;
+            wait_us -= (int64_t) later
+                       * ngx_http_rate_limit_token_us(&check->params);
+        }
+    }
+
+    return wait_us > 1000000 ? (uint64_t) (wait_us + 999999) / 1000000 : 1;
 }
 
 

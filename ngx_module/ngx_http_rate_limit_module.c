@@ -843,8 +843,8 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (ngx_http_rate_limit_format_limit(cf->pool, &zone->name,
-                                         &zone->params, &zone->texts)
+    if (ngx_http_rate_limit_format_limit(cf->pool, &zone->params,
+                                         &zone->texts)
         != NGX_OK)
     {
         return NGX_CONF_ERROR;

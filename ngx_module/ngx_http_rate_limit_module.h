@@ -113,6 +113,13 @@ typedef struct {
     ngx_uint_t                       limits_version; /* of rows and config */
     ngx_atomic_t                     cached;    /* rejections served */
 
+    /* the keys whose cost could not fit, logged in the last minute */
+    ngx_rbtree_t                     nofit;
+    ngx_rbtree_node_t                nofit_sentinel;
+    ngx_queue_t                      nofit_queue;    /* oldest last */
+    ngx_uint_t                       nnofit;
+    int64_t                          nofit_unnamed_us;
+
     ngx_atomic_t                     requests;
     ngx_atomic_t                     outcomes[NGX_HTTP_RATE_LIMIT_OUTCOMES];
 } ngx_http_rate_limit_shctx_t;
@@ -128,11 +135,10 @@ typedef struct {
 } ngx_http_rate_limit_pg_shctx_t;
 
 
-/* a limit as the Redis script and the response headers take it */
+/* a limit as the Redis script takes it */
 typedef struct {
     ngx_str_t                        interval_arg;
     ngx_str_t                        burst_arg;
-    ngx_str_t                        policy;          /* RateLimit-Policy */
 } ngx_http_rate_limit_texts_t;
 
 
@@ -384,7 +390,7 @@ ngx_http_rate_limit_ctx_t *ngx_http_rate_limit_create_ctx(
     ngx_http_request_t *r, ngx_uint_t nlimits);
 ngx_int_t ngx_http_rate_limit_find_limit(ngx_http_request_t *r,
     ngx_http_rate_limit_check_t *check);
-ngx_int_t ngx_http_rate_limit_format_limit(ngx_pool_t *pool, ngx_str_t *name,
+ngx_int_t ngx_http_rate_limit_format_limit(ngx_pool_t *pool,
     ngx_http_rate_limit_params_t *params, ngx_http_rate_limit_texts_t *texts);
 ngx_int_t ngx_http_rate_limit_status_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
@@ -415,6 +421,8 @@ ngx_int_t ngx_http_rate_limit_shm_blocked(ngx_http_rate_limit_zone_t *zone,
     ngx_http_rate_limit_decision_t *d);
 void ngx_http_rate_limit_shm_block(ngx_http_rate_limit_zone_t *zone,
     ngx_str_t *key, int64_t until_us, int64_t full_us, int64_t now_us);
+ngx_int_t ngx_http_rate_limit_shm_nofit(ngx_http_rate_limit_zone_t *zone,
+    ngx_str_t *key, int64_t now_us);
 int64_t ngx_http_rate_limit_now_us(void);
 
 /* redis */

@@ -1,14 +1,24 @@
 
 /*
  * A zone's shared memory, shared by the workers of one node.  It holds
- * three rbtrees by key hash with one node layout: local buckets, whose LRU
+ * four rbtrees by key hash with one node layout: local buckets, whose LRU
  * queue tail is expired; per-client limits synced from PostgreSQL, whose
- * queue lists them all for a sweep after a full sync; and the keys that
- * Redis rejected, until the time it gave, whose queue tail is expired too.
+ * queue lists them all for a sweep after a full sync; the keys that Redis
+ * rejected, until the time it gave, whose queue tail is expired too; and
+ * the keys whose cost could never fit, logged in the last minute.
  */
 
 
 #include "ngx_http_rate_limit_module.h"
+
+
+/*
+ * A key is named in the log once a minute.  The keys remembered for that
+ * are few and small, so that a flood of keys cannot take the zone's memory
+ * from the buckets: beyond them, a line a minute says that more were seen.
+ */
+#define NGX_HTTP_RATE_LIMIT_NOFIT_PERIOD_US  60000000
+#define NGX_HTTP_RATE_LIMIT_NOFIT_KEYS       64
 
 
 typedef struct {
@@ -34,6 +44,7 @@ typedef struct {
         int64_t                      tat_us;
         ngx_http_rate_limit_row_t    row;
         ngx_http_rate_limit_blocked_t  blocked;
+        int64_t                      logged_us;
     } u;
     u_char                           data[1];
 } ngx_http_rate_limit_node_t;
@@ -111,6 +122,14 @@ ngx_http_rate_limit_init_zone(ngx_shm_zone_t *shm_zone, void *data)
                     ngx_http_rate_limit_rbtree_insert_value);
 
     ngx_queue_init(&zone->sh->blocked_queue);
+
+    ngx_rbtree_init(&zone->sh->nofit, &zone->sh->nofit_sentinel,
+                    ngx_http_rate_limit_rbtree_insert_value);
+
+    ngx_queue_init(&zone->sh->nofit_queue);
+
+    zone->sh->nnofit = 0;
+    zone->sh->nofit_unnamed_us = -NGX_HTTP_RATE_LIMIT_NOFIT_PERIOD_US;
 
     len = sizeof(" in rate_limit_zone \"\"") + shm_zone->shm.name.len;
 
@@ -680,4 +699,74 @@ ngx_http_rate_limit_unblock(ngx_http_rate_limit_zone_t *zone, int64_t now_us,
         ngx_http_rate_limit_node_free(zone, &zone->sh->blocked, rln);
         zone->sh->nblocked--;
     }
+}
+
+
+/*
+ * Whether the log may say now that a request of key can never fit: NGX_OK
+ * names the key, once a minute for each key across the node's workers;
+ * NGX_BUSY, once a minute for the zone, stands for the keys beyond those
+ * remembered; NGX_DECLINED says nothing.
+ */
+ngx_int_t
+ngx_http_rate_limit_shm_nofit(ngx_http_rate_limit_zone_t *zone,
+    ngx_str_t *key, int64_t now_us)
+{
+    uint32_t                     hash;
+    ngx_int_t                    rc;
+    ngx_queue_t                 *q;
+    ngx_rbtree_node_t           *node;
+    ngx_http_rate_limit_node_t  *rln;
+
+    hash = ngx_crc32_short(key->data, key->len);
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    /* logged in turn, so the oldest are last */
+    while (!ngx_queue_empty(&zone->sh->nofit_queue)) {
+
+        q = ngx_queue_last(&zone->sh->nofit_queue);
+
+        rln = ngx_queue_data(q, ngx_http_rate_limit_node_t, queue);
+
+        if (now_us - rln->u.logged_us < NGX_HTTP_RATE_LIMIT_NOFIT_PERIOD_US) {
+            break;
+        }
+
+        ngx_http_rate_limit_node_free(zone, &zone->sh->nofit, rln);
+        zone->sh->nnofit--;
+    }
+
+    if (ngx_http_rate_limit_lookup(&zone->sh->nofit, key, hash)) {
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        return NGX_DECLINED;
+    }
+
+    node = (zone->sh->nnofit >= NGX_HTTP_RATE_LIMIT_NOFIT_KEYS
+            || ngx_http_rate_limit_shm_scarce(zone))
+           ? NULL : ngx_http_rate_limit_node_alloc(zone, key, hash);
+
+    if (node) {
+        rln = (ngx_http_rate_limit_node_t *) &node->color;
+        rln->u.logged_us = now_us;
+
+        ngx_rbtree_insert(&zone->sh->nofit, node);
+        ngx_queue_insert_head(&zone->sh->nofit_queue, &rln->queue);
+        zone->sh->nnofit++;
+
+        rc = NGX_OK;
+
+    } else if (now_us - zone->sh->nofit_unnamed_us
+               >= NGX_HTTP_RATE_LIMIT_NOFIT_PERIOD_US)
+    {
+        zone->sh->nofit_unnamed_us = now_us;
+        rc = NGX_BUSY;
+
+    } else {
+        rc = NGX_DECLINED;
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return rc;
 }

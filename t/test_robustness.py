@@ -53,8 +53,10 @@ def test_many_limits_all_or_nothing(nginx_factory, redis, backend):
     key = unique_key()
     rs = [n.get("/all/x", key=key) for _ in range(4)]
     assert [r.status for r in rs] == [200, 429, 429, 429]
-    assert rs[0].h("RateLimit-Policy") == '"m1";q=1;w=60'
-    assert rs[1].h("RateLimit-Policy") == '"m1";q=1;w=60'
+    # every policy in the order of the lines; RateLimit the closest, m1
+    policy = ", ".join('"m%d";q=%d;w=%d' % (b, b, 60 * b) for b in (6, 3, 1, 5, 2, 4))
+    assert [r.h("RateLimit-Policy") for r in rs[:2]] == [policy] * 2
+    assert [r.h("RateLimit") for r in rs[:2]] == ['"m1";r=0;t=60'] * 2
     r = n.get("/m6/x", key=key)
     assert r.h("X-RateLimit-Remaining") == "4", r.describe()     # 6 - 1 - 1
 
