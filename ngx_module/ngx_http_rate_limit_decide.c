@@ -59,10 +59,16 @@ ngx_http_rate_limit_redis_send(ngx_http_request_t *r,
         }
 
         link = ngx_http_rate_limit_redis_route(&check->redis_key);
+        probe = 0;
 
         if (link == NULL || link->ac == NULL
             || !ngx_http_rate_limit_circuit_allow(link->circuit, &probe))
         {
+            /* this request's turn to probe: the probe goes, not it */
+            if (probe) {
+                ngx_http_rate_limit_redis_probe(link);
+            }
+
             if (link && link->circuit && link->circuit->open) {
                 ngx_http_rate_limit_redis_watch(&link->watch);
             }
@@ -104,11 +110,14 @@ ngx_http_rate_limit_redis_send(ngx_http_request_t *r,
         }
 
         if (rd->map == NULL) {
-            /* a cluster's keys of different slots cannot share a script */
+            /*
+             * A cluster's keys of different slots cannot share a script.
+             * A new connection's ops wait for its AUTH and SELECT.
+             */
             *link->batch_last = op;
             link->batch_last = &op->batch_next;
 
-            if (!link->flush.posted) {
+            if (link->ready && !link->flush.posted) {
                 ngx_post_event(&link->flush, &ngx_posted_events);
             }
 
@@ -288,6 +297,7 @@ ngx_http_rate_limit_redis_evalsha(ngx_http_rate_limit_op_t *op)
     }
 
     op->sent_us = ngx_http_rate_limit_redis_clock_us();
+    op->link->asked = ngx_current_msec;
 
     return NGX_OK;
 }
@@ -324,7 +334,7 @@ ngx_http_rate_limit_redis_reply(redisAsyncContext *ac, void *r,
         if (!op->reloaded && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0) {
             op->reloaded = 1;
 
-            ngx_http_rate_limit_redis_load_script(link);
+            ngx_http_rate_limit_redis_load_script(link, "SCRIPT LOAD again");
 
             if (ngx_http_rate_limit_redis_evalsha(op) == NGX_OK) {
                 return;
@@ -492,6 +502,7 @@ ngx_http_rate_limit_redis_flush(ngx_event_t *ev)
                                         rd->argvlen)
         == NGX_OK)
     {
+        link->asked = ngx_current_msec;
         return;
     }
 
@@ -588,7 +599,7 @@ ngx_http_rate_limit_redis_batch_reply(redisAsyncContext *ac, void *r,
 
     /* the script cache was emptied: each op goes again on its own */
     if (reason && ngx_strncmp(reason, "NOSCRIPT", 8) == 0 && !rd->exiting) {
-        ngx_http_rate_limit_redis_load_script(link);
+        ngx_http_rate_limit_redis_load_script(link, "SCRIPT LOAD again");
         reason = NULL;
 
     } else if (reason && !rd->exiting) {

@@ -15,7 +15,10 @@
 #define NGX_HTTP_RATE_LIMIT_BACKOFF_MIN      50
 #define NGX_HTTP_RATE_LIMIT_BACKOFF_MAX      1000
 
-/* replies owed for this long with none arriving: the connection is stuck */
+/*
+ * Replies owed for this long with none arriving, or for timeout when that
+ * is longer: the connection is stuck.
+ */
 #define NGX_HTTP_RATE_LIMIT_STALL_MIN        1000
 
 /* how often a worker looks whether an open circuit is due for a probe */
@@ -30,9 +33,13 @@ static void ngx_http_rate_limit_redis_on_connect(const redisAsyncContext *ac,
 static void ngx_http_rate_limit_redis_on_disconnect(
     const redisAsyncContext *ac, int status);
 static void ngx_http_rate_limit_redis_setup(ngx_http_rate_limit_link_t *link);
+static void ngx_http_rate_limit_redis_ready(ngx_http_rate_limit_link_t *link);
+static ngx_int_t ngx_http_rate_limit_redis_write(
+    ngx_http_rate_limit_link_t *link, redisCallbackFn *fn, void *privdata,
+    int argc, const char **argv, const size_t *argvlen);
 static void ngx_http_rate_limit_redis_internal_reply(redisAsyncContext *ac,
     void *r, void *privdata);
-static void ngx_http_rate_limit_redis_probe(ngx_http_rate_limit_link_t *link);
+static void ngx_http_rate_limit_redis_watch_timer(ngx_event_t *ev);
 static void ngx_http_rate_limit_redis_probe_reply(redisAsyncContext *ac,
     void *r, void *privdata);
 static void ngx_http_rate_limit_redis_probe_timeout(ngx_event_t *ev);
@@ -300,7 +307,7 @@ ngx_http_rate_limit_redis_link(u_char *host, size_t len, ngx_uint_t port,
                                    ngx_http_rate_limit_redis_probe_timeout,
                                    link, rd->log);
     ngx_http_rate_limit_timer_init(&link->watch,
-                                   ngx_http_rate_limit_redis_watch, link,
+                                   ngx_http_rate_limit_redis_watch_timer, link,
                                    rd->log);
     ngx_http_rate_limit_timer_init(&link->flush,
                                    ngx_http_rate_limit_redis_flush, link,
@@ -366,6 +373,7 @@ ngx_http_rate_limit_redis_connect(ngx_event_t *ev)
     link->ac = ac;
     link->connection = c;
     link->connected = 0;
+    link->ready = 0;
     link->pending = 0;
 
     redisAsyncSetDisconnectCallback(ac,
@@ -473,7 +481,11 @@ ngx_http_rate_limit_redis_on_disconnect(const redisAsyncContext *ac,
 }
 
 
-/* queued before the connect completes; pipelining keeps them in order */
+/*
+ * Queued before the connect completes.  Nothing else goes out before AUTH
+ * and SELECT have answered: a command pipelined behind a SELECT that
+ * fails would write into database 0.
+ */
 static void
 ngx_http_rate_limit_redis_setup(ngx_http_rate_limit_link_t *link)
 {
@@ -490,8 +502,13 @@ ngx_http_rate_limit_redis_setup(ngx_http_rate_limit_link_t *link)
         argv[1] = (char *) rd->password.data;
         argvlen[1] = rd->password.len;
 
-        (void) ngx_http_rate_limit_redis_internal(link, "AUTH", 2, argv,
-                                                  argvlen);
+        if (ngx_http_rate_limit_redis_write(link,
+                                      ngx_http_rate_limit_redis_internal_reply,
+                                      "AUTH", 2, argv, argvlen)
+            != NGX_OK)
+        {
+            goto failed;
+        }
     }
 
     if (rd->conf->db) {
@@ -502,19 +519,53 @@ ngx_http_rate_limit_redis_setup(ngx_http_rate_limit_link_t *link)
         argv[1] = (char *) db;
         argvlen[1] = p - db;
 
-        (void) ngx_http_rate_limit_redis_internal(link, "SELECT", 2, argv,
-                                                  argvlen);
+        if (ngx_http_rate_limit_redis_write(link,
+                                      ngx_http_rate_limit_redis_internal_reply,
+                                      "SELECT", 2, argv, argvlen)
+            != NGX_OK)
+        {
+            goto failed;
+        }
     }
 
-    ngx_http_rate_limit_redis_load_script(link);
-
     link->progress = ngx_current_msec;
+
+    if (link->pending == 0) {
+        ngx_http_rate_limit_redis_ready(link);
+    }
+
+    return;
+
+failed:
+
+    /* a link without its AUTH or SELECT is never used */
+    ngx_http_rate_limit_redis_failure(link, 1, "out of memory");
+    ngx_http_rate_limit_redis_close(link);
 }
 
 
-/* the decision scripts: for one key, for several, for several requests */
+/* the link takes commands: the decisions that waited for it go out now */
+static void
+ngx_http_rate_limit_redis_ready(ngx_http_rate_limit_link_t *link)
+{
+    link->ready = 1;
+
+    ngx_http_rate_limit_redis_load_script(link, "SCRIPT LOAD");
+
+    if (link->batch && !link->flush.posted) {
+        ngx_post_event(&link->flush, &ngx_posted_events);
+    }
+}
+
+
+/*
+ * The decision scripts: for one key, for several, for several requests.
+ * name tells a new connection's load, which proves that Redis answers
+ * again, from a load after NOSCRIPT, which proves nothing.
+ */
 void
-ngx_http_rate_limit_redis_load_script(ngx_http_rate_limit_link_t *link)
+ngx_http_rate_limit_redis_load_script(ngx_http_rate_limit_link_t *link,
+    const char *name)
 {
     size_t       argvlen[3];
     const char  *argv[3];
@@ -525,16 +576,28 @@ ngx_http_rate_limit_redis_load_script(ngx_http_rate_limit_link_t *link)
     argvlen[1] = sizeof("LOAD") - 1;
 
     argv[2] = ngx_http_rate_limit_script_one(&argvlen[2]);
-    (void) ngx_http_rate_limit_redis_internal(link, "SCRIPT LOAD", 3, argv,
-                                              argvlen);
+    (void) ngx_http_rate_limit_redis_internal(link, name, 3, argv, argvlen);
 
     argv[2] = ngx_http_rate_limit_script(&argvlen[2]);
-    (void) ngx_http_rate_limit_redis_internal(link, "SCRIPT LOAD", 3, argv,
-                                              argvlen);
+    (void) ngx_http_rate_limit_redis_internal(link, name, 3, argv, argvlen);
 
     argv[2] = ngx_http_rate_limit_batch_script(&argvlen[2]);
-    (void) ngx_http_rate_limit_redis_internal(link, "SCRIPT LOAD", 3, argv,
-                                              argvlen);
+    (void) ngx_http_rate_limit_redis_internal(link, name, 3, argv, argvlen);
+}
+
+
+/* every command but AUTH and SELECT: only once they have succeeded */
+ngx_int_t
+ngx_http_rate_limit_redis_queue(ngx_http_rate_limit_link_t *link,
+    redisCallbackFn *fn, void *privdata, int argc, const char **argv,
+    const size_t *argvlen)
+{
+    if (!link->ready) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_rate_limit_redis_write(link, fn, privdata, argc, argv,
+                                           argvlen);
 }
 
 
@@ -544,8 +607,8 @@ ngx_http_rate_limit_redis_load_script(ngx_http_rate_limit_link_t *link)
  * one: hiredis' own formatting costs more than the rest of a request's
  * Redis work in the worker.
  */
-ngx_int_t
-ngx_http_rate_limit_redis_queue(ngx_http_rate_limit_link_t *link,
+static ngx_int_t
+ngx_http_rate_limit_redis_write(ngx_http_rate_limit_link_t *link,
     redisCallbackFn *fn, void *privdata, int argc, const char **argv,
     const size_t *argvlen)
 {
@@ -622,14 +685,31 @@ static void
 ngx_http_rate_limit_redis_internal_reply(redisAsyncContext *ac, void *r,
     void *privdata)
 {
+    u_char                       *p;
     redisReply                   *reply = r;
     ngx_http_rate_limit_link_t   *link = ac->data;
     ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis_worker;
+
+    u_char                        reason[NGX_HTTP_RATE_LIMIT_ERR_LEN];
 
     link->pending--;
     link->progress = ngx_current_msec;
 
     if (reply == NULL || rd->exiting) {
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR && !link->ready) {
+        /*
+         * AUTH or SELECT failed: the connection is a failed one, and its
+         * reason is logged with the circuit that it opens, once
+         */
+        p = ngx_snprintf(reason, sizeof(reason) - 1, "%s failed: %*s",
+                         (char *) privdata, (size_t) reply->len, reply->str);
+        *p = '\0';
+
+        ngx_http_rate_limit_redis_failure(link, 1, (char *) reason);
+        ngx_http_rate_limit_redis_close(link);
         return;
     }
 
@@ -639,6 +719,14 @@ ngx_http_rate_limit_redis_internal_reply(redisAsyncContext *ac, void *r,
                       "rate_limit_redis \"%V\": %s failed: %*s",
                       &link->address, (char *) privdata,
                       (size_t) reply->len, reply->str);
+        return;
+    }
+
+    if (!link->ready) {
+        if (ngx_strcmp(privdata, "SELECT") == 0 || rd->conf->db == 0) {
+            ngx_http_rate_limit_redis_ready(link);
+        }
+
         return;
     }
 
@@ -654,18 +742,34 @@ ngx_http_rate_limit_redis_internal_reply(redisAsyncContext *ac, void *r,
 }
 
 
-/* replies owed and none coming for long: Redis is frozen, start afresh */
+/*
+ * Replies owed and none coming for long: Redis is frozen, or the path to
+ * it is gone; start afresh.  Not before the newest decision has had its
+ * whole timeout, which the drop would cut short.
+ */
 void
 ngx_http_rate_limit_redis_check_stall(ngx_http_rate_limit_link_t *link)
 {
+    ngx_msec_t                    stall;
     ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis_worker;
 
-    if (link->ac && link->pending
-        && ngx_current_msec - link->progress
-           >= ngx_max(NGX_HTTP_RATE_LIMIT_STALL_MIN, 4 * rd->conf->timeout))
+    u_char                        reason[sizeof("no reply for  ms")
+                                         + NGX_INT_T_LEN];
+
+    stall = ngx_max(NGX_HTTP_RATE_LIMIT_STALL_MIN, rd->conf->timeout);
+
+    if (link->ac == NULL || link->pending == 0
+        || ngx_current_msec - link->progress < stall
+        || ngx_current_msec - link->asked < rd->conf->timeout)
     {
-        ngx_http_rate_limit_redis_close(link);
+        return;
     }
+
+    *ngx_sprintf(reason, "no reply for %M ms",
+                 (ngx_msec_t) (ngx_current_msec - link->progress)) = '\0';
+
+    ngx_http_rate_limit_redis_close(link);
+    ngx_http_rate_limit_redis_failure(link, 1, (char *) reason);
 }
 
 
@@ -724,28 +828,47 @@ ngx_http_rate_limit_redis_watch(ngx_event_t *ev)
 
 
 /*
- * While the circuit is open, a PING on this worker's connection tells
- * whether Redis answers again in time; no request waits for it.  Without
- * a connection, the reconnection in the background is the probe.
+ * While the circuit is open no decision is sent, so no request's timeout
+ * looks at the connection: the watch does, out of any request's handler,
+ * as closing the connection resumes the requests that wait on it.
  */
 static void
+ngx_http_rate_limit_redis_watch_timer(ngx_event_t *ev)
+{
+    ngx_http_rate_limit_redis_check_stall(ev->data);
+    ngx_http_rate_limit_redis_watch(ev);
+}
+
+
+/*
+ * While the circuit is open, the script for one key on this worker's
+ * connection tells whether Redis decides again in time; no request waits
+ * for it.  A PING would pass where the script fails (a server, or a proxy
+ * in front of several, that answers NOSCRIPT).  With no key and a blocked
+ * limit, the script reads and writes nothing.  Without a connection, the
+ * reconnection in the background is the probe.
+ */
+void
 ngx_http_rate_limit_redis_probe(ngx_http_rate_limit_link_t *link)
 {
     ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis_worker;
 
-    static const char  *ping[] = { "PING" };
-    static size_t       ping_len[] = { sizeof("PING") - 1 };
+    static const char  *probe[] = { "EVALSHA", NULL, "0", "0", "0", "1" };
+    static size_t       probe_len[] = { sizeof("EVALSHA") - 1,
+                                        NGX_HTTP_RATE_LIMIT_SHA1_HEX,
+                                        1, 1, 1, 1 };
 
     if (link->ac == NULL || !link->connected || link->probing) {
         return;
     }
 
     link->probe_seq++;
+    probe[1] = ngx_http_rate_limit_script_one_sha1();
 
     if (ngx_http_rate_limit_redis_queue(link,
                                         ngx_http_rate_limit_redis_probe_reply,
-                                        (void *) link->probe_seq, 1, ping,
-                                        ping_len)
+                                        (void *) link->probe_seq, 6, probe,
+                                        probe_len)
         != NGX_OK)
     {
         return;
@@ -783,14 +906,22 @@ ngx_http_rate_limit_redis_probe_reply(redisAsyncContext *ac, void *r,
         ngx_del_timer(&link->probe_timer);
     }
 
-    if (reply && reply->type == REDIS_REPLY_STATUS) {
-        ngx_http_rate_limit_circuit_success(link->circuit, rd->log);
-
-    } else {
-        ngx_http_rate_limit_redis_failure(link, 0,
-                                          reply ? "unexpected reply to PING"
-                                                : "connection lost");
+    if (reply == NULL) {
+        ngx_http_rate_limit_redis_failure(link, 0, "connection lost");
+        return;
     }
+
+    if (reply->type != REDIS_REPLY_ERROR) {
+        ngx_http_rate_limit_circuit_success(link->circuit, rd->log);
+        return;
+    }
+
+    /* one load, for the next probe; a NOSCRIPT after it is a failure */
+    if (ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0) {
+        ngx_http_rate_limit_redis_load_script(link, "SCRIPT LOAD again");
+    }
+
+    ngx_http_rate_limit_redis_failure(link, 0, reply->str);
 }
 
 
@@ -963,9 +1094,10 @@ ngx_http_rate_limit_redis_del_write(void *data)
 static void
 ngx_http_rate_limit_redis_cleanup(void *data)
 {
-    ngx_connection_t            *c = data;
-    redisAsyncContext           *ac = c->data;
-    ngx_http_rate_limit_link_t  *link = ac->data;
+    ngx_connection_t             *c = data;
+    redisAsyncContext            *ac = c->data;
+    ngx_http_rate_limit_link_t   *link = ac->data;
+    ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis_worker;
 
     ngx_http_rate_limit_release_connection(c);
 
@@ -977,6 +1109,11 @@ ngx_http_rate_limit_redis_cleanup(void *data)
 
     if (link->connect_timer.timer_set) {
         ngx_del_timer(&link->connect_timer);
+    }
+
+    /* decisions that waited for AUTH and SELECT go to on_failure now */
+    if (link->batch && !link->flush.posted && !rd->exiting) {
+        ngx_post_event(&link->flush, &ngx_posted_events);
     }
 
     ngx_http_rate_limit_redis_schedule(link);

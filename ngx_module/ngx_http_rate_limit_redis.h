@@ -67,6 +67,7 @@ struct ngx_http_rate_limit_link_s {
 
     ngx_uint_t                         pending;
     ngx_msec_t                         progress;   /* last reply or send */
+    ngx_msec_t                         asked;      /* newest decision sent */
 
     /* the ops of this pass of the event loop, sent in one script call */
     ngx_http_rate_limit_op_t          *batch;
@@ -84,6 +85,7 @@ struct ngx_http_rate_limit_link_s {
     unsigned                           seed:1;
     unsigned                           retired:1;  /* not in the slot map */
     unsigned                           connected:1;
+    unsigned                           ready:1;    /* AUTH and SELECT done */
     unsigned                           probing:1;
     unsigned                           in_write:1;
 };
@@ -148,7 +150,8 @@ ngx_http_rate_limit_link_t *ngx_http_rate_limit_redis_link(
     u_char *host, size_t len, ngx_uint_t port, char *unix_path,
     ngx_str_t *address);
 void ngx_http_rate_limit_redis_load_script(
-    ngx_http_rate_limit_link_t *link);
+    ngx_http_rate_limit_link_t *link, const char *name);
+void ngx_http_rate_limit_redis_probe(ngx_http_rate_limit_link_t *link);
 ngx_int_t ngx_http_rate_limit_redis_queue(
     ngx_http_rate_limit_link_t *link, redisCallbackFn *fn, void *privdata,
     int argc, const char **argv, const size_t *argvlen);

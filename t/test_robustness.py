@@ -40,7 +40,9 @@ def test_long_keys_differing_at_the_end_are_distinct(nginx_factory, redis, backe
     for i in range(4):
         assert n.statuses("/l/x", base + str(i), 2) == [200, 429], i
     if backend == "redis":
-        assert redis.keys() == sorted("rlt:z:#" + sha1_hex(base + str(i)) for i in range(4))
+        # but the node registry's, which the first heartbeat writes at 100 ms
+        stored = [k for k in redis.keys() if k != "rlt:nodes"]
+        assert stored == sorted("rlt:z:#" + sha1_hex(base + str(i)) for i in range(4))
 
 
 def test_many_limits_all_or_nothing(nginx_factory, redis, backend):
