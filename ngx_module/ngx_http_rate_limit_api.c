@@ -52,7 +52,8 @@ typedef struct {
     ngx_http_rate_limit_api_op_t      *running;
     char                              *setup;    /* settings, schema */
     unsigned                           ready:1;
-    unsigned                           setting_up:1;
+    unsigned                           setting_up:2;    /* 1, 2: recovering */
+    unsigned                           setup_failed:1;
 } ngx_http_rate_limit_api_pg_t;
 
 
@@ -137,8 +138,15 @@ static const char  *ngx_http_rate_limit_api_sql[] = {
  * created it; it is idempotent, and the advisory lock in it waits for the
  * syncing worker's run.
  */
+#define NGX_HTTP_RATE_LIMIT_API_SETTINGS                                      \
+    "SET lock_timeout = '1s'; SET statement_timeout = '5s';\n"
+
 static const char  ngx_http_rate_limit_api_settings[] =
-    "SET lock_timeout = '1s'; SET statement_timeout = '5s';\n";
+    NGX_HTTP_RATE_LIMIT_API_SETTINGS;
+
+/* a failed schema leaves its transaction aborted, and undoes the settings */
+static const char  ngx_http_rate_limit_api_recover[] =
+    "ROLLBACK; " NGX_HTTP_RATE_LIMIT_API_SETTINGS;
 
 
 char *
@@ -1063,6 +1071,7 @@ ngx_http_rate_limit_api_ready(ngx_http_rate_limit_pg_conn_t *pc)
 
     api->ready = 1;
     api->setting_up = 1;
+    api->setup_failed = 0;
 
     (void) ngx_http_rate_limit_pg_send(pc, api->setup, 0, NULL, 0);
 }
@@ -1077,17 +1086,31 @@ ngx_http_rate_limit_api_result(ngx_http_rate_limit_pg_conn_t *pc,
     ngx_http_rate_limit_api_pg_t  *api = &ngx_http_rate_limit_api_pg;
 
     if (api->setting_up) {
-        if (res == NULL) {
-            api->setting_up = 0;
-            ngx_http_rate_limit_api_next();
 
-        } else if (PQresultStatus(res) == PGRES_FATAL_ERROR) {
-            /* a role that may not create tables may write a table made */
-            ngx_log_error(NGX_LOG_ERR, pc->log, 0,
-                          "rate_limit_api: cannot create the schema: %s",
-                          PQresultErrorMessage(res));
+        if (res) {
+            if (PQresultStatus(res) == PGRES_FATAL_ERROR
+                && api->setting_up == 1)
+            {
+                /* a role that may not create tables may write a table made */
+                ngx_log_error(NGX_LOG_ERR, pc->log, 0,
+                              "rate_limit_api: cannot create the schema: %s",
+                              PQresultErrorMessage(res));
+                api->setup_failed = 1;
+            }
+
+            return;
         }
 
+        if (api->setting_up == 1 && api->setup_failed) {
+            api->setting_up = 2;
+            (void) ngx_http_rate_limit_pg_send(pc,
+                                               ngx_http_rate_limit_api_recover,
+                                               0, NULL, 0);
+            return;
+        }
+
+        api->setting_up = 0;
+        ngx_http_rate_limit_api_next();
         return;
     }
 

@@ -459,6 +459,7 @@ ngx_http_rate_limit_shm_row_write(ngx_http_rate_limit_zone_t *zone,
 {
     uint32_t                     hash;
     ngx_int_t                    rc;
+    ngx_uint_t                   generation;
     ngx_rbtree_node_t           *node;
     ngx_http_rate_limit_node_t  *rln;
 
@@ -469,8 +470,13 @@ ngx_http_rate_limit_shm_row_write(ngx_http_rate_limit_zone_t *zone,
     rln = ngx_http_rate_limit_lookup(&zone->sh->rows, key, hash);
 
     if (spec) {
+        /* a full sync running may have seen the row already: it stays */
+        generation = (rln && !rln->tombstone)
+                     ? ngx_max(rln->u.row.generation, zone->sh->pg_generation)
+                     : zone->sh->pg_generation;
+
         rc = ngx_http_rate_limit_row_put(zone, rln, key, hash, spec,
-                                         zone->sh->pg_generation, txid, log);
+                                         generation, txid, log);
         ngx_shmtx_unlock(&zone->shpool->mutex);
         return rc;
     }

@@ -20,11 +20,14 @@
 #define NGX_HTTP_RATE_LIMIT_SYNC_BACKOFF_MAX  10000
 
 #define NGX_HTTP_RATE_LIMIT_SYNC_CHANNEL      "rate_limit_buckets"
+#define NGX_HTTP_RATE_LIMIT_SYNC_LISTEN_SQL   \
+    "LISTEN " NGX_HTTP_RATE_LIMIT_SYNC_CHANNEL ";"
 
 
 typedef enum {
     NGX_HTTP_RATE_LIMIT_SYNC_IDLE = 0,
     NGX_HTTP_RATE_LIMIT_SYNC_SETUP,
+    NGX_HTTP_RATE_LIMIT_SYNC_LISTEN,
     NGX_HTTP_RATE_LIMIT_SYNC_READY,
     NGX_HTTP_RATE_LIMIT_SYNC_FULL,
     NGX_HTTP_RATE_LIMIT_SYNC_CHANGES
@@ -56,6 +59,7 @@ typedef struct {
     unsigned                           sync_again:1;
     unsigned                           truncated:1;
     unsigned                           snapshot_read:1;
+    unsigned                           setup_failed:1;
 } ngx_http_rate_limit_sync_t;
 
 
@@ -230,8 +234,7 @@ ngx_http_rate_limit_sync_init_process(ngx_cycle_t *cycle,
     const char                  *schema;
     ngx_http_rate_limit_sync_t  *sync = &ngx_http_rate_limit_sync;
 
-    static const char  listen[] =
-        "LISTEN " NGX_HTTP_RATE_LIMIT_SYNC_CHANNEL ";";
+    static const char  listen[] = NGX_HTTP_RATE_LIMIT_SYNC_LISTEN_SQL;
 
     ngx_memzero(sync, sizeof(ngx_http_rate_limit_sync_t));
 
@@ -418,6 +421,7 @@ ngx_http_rate_limit_sync_ready(ngx_http_rate_limit_pg_conn_t *pc)
     ngx_http_rate_limit_sync_t  *sync = &ngx_http_rate_limit_sync;
 
     sync->state = NGX_HTTP_RATE_LIMIT_SYNC_SETUP;
+    sync->setup_failed = 0;
 
     (void) ngx_http_rate_limit_pg_send(pc, sync->setup, 0, NULL, 0);
 }
@@ -554,6 +558,15 @@ ngx_http_rate_limit_sync_result(ngx_http_rate_limit_pg_conn_t *pc,
         return;
 
     default:
+        if (sync->state == NGX_HTTP_RATE_LIMIT_SYNC_SETUP) {
+            /* a role that may not create tables may read a table made */
+            ngx_log_error(NGX_LOG_ERR, pc->log, 0,
+                          "rate_limit_postgres: cannot create the schema: %s",
+                          PQresultErrorMessage(res));
+            sync->setup_failed = 1;
+            return;
+        }
+
         ngx_log_error(NGX_LOG_ERR, pc->log, 0,
                       "rate_limit_postgres: query failed: %s",
                       PQresultErrorMessage(res));
@@ -769,6 +782,20 @@ ngx_http_rate_limit_sync_done(void)
     ngx_http_rate_limit_sync_state_e   state;
 
     state = sync->state;
+
+    /*
+     * The failed schema left its transaction aborted, and LISTEN unsent:
+     * nothing would run on this connection until a ROLLBACK.
+     */
+    if (state == NGX_HTTP_RATE_LIMIT_SYNC_SETUP && sync->setup_failed) {
+        sync->state = NGX_HTTP_RATE_LIMIT_SYNC_LISTEN;
+
+        (void) ngx_http_rate_limit_pg_send(&sync->pc, "ROLLBACK; "
+                                           NGX_HTTP_RATE_LIMIT_SYNC_LISTEN_SQL,
+                                           0, NULL, 0);
+        return;
+    }
+
     sync->state = NGX_HTTP_RATE_LIMIT_SYNC_READY;
 
     if (sync->lost) {
@@ -819,7 +846,8 @@ ngx_http_rate_limit_sync_done(void)
     }
 
     if (sync->sync_again || sync->truncated
-        || state == NGX_HTTP_RATE_LIMIT_SYNC_SETUP)
+        || state == NGX_HTTP_RATE_LIMIT_SYNC_SETUP
+        || state == NGX_HTTP_RATE_LIMIT_SYNC_LISTEN)
     {
         ngx_http_rate_limit_sync_handler(&sync->sync);
         return;

@@ -654,6 +654,39 @@ def test_write_right_after_start_on_a_fresh_database(nginx_factory, postgres):
     assert not failures, failures
 
 
+def test_role_that_may_not_create_tables(nginx_factory, postgres):
+    """The schema is shipped for databases where nginx's role may not create
+    tables: with the table made by its owner, the sync and the API work as
+    that role, though their own runs of the schema fail (logged)."""
+    db = postgres.new_db()
+    role = "rl_" + unique_key("")[1:]
+    postgres.psql("CREATE ROLE %s LOGIN; GRANT SELECT, INSERT, UPDATE, DELETE ON "
+                  "rate_limit_buckets, rate_limit_bucket_deletions TO %s;" % (role, role),
+                  db=db)
+    n = nginx_factory("role")
+    n.env["RATE_LIMIT_API_TOKEN"] = TOKEN
+    conf = api_conf(postgres, db, interval="1s")
+    conf["http"][0] = conf["http"][0].replace("user=postgres", "user=" + role)
+    assert "user=" + role in conf["http"][0]
+    n.configure(**conf)
+    n.start()
+    wait_for(lambda: n.error_lines(r"rate_limit_postgres: full sync of"), 8.0,
+             what="a full sync as %s" % role)
+    key = unique_key()
+    postgres.psql("INSERT INTO rate_limit_buckets (zone, key, rate, burst) "
+                  "VALUES ('api', '%s', '1r/m', 4);" % key, db=db)
+    wait_for(lambda: limit(n, key) == "4", 2.0, what="the row synced through NOTIFY")
+    k2 = unique_key()
+    r = request(n.port, "POST", bucket_url("api"), {"key": k2, "rate": "1r/s", "burst": 6})
+    assert r.status == 201, r
+    assert limit(n, k2) == "6"
+    assert request(n.port, "DELETE", bucket_url("api", key)).status == 204
+    assert limit(n, key) == "20"
+    assert n.error_lines(r"rate_limit_postgres: cannot create the schema: .*permission denied")
+    assert n.error_lines(r"rate_limit_api: cannot create the schema: .*permission denied")
+    assert not n.error_lines(r"query failed|current transaction is aborted")
+
+
 def test_malformed_percent_escapes_400(one_node):
     """A "%" that two hex digits do not follow is the client's error, with
     a JSON reason, not a key taken literally; "%25" is a literal "%"."""
