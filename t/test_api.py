@@ -286,7 +286,7 @@ def test_read_your_writes_on_the_serving_node(one_node):
     write's NOTIFY starts a sync that races the next write)."""
     a = one_node
     stale = []
-    for i in range(300):
+    for i in range(600):
         key = "ryw-%d-%s" % (i, unique_key())
         assert request(a.port, "POST", bucket_url("api"), {"key": key, "rate": "1r/s",
                                                            "burst": 3}).status == 201
