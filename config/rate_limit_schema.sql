@@ -3,10 +3,15 @@
 -- The module runs this itself when it connects, so a new database needs no
 -- step by hand; it is shipped for review and for databases where nginx's role
 -- may not create tables.  Every statement is idempotent, and an advisory lock
--- keeps two nginx nodes from running it at once.
+-- keeps two nginx nodes from running it at once.  A table that exists keeps
+-- its definition: give a table made without the CHECKs below the same ones
+-- with ALTER TABLE ... ADD CHECK, or nginx ignores (and logs) the rows that
+-- it cannot take.
 --
---   zone        a zone name of rate_limit_zone in nginx.conf
---   key         the client's key, as the zone's KEY evaluates for it
+--   zone        a zone name of rate_limit_zone in nginx.conf: 1 to 64 of
+--               A-Z a-z 0-9 _ . -, as nginx.conf and the bucket API take
+--   key         the client's key, as the zone's KEY evaluates for it: up to
+--               4096 bytes, as the policy file and the bucket API take
 --   rate        "N r/PERIOD" as in nginx.conf ("1000r/m", "5r/30s"); "0r/s"
 --               blocks the client
 --   burst       the bucket's capacity; NULL means the N of rate, 0 blocks

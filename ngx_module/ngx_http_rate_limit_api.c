@@ -11,7 +11,8 @@
 #include "ngx_http_rate_limit_module.h"
 
 
-#define NGX_HTTP_RATE_LIMIT_API_BODY_MAX    4096
+/* room for a key of NGX_HTTP_RATE_LIMIT_ROW_KEY_MAX bytes, as it is */
+#define NGX_HTTP_RATE_LIMIT_API_BODY_MAX    8192
 #define NGX_HTTP_RATE_LIMIT_API_PAGE        100
 #define NGX_HTTP_RATE_LIMIT_API_PAGE_MAX    1000
 
@@ -49,7 +50,10 @@ typedef struct {
     ngx_http_rate_limit_pg_conn_t      pc;
     ngx_queue_t                        ops;
     ngx_http_rate_limit_api_op_t      *running;
+    char                              *setup;    /* settings, schema */
     unsigned                           ready:1;
+    unsigned                           setting_up:2;    /* 1, 2: recovering */
+    unsigned                           setup_failed:1;
 } ngx_http_rate_limit_api_pg_t;
 
 
@@ -70,6 +74,8 @@ static ngx_int_t ngx_http_rate_limit_api_authorized(ngx_http_request_t *r,
 static ngx_int_t ngx_http_rate_limit_api_route(ngx_http_request_t *r,
     ngx_http_rate_limit_loc_conf_t *rlcf,
     ngx_http_rate_limit_api_route_t *route);
+static ngx_int_t ngx_http_rate_limit_api_unescape(ngx_pool_t *pool,
+    u_char *p, u_char *last, ngx_str_t *out);
 static ngx_int_t ngx_http_rate_limit_api_text(ngx_str_t *s);
 static ngx_int_t ngx_http_rate_limit_api_header(ngx_http_request_t *r,
     const char *name, const char *value);
@@ -93,7 +99,7 @@ static void ngx_http_rate_limit_api_finish(ngx_http_rate_limit_api_op_t *op);
 static ngx_int_t ngx_http_rate_limit_api_list(ngx_http_rate_limit_api_op_t *op,
     PGresult *res);
 static ngx_int_t ngx_http_rate_limit_api_written(
-    ngx_http_rate_limit_api_op_t *op);
+    ngx_http_rate_limit_api_op_t *op, PGresult *res);
 static ngx_int_t ngx_http_rate_limit_api_error(ngx_http_request_t *r,
     ngx_int_t status, const char *fmt, ...);
 static ngx_int_t ngx_http_rate_limit_api_send(ngx_http_request_t *r,
@@ -108,19 +114,39 @@ static size_t ngx_http_rate_limit_api_string_len(u_char *s, size_t len);
 static ngx_http_rate_limit_api_pg_t  ngx_http_rate_limit_api_pg;
 
 
+/* a write returns its transaction: no sync that missed it may undo it */
 static const char  *ngx_http_rate_limit_api_sql[] = {
     "SELECT key, rate, burst FROM rate_limit_buckets "
     "WHERE zone = $1 AND key > $2 ORDER BY key LIMIT $3",
 
     "INSERT INTO rate_limit_buckets (zone, key, rate, burst) "
-    "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING key",
+    "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING "
+    "RETURNING key, pg_current_xact_id()::text",
 
     "UPDATE rate_limit_buckets SET rate = $3, burst = $4 "
-    "WHERE zone = $1 AND key = $2 RETURNING key",
+    "WHERE zone = $1 AND key = $2 RETURNING key, pg_current_xact_id()::text",
 
     "DELETE FROM rate_limit_buckets WHERE zone = $1 AND key = $2 "
-    "RETURNING key"
+    "RETURNING key, pg_current_xact_id()::text"
 };
+
+
+/*
+ * A row locked by another writer must not hold up this worker's queue: the
+ * write gives up after a second, and no query runs longer than five.  The
+ * schema comes next, for a write may come before the syncing worker has
+ * created it; it is idempotent, and the advisory lock in it waits for the
+ * syncing worker's run.
+ */
+#define NGX_HTTP_RATE_LIMIT_API_SETTINGS                                      \
+    "SET lock_timeout = '1s'; SET statement_timeout = '5s';\n"
+
+static const char  ngx_http_rate_limit_api_settings[] =
+    NGX_HTTP_RATE_LIMIT_API_SETTINGS;
+
+/* a failed schema leaves its transaction aborted, and undoes the settings */
+static const char  ngx_http_rate_limit_api_recover[] =
+    "ROLLBACK; " NGX_HTTP_RATE_LIMIT_API_SETTINGS;
 
 
 char *
@@ -149,6 +175,46 @@ ngx_http_rate_limit_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/*
+ * A token variable missing or empty shuts the API's locations: said once
+ * when the workers start, since every worker has the same environment.
+ */
+ngx_int_t
+ngx_http_rate_limit_api_init_process(ngx_cycle_t *cycle,
+    ngx_http_rate_limit_main_conf_t *rmcf)
+{
+    u_char      *value;
+    ngx_str_t   *names;
+    ngx_uint_t   i;
+
+    if (rmcf->api_token_envs == NULL || ngx_worker != 0) {
+        return NGX_OK;
+    }
+
+    names = rmcf->api_token_envs->elts;
+
+    for (i = 0; i < rmcf->api_token_envs->nelts; i++) {
+        value = (u_char *) getenv((char *) names[i].data);
+
+        if (value == NULL) {
+            ngx_log_error(NGX_LOG_ERR, cycle->log, 0,
+                          "rate_limit_api_token: environment variable "
+                          "\"%V\" is not set, so its API locations refuse "
+                          "every request; add \"env %V;\" to nginx.conf",
+                          &names[i], &names[i]);
+
+        } else if (*value == '\0') {
+            ngx_log_error(NGX_LOG_ERR, cycle->log, 0,
+                          "rate_limit_api_token: environment variable "
+                          "\"%V\" is empty, so its API locations refuse "
+                          "every request", &names[i]);
+        }
+    }
+
+    return NGX_OK;
+}
+
+
 /* nginx counts a socket still watched at exit as a leak */
 void
 ngx_http_rate_limit_api_exit_process(void)
@@ -160,7 +226,6 @@ ngx_http_rate_limit_api_exit_process(void)
 static ngx_int_t
 ngx_http_rate_limit_api_handler(ngx_http_request_t *r)
 {
-    u_char                           *dst, *src;
     ngx_int_t                         rc;
     ngx_str_t                         value;
     ngx_http_rate_limit_ctx_t        *ctx;
@@ -202,6 +267,17 @@ ngx_http_rate_limit_api_handler(ngx_http_request_t *r)
     if (route.zones) {
         ngx_http_discard_request_body(r);
         return ngx_http_rate_limit_api_zones(r);
+    }
+
+    /* an empty zone is no route at all: unknown, as it always was */
+    if (route.zone.len
+        && !ngx_http_rate_limit_valid_zone_name(route.zone.data,
+                                                route.zone.len))
+    {
+        ngx_http_discard_request_body(r);
+        return ngx_http_rate_limit_api_error(r, NGX_HTTP_BAD_REQUEST,
+                   "invalid zone name, expected 1 to %d of "
+                   "A-Z a-z 0-9 _ . -", NGX_HTTP_RATE_LIMIT_ZONE_NAME_MAX);
     }
 
     zone = ngx_http_rate_limit_zone_find(rmcf, route.zone.data,
@@ -290,16 +366,19 @@ ngx_http_rate_limit_api_handler(ngx_http_request_t *r)
         ngx_str_set(&op->key, "");
 
         if (ngx_http_arg(r, (u_char *) "after", 5, &value) == NGX_OK) {
-            op->key.data = ngx_pnalloc(r->pool, value.len);
-            if (op->key.data == NULL) {
+            rc = ngx_http_rate_limit_api_unescape(r->pool, value.data,
+                                                  value.data + value.len,
+                                                  &op->key);
+            if (rc == NGX_ERROR) {
                 return NGX_HTTP_INTERNAL_SERVER_ERROR;
             }
 
-            dst = op->key.data;
-            src = value.data;
-
-            ngx_unescape_uri(&dst, &src, value.len, 0);
-            op->key.len = dst - op->key.data;
+            if (rc == NGX_DECLINED) {
+                return ngx_http_rate_limit_api_error(r, NGX_HTTP_BAD_REQUEST,
+                           "after holds a malformed percent escape: a "
+                           "\"%%\" must begin %%XX, two hex digits (a "
+                           "literal \"%%\" is %%25)");
+            }
 
             if (ngx_http_rate_limit_api_text(&op->key) != NGX_OK) {
                 return ngx_http_rate_limit_api_error(r, NGX_HTTP_BAD_REQUEST,
@@ -329,11 +408,8 @@ ngx_http_rate_limit_api_authorized(ngx_http_request_t *r,
 
     token = (u_char *) getenv((char *) rlcf->api_token_env.data);
 
+    /* no token opens nothing; worker 0 said so when it started */
     if (token == NULL || *token == '\0') {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "rate_limit_api_token: environment variable \"%V\" "
-                      "is not set; add \"env %V;\" to nginx.conf",
-                      &rlcf->api_token_env, &rlcf->api_token_env);
         return NGX_DECLINED;
     }
 
@@ -368,7 +444,7 @@ ngx_http_rate_limit_api_route(ngx_http_request_t *r,
     ngx_http_rate_limit_loc_conf_t *rlcf,
     ngx_http_rate_limit_api_route_t *route)
 {
-    u_char      *p, *last, *slash, *dst;
+    u_char      *p, *last, *slash;
     ngx_uint_t   allowed;
 
     ngx_memzero(route, sizeof(ngx_http_rate_limit_api_route_t));
@@ -424,26 +500,27 @@ ngx_http_rate_limit_api_route(ngx_http_request_t *r,
 
     route->has_key = 1;
     allowed = NGX_HTTP_GET | NGX_HTTP_HEAD | NGX_HTTP_PUT | NGX_HTTP_DELETE;
-    route->allow = "GET, HEAD, PUT, DELETE";
-
-    p = slash + 1;
-
-    route->key.data = ngx_pnalloc(r->pool, last - p);
-    if (route->key.data == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    dst = route->key.data;
-    ngx_unescape_uri(&dst, &p, last - p, 0);
-    route->key.len = dst - route->key.data;
 
     route->status = NGX_HTTP_BAD_REQUEST;
 
-    if (route->key.len > NGX_HTTP_RATE_LIMIT_KEY_MAX) {
-        route->error = "the key is longer than 256 bytes";
-        route->allow = NULL;
+    switch (ngx_http_rate_limit_api_unescape(r->pool, slash + 1, last,
+                                             &route->key))
+    {
+    case NGX_ERROR:
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+
+    case NGX_DECLINED:
+        route->error = "the key holds a malformed percent escape";
         return NGX_DECLINED;
     }
+
+    /* as PostgreSQL and the policy file take keys */
+    if (route->key.len > NGX_HTTP_RATE_LIMIT_ROW_KEY_MAX) {
+        route->error = "the key is longer than 4096 bytes";
+        return NGX_DECLINED;
+    }
+
+    route->allow = "GET, HEAD, PUT, DELETE";
 
     /*
      * PostgreSQL stores UTF-8 text without NUL bytes, so only such a key can
@@ -468,6 +545,48 @@ method:
     route->error = "method not allowed";
 
     return NGX_DECLINED;
+}
+
+
+/*
+ * Decodes %XX escapes into a new string.  Unlike ngx_unescape_uri(), a "%"
+ * that two hex digits do not follow is NGX_DECLINED, not taken as it is:
+ * the client meant something else, and a guess would name another key.
+ */
+static ngx_int_t
+ngx_http_rate_limit_api_unescape(ngx_pool_t *pool, u_char *p, u_char *last,
+    ngx_str_t *out)
+{
+    u_char     *d;
+    ngx_int_t   c;
+
+    out->data = ngx_pnalloc(pool, ngx_max(last - p, 1));
+    if (out->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    d = out->data;
+
+    while (p < last) {
+
+        if (*p != '%') {
+            *d++ = *p++;
+            continue;
+        }
+
+        c = (last - p >= 3) ? ngx_hextoi(p + 1, 2) : NGX_ERROR;
+
+        if (c == NGX_ERROR) {
+            return NGX_DECLINED;
+        }
+
+        *d++ = (u_char) c;
+        p += 3;
+    }
+
+    out->len = d - out->data;
+
+    return NGX_OK;
 }
 
 
@@ -795,6 +914,8 @@ ngx_http_rate_limit_api_enqueue(ngx_http_request_t *r,
     ngx_http_rate_limit_api_op_t *op)
 {
     u_char                           *p;
+    size_t                            len;
+    const char                       *schema;
     ngx_pool_cleanup_t               *cln;
     ngx_http_rate_limit_api_pg_t     *api = &ngx_http_rate_limit_api_pg;
     ngx_http_rate_limit_main_conf_t  *rmcf;
@@ -853,6 +974,19 @@ ngx_http_rate_limit_api_enqueue(ngx_http_request_t *r,
     op->request = r;
 
     if (api->pc.log == NULL) {
+        schema = ngx_http_rate_limit_pg_schema(&len);
+
+        api->setup = ngx_pnalloc(ngx_cycle->pool,
+                                 sizeof(ngx_http_rate_limit_api_settings)
+                                 + len);
+        if (api->setup == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ngx_memcpy(ngx_cpymem(api->setup, ngx_http_rate_limit_api_settings,
+                              sizeof(ngx_http_rate_limit_api_settings) - 1),
+                   schema, len + 1);
+
         ngx_queue_init(&api->ops);
 
         api->pc.log = ngx_cycle->log;
@@ -929,18 +1063,17 @@ ngx_http_rate_limit_api_next(void)
 }
 
 
-/*
- * A row locked by another writer must not hold up this worker's queue: the
- * write gives up after a second, and no query runs longer than five.
- */
+/* the writes wait for the settings and the schema: see the settings */
 static void
 ngx_http_rate_limit_api_ready(ngx_http_rate_limit_pg_conn_t *pc)
 {
-    ngx_http_rate_limit_api_pg.ready = 1;
+    ngx_http_rate_limit_api_pg_t  *api = &ngx_http_rate_limit_api_pg;
 
-    (void) ngx_http_rate_limit_pg_send(pc, "SET lock_timeout = '1s'; "
-                                       "SET statement_timeout = '5s'",
-                                       0, NULL, 0);
+    api->ready = 1;
+    api->setting_up = 1;
+    api->setup_failed = 0;
+
+    (void) ngx_http_rate_limit_pg_send(pc, api->setup, 0, NULL, 0);
 }
 
 
@@ -951,6 +1084,35 @@ ngx_http_rate_limit_api_result(ngx_http_rate_limit_pg_conn_t *pc,
     char                          *sqlstate;
     ngx_http_rate_limit_api_op_t  *op;
     ngx_http_rate_limit_api_pg_t  *api = &ngx_http_rate_limit_api_pg;
+
+    if (api->setting_up) {
+
+        if (res) {
+            if (PQresultStatus(res) == PGRES_FATAL_ERROR
+                && api->setting_up == 1)
+            {
+                /* a role that may not create tables may write a table made */
+                ngx_log_error(NGX_LOG_ERR, pc->log, 0,
+                              "rate_limit_api: cannot create the schema: %s",
+                              PQresultErrorMessage(res));
+                api->setup_failed = 1;
+            }
+
+            return;
+        }
+
+        if (api->setting_up == 1 && api->setup_failed) {
+            api->setting_up = 2;
+            (void) ngx_http_rate_limit_pg_send(pc,
+                                               ngx_http_rate_limit_api_recover,
+                                               0, NULL, 0);
+            return;
+        }
+
+        api->setting_up = 0;
+        ngx_http_rate_limit_api_next();
+        return;
+    }
 
     op = api->running;
 
@@ -977,7 +1139,7 @@ ngx_http_rate_limit_api_result(ngx_http_rate_limit_pg_conn_t *pc,
             return;
         }
 
-        op->status = PQntuples(res) ? ngx_http_rate_limit_api_written(op)
+        op->status = PQntuples(res) ? ngx_http_rate_limit_api_written(op, res)
                      : (op->kind == NGX_HTTP_RATE_LIMIT_API_CREATE
                         ? NGX_HTTP_CONFLICT : NGX_HTTP_NOT_FOUND);
         return;
@@ -1150,16 +1312,27 @@ ngx_http_rate_limit_api_list(ngx_http_rate_limit_api_op_t *op, PGresult *res)
 }
 
 
-/* the serving node applies its own write at once */
+/* the serving node applies its own write at once: key, transaction */
 static ngx_int_t
-ngx_http_rate_limit_api_written(ngx_http_rate_limit_api_op_t *op)
+ngx_http_rate_limit_api_written(ngx_http_rate_limit_api_op_t *op,
+    PGresult *res)
 {
     char                         err[NGX_HTTP_RATE_LIMIT_ERR_LEN];
+    off_t                        txid;
     u_char                      *p;
     ngx_http_rate_limit_spec_t   spec;
 
+    txid = ngx_atoof((u_char *) PQgetvalue(res, 0, 1),
+                     PQgetlength(res, 0, 1));
+
+    /* unreadable, the write still applies, as one any sync may replace */
+    if (txid == NGX_ERROR) {
+        txid = 0;
+    }
+
     if (op->kind == NGX_HTTP_RATE_LIMIT_API_DELETE) {
         ngx_http_rate_limit_sync_apply(op->zone, &op->key, NULL,
+                                       (uint64_t) txid,
                                        op->request->connection->log);
         return NGX_HTTP_NO_CONTENT;
     }
@@ -1172,6 +1345,7 @@ ngx_http_rate_limit_api_written(ngx_http_rate_limit_api_op_t *op)
         == NGX_HTTP_RATE_LIMIT_OK)
     {
         ngx_http_rate_limit_sync_apply(op->zone, &op->key, &spec,
+                                       (uint64_t) txid,
                                        op->request->connection->log);
     }
 

@@ -1352,6 +1352,10 @@ ngx_http_rate_limit_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
+    if (ngx_http_rate_limit_api_init_process(cycle, rmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     if (rmcf->pg_shm_zone
         && ngx_http_rate_limit_sync_init_process(cycle, rmcf) != NGX_OK)
     {
@@ -1388,7 +1392,9 @@ ngx_http_rate_limit_api_token(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_rate_limit_loc_conf_t *rlcf = conf;
 
-    ngx_str_t  *value;
+    ngx_str_t                        *value, *names, *name;
+    ngx_uint_t                        i;
+    ngx_http_rate_limit_main_conf_t  *rmcf;
 
     if (rlcf->api_token_env.data) {
         return "is duplicate";
@@ -1405,6 +1411,35 @@ ngx_http_rate_limit_api_token(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     rlcf->api_token_env.data = value[1].data + 4;
     rlcf->api_token_env.len = value[1].len - 4;
+
+    /* each variable is checked once, when the workers start */
+    rmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_rate_limit_module);
+
+    if (rmcf->api_token_envs == NULL) {
+        rmcf->api_token_envs = ngx_array_create(cf->pool, 1,
+                                                sizeof(ngx_str_t));
+        if (rmcf->api_token_envs == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    names = rmcf->api_token_envs->elts;
+
+    for (i = 0; i < rmcf->api_token_envs->nelts; i++) {
+        if (names[i].len == rlcf->api_token_env.len
+            && ngx_strncmp(names[i].data, rlcf->api_token_env.data,
+                           names[i].len) == 0)
+        {
+            return NGX_CONF_OK;
+        }
+    }
+
+    name = ngx_array_push(rmcf->api_token_envs);
+    if (name == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *name = rlcf->api_token_env;
 
     return NGX_CONF_OK;
 }

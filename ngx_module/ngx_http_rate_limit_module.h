@@ -102,6 +102,7 @@ typedef struct {
     ngx_rbtree_t                     rows;
     ngx_rbtree_node_t                rows_sentinel;
     ngx_queue_t                      rows_queue;
+    ngx_queue_t                      tombstones;     /* of the API's deletes */
     ngx_uint_t                       nrows;
     ngx_uint_t                       rows_full;
     ngx_uint_t                       pg_generation;  /* of the last full sync */
@@ -135,7 +136,17 @@ typedef struct {
 } ngx_http_rate_limit_pg_shctx_t;
 
 
-/* a limit as the Redis script takes it */
+/* a PostgreSQL snapshot: which transactions the rows of a query saw */
+typedef struct {
+    uint64_t                         xmin;      /* all below were done */
+    uint64_t                         xmax;      /* none from here on */
+    uint64_t                        *xip;       /* running, in between */
+    ngx_uint_t                       nxip;
+    ngx_uint_t                       room;      /* of xip */
+} ngx_http_rate_limit_pg_snapshot_t;
+
+
+/* a limit as the Redis script and the response headers take it */
 typedef struct {
     ngx_str_t                        interval_arg;
     ngx_str_t                        burst_arg;
@@ -218,6 +229,7 @@ typedef struct {
     ngx_http_rate_limit_redis_conf_t *redis;
     ngx_uint_t                       redis_zones;
     ngx_str_t                        policy_file;
+    ngx_array_t                     *api_token_envs;    /* of ngx_str_t */
 
     ngx_str_t                        pg_conninfo;        /* NUL ended */
     ngx_str_t                        pg_conninfo_env;
@@ -347,6 +359,10 @@ ngx_int_t ngx_http_rate_limit_pg_send(ngx_http_rate_limit_pg_conn_t *pc,
     const char *sql, int nparams, const char *const *params,
     ngx_uint_t single_row);
 void ngx_http_rate_limit_pg_close(ngx_http_rate_limit_pg_conn_t *pc);
+ngx_int_t ngx_http_rate_limit_pg_snapshot(
+    ngx_http_rate_limit_pg_snapshot_t *snapshot, u_char *text, size_t len);
+ngx_uint_t ngx_http_rate_limit_pg_visible(
+    ngx_http_rate_limit_pg_snapshot_t *snapshot, uint64_t txid);
 
 /* sync */
 char *ngx_http_rate_limit_postgres(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -355,7 +371,8 @@ ngx_int_t ngx_http_rate_limit_sync_init_process(ngx_cycle_t *cycle,
     ngx_http_rate_limit_main_conf_t *rmcf);
 void ngx_http_rate_limit_sync_exit_process(void);
 void ngx_http_rate_limit_sync_apply(ngx_http_rate_limit_zone_t *zone,
-    ngx_str_t *key, ngx_http_rate_limit_spec_t *spec, ngx_log_t *log);
+    ngx_str_t *key, ngx_http_rate_limit_spec_t *spec, uint64_t txid,
+    ngx_log_t *log);
 
 /* metrics */
 ngx_int_t ngx_http_rate_limit_metrics_add_zone(ngx_conf_t *cf,
@@ -382,6 +399,8 @@ void ngx_http_rate_limit_circuit_failure(ngx_http_rate_limit_circuit_t *cb,
 /* bucket API */
 char *ngx_http_rate_limit_api(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+ngx_int_t ngx_http_rate_limit_api_init_process(ngx_cycle_t *cycle,
+    ngx_http_rate_limit_main_conf_t *rmcf);
 void ngx_http_rate_limit_api_exit_process(void);
 
 /* handler */
@@ -409,13 +428,16 @@ void ngx_http_rate_limit_shm_refund(ngx_http_rate_limit_zone_t *zone,
     int64_t now_us);
 ngx_int_t ngx_http_rate_limit_shm_row_get(ngx_http_rate_limit_zone_t *zone,
     ngx_str_t *key, ngx_http_rate_limit_spec_t *spec);
-ngx_int_t ngx_http_rate_limit_shm_row_set(ngx_http_rate_limit_zone_t *zone,
-    ngx_str_t *key, ngx_http_rate_limit_spec_t *spec,
-    ngx_uint_t generation, ngx_log_t *log);
-void ngx_http_rate_limit_shm_row_delete(ngx_http_rate_limit_zone_t *zone,
-    ngx_str_t *key);
+ngx_int_t ngx_http_rate_limit_shm_row_write(ngx_http_rate_limit_zone_t *zone,
+    ngx_str_t *key, ngx_http_rate_limit_spec_t *spec, uint64_t txid,
+    ngx_log_t *log);
+void ngx_http_rate_limit_shm_row_sync(ngx_http_rate_limit_zone_t *zone,
+    ngx_str_t *key, ngx_http_rate_limit_spec_t *spec, ngx_uint_t generation,
+    ngx_http_rate_limit_pg_snapshot_t *snapshot, ngx_log_t *log);
 void ngx_http_rate_limit_shm_row_sweep(ngx_http_rate_limit_zone_t *zone,
-    ngx_uint_t generation);
+    ngx_uint_t generation, ngx_http_rate_limit_pg_snapshot_t *snapshot);
+void ngx_http_rate_limit_shm_row_forget(ngx_http_rate_limit_zone_t *zone,
+    uint64_t xmin);
 ngx_int_t ngx_http_rate_limit_shm_blocked(ngx_http_rate_limit_zone_t *zone,
     ngx_str_t *key, ngx_uint_t cost, int64_t interval_us, int64_t now_us,
     ngx_http_rate_limit_decision_t *d);

@@ -24,6 +24,8 @@ static void ngx_http_rate_limit_pg_stall_handler(ngx_event_t *ev);
 static void ngx_http_rate_limit_pg_fail(ngx_http_rate_limit_pg_conn_t *pc,
     const char *what);
 static void ngx_http_rate_limit_pg_notice(void *arg, const char *message);
+static ngx_int_t ngx_http_rate_limit_pg_xid(u_char *p, u_char *last,
+    uint64_t *xid);
 
 
 ngx_int_t
@@ -332,6 +334,127 @@ ngx_http_rate_limit_pg_read(ngx_http_rate_limit_pg_conn_t *pc)
     if (notified && pc->notified) {
         pc->notified(pc);
     }
+}
+
+
+/*
+ * Reads pg_snapshot's text, "xmin:xmax:xip,xip,...", into *snapshot, whose
+ * xip array grows as needed and is kept for the next snapshot.
+ */
+ngx_int_t
+ngx_http_rate_limit_pg_snapshot(ngx_http_rate_limit_pg_snapshot_t *snapshot,
+    u_char *text, size_t len)
+{
+    u_char      *p, *last, *end;
+    uint64_t     n, *xip;
+    ngx_uint_t   field, count;
+
+    last = text + len;
+    count = 1;
+
+    for (p = text; p < last; p++) {
+        count += (*p == ',');
+    }
+
+    if (count > snapshot->room) {
+        xip = ngx_alloc(count * sizeof(uint64_t), ngx_cycle->log);
+        if (xip == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (snapshot->xip) {
+            ngx_free(snapshot->xip);
+        }
+
+        snapshot->xip = xip;
+        snapshot->room = count;
+    }
+
+    snapshot->nxip = 0;
+    p = text;
+
+    for (field = 0; field < 2; field++) {
+        end = ngx_strlchr(p, last, ':');
+
+        if (end == NULL || ngx_http_rate_limit_pg_xid(p, end, &n) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        if (field == 0) {
+            snapshot->xmin = n;
+
+        } else {
+            snapshot->xmax = n;
+        }
+
+        p = end + 1;
+    }
+
+    /* a list of at most count ids: count is one more than the commas */
+    while (p < last) {
+        end = ngx_strlchr(p, last, ',');
+
+        if (end == NULL) {
+            end = last;
+        }
+
+        if (ngx_http_rate_limit_pg_xid(p, end, &n) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        snapshot->xip[snapshot->nxip++] = n;
+        p = end + 1;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_rate_limit_pg_xid(u_char *p, u_char *last, uint64_t *xid)
+{
+    uint64_t  n;
+
+    if (p == last) {
+        return NGX_ERROR;
+    }
+
+    for (n = 0; p < last; p++) {
+        if (*p < '0' || *p > '9' || n > (UINT64_MAX - 9) / 10) {
+            return NGX_ERROR;
+        }
+
+        n = n * 10 + (*p - '0');
+    }
+
+    *xid = n;
+
+    return NGX_OK;
+}
+
+
+/* as pg_visible_in_snapshot() says of a transaction that has committed */
+ngx_uint_t
+ngx_http_rate_limit_pg_visible(ngx_http_rate_limit_pg_snapshot_t *snapshot,
+    uint64_t txid)
+{
+    ngx_uint_t  i;
+
+    if (txid < snapshot->xmin) {
+        return 1;
+    }
+
+    if (txid >= snapshot->xmax) {
+        return 0;
+    }
+
+    for (i = 0; i < snapshot->nxip; i++) {
+        if (snapshot->xip[i] == txid) {
+            return 0;
+        }
+    }
+
+    return 1;
 }
 
 

@@ -21,9 +21,17 @@
 #define NGX_HTTP_RATE_LIMIT_NOFIT_KEYS       64
 
 
+/*
+ * A per-client limit.  The bucket API applies its own writes at once, and
+ * a sync whose snapshot did not see such a write must not undo it: txid
+ * is the API's transaction until a sync that saw it applies the row.  A
+ * row the API deleted stays as a tombstone with the deletion's txid,
+ * until every later sync sees the deletion.
+ */
 typedef struct {
     ngx_http_rate_limit_spec_t       spec;
     ngx_uint_t                       generation;
+    uint64_t                         txid;       /* 0: as synced */
 } ngx_http_rate_limit_row_t;
 
 
@@ -37,7 +45,7 @@ typedef struct {
 
 typedef struct {
     u_char                           color;
-    u_char                           dummy;
+    u_char                           tombstone;  /* rows only */
     u_short                          len;
     ngx_queue_t                      queue;
     union {
@@ -64,6 +72,12 @@ static void ngx_http_rate_limit_unblock(ngx_http_rate_limit_zone_t *zone,
     int64_t now_us, ngx_uint_t n);
 static ngx_uint_t ngx_http_rate_limit_shm_scarce(
     ngx_http_rate_limit_zone_t *zone);
+static ngx_int_t ngx_http_rate_limit_row_put(ngx_http_rate_limit_zone_t *zone,
+    ngx_http_rate_limit_node_t *rln, ngx_str_t *key, uint32_t hash,
+    ngx_http_rate_limit_spec_t *spec, ngx_uint_t generation, uint64_t txid,
+    ngx_log_t *log);
+static void ngx_http_rate_limit_row_remove(ngx_http_rate_limit_zone_t *zone,
+    ngx_http_rate_limit_node_t *rln);
 
 
 /* monotonic, as nginx's timers: a wall clock stepping back cannot lock out */
@@ -117,6 +131,7 @@ ngx_http_rate_limit_init_zone(ngx_shm_zone_t *shm_zone, void *data)
                     ngx_http_rate_limit_rbtree_insert_value);
 
     ngx_queue_init(&zone->sh->rows_queue);
+    ngx_queue_init(&zone->sh->tombstones);
 
     ngx_rbtree_init(&zone->sh->blocked, &zone->sh->blocked_sentinel,
                     ngx_http_rate_limit_rbtree_insert_value);
@@ -438,7 +453,7 @@ ngx_http_rate_limit_shm_row_get(ngx_http_rate_limit_zone_t *zone,
 
     rln = ngx_http_rate_limit_lookup(&zone->sh->rows, key, hash);
 
-    if (rln) {
+    if (rln && !rln->tombstone) {
         *spec = rln->u.row.spec;
         rc = NGX_OK;
 
@@ -453,17 +468,17 @@ ngx_http_rate_limit_shm_row_get(ngx_http_rate_limit_zone_t *zone,
 
 
 /*
- * Inserts or updates a per-client limit.  Rows may not take the last eighth
- * of the zone, which stays for the buckets that enforce them and the
- * defaults.  A full zone keeps the rows it has and says so once, in an
- * alert, until a row fits again.
+ * The bucket API's own write, committed by transaction txid: spec NULL
+ * deletes.  A deletion leaves a tombstone when the zone has room for it.
  */
 ngx_int_t
-ngx_http_rate_limit_shm_row_set(ngx_http_rate_limit_zone_t *zone,
-    ngx_str_t *key, ngx_http_rate_limit_spec_t *spec,
-    ngx_uint_t generation, ngx_log_t *log)
+ngx_http_rate_limit_shm_row_write(ngx_http_rate_limit_zone_t *zone,
+    ngx_str_t *key, ngx_http_rate_limit_spec_t *spec, uint64_t txid,
+    ngx_log_t *log)
 {
     uint32_t                     hash;
+    ngx_int_t                    rc;
+    ngx_uint_t                   generation;
     ngx_rbtree_node_t           *node;
     ngx_http_rate_limit_node_t  *rln;
 
@@ -472,6 +487,162 @@ ngx_http_rate_limit_shm_row_set(ngx_http_rate_limit_zone_t *zone,
     ngx_shmtx_lock(&zone->shpool->mutex);
 
     rln = ngx_http_rate_limit_lookup(&zone->sh->rows, key, hash);
+
+    if (spec) {
+        /* a full sync running may have seen the row already: it stays */
+        generation = (rln && !rln->tombstone)
+                     ? ngx_max(rln->u.row.generation, zone->sh->pg_generation)
+                     : zone->sh->pg_generation;
+
+        rc = ngx_http_rate_limit_row_put(zone, rln, key, hash, spec,
+                                         generation, txid, log);
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        return rc;
+    }
+
+    if (rln && !rln->tombstone) {
+        ngx_queue_remove(&rln->queue);
+        zone->sh->nrows--;
+        zone->sh->rows_full = 0;
+        zone->sh->limits_version++;
+
+    } else if (rln == NULL) {
+        node = ngx_http_rate_limit_shm_scarce(zone)
+               ? NULL : ngx_http_rate_limit_node_alloc(zone, key, hash);
+
+        if (node == NULL) {
+            /* no tombstone: a sync already running may restore the row */
+            ngx_shmtx_unlock(&zone->shpool->mutex);
+            return NGX_OK;
+        }
+
+        ngx_rbtree_insert(&zone->sh->rows, node);
+        rln = (ngx_http_rate_limit_node_t *) &node->color;
+
+    } else {
+        ngx_queue_remove(&rln->queue);
+    }
+
+    rln->tombstone = 1;
+    rln->u.row.txid = txid;
+    ngx_queue_insert_head(&zone->sh->tombstones, &rln->queue);
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return NGX_OK;
+}
+
+
+/*
+ * A row as a sync read it (spec NULL: deleted), in a snapshot that may be
+ * older than the bucket API's last write of the key: that write stays.
+ */
+void
+ngx_http_rate_limit_shm_row_sync(ngx_http_rate_limit_zone_t *zone,
+    ngx_str_t *key, ngx_http_rate_limit_spec_t *spec, ngx_uint_t generation,
+    ngx_http_rate_limit_pg_snapshot_t *snapshot, ngx_log_t *log)
+{
+    uint32_t                     hash;
+    ngx_http_rate_limit_node_t  *rln;
+
+    hash = ngx_crc32_short(key->data, key->len);
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    rln = ngx_http_rate_limit_lookup(&zone->sh->rows, key, hash);
+
+    if (rln && rln->u.row.txid
+        && !ngx_http_rate_limit_pg_visible(snapshot, rln->u.row.txid))
+    {
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        return;
+    }
+
+    if (spec) {
+        (void) ngx_http_rate_limit_row_put(zone, rln, key, hash, spec,
+                                           generation, 0, log);
+
+    } else if (rln) {
+        ngx_http_rate_limit_row_remove(zone, rln);
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+}
+
+
+/*
+ * After a full sync: the rows it did not see were deleted meanwhile, but
+ * for those the bucket API wrote after its snapshot.
+ */
+void
+ngx_http_rate_limit_shm_row_sweep(ngx_http_rate_limit_zone_t *zone,
+    ngx_uint_t generation, ngx_http_rate_limit_pg_snapshot_t *snapshot)
+{
+    ngx_queue_t                 *q, *next;
+    ngx_http_rate_limit_node_t  *rln;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    for (q = ngx_queue_head(&zone->sh->rows_queue);
+         q != ngx_queue_sentinel(&zone->sh->rows_queue);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+
+        rln = ngx_queue_data(q, ngx_http_rate_limit_node_t, queue);
+
+        if (rln->u.row.generation != generation
+            && (rln->u.row.txid == 0
+                || ngx_http_rate_limit_pg_visible(snapshot, rln->u.row.txid)))
+        {
+            ngx_http_rate_limit_row_remove(zone, rln);
+        }
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+}
+
+
+/* once every later snapshot sees a deletion, its tombstone has done */
+void
+ngx_http_rate_limit_shm_row_forget(ngx_http_rate_limit_zone_t *zone,
+    uint64_t xmin)
+{
+    ngx_queue_t                 *q, *next;
+    ngx_http_rate_limit_node_t  *rln;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    for (q = ngx_queue_head(&zone->sh->tombstones);
+         q != ngx_queue_sentinel(&zone->sh->tombstones);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+
+        rln = ngx_queue_data(q, ngx_http_rate_limit_node_t, queue);
+
+        if (rln->u.row.txid < xmin) {
+            ngx_http_rate_limit_row_remove(zone, rln);
+        }
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+}
+
+
+/*
+ * Makes rln, or a new node when rln is NULL, the row of key; the lock is
+ * held.  Rows may not take the last eighth of the zone, which stays for
+ * the buckets that enforce them and the defaults.  A full zone keeps the
+ * rows it has and says so once, in an alert, until a row fits again.
+ */
+static ngx_int_t
+ngx_http_rate_limit_row_put(ngx_http_rate_limit_zone_t *zone,
+    ngx_http_rate_limit_node_t *rln, ngx_str_t *key, uint32_t hash,
+    ngx_http_rate_limit_spec_t *spec, ngx_uint_t generation, uint64_t txid,
+    ngx_log_t *log)
+{
+    ngx_rbtree_node_t  *node;
 
     if (rln == NULL) {
         node = ngx_http_rate_limit_shm_scarce(zone)
@@ -487,13 +658,19 @@ ngx_http_rate_limit_shm_row_set(ngx_http_rate_limit_zone_t *zone,
                               "more memory", &zone->name, zone->sh->nrows);
             }
 
-            ngx_shmtx_unlock(&zone->shpool->mutex);
             return NGX_ERROR;
         }
 
         rln = (ngx_http_rate_limit_node_t *) &node->color;
 
         ngx_rbtree_insert(&zone->sh->rows, node);
+        rln->tombstone = 1;
+        ngx_queue_init(&rln->queue);
+    }
+
+    if (rln->tombstone) {
+        rln->tombstone = 0;
+        ngx_queue_remove(&rln->queue);
         ngx_queue_insert_head(&zone->sh->rows_queue, &rln->queue);
         zone->sh->nrows++;
         zone->sh->rows_full = 0;
@@ -501,64 +678,25 @@ ngx_http_rate_limit_shm_row_set(ngx_http_rate_limit_zone_t *zone,
 
     rln->u.row.spec = *spec;
     rln->u.row.generation = generation;
+    rln->u.row.txid = txid;
     zone->sh->limits_version++;
-
-    ngx_shmtx_unlock(&zone->shpool->mutex);
 
     return NGX_OK;
 }
 
 
-void
-ngx_http_rate_limit_shm_row_delete(ngx_http_rate_limit_zone_t *zone,
-    ngx_str_t *key)
+/* a row or a tombstone; the lock is held */
+static void
+ngx_http_rate_limit_row_remove(ngx_http_rate_limit_zone_t *zone,
+    ngx_http_rate_limit_node_t *rln)
 {
-    uint32_t                     hash;
-    ngx_http_rate_limit_node_t  *rln;
-
-    hash = ngx_crc32_short(key->data, key->len);
-
-    ngx_shmtx_lock(&zone->shpool->mutex);
-
-    rln = ngx_http_rate_limit_lookup(&zone->sh->rows, key, hash);
-
-    if (rln) {
-        ngx_http_rate_limit_node_free(zone, &zone->sh->rows, rln);
+    if (!rln->tombstone) {
         zone->sh->nrows--;
         zone->sh->rows_full = 0;
         zone->sh->limits_version++;
     }
 
-    ngx_shmtx_unlock(&zone->shpool->mutex);
-}
-
-
-/* after a full sync: the rows it did not see were deleted meanwhile */
-void
-ngx_http_rate_limit_shm_row_sweep(ngx_http_rate_limit_zone_t *zone,
-    ngx_uint_t generation)
-{
-    ngx_queue_t                 *q, *next;
-    ngx_http_rate_limit_node_t  *rln;
-
-    ngx_shmtx_lock(&zone->shpool->mutex);
-
-    for (q = ngx_queue_head(&zone->sh->rows_queue);
-         q != ngx_queue_sentinel(&zone->sh->rows_queue);
-         q = next)
-    {
-        next = ngx_queue_next(q);
-
-        rln = ngx_queue_data(q, ngx_http_rate_limit_node_t, queue);
-
-        if (rln->u.row.generation != generation) {
-            ngx_http_rate_limit_node_free(zone, &zone->sh->rows, rln);
-            zone->sh->nrows--;
-            zone->sh->limits_version++;
-        }
-    }
-
-    ngx_shmtx_unlock(&zone->shpool->mutex);
+    ngx_http_rate_limit_node_free(zone, &zone->sh->rows, rln);
 }
 
 

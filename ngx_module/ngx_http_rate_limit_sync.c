@@ -20,11 +20,14 @@
 #define NGX_HTTP_RATE_LIMIT_SYNC_BACKOFF_MAX  10000
 
 #define NGX_HTTP_RATE_LIMIT_SYNC_CHANNEL      "rate_limit_buckets"
+#define NGX_HTTP_RATE_LIMIT_SYNC_LISTEN_SQL   \
+    "LISTEN " NGX_HTTP_RATE_LIMIT_SYNC_CHANNEL ";"
 
 
 typedef enum {
     NGX_HTTP_RATE_LIMIT_SYNC_IDLE = 0,
     NGX_HTTP_RATE_LIMIT_SYNC_SETUP,
+    NGX_HTTP_RATE_LIMIT_SYNC_LISTEN,
     NGX_HTTP_RATE_LIMIT_SYNC_READY,
     NGX_HTTP_RATE_LIMIT_SYNC_FULL,
     NGX_HTTP_RATE_LIMIT_SYNC_CHANGES
@@ -46,6 +49,7 @@ typedef struct {
 
     ngx_uint_t                         generation;
     int64_t                            cursor;
+    ngx_http_rate_limit_pg_snapshot_t  snapshot;    /* of the running query */
 
     ngx_uint_t                         rows;
     ngx_msec_t                         started;
@@ -54,6 +58,8 @@ typedef struct {
     unsigned                           lost:1;
     unsigned                           sync_again:1;
     unsigned                           truncated:1;
+    unsigned                           snapshot_read:1;
+    unsigned                           setup_failed:1;
 } ngx_http_rate_limit_sync_t;
 
 
@@ -72,6 +78,10 @@ static ngx_int_t ngx_http_rate_limit_sync_need_full(void);
 static void ngx_http_rate_limit_sync_result(ngx_http_rate_limit_pg_conn_t *pc,
     PGresult *res);
 static void ngx_http_rate_limit_sync_row(PGresult *res);
+static void ngx_http_rate_limit_sync_ignored(PGresult *res, ngx_uint_t level,
+    const char *reason);
+static u_char *ngx_http_rate_limit_sync_text(u_char *p, PGresult *res,
+    int column, size_t shown);
 static void ngx_http_rate_limit_sync_done(void);
 
 
@@ -79,31 +89,32 @@ static ngx_http_rate_limit_sync_t  ngx_http_rate_limit_sync;
 
 
 /*
- * Each row is zone, key, rate, burst, cursor, deleted.  The cursor is the
- * oldest transaction still running when the query's snapshot was taken: the
- * next sync reads every row written by that transaction or a later one, so
- * a transaction that commits long after it wrote is not missed.  A row with
- * a NULL zone only carries the cursor, for a table with no rows.
+ * Each row is zone, key, rate, burst, snapshot, deleted.  The snapshot is
+ * the query's, and its xmin the cursor: the oldest transaction still
+ * running when the snapshot was taken.  The next sync reads every row
+ * written by that transaction or a later one, so a transaction that
+ * commits long after it wrote is not missed.  The snapshot also tells
+ * whether the rows saw the bucket API's last write of a key.  A row with a
+ * NULL zone only carries the snapshot, for a table with no rows.
  */
 static const char  ngx_http_rate_limit_sync_full_sql[] =
-    "SELECT b.zone, b.key, b.rate, b.burst, s.xmin, false "
-    "FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint "
-    "AS xmin) s LEFT JOIN rate_limit_buckets b ON true";
+    "SELECT b.zone, b.key, b.rate, b.burst, s.snapshot, false "
+    "FROM (SELECT pg_current_snapshot()::text AS snapshot) s "
+    "LEFT JOIN rate_limit_buckets b ON true";
 
 /* in time order, so that a key deleted and created again ends up created */
 static const char  ngx_http_rate_limit_sync_changes_sql[] =
-    "WITH s AS (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint "
-    "AS xmin) "
-    "SELECT zone, key, rate, burst, xmin, deleted FROM ("
-    "SELECT b.zone, b.key, b.rate, b.burst, s.xmin, false AS deleted, "
+    "WITH s AS (SELECT pg_current_snapshot()::text AS snapshot) "
+    "SELECT zone, key, rate, burst, snapshot, deleted FROM ("
+    "SELECT b.zone, b.key, b.rate, b.burst, s.snapshot, false AS deleted, "
     "b.updated_at AS at FROM s, rate_limit_buckets b "
     "WHERE b.txid >= $1::text::xid8 "
     "UNION ALL "
-    "SELECT d.zone, d.key, NULL, NULL, s.xmin, true, d.deleted_at "
+    "SELECT d.zone, d.key, NULL, NULL, s.snapshot, true, d.deleted_at "
     "FROM s, rate_limit_bucket_deletions d "
     "WHERE d.txid >= $1::text::xid8 "
     "UNION ALL "
-    "SELECT NULL, NULL, NULL, NULL, s.xmin, false, NULL FROM s"
+    "SELECT NULL, NULL, NULL, NULL, s.snapshot, false, NULL FROM s"
     ") AS changes ORDER BY at NULLS FIRST";
 
 
@@ -217,8 +228,7 @@ ngx_http_rate_limit_sync_init_process(ngx_cycle_t *cycle,
     const char                  *schema;
     ngx_http_rate_limit_sync_t  *sync = &ngx_http_rate_limit_sync;
 
-    static const char  listen[] =
-        "LISTEN " NGX_HTTP_RATE_LIMIT_SYNC_CHANNEL ";";
+    static const char  listen[] = NGX_HTTP_RATE_LIMIT_SYNC_LISTEN_SQL;
 
     ngx_memzero(sync, sizeof(ngx_http_rate_limit_sync_t));
 
@@ -288,6 +298,11 @@ ngx_http_rate_limit_sync_exit_process(void)
     }
 
     ngx_http_rate_limit_sync_release();
+
+    if (sync->snapshot.xip) {
+        ngx_free(sync->snapshot.xip);
+        sync->snapshot.xip = NULL;
+    }
 }
 
 
@@ -400,6 +415,7 @@ ngx_http_rate_limit_sync_ready(ngx_http_rate_limit_pg_conn_t *pc)
     ngx_http_rate_limit_sync_t  *sync = &ngx_http_rate_limit_sync;
 
     sync->state = NGX_HTTP_RATE_LIMIT_SYNC_SETUP;
+    sync->setup_failed = 0;
 
     (void) ngx_http_rate_limit_pg_send(pc, sync->setup, 0, NULL, 0);
 }
@@ -461,6 +477,7 @@ ngx_http_rate_limit_sync_handler(ngx_event_t *ev)
     }
 
     sync->sync_again = 0;
+    sync->snapshot_read = 0;
     sync->rows = 0;
     sync->started = ngx_current_msec;
 
@@ -535,6 +552,15 @@ ngx_http_rate_limit_sync_result(ngx_http_rate_limit_pg_conn_t *pc,
         return;
 
     default:
+        if (sync->state == NGX_HTTP_RATE_LIMIT_SYNC_SETUP) {
+            /* a role that may not create tables may read a table made */
+            ngx_log_error(NGX_LOG_ERR, pc->log, 0,
+                          "rate_limit_postgres: cannot create the schema: %s",
+                          PQresultErrorMessage(res));
+            sync->setup_failed = 1;
+            return;
+        }
+
         ngx_log_error(NGX_LOG_ERR, pc->log, 0,
                       "rate_limit_postgres: query failed: %s",
                       PQresultErrorMessage(res));
@@ -545,13 +571,12 @@ ngx_http_rate_limit_sync_result(ngx_http_rate_limit_pg_conn_t *pc,
 }
 
 
-/* zone, key, rate, burst, microseconds, deleted */
+/* zone, key, rate, burst, snapshot, deleted */
 static void
 ngx_http_rate_limit_sync_row(PGresult *res)
 {
     char                           err[NGX_HTTP_RATE_LIMIT_ERR_LEN];
     u_char                         encoded[NGX_HTTP_RATE_LIMIT_KEY_MAX];
-    int64_t                        cursor;
     uint64_t                       burst;
     ngx_int_t                      n;
     ngx_str_t                      key;
@@ -559,10 +584,30 @@ ngx_http_rate_limit_sync_row(PGresult *res)
     ngx_http_rate_limit_zone_t    *zone;
     ngx_http_rate_limit_sync_t    *sync = &ngx_http_rate_limit_sync;
 
-    cursor = ngx_atotm((u_char *) PQgetvalue(res, 0, 4),
-                       PQgetlength(res, 0, 4));
-    if (cursor > sync->cursor) {
-        sync->cursor = cursor;
+    /* every row of a query carries the same snapshot */
+    if (!sync->snapshot_read) {
+        if (ngx_http_rate_limit_pg_snapshot(&sync->snapshot,
+                                            (u_char *) PQgetvalue(res, 0, 4),
+                                            PQgetlength(res, 0, 4))
+            != NGX_OK)
+        {
+            if (sync->generation) {
+                ngx_log_error(NGX_LOG_ERR, sync->pc.log, 0,
+                              "rate_limit_postgres: unreadable snapshot "
+                              "\"%*s\": this sync does not count",
+                              (size_t) ngx_min(PQgetlength(res, 0, 4), 64),
+                              PQgetvalue(res, 0, 4));
+                sync->generation = 0;
+            }
+
+            return;
+        }
+
+        sync->snapshot_read = 1;
+
+        if ((int64_t) sync->snapshot.xmin > sync->cursor) {
+            sync->cursor = (int64_t) sync->snapshot.xmin;
+        }
     }
 
     if (PQgetisnull(res, 0, 0)) {
@@ -581,7 +626,23 @@ ngx_http_rate_limit_sync_row(PGresult *res)
                                          (u_char *) PQgetvalue(res, 0, 0),
                                          PQgetlength(res, 0, 0));
     if (zone == NULL) {
-        /* a zone of another node's configuration */
+        /* it may be a zone of another node's configuration */
+        if (PQgetvalue(res, 0, 5)[0] != 't') {
+            ngx_http_rate_limit_sync_ignored(res, NGX_LOG_NOTICE,
+                                             "no such zone on this node");
+        }
+
+        return;
+    }
+
+    /* only a table made without the shipped CHECKs holds a longer key */
+    if (PQgetlength(res, 0, 1) > NGX_HTTP_RATE_LIMIT_ROW_KEY_MAX) {
+        if (PQgetvalue(res, 0, 5)[0] != 't') {
+            ngx_http_rate_limit_sync_ignored(res, NGX_LOG_WARN,
+                                             "the key is longer than 4096 "
+                                             "bytes");
+        }
+
         return;
     }
 
@@ -591,7 +652,8 @@ ngx_http_rate_limit_sync_row(PGresult *res)
                                PQgetlength(res, 0, 1), encoded);
 
     if (PQgetvalue(res, 0, 5)[0] == 't') {
-        ngx_http_rate_limit_shm_row_delete(zone, &key);
+        ngx_http_rate_limit_shm_row_sync(zone, &key, NULL, sync->generation,
+                                         &sync->snapshot, sync->pc.log);
         return;
     }
 
@@ -627,28 +689,107 @@ ngx_http_rate_limit_sync_row(PGresult *res)
         goto invalid;
     }
 
-    (void) ngx_http_rate_limit_shm_row_set(zone, &key, &spec,
-                                           sync->generation, sync->pc.log);
+    ngx_http_rate_limit_shm_row_sync(zone, &key, &spec, sync->generation,
+                                     &sync->snapshot, sync->pc.log);
     return;
 
 invalid:
 
-    /* the key may be a credential: name the zone only */
-    ngx_log_error(NGX_LOG_WARN, sync->pc.log, 0,
-                  "rate_limit_postgres: a row of zone \"%V\" is ignored: %s",
-                  &zone->name, err);
+    ngx_http_rate_limit_sync_ignored(res, NGX_LOG_WARN, err);
+}
+
+
+/*
+ * Names a row that does not apply, so that an operator can find it.  Zone,
+ * key and rate are user data: each is escaped as in JSON, and cut short
+ * (saying its length) so that the line stays whole.
+ */
+static void
+ngx_http_rate_limit_sync_ignored(PGresult *res, ngx_uint_t level,
+    const char *reason)
+{
+    u_char                       *p;
+    u_char                        line[NGX_MAX_ERROR_STR - 256];
+    ngx_http_rate_limit_sync_t   *sync = &ngx_http_rate_limit_sync;
+
+    p = ngx_cpymem(line, "zone=", 5);
+    p = ngx_http_rate_limit_sync_text(p, res, 0, 64);
+    p = ngx_cpymem(p, " key=", 5);
+    p = ngx_http_rate_limit_sync_text(p, res, 1, 128);
+    p = ngx_cpymem(p, " rate=", 6);
+    p = ngx_http_rate_limit_sync_text(p, res, 2, 32);
+    p = ngx_cpymem(p, " burst=", 7);
+    p = ngx_http_rate_limit_sync_text(p, res, 3, 24);
+
+    ngx_log_error(level, sync->pc.log, 0,
+                  "rate_limit_postgres: a row is ignored (%s): %*s",
+                  reason, (size_t) (p - line), line);
+}
+
+
+/*
+ * A column, quoted and escaped; NULL for NULL.  At most shown bytes of it
+ * are shown, 6 * shown + 32 bytes written at most.
+ */
+static u_char *
+ngx_http_rate_limit_sync_text(u_char *p, PGresult *res, int column,
+    size_t shown)
+{
+    u_char  *s;
+    size_t   len, cut;
+
+    if (PQgetisnull(res, 0, column)) {
+        return ngx_cpymem(p, "NULL", 4);
+    }
+
+    s = (u_char *) PQgetvalue(res, 0, column);
+    len = PQgetlength(res, 0, column);
+    cut = len;
+
+    if (cut > shown) {
+        cut = shown;
+
+        /* no character is halved */
+        while (cut > 0 && (s[cut] & 0xc0) == 0x80) {
+            cut--;
+        }
+    }
+
+    *p++ = '"';
+    p += ngx_http_rate_limit_json_escape(s, cut, p);
+    *p++ = '"';
+
+    if (cut < len) {
+        p = ngx_sprintf(p, "...(%uz bytes)", len);
+    }
+
+    return p;
 }
 
 
 static void
 ngx_http_rate_limit_sync_done(void)
 {
-    ngx_uint_t                         i;
+    ngx_uint_t                         i, counted;
     ngx_http_rate_limit_zone_t       **zones;
     ngx_http_rate_limit_sync_t        *sync = &ngx_http_rate_limit_sync;
     ngx_http_rate_limit_sync_state_e   state;
 
     state = sync->state;
+
+    /*
+     * The failed schema left its transaction aborted, and LISTEN unsent:
+     * nothing would run on this connection until a ROLLBACK.
+     */
+    if (state == NGX_HTTP_RATE_LIMIT_SYNC_SETUP && sync->setup_failed) {
+        sync->state = NGX_HTTP_RATE_LIMIT_SYNC_LISTEN;
+
+        (void) ngx_http_rate_limit_pg_send(&sync->pc, "ROLLBACK; "
+                                           NGX_HTTP_RATE_LIMIT_SYNC_LISTEN_SQL,
+                                           0, NULL, 0);
+        return;
+    }
+
     sync->state = NGX_HTTP_RATE_LIMIT_SYNC_READY;
 
     if (sync->lost) {
@@ -659,11 +800,18 @@ ngx_http_rate_limit_sync_done(void)
 
     sync->backoff = 0;
 
-    if (state == NGX_HTTP_RATE_LIMIT_SYNC_FULL && sync->generation) {
-        zones = sync->rmcf->zones.elts;
+    /* a query that failed, or gave no snapshot, does not count */
+    counted = (state == NGX_HTTP_RATE_LIMIT_SYNC_FULL
+               || state == NGX_HTTP_RATE_LIMIT_SYNC_CHANGES)
+              && sync->generation && sync->snapshot_read;
+
+    zones = sync->rmcf->zones.elts;
+
+    if (counted && state == NGX_HTTP_RATE_LIMIT_SYNC_FULL) {
 
         for (i = 0; i < sync->rmcf->zones.nelts; i++) {
-            ngx_http_rate_limit_shm_row_sweep(zones[i], sync->generation);
+            ngx_http_rate_limit_shm_row_sweep(zones[i], sync->generation,
+                                              &sync->snapshot);
             zones[i]->sh->pg_generation = sync->generation;
         }
 
@@ -672,10 +820,7 @@ ngx_http_rate_limit_sync_done(void)
                       sync->rows, ngx_current_msec - sync->started);
     }
 
-    if ((state == NGX_HTTP_RATE_LIMIT_SYNC_FULL
-         || state == NGX_HTTP_RATE_LIMIT_SYNC_CHANGES)
-        && sync->generation)
-    {
+    if (counted) {
         ngx_shmtx_lock(&sync->shpool->mutex);
 
         sync->sh->generation = sync->generation;
@@ -687,10 +832,16 @@ ngx_http_rate_limit_sync_done(void)
         sync->sh->synced = ngx_time();
 
         ngx_shmtx_unlock(&sync->shpool->mutex);
+
+        for (i = 0; i < sync->rmcf->zones.nelts; i++) {
+            ngx_http_rate_limit_shm_row_forget(zones[i],
+                                               sync->snapshot.xmin);
+        }
     }
 
     if (sync->sync_again || sync->truncated
-        || state == NGX_HTTP_RATE_LIMIT_SYNC_SETUP)
+        || state == NGX_HTTP_RATE_LIMIT_SYNC_SETUP
+        || state == NGX_HTTP_RATE_LIMIT_SYNC_LISTEN)
     {
         ngx_http_rate_limit_sync_handler(&sync->sync);
         return;
@@ -700,10 +851,14 @@ ngx_http_rate_limit_sync_done(void)
 }
 
 
-/* lets the bucket API apply a write at once, before NOTIFY comes back */
+/*
+ * Lets the bucket API apply its write, committed by transaction txid, at
+ * once, before NOTIFY comes back; no sync that missed the write undoes it.
+ */
 void
 ngx_http_rate_limit_sync_apply(ngx_http_rate_limit_zone_t *zone,
-    ngx_str_t *key, ngx_http_rate_limit_spec_t *spec, ngx_log_t *log)
+    ngx_str_t *key, ngx_http_rate_limit_spec_t *spec, uint64_t txid,
+    ngx_log_t *log)
 {
     u_char     encoded[NGX_HTTP_RATE_LIMIT_KEY_MAX];
     ngx_str_t  stored;
@@ -711,11 +866,5 @@ ngx_http_rate_limit_sync_apply(ngx_http_rate_limit_zone_t *zone,
     stored.data = encoded;
     stored.len = ngx_http_rate_limit_encode_key(key->data, key->len, encoded);
 
-    if (spec == NULL) {
-        ngx_http_rate_limit_shm_row_delete(zone, &stored);
-        return;
-    }
-
-    (void) ngx_http_rate_limit_shm_row_set(zone, &stored, spec,
-                                           zone->sh->pg_generation, log);
+    (void) ngx_http_rate_limit_shm_row_write(zone, &stored, spec, txid, log);
 }

@@ -82,6 +82,17 @@ def test_utf8_and_long_keys(nginx_factory):
     assert limit(n, "#hash") == "6"
 
 
+def test_key_of_4096_bytes_applies(nginx_factory):
+    """The longest key PostgreSQL and the bucket API take: it applies to the
+    request whose key it is (hashed as that request's key is)."""
+    key = unique_key() + "y" * (4096 - 14)
+    assert len(key) == 4096
+    n = make(nginx_factory, HEAD + "      ? %s\n      : { rate: 1r/m, burst: 7 }\n"
+             % key).start()
+    assert limit(n, key) == "7"
+    assert limit(n, key[:-1]) == "100"
+
+
 def test_reload_with_changed_file(nginx_factory):
     k1, k2 = unique_key(), unique_key()
     n = make(nginx_factory, "zones:\n  api:\n    clients:\n      %s: { rate: 1r/m, burst: 3 }\n"
@@ -165,6 +176,17 @@ BAD = [
     ("unknown-empty-zone", "zones:\n  nosuch:\n    clients: {}\n", "nosuch",
      "unknown zone"),
     ("two-documents", "zones: {}\n---\nzones: {}\n", "---", "one YAML document"),
+    # names outside [A-Za-z0-9_.-]{1,64}, which no rate_limit_zone can have
+    ("zone-space", "zones:\n  \"a b\":\n    clients: {}\n", "\"a b\"", "invalid zone name"),
+    ("zone-quote", "zones:\n  'a\"b':\n    clients: {}\n", "'a", "invalid zone name"),
+    ("zone-newline", "zones:\n  api: {}\n  \"a\\nb\":\n    clients: {}\n", "\"a",
+     "invalid zone name"),
+    ("zone-utf8", "zones:\n  caf\u00e9:\n    clients: {}\n", "caf", "invalid zone name"),
+    ("zone-65", "zones:\n  %s:\n    clients: {}\n" % ("z" * 65), "z" * 65,
+     "invalid zone name"),
+    # keys: PostgreSQL's and the bucket API's limit (YAML wants "? " past 1024)
+    ("key-4097", HEAD + "      ? %s\n      : { rate: 1r/s }\n" % ("k" * 4097), "k" * 4097,
+     "4097 bytes long, the most is 4096"),
 ]
 
 

@@ -395,21 +395,59 @@ def test_conninfo_from_environment(nginx_factory, postgres):
 
 def test_unknown_zone_rows_and_bad_rows_are_skipped(two_nodes, postgres):
     """Rows of zones this node does not have are ignored; so is a row the
-    module refuses (a rate too fast); other rows still apply."""
+    module refuses (a rate too fast, rate text or a key that only a table
+    without the shipped CHECKs holds); other rows still apply.  Each ignored
+    row is logged with its zone, key, rate and burst, escaped (they are user
+    data: a newline must not split the line), so that an operator can find
+    it."""
     a, b = two_nodes()
     db = two_nodes.db
-    k_other, k_bad, k_ok = unique_key("other"), unique_key("bad"), unique_key("ok")
+    k_other, k_fast, k_ok = unique_key("other"), unique_key("fast"), unique_key("ok")
+    k_odd = 'odd"\n\\' + unique_key()
+    k_long = "L" * 5000
+    # a table made by hand, or by an older schema, without the CHECKs
+    postgres.psql("ALTER TABLE rate_limit_buckets DROP CONSTRAINT rate_limit_buckets_rate_check, "
+                  "DROP CONSTRAINT rate_limit_buckets_key_check;", db=db)
     postgres.psql("INSERT INTO rate_limit_buckets (zone, key, rate, burst) VALUES "
                   "('nosuchzone', %s, '1r/m', 2), ('api', %s, '999999999999999r/ms', 5), "
-                  "('api', %s, '1r/m', 3);" % (q(k_other), q(k_bad), q(k_ok)), db=db)
+                  "('api', %s, E'fast\\r\\nnext', NULL), ('api', %s, '1r/m', 4), "
+                  "('api', %s, '1r/m', 3);" % (q(k_other), q(k_fast), q(k_odd), q(k_long),
+                                               q(k_ok)), db=db)
     wait_limit([a, b], k_ok, "3", timeout=1.0)
-    assert limit(a, k_other) == DEFAULT_BURST
-    assert limit(a, k_bad) == DEFAULT_BURST
+    for k in (k_other, k_fast, k_odd, k_long):
+        assert limit(a, k.replace("\n", "")) == DEFAULT_BURST
+    esc_odd = k_odd.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    want = [
+        ('no such zone on this node', 'zone="nosuchzone" key="%s" rate="1r/m" burst="2"'
+         % k_other),
+        ('faster than', 'zone="api" key="%s" rate="999999999999999r/ms" burst="5"' % k_fast),
+        ('white space', 'zone="api" key="%s" rate="fast\\r\\nnext" burst=NULL' % esc_odd),
+        ('longer than 4096 bytes', 'zone="api" key="%s"...(5000 bytes) rate="1r/m" burst="4"'
+         % ("L" * 128)),
+    ]
     for n in (a, b):
         assert n.proc.poll() is None
-        assert n.error_lines(r'rate_limit_postgres: a row of zone "api" is ignored')
-        # the key may be a credential: it is not logged
-        assert k_bad not in n.error_log()
+        lines = n.error_lines(r"rate_limit_postgres: a row is ignored")
+        for reason, row in want:
+            assert [l for l in lines if reason in l and l.endswith(row)], (reason, row, lines)
+        # nothing raw: the newline in the key and in the rate split no line
+        assert not n.error_lines(r"^next|^\\"), n.error_log()[-2000:]
+
+
+def test_schema_takes_the_zone_names_nginx_takes(postgres):
+    """The table's CHECK takes a zone name exactly when rate_limit_zone,
+    the policy file and the bucket API do: 1 to 64 of [A-Za-z0-9_.-]."""
+    db = postgres.new_db()
+    for zone, ok in [("api", True), ("a.b-c_D9", True), ("z" * 64, True), ("z" * 65, False),
+                     ("", False), ("a b", False), ('a"b', False), ("a\nb", False),
+                     ("api\n", False), ("caf\u00e9", False), ("a;b", False), ("\u212a", False)]:
+        out = postgres.psql("INSERT INTO rate_limit_buckets (zone, key, rate) VALUES "
+                            "(%s, 'k', '1r/s');" % q(zone), db=db, check=False)
+        got = postgres.psql("SELECT count(*) FROM rate_limit_buckets WHERE zone = %s;"
+                            % q(zone), db=db)
+        assert got == ("1" if ok else "0"), (zone, out)
+        if not ok:
+            assert "rate_limit_buckets_zone_check" in out, (zone, out)
 
 
 def test_row_of_a_long_transaction_is_synced(nginx_factory, postgres):

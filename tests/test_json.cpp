@@ -82,10 +82,11 @@ TEST_P(GoodBodies, Parse)
               c.count == 0 || c.burst == 0 ? 1 : 0);
 }
 
-const std::string key_256(256, 'k');
-const std::string key_256_utf8 = [] {
+/* the longest key, as PostgreSQL's CHECK and the policy file take it */
+const std::string key_max(NGX_HTTP_RATE_LIMIT_ROW_KEY_MAX, 'k');
+const std::string key_max_utf8 = [] {
     std::string key;
-    for (int i = 0; i < 128; i++) {
+    for (int i = 0; i < NGX_HTTP_RATE_LIMIT_ROW_KEY_MAX / 2; i++) {
         key += "\xc3\xa9";
     }
     return key;
@@ -116,11 +117,11 @@ INSTANTIATE_TEST_SUITE_P(Bodies, GoodBodies, testing::Values(
                std::string("a\0b", 3), 1, 1000, 1 },
     GoodBody { post, R"({"key": "a\"b\\c\/d\n", "rate": "1r/s"})",
                "a\"b\\c/d\n", 1, 1000, 1 },
-    GoodBody { post, "{\"key\": \"" + key_256 + "\", \"rate\": \"1r/s\"}",
-               key_256, 1, 1000, 1 },
-    GoodBody { post, "{\"key\": \"" + key_256_utf8
+    GoodBody { post, "{\"key\": \"" + key_max + "\", \"rate\": \"1r/s\"}",
+               key_max, 1, 1000, 1 },
+    GoodBody { post, "{\"key\": \"" + key_max_utf8
                      + "\", \"rate\": \"1r/s\"}",
-               key_256_utf8, 1, 1000, 1 },
+               key_max_utf8, 1, 1000, 1 },
     GoodBody { post, R"({"key": "#hash", "rate": "1r/s"})", "#hash", 1, 1000,
                1 },
     GoodBody { put, R"({"rate": "1000000r/s", "burst": 1000000000000000})",
@@ -230,12 +231,12 @@ INSTANTIATE_TEST_SUITE_P(Bodies, BadBodies, testing::Values(
               "key must be a non-empty string" },
     BadBody { post, R"({"key": {"k": 1}, "rate": "1r/s"})",
               "key must be a non-empty string" },
-    BadBody { post, "{\"key\": \"" + std::string(257, 'k')
+    BadBody { post, "{\"key\": \"" + std::string(4097, 'k')
                     + "\", \"rate\": \"1r/s\"}",
-              "key must be at most 256 bytes, not 257" },
-    BadBody { post, "{\"key\": \"" + key_256_utf8
+              "key must be at most 4096 bytes, not 4097" },
+    BadBody { post, "{\"key\": \"" + key_max_utf8
                     + "\xc3\xa9\", \"rate\": \"1r/s\"}",
-              "key must be at most 256 bytes, not 258" },
+              "key must be at most 4096 bytes, not 4098" },
     /* rate */
     BadBody { put, R"({"rate": 10})", "rate must be a string such as" },
     BadBody { put, R"({"rate": null})", "rate must be a string" },

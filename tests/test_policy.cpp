@@ -202,7 +202,8 @@ TEST_F(PolicyFile, EntriesAreSortedBytewiseByZoneThenKey)
 
 TEST_F(PolicyFile, KeysAreArbitraryText)
 {
-    const std::string long_key(1000, 'k');
+    /* as long as PostgreSQL and the bucket API take them */
+    const std::string long_key(NGX_HTTP_RATE_LIMIT_ROW_KEY_MAX, 'k');
     const Loaded loaded = load_text(
         api_clients
         + "      \"user:42 with spaces\": { rate: 5r/s }\n"
@@ -211,7 +212,8 @@ TEST_F(PolicyFile, KeysAreArbitraryText)
         + "      null: { rate: 5r/s }\n"
         + "      \"nul\\0inside\": { rate: 5r/s }\n"
         + "      \xe3\x83\x86\xe3\x82\xb9\xe3\x83\x88: { rate: 5r/s }\n"
-        + "      " + long_key + ": { rate: 5r/s }\n");
+        /* YAML's implicit keys stop at 1024 characters */
+        + "      ? " + long_key + "\n      : { rate: 5r/s }\n");
 
     ASSERT_EQ(loaded.rc, NGX_HTTP_RATE_LIMIT_OK) << loaded.error;
     ASSERT_EQ(loaded.entries.size(), 7u);
@@ -518,6 +520,18 @@ INSTANTIATE_TEST_SUITE_P(Schema, PolicyErrors, testing::Values(
                       "duplicate zone \"api\", first at line 2" },
     PolicyErrorCase { "zones:\n  ? {a: 1}\n  : {}\n", 2, 5,
                       "expected a zone name, not a collection" },
+    /* the names nginx.conf accepts, and no other */
+    PolicyErrorCase { "zones:\n  \"a b\": {}\n", 2, 3,
+                      "invalid zone name \"a b\", expected 1 to 64 of "
+                      "A-Z a-z 0-9 _ . -" },
+    PolicyErrorCase { "zones:\n  api: {}\n  \"x\\ny\": {}\n", 3, 3,
+                      "invalid zone name \"x?y\"" },
+    PolicyErrorCase { "zones:\n  caf\xc3\xa9: {}\n", 2, 3,
+                      "invalid zone name \"caf\xc3\xa9\"" },
+    PolicyErrorCase { "zones:\n  '': {}\n", 2, 3,
+                      "invalid zone name \"\"" },
+    PolicyErrorCase { "zones:\n  " + std::string(65, 'z') + ": {}\n", 2, 3,
+                      "invalid zone name \"zzzz" },
     /* a zone */
     PolicyErrorCase { "zones:\n  api: 5\n", 2, 8,
                       "expected a mapping with the key \"clients\" for zone "
@@ -536,6 +550,11 @@ INSTANTIATE_TEST_SUITE_P(Schema, PolicyErrors, testing::Values(
                       "expected a mapping such as" },
     PolicyErrorCase { client("\"\": { rate: 1r/s }"), 4, 7,
                       "expected a client key, not an empty one" },
+    PolicyErrorCase { client("? " + std::string(
+                                         NGX_HTTP_RATE_LIMIT_ROW_KEY_MAX + 1,
+                                         'k')
+                             + "\n      : { rate: 1r/s }"), 4, 9,
+                      "is 4097 bytes long, the most is 4096" },
     PolicyErrorCase { client("bot: { rate: 1r/s }") + "      bot: { rate: 2r/s }\n",
                       5, 7,
                       "duplicate client \"bot\" in zone \"api\", first at "

@@ -36,6 +36,15 @@ extern "C" {
 /* keys longer than this are replaced by their hash */
 #define NGX_HTTP_RATE_LIMIT_KEY_MAX     256
 
+/*
+ * The longest key of a per-client limit, in bytes, in PostgreSQL (the
+ * table's CHECK), the policy file and the bucket API alike.  A request's
+ * key may be longer than NGX_HTTP_RATE_LIMIT_KEY_MAX, and its limit is
+ * written under the key as the request has it, so the three take keys of
+ * up to this length and hash them the same way.
+ */
+#define NGX_HTTP_RATE_LIMIT_ROW_KEY_MAX 4096
+
 /* '#' followed by 40 hex digits of SHA-1 */
 #define NGX_HTTP_RATE_LIMIT_HASHED_LEN  41
 
@@ -270,9 +279,11 @@ const char *ngx_http_rate_limit_source_name(
  *           trial-42:     { rate: 10r/m }      # burst: the rate's count
  *           blocked-bot:  { rate: 0r/s }       # blocked
  *
- * Zone names are not checked here: the module knows its zones, and each
- * entry carries the place of its client key for the module's message.
- * Client keys are arbitrary non-empty strings of any length.
+ * Zone names must pass ngx_http_rate_limit_valid_zone_name(); whether
+ * the zone exists is for the module to say, and each entry carries the
+ * place of its client key for the module's message.  Client keys are
+ * arbitrary non-empty strings of at most NGX_HTTP_RATE_LIMIT_ROW_KEY_MAX
+ * bytes.
  */
 typedef struct ngx_http_rate_limit_policy_s  ngx_http_rate_limit_policy_t;
 
@@ -352,7 +363,7 @@ void ngx_http_rate_limit_policy_free(ngx_http_rate_limit_policy_t *policy)
 
 /* the body of a bucket API request, {"key": ..., "rate": ..., "burst": ...} */
 typedef struct {
-    unsigned char                key[NGX_HTTP_RATE_LIMIT_KEY_MAX];
+    unsigned char                key[NGX_HTTP_RATE_LIMIT_ROW_KEY_MAX];
     size_t                       key_len;     /* 0: the body had no key */
     ngx_http_rate_limit_rate_t   rate;        /* count 0: blocked */
     uint64_t                     burst;       /* the rate's count if absent */
@@ -362,8 +373,8 @@ typedef struct {
  * Parses a bucket API body: a JSON object with "rate" (a string such as
  * "10r/s", "0r/s" blocks), an optional "burst" (a whole number from 0 to
  * NGX_HTTP_RATE_LIMIT_BURST_MAX, 0 blocks) and "key" (a non-empty string of
- * at most NGX_HTTP_RATE_LIMIT_KEY_MAX bytes of UTF-8, which may hold NUL
- * from "\u0000"), which is required when require_key is not 0 (POST) and
+ * at most NGX_HTTP_RATE_LIMIT_ROW_KEY_MAX bytes of UTF-8, which may hold
+ * NUL from "\u0000"), which is required when require_key is not 0 (POST) and
  * optional otherwise (PUT: the caller decides what a key in the body
  * means).  Anything else is refused with NGX_HTTP_RATE_LIMIT_EINVAL and a
  * message naming the problem: malformed JSON, trailing data, another type,

@@ -239,9 +239,9 @@ private:
         if (key.empty()) {
             return fail("key must be a non-empty string");
         }
-        if (key.size() > NGX_HTTP_RATE_LIMIT_KEY_MAX) {
+        if (key.size() > NGX_HTTP_RATE_LIMIT_ROW_KEY_MAX) {
             return fail("key must be at most "
-                        + std::to_string(NGX_HTTP_RATE_LIMIT_KEY_MAX)
+                        + std::to_string(NGX_HTTP_RATE_LIMIT_ROW_KEY_MAX)
                         + " bytes, not " + std::to_string(key.size()));
         }
 

@@ -439,6 +439,17 @@ private:
             const PolicyPosition at = position_of(key.start_mark);
             std::string zone = key_text(key, "a zone name");
 
+            if (!ngx_http_rate_limit_valid_zone_name(
+                    reinterpret_cast<const unsigned char *>(zone.data()),
+                    zone.size()))
+            {
+                throw PolicyError(at, "invalid zone name " + quoted(zone)
+                                      + ", expected 1 to "
+                                      + std::to_string(
+                                            NGX_HTTP_RATE_LIMIT_ZONE_NAME_MAX)
+                                      + " of A-Z a-z 0-9 _ . -");
+            }
+
             const auto [seen, inserted] = zone_lines.emplace(zone, at.line);
             if (!inserted) {
                 throw PolicyError(at, "duplicate zone " + quoted(zone)
@@ -507,6 +518,14 @@ private:
             if (key.empty()) {
                 throw PolicyError(at, "expected a client key, not an empty "
                                       "one");
+            }
+
+            if (key.size() > NGX_HTTP_RATE_LIMIT_ROW_KEY_MAX) {
+                throw PolicyError(at, "client key " + quoted(key) + " is "
+                                      + std::to_string(key.size())
+                                      + " bytes long, the most is "
+                                      + std::to_string(
+                                            NGX_HTTP_RATE_LIMIT_ROW_KEY_MAX));
             }
 
             const auto [seen, inserted] = client_lines.emplace(key, at.line);
