@@ -245,7 +245,7 @@ ngx_http_rate_limit_format_limit(ngx_pool_t *pool, ngx_str_t *name,
     u_char    *p;
     uint64_t   window;
 
-    p = ngx_pnalloc(pool, 2 * NGX_INT64_LEN + name->len + 2 * NGX_INT64_LEN
+    p = ngx_pnalloc(pool, 3 * NGX_INT64_LEN + name->len + 2 * NGX_INT64_LEN
                           + sizeof("\"\";q=;w="));
     if (p == NULL) {
         return NGX_ERROR;
@@ -259,6 +259,12 @@ ngx_http_rate_limit_format_limit(ngx_pool_t *pool, ngx_str_t *name,
     texts->burst_arg.data = p;
     p = ngx_sprintf(p, "%uL", params->burst);
     texts->burst_arg.len = p - texts->burst_arg.data;
+
+    /* the script stores it with the TAT: a changed limit converts the TAT */
+    texts->token_code_arg.data = p;
+    p = ngx_sprintf(p, "%uD", ngx_http_rate_limit_token_code(
+                                  ngx_http_rate_limit_token_us(params)));
+    texts->token_code_arg.len = p - texts->token_code_arg.data;
 
     /* the draft's window: the time in which a full quota is refilled */
     window = (uint64_t) (params->interval_us * params->burst + 999999)
