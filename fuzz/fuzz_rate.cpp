@@ -31,10 +31,10 @@ bool same_rate(const ngx_http_rate_limit_rate_t &a,
 
 /*
  * A blocked bucket rejects everything and owes nothing.  Any other: a full
- * bucket gives exactly burst tokens at one instant, whatever state was
- * stored (under any token code) no client waits longer than a full refill
- * and the wait a rejection gives holds for the state it leaves, and a
- * refund gives back exactly what an allowed request took.
+ * bucket gives exactly burst tokens at one instant; whatever state was
+ * stored, under any token code, no client waits longer than a full refill
+ * and a second, and the wait a rejection gives holds for the state it
+ * leaves; a refund gives back exactly what an allowed request took.
  */
 void check_bucket(const ngx_http_rate_limit_params_t &params,
     FuzzedDataProvider &more) noexcept
@@ -77,8 +77,8 @@ void check_bucket(const ngx_http_rate_limit_params_t &params,
 
     ngx_http_rate_limit_decide(&params, &stored, now, cost, &d);
     require(d.remaining <= params.burst, "no more than burst remains");
-    require(d.reset_us >= 0 && d.reset_us <= tau,
-            "never longer than a full refill until full");
+    require(d.reset_us >= 0 && d.reset_us <= tau + 1000000,
+            "never longer than a full refill until full, and a second");
 
     if (d.allowed) {
         require(d.retry_after_us == 0 && d.state.tat_us >= now

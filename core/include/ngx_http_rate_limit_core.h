@@ -118,12 +118,14 @@ int ngx_http_rate_limit_make_params(const ngx_http_rate_limit_rate_t *rate,
  * Since a code stands for a token length at most 3.5% longer than the
  * true one, the tokens carried over are never more than those used, and
  * at most 3.5% fewer.  Whatever was stored, a client never waits longer
- * than the new limit's full refill: the time until full is capped at
- * burst tokens.  A rejection takes nothing, but when the state was read
- * otherwise than stored (converted, capped, or without a code), d->state
- * is the state as read, in the code of params, so that the wait it
- * reports holds; else d->state is *stored.  An allowed d->state carries
- * the code of params.  A stored code beyond the last reads as NONE.
+ * than the new limit's full refill, give or take a second: a time until
+ * full more than a second beyond burst tokens is capped at burst tokens
+ * (within the second, it is the clocks of the workers that differ).  A
+ * rejection takes nothing, but when the state was read otherwise than
+ * stored (converted, capped, or without a code), d->state is the state as
+ * read, in the code of params, so that the wait it reports holds; else
+ * d->state is *stored.  An allowed d->state carries the code of params.
+ * A stored code beyond the last reads as NONE.
  */
 void ngx_http_rate_limit_decide(const ngx_http_rate_limit_params_t *params,
     const ngx_http_rate_limit_state_t *stored, int64_t now_us, uint64_t cost,

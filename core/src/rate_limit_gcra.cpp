@@ -38,10 +38,15 @@
  * used than there were.  A state without a code (from a version before it)
  * is taken as counted in the limit in force.
  *
- * The time until full is then capped at tau, whatever was stored: a client
- * never waits longer than its limit's full refill, be the stored TAT from
- * a larger burst, a clock that stepped back, or garbage.  (Before the
- * code, a TAT more than tau ahead was taken at its word and waited for.)
+ * The time until full is then capped at tau when it is more than a second
+ * beyond: a client never waits longer than its limit's full refill (give
+ * or take that second), be the stored TAT from a larger burst, a clock
+ * that stepped back, or garbage.  Within the second it is taken at its
+ * word: the workers of a node read their clocks at different moments, so
+ * a bucket one of them has just written may be a little beyond tau for
+ * another, and capping that (a rejection stores the state as read) would
+ * give the difference back as tokens at every rejection.  (Before the
+ * code, any TAT beyond tau was taken at its word and waited for.)
  *
  * Blocked parameters (burst 0 or interval 0, from a per-client "0r/s" or
  * burst 0) are not a bucket at all: an empty bucket of capacity 0 would
@@ -71,6 +76,9 @@ constexpr int64_t max_bucket_span_us = 1000000000000000LL;
 
 /* no bucket ever stores a TAT this far ahead: such a value is garbage */
 constexpr int64_t max_until_full_us = 4 * max_bucket_span_us;
+
+/* how far beyond tau a time until full is clock differences, see above */
+constexpr int64_t clock_slack_us = 1000000;
 
 
 /*
@@ -170,7 +178,8 @@ public:
 
     /*
      * The time the bucket still needs to be full again, in this bucket's
-     * tokens: the tokens used under the stored code, at most tau.
+     * tokens: the tokens used under the stored code; tau when that is
+     * more than clock_slack_us beyond it.
      */
     int64_t until_full_us(const ngx_http_rate_limit_state_t &stored,
         int64_t now_us) const noexcept
@@ -193,14 +202,14 @@ public:
                 / token_code_us[stored.token_code - 1]
                 * static_cast<double>(token_us_));
 
-            if (carried >= static_cast<double>(tau_us_)) {
+            if (carried > static_cast<double>(tau_us_ + clock_slack_us)) {
                 return tau_us_;
             }
 
             until_full = static_cast<int64_t>(carried);
         }
 
-        return std::min(until_full, tau_us_);
+        return until_full > tau_us_ + clock_slack_us ? tau_us_ : until_full;
     }
 
     /*
@@ -217,10 +226,10 @@ public:
                    && stored.tat_us == now_us + until_full);
     }
 
-    /* free_us >= 0: a time until full is at most tau */
+    /* free_us is negative for a time until full within the slack */
     uint64_t whole_tokens(int64_t free_us) const noexcept
     {
-        return static_cast<uint64_t>(free_us / token_us_);
+        return free_us > 0 ? static_cast<uint64_t>(free_us / token_us_) : 0;
     }
 
 private:

@@ -58,6 +58,7 @@ namespace {
 constexpr char bucket_lua[] = R"lua(
 local max_bucket_span_us = 1e15
 local max_until_full_us = 4e15
+local clock_slack_us = 1e6
 local token_code_ratio = )lua"
     RATE_LIMIT_LUA_NUMBER(NGX_HTTP_RATE_LIMIT_TOKEN_CODE_RATIO) R"lua(
 
@@ -78,7 +79,8 @@ local function stored_state(key)
   return 0, 0
 end
 
--- until_full_us(): the time until full in this limit's tokens, at most tau
+-- until_full_us(): the time until full in this limit's tokens; tau when
+-- that is more than clock_slack_us beyond it
 local function until_full_us(tat, code, now, token_us, token_code, tau)
   local until_full = math.min(math.max(tat - now, 0), max_until_full_us)
   if code ~= 0 and code ~= token_code then
@@ -89,7 +91,10 @@ local function until_full_us(tat, code, now, token_us, token_code, tau)
     end
     until_full = math.floor(until_full / code_us * token_us)
   end
-  return math.min(until_full, tau)
+  if until_full > tau + clock_slack_us then
+    return tau
+  end
+  return until_full
 end
 
 -- holds(): the stored state says until_full already, or the bucket is
@@ -121,9 +126,9 @@ constexpr char decide_lua[] = R"lua(
 local blocked_retry_after_us = )lua"
     RATE_LIMIT_LUA_NUMBER(NGX_HTTP_RATE_LIMIT_BLOCKED_RETRY_AFTER_US) R"lua(
 
--- until_full_us() caps at tau: free_us is never negative
+-- free_us is negative for a time until full within the slack
 local function whole_tokens(free_us, token_us)
-  return math.floor(free_us / token_us)
+  return math.floor(math.max(free_us, 0) / token_us)
 end
 
 local time = redis.call('TIME')
@@ -303,11 +308,11 @@ if until_full_after > tau then
   if not holds(tat, code, now, token_code, until_full) then
     store(KEYS[1], now + until_full, token_code, until_full)
   end
-  return {0, 0, math.floor((tau - until_full) / token_us),
+  return {0, 0, math.floor(math.max(tau - until_full, 0) / token_us),
     until_full_after - tau, until_full}
 end
 store(KEYS[1], now + until_full_after, token_code, until_full_after)
-return {1, 1, math.floor((tau - until_full_after) / token_us), 0,
+return {1, 1, math.floor(math.max(tau - until_full_after, 0) / token_us), 0,
   until_full_after}
 )lua";
 
