@@ -4,7 +4,10 @@
 Each key is "<prefix>:<zone>:<client key>" (see core/src/rate_limit_script.cpp
 and t/test_redis_keys.py), its value the bucket's TAT as a whole number of
 microseconds on Redis' clock, and its TTL the time until the bucket is full
-again: "SET key TAT PX ms", as the script writes it.  The client keys are
+again: "SET key TAT PX ms", as the versions before the token code wrote it.
+The script reads such a TAT as counted in the limit in force, and writes it
+back in its own form ("-", the TAT, the code), which takes the same memory:
+both are integers to Redis.  The client keys are
 those of bench/keys.lua's random:N mode, "a000000000000000" upwards, unless
 --format gives another printf format of the key's index.
 

@@ -31,9 +31,10 @@ bool same_rate(const ngx_http_rate_limit_rate_t &a,
 
 /*
  * A blocked bucket rejects everything and owes nothing.  Any other: a full
- * bucket gives exactly burst tokens at one instant, a rejection leaves the
- * state alone, and a refund gives back exactly what an allowed request
- * took, whatever state was stored.
+ * bucket gives exactly burst tokens at one instant; whatever state was
+ * stored, under any token code, no client waits longer than a full refill
+ * and a second, and the wait a rejection gives holds for the state it
+ * leaves; a refund gives back exactly what an allowed request took.
  */
 void check_bucket(const ngx_http_rate_limit_params_t &params,
     FuzzedDataProvider &more) noexcept
@@ -42,39 +43,68 @@ void check_bucket(const ngx_http_rate_limit_params_t &params,
                                                              int64_t(1) << 62);
     const uint64_t cost = more.ConsumeIntegralInRange<uint64_t>(
                               0, params.burst + 1);
-    const int64_t tat = more.ConsumeIntegral<int64_t>();
+    const ngx_http_rate_limit_state_t stored {
+        more.ConsumeIntegral<int64_t>(),
+        more.ConsumeIntegralInRange<uint32_t>(
+            0, NGX_HTTP_RATE_LIMIT_TOKEN_CODES + 1) };
     ngx_http_rate_limit_decision_t d;
 
     if (ngx_http_rate_limit_params_blocked(&params)) {
-        ngx_http_rate_limit_decide(&params, tat, now, cost, &d);
-        require(!d.allowed && d.tat_us == tat && d.remaining == 0
-                && d.reset_us == 0
+        ngx_http_rate_limit_decide(&params, &stored, now, cost, &d);
+        require(!d.allowed && d.state.tat_us == stored.tat_us
+                && d.state.token_code == stored.token_code
+                && d.remaining == 0 && d.reset_us == 0
                 && d.retry_after_us
                    == NGX_HTTP_RATE_LIMIT_BLOCKED_RETRY_AFTER_US,
                 "a blocked bucket rejects and keeps its state");
-        require(ngx_http_rate_limit_refund(&params, tat, now, cost) == tat,
+        const ngx_http_rate_limit_state_t refunded =
+            ngx_http_rate_limit_refund(&params, &stored, now, cost);
+        require(refunded.tat_us == stored.tat_us
+                && refunded.token_code == stored.token_code,
                 "a blocked bucket is owed nothing");
         return;
     }
 
-    ngx_http_rate_limit_decide(&params, 0, now, cost, &d);
+    const int64_t token_us = ngx_http_rate_limit_token_us(&params);
+    const uint32_t token_code = ngx_http_rate_limit_token_code(token_us);
+    const int64_t tau = static_cast<int64_t>(params.burst) * token_us;
+
+    ngx_http_rate_limit_decide(&params, nullptr, now, cost, &d);
     require(d.allowed == (cost <= params.burst),
             "a full bucket allows any cost up to burst, and no more");
     require(!d.allowed || d.remaining == params.burst - cost,
             "a full bucket keeps burst - cost tokens");
 
-    ngx_http_rate_limit_decide(&params, tat, now, cost, &d);
+    ngx_http_rate_limit_decide(&params, &stored, now, cost, &d);
     require(d.remaining <= params.burst, "no more than burst remains");
+    require(d.reset_us >= 0 && d.reset_us <= tau + 1000000,
+            "never longer than a full refill until full, and a second");
 
     if (d.allowed) {
-        require(d.retry_after_us == 0 && d.tat_us >= now,
+        require(d.retry_after_us == 0 && d.state.tat_us >= now
+                && d.state.token_code == token_code,
                 "an allowed request moves the TAT to now or later");
-        require(ngx_http_rate_limit_refund(&params, d.tat_us, now, cost)
-                == std::max(tat, now),
+        const ngx_http_rate_limit_state_t refunded =
+            ngx_http_rate_limit_refund(&params, &d.state, now, cost);
+        require(refunded.tat_us
+                == now + d.reset_us - static_cast<int64_t>(cost) * token_us
+                && refunded.token_code == token_code,
                 "a refund undoes an allowed request");
-    } else {
-        require(d.tat_us == tat && d.retry_after_us > 0,
-                "a rejection keeps the state and asks to wait");
+        return;
+    }
+
+    require(d.retry_after_us > 0, "a rejection asks to wait");
+    require((d.state.tat_us == stored.tat_us
+             && d.state.token_code == stored.token_code)
+            || (d.state.tat_us == now + d.reset_us
+                && d.state.token_code == token_code),
+            "a rejection keeps the state, or stores it as read");
+
+    if (cost <= params.burst && now + d.retry_after_us <= int64_t(1) << 62) {
+        const ngx_http_rate_limit_state_t left = d.state;
+        ngx_http_rate_limit_decide(&params, &left, now + d.retry_after_us,
+                                   cost, &d);
+        require(d.allowed, "the wait a rejection gives is enough");
     }
 }
 

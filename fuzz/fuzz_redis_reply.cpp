@@ -112,7 +112,9 @@ void check_script_reply(const redisReply *reply, size_t nkeys)
                 && out[i].retry_after_us == fields[2]->integer
                 && out[i].reset_us == fields[3]->integer,
                 "each decision is the reply's");
-        require(out[i].tat_us == before[i].tat_us, "tat_us is left alone");
+        require(out[i].state.tat_us == before[i].state.tat_us
+                && out[i].state.token_code == before[i].state.token_code,
+                "the state is left alone");
         all_allowed &= fields[0]->integer;
     }
 

@@ -225,8 +225,8 @@ ngx_http_rate_limit_redis_keys(ngx_http_request_t *r,
 
 
 /*
- * EVALSHA sha n key... (interval burst cost)... for the op's keys, with
- * the cheaper script when there is one key
+ * EVALSHA sha n key... (interval burst cost code)... for the op's keys,
+ * with the cheaper script when there is one key
  */
 ngx_int_t
 ngx_http_rate_limit_redis_evalsha(ngx_http_rate_limit_op_t *op)
@@ -246,7 +246,7 @@ ngx_http_rate_limit_redis_evalsha(ngx_http_rate_limit_op_t *op)
         return NGX_ERROR;
     }
 
-    argc = 3 + 4 * op->nkeys;
+    argc = 3 + 5 * op->nkeys;
 
     argv = ngx_palloc(r->pool, argc * sizeof(char *));
     argvlen = ngx_palloc(r->pool, argc * sizeof(size_t));
@@ -264,7 +264,7 @@ ngx_http_rate_limit_redis_evalsha(ngx_http_rate_limit_op_t *op)
     argv[2] = (char *) p;
     argvlen[2] = ngx_http_rate_limit_decimal(p, op->nkeys) - p;
 
-    /* all the keys, then the values of each: interval, burst, cost */
+    /* all the keys, then the values of each: interval, burst, cost, code */
     k = 3;
     v = 3 + op->nkeys;
 
@@ -285,7 +285,9 @@ ngx_http_rate_limit_redis_evalsha(ngx_http_rate_limit_op_t *op)
         argvlen[v + 1] = check->texts->burst_arg.len;
         argv[v + 2] = (char *) check->limit->cost_arg.data;
         argvlen[v + 2] = check->limit->cost_arg.len;
-        v += 3;
+        argv[v + 3] = (char *) check->texts->token_code_arg.data;
+        argvlen[v + 3] = check->texts->token_code_arg.len;
+        v += 4;
     }
 
     if (ngx_http_rate_limit_redis_queue(op->link,
@@ -441,7 +443,7 @@ ngx_http_rate_limit_redis_flush(ngx_event_t *ev)
         return;
     }
 
-    argc = 4 + nkeys + nops + 3 * nkeys;
+    argc = 4 + nkeys + nops + 4 * nkeys;
 
     if (ngx_http_rate_limit_redis_batch_args(argc, nops) != NGX_OK) {
         goto failed;
@@ -493,6 +495,8 @@ ngx_http_rate_limit_redis_flush(ngx_event_t *ev)
             rd->argvlen[v++] = check->texts->burst_arg.len;
             rd->argv[v] = (char *) check->limit->cost_arg.data;
             rd->argvlen[v++] = check->limit->cost_arg.len;
+            rd->argv[v] = (char *) check->texts->token_code_arg.data;
+            rd->argvlen[v++] = check->texts->token_code_arg.len;
         }
     }
 
@@ -793,9 +797,9 @@ ngx_http_rate_limit_redis_done(ngx_http_rate_limit_op_t *op)
 static void
 ngx_http_rate_limit_redis_refund(ngx_http_rate_limit_ctx_t *ctx)
 {
-    size_t                        argvlen[7];
+    size_t                        argvlen[8];
     ngx_uint_t                    i;
-    const char                   *argv[7];
+    const char                   *argv[8];
     ngx_http_rate_limit_link_t   *link;
     ngx_http_rate_limit_check_t  *check;
 
@@ -839,8 +843,10 @@ ngx_http_rate_limit_redis_refund(ngx_http_rate_limit_ctx_t *ctx)
         argvlen[5] = check->texts->burst_arg.len;
         argv[6] = (char *) check->limit->cost_arg.data;
         argvlen[6] = check->limit->cost_arg.len;
+        argv[7] = (char *) check->texts->token_code_arg.data;
+        argvlen[7] = check->texts->token_code_arg.len;
 
-        (void) ngx_http_rate_limit_redis_internal(link, "refund", 7, argv,
+        (void) ngx_http_rate_limit_redis_internal(link, "refund", 8, argv,
                                                   argvlen);
     }
 }

@@ -251,7 +251,7 @@ ngx_http_rate_limit_format_limit(ngx_pool_t *pool,
 {
     u_char  *p;
 
-    p = ngx_pnalloc(pool, 2 * NGX_INT64_LEN);
+    p = ngx_pnalloc(pool, 3 * NGX_INT64_LEN);
     if (p == NULL) {
         return NGX_ERROR;
     }
@@ -264,6 +264,12 @@ ngx_http_rate_limit_format_limit(ngx_pool_t *pool,
     texts->burst_arg.data = p;
     p = ngx_sprintf(p, "%uL", params->burst);
     texts->burst_arg.len = p - texts->burst_arg.data;
+
+    /* the script stores it with the TAT: a changed limit converts the TAT */
+    texts->token_code_arg.data = p;
+    p = ngx_sprintf(p, "%uD", ngx_http_rate_limit_token_code(
+                                  ngx_http_rate_limit_token_us(params)));
+    texts->token_code_arg.len = p - texts->token_code_arg.data;
 
     return NGX_OK;
 }

@@ -150,6 +150,7 @@ typedef struct {
 typedef struct {
     ngx_str_t                        interval_arg;
     ngx_str_t                        burst_arg;
+    ngx_str_t                        token_code_arg;
 } ngx_http_rate_limit_texts_t;
 
 

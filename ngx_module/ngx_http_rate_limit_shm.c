@@ -49,7 +49,7 @@ typedef struct {
     u_short                          len;
     ngx_queue_t                      queue;
     union {
-        int64_t                      tat_us;
+        ngx_http_rate_limit_state_t  state;
         ngx_http_rate_limit_row_t    row;
         ngx_http_rate_limit_blocked_t  blocked;
         int64_t                      logged_us;
@@ -267,7 +267,7 @@ ngx_http_rate_limit_expire(ngx_http_rate_limit_zone_t *zone, int64_t now_us,
 
         rln = ngx_queue_data(q, ngx_http_rate_limit_node_t, queue);
 
-        if (!force && rln->u.tat_us > now_us) {
+        if (!force && rln->u.state.tat_us > now_us) {
             return;
         }
 
@@ -341,11 +341,10 @@ ngx_http_rate_limit_shm_take(ngx_http_rate_limit_zone_t *zone,
     rln = ngx_http_rate_limit_lookup(&zone->sh->rbtree, key, hash);
 
     if (rln) {
-        ngx_http_rate_limit_decide(params, rln->u.tat_us, now_us, cost, d);
+        ngx_http_rate_limit_decide(params, &rln->u.state, now_us, cost, d);
 
-        if (d->allowed) {
-            rln->u.tat_us = d->tat_us;
-        }
+        /* a rejection too, when the bucket was read under another limit */
+        rln->u.state = d->state;
 
         ngx_queue_remove(&rln->queue);
         ngx_queue_insert_head(&zone->sh->queue, &rln->queue);
@@ -355,7 +354,7 @@ ngx_http_rate_limit_shm_take(ngx_http_rate_limit_zone_t *zone,
         return NGX_OK;
     }
 
-    ngx_http_rate_limit_decide(params, 0, now_us, cost, d);
+    ngx_http_rate_limit_decide(params, NULL, now_us, cost, d);
 
     if (!d->allowed) {
         /* a rejection leaves a full bucket as it was: nothing to store */
@@ -376,7 +375,7 @@ ngx_http_rate_limit_shm_take(ngx_http_rate_limit_zone_t *zone,
     }
 
     rln = (ngx_http_rate_limit_node_t *) &node->color;
-    rln->u.tat_us = d->tat_us;
+    rln->u.state = d->state;
 
     ngx_rbtree_insert(&zone->sh->rbtree, node);
     ngx_queue_insert_head(&zone->sh->queue, &rln->queue);
@@ -402,8 +401,8 @@ ngx_http_rate_limit_shm_refund(ngx_http_rate_limit_zone_t *zone,
     rln = ngx_http_rate_limit_lookup(&zone->sh->rbtree, key, hash);
 
     if (rln) {
-        rln->u.tat_us = ngx_http_rate_limit_refund(params, rln->u.tat_us,
-                                                   now_us, cost);
+        rln->u.state = ngx_http_rate_limit_refund(params, &rln->u.state,
+                                                  now_us, cost);
     }
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
@@ -425,7 +424,8 @@ ngx_http_rate_limit_shm_peek(ngx_http_rate_limit_zone_t *zone,
 
     rln = ngx_http_rate_limit_lookup(&zone->sh->rbtree, key, hash);
 
-    ngx_http_rate_limit_decide(params, rln ? rln->u.tat_us : 0, now_us, 0, d);
+    ngx_http_rate_limit_decide(params, rln ? &rln->u.state : NULL, now_us, 0,
+                               d);
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 

@@ -5,6 +5,7 @@ import time
 import pytest
 
 from conftest import loc, sha1_hex, unique_key
+from test_limit_change import token_code
 
 
 def buckets(r, db=None):
@@ -28,7 +29,13 @@ def test_key_layout_value_and_ttl(nginx_factory, redis):
     after_us = time.time() * 1e6
     name = "rlt:kz:%s" % key
     assert buckets(redis) == [name]
-    tat = int(redis.cmd("GET", name))        # an integer, in microseconds
+    # one integer, which Redis keeps integer-encoded: "-", the TAT in
+    # microseconds and the 3-digit code of the token length (issue 8)
+    value = redis.cmd("GET", name)
+    assert value.startswith("-") and len(value) == 20, value
+    assert redis.cmd("OBJECT", "ENCODING", name) == "int"
+    tat = int(value[1:-3])
+    assert int(value[-3:]) == token_code(60e6), value
     # one token taken at 1r/m: the bucket is full again 60 s from now
     assert before_us + 59e6 <= tat <= after_us + 60e6 + 1e6, (tat, before_us)
     pttl = redis.cmd("PTTL", name)
@@ -37,7 +44,7 @@ def test_key_layout_value_and_ttl(nginx_factory, redis):
     assert n.get("/l/x", key=key).status == 200
     pttl2 = redis.cmd("PTTL", name)
     assert 115000 <= pttl2 <= 120000, pttl2
-    assert int(redis.cmd("GET", name)) - tat == pytest.approx(60e6, abs=1e3)
+    assert int(redis.cmd("GET", name)[1:-3]) - tat == pytest.approx(60e6, abs=1e3)
 
 
 def test_rejection_writes_nothing(nginx_factory, redis):

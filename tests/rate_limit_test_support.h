@@ -14,6 +14,8 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 
 namespace rate_limit_test {
@@ -43,12 +45,53 @@ params_for(const std::string &rate_text, uint64_t burst = 0)
 }
 
 inline ngx_http_rate_limit_decision_t
+decide(const ngx_http_rate_limit_params_t &params,
+    const ngx_http_rate_limit_state_t &stored, int64_t now_us,
+    uint64_t cost = 1)
+{
+    ngx_http_rate_limit_decision_t d {};
+    ngx_http_rate_limit_decide(&params, &stored, now_us, cost, &d);
+    return d;
+}
+
+/* a TAT alone, as a version before the token code stored it */
+inline ngx_http_rate_limit_decision_t
 decide(const ngx_http_rate_limit_params_t &params, int64_t tat_us,
     int64_t now_us, uint64_t cost = 1)
 {
-    ngx_http_rate_limit_decision_t d {};
-    ngx_http_rate_limit_decide(&params, tat_us, now_us, cost, &d);
-    return d;
+    return decide(params,
+                  ngx_http_rate_limit_state_t {
+                      tat_us, NGX_HTTP_RATE_LIMIT_TOKEN_CODE_NONE },
+                  now_us, cost);
+}
+
+/* the state a bucket of params stores for tat_us */
+inline ngx_http_rate_limit_state_t
+state_for(const ngx_http_rate_limit_params_t &params, int64_t tat_us)
+{
+    return { tat_us, ngx_http_rate_limit_token_code(
+                         ngx_http_rate_limit_token_us(&params)) };
+}
+
+/* a limit as in nginx.conf: a rate, and a burst (0: the rate's count) */
+using LimitText = std::pair<const char *, uint64_t>;
+
+/*
+ * check(before, after, context) for every limit changed into every other,
+ * itself included
+ */
+template <typename Check>
+void for_each_change(const std::vector<LimitText> &limits, Check check)
+{
+    for (const auto &[old_rate, old_burst] : limits) {
+        for (const auto &[new_rate, new_burst] : limits) {
+            check(params_for(old_rate, old_burst),
+                  params_for(new_rate, new_burst),
+                  std::string(old_rate) + " burst "
+                  + std::to_string(old_burst) + " to " + new_rate
+                  + " burst " + std::to_string(new_burst));
+        }
+    }
 }
 
 inline std::string sha1_hex(const std::string &data)

@@ -218,7 +218,9 @@ void expect_blocked(const ngx_http_rate_limit_decision_t &d, int64_t tat_us,
     const std::string &context)
 {
     EXPECT_EQ(d.allowed, 0) << context;
-    EXPECT_EQ(d.tat_us, tat_us) << context;
+    EXPECT_EQ(d.state.tat_us, tat_us) << context;
+    EXPECT_EQ(d.state.token_code, NGX_HTTP_RATE_LIMIT_TOKEN_CODE_NONE)
+        << context;
     EXPECT_EQ(d.remaining, 0u) << context;
     EXPECT_EQ(d.reset_us, 0) << context;
     EXPECT_EQ(d.retry_after_us, blocked_retry_after_us) << context;
@@ -292,9 +294,16 @@ TEST(BlockedDecide, RefundGivesBackNothing)
     const Made made = make_blocking(0, 1000, 0);
     const int64_t tat = base_now_us + 300000;
 
-    EXPECT_EQ(ngx_http_rate_limit_refund(&made.params, tat, base_now_us, 1),
-              tat);
-    EXPECT_EQ(ngx_http_rate_limit_refund(&made.params, 0, base_now_us, 5), 0);
+    for (const ngx_http_rate_limit_state_t &stored :
+         { ngx_http_rate_limit_state_t { tat, 0 },
+           ngx_http_rate_limit_state_t { tat, 17 },
+           ngx_http_rate_limit_state_t { 0, 0 } })
+    {
+        const ngx_http_rate_limit_state_t refunded =
+            ngx_http_rate_limit_refund(&made.params, &stored, base_now_us, 5);
+        EXPECT_EQ(refunded.tat_us, stored.tat_us);
+        EXPECT_EQ(refunded.token_code, stored.token_code);
+    }
 }
 
 

@@ -745,7 +745,7 @@ std::vector<ngx_http_rate_limit_decision_t> fresh_decisions(size_t count)
 {
     ngx_http_rate_limit_decision_t d {};
     d.allowed = 7;
-    d.tat_us = untouched_tat;
+    d.state.tat_us = untouched_tat;
     d.remaining = 7;
     d.retry_after_us = 7;
     d.reset_us = 7;
@@ -790,8 +790,8 @@ TEST(ScriptReply, ReadsEveryKey)
     EXPECT_EQ(out[1].reset_us, 300000);
 
     /* the TAT stays in Redis */
-    EXPECT_EQ(out[0].tat_us, untouched_tat);
-    EXPECT_EQ(out[1].tat_us, untouched_tat);
+    EXPECT_EQ(out[0].state.tat_us, untouched_tat);
+    EXPECT_EQ(out[1].state.tat_us, untouched_tat);
 }
 
 

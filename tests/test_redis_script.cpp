@@ -41,6 +41,7 @@ namespace {
 
 using rate_limit_test::decide;
 using rate_limit_test::params_for;
+using rate_limit_test::state_for;
 
 
 std::string redis_server_path()
@@ -277,6 +278,56 @@ struct Limit {
 };
 
 
+uint32_t token_code(const ngx_http_rate_limit_params_t &params)
+{
+    return ngx_http_rate_limit_token_code(
+        ngx_http_rate_limit_token_us(&params));
+}
+
+
+/* a bucket's state as the scripts store it: "-", the TAT, 3 code digits */
+std::string state_text(const ngx_http_rate_limit_state_t &state)
+{
+    char code[8];
+    std::snprintf(code, sizeof(code), "%03u", unsigned(state.token_code));
+    return "-" + std::to_string(state.tat_us) + code;
+}
+
+
+/* what decide() reads for a stored text: the other way round */
+ngx_http_rate_limit_state_t state_of(const std::string &text)
+{
+    if (text.size() >= 5 && text[0] == '-'
+        && text.find_first_not_of("0123456789", 1) == std::string::npos)
+    {
+        return { std::strtoll(text.substr(1, text.size() - 4).c_str(),
+                              nullptr, 10),
+                 uint32_t(std::stoul(text.substr(text.size() - 3))) };
+    }
+    if (!text.empty()
+        && text.find_first_not_of("0123456789") == std::string::npos)
+    {
+        return { std::strtoll(text.c_str(), nullptr, 10),
+                 NGX_HTTP_RATE_LIMIT_TOKEN_CODE_NONE };
+    }
+    return {};
+}
+
+
+bool same_state(const ngx_http_rate_limit_state_t &a,
+    const ngx_http_rate_limit_state_t &b)
+{
+    return a.tat_us == b.tat_us && a.token_code == b.token_code;
+}
+
+
+int64_t wall_now_us()
+{
+    return std::chrono::duration_cast<std::chrono::microseconds>(
+        std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+
 struct KeyVerdict {
     bool     allowed;
     int64_t  remaining;
@@ -341,17 +392,21 @@ protected:
         return run_args(keys, values);
     }
 
-    /* interval, burst and cost of one key, as the scripts are sent them */
+    /*
+     * interval, burst, cost and token code of one key, as the scripts are
+     * sent them
+     */
     static std::vector<std::string> script_args(const Limit &limit)
     {
         char interval[64];
         std::snprintf(interval, sizeof(interval), "%.17g",
                       limit.params.interval_us);
         return { interval, std::to_string(limit.params.burst),
-                 std::to_string(limit.cost) };
+                 std::to_string(limit.cost),
+                 std::to_string(token_code(limit.params)) };
     }
 
-    /* values holds interval, burst and cost for each key, as text */
+    /* values holds interval, burst, cost and token code for each key */
     Verdict run_args(const std::vector<std::string> &keys,
         const std::vector<std::string> &values)
     {
@@ -415,13 +470,90 @@ protected:
         refund_args(limit.key, script_args(limit));
     }
 
-    std::optional<int64_t> stored_tat(const std::string &key)
+    std::optional<std::string> stored_text(const std::string &key)
     {
         Reply reply = command({ "GET", key });
         if (!reply || reply->type != REDIS_REPLY_STRING) {
             return std::nullopt;
         }
-        return std::strtoll(reply->str, nullptr, 10);
+        return std::string(reply->str, reply->len);
+    }
+
+    std::optional<ngx_http_rate_limit_state_t> stored_state(
+        const std::string &key)
+    {
+        const std::optional<std::string> text = stored_text(key);
+        if (!text) {
+            return std::nullopt;
+        }
+        return state_of(*text);
+    }
+
+    std::optional<int64_t> stored_tat(const std::string &key)
+    {
+        const std::optional<ngx_http_rate_limit_state_t> state =
+            stored_state(key);
+        if (!state) {
+            return std::nullopt;
+        }
+        return state->tat_us;
+    }
+
+    std::string encoding(const std::string &key)
+    {
+        Reply reply = command({ "OBJECT", "ENCODING", key });
+        return reply && reply->type == REDIS_REPLY_STRING ? reply->str : "";
+    }
+
+    /*
+     * The decision of one limit, checked against decide() at the script's
+     * own instant, recovered from what it wrote or said: the stored state
+     * and the verdict must be the same.  Returns false when the instant
+     * cannot be told (a full bucket that stays full, or an expired key).
+     */
+    bool run_matches_decide(const Limit &limit, const std::string &context)
+    {
+        const std::optional<std::string> text_before = stored_text(limit.key);
+        const ngx_http_rate_limit_state_t before =
+            text_before ? state_of(*text_before)
+                        : ngx_http_rate_limit_state_t {};
+
+        const Verdict verdict = run({ limit });
+        EXPECT_EQ(verdict.keys.size(), 1u) << context;
+        const KeyVerdict &got = verdict.keys[0];
+
+        const std::optional<std::string> text_after = stored_text(limit.key);
+        int64_t script_now;
+        if (!text_after) {
+            /* never written, or a bucket of microseconds that expired */
+            return false;
+        }
+        if (text_after != text_before) {
+            script_now = state_of(*text_after).tat_us - got.reset_us;
+        } else if (got.reset_us > 0) {
+            script_now = before.tat_us - got.reset_us;
+        } else {
+            return false;
+        }
+
+        const ngx_http_rate_limit_decision_t d =
+            decide(limit.params, before, script_now, limit.cost);
+
+        EXPECT_EQ(got.allowed, bool(d.allowed)) << context;
+        EXPECT_EQ(got.remaining, int64_t(d.remaining)) << context;
+        EXPECT_EQ(got.retry_after_us, d.retry_after_us) << context;
+        EXPECT_EQ(got.reset_us, d.reset_us) << context;
+
+        if (same_state(d.state, before)) {
+            EXPECT_EQ(text_after, text_before) << context;
+        } else {
+            EXPECT_EQ(text_after, state_text(d.state)) << context;
+            /* a bucket of a few microseconds expires before it is asked */
+            if (got.reset_us >= 1000000) {
+                EXPECT_EQ(encoding(limit.key), "int") << context;
+            }
+        }
+        return true;
     }
 
     int64_t pttl(const std::string &key)
@@ -504,13 +636,18 @@ TEST_P(RedisScript, AllowedRequestStoresTheTatWithATtl)
     EXPECT_EQ(verdict.keys[0].remaining, 7);
     EXPECT_EQ(verdict.keys[0].reset_us, 300000);
 
-    const std::optional<int64_t> tat = stored_tat(limit.key);
-    ASSERT_TRUE(tat);
-    /* a plain integer of microseconds since the epoch, around now */
-    const int64_t wall_now_us = std::chrono::duration_cast<
-        std::chrono::microseconds>(
-            std::chrono::system_clock::now().time_since_epoch()).count();
-    EXPECT_NEAR(double(*tat), double(wall_now_us + 300000), 60e6);
+    /*
+     * One integer that Redis keeps integer-encoded: "-", the TAT in
+     * microseconds since the epoch, around now, and the limit's code.
+     */
+    const std::optional<std::string> text = stored_text(limit.key);
+    ASSERT_TRUE(text);
+    EXPECT_EQ(text->size(), 20u) << *text;
+    EXPECT_EQ(encoding(limit.key), "int");
+    const ngx_http_rate_limit_state_t state = state_of(*text);
+    EXPECT_EQ(state.token_code, token_code(limit.params));
+    EXPECT_EQ(state_text(state), *text);
+    EXPECT_NEAR(double(state.tat_us), double(wall_now_us() + 300000), 60e6);
 
     /* the TTL is the time until full: 300 ms */
     const int64_t ttl = pttl(limit.key);
@@ -524,19 +661,20 @@ TEST_P(RedisScript, RejectionWritesNothing)
     const Limit limit { "rl:reject:k", params_for("1r/m"), 1 };
 
     ASSERT_TRUE(run({ limit }).all_allowed);
-    const std::optional<int64_t> tat = stored_tat(limit.key);
+    const std::optional<std::string> text = stored_text(limit.key);
     const int64_t ttl = pttl(limit.key);
-    ASSERT_TRUE(tat);
+    ASSERT_TRUE(text);
 
     const Verdict verdict = run({ limit });
     EXPECT_FALSE(verdict.all_allowed);
-    EXPECT_EQ(stored_tat(limit.key), tat);
+    EXPECT_EQ(stored_text(limit.key), text);
     EXPECT_LE(pttl(limit.key), ttl);
     EXPECT_GT(pttl(limit.key), ttl - 5000);
 
     /* the verdict is the one decide() gives for the script's instant */
-    const int64_t script_now = *tat - verdict.keys[0].reset_us;
-    const ngx_http_rate_limit_decision_t d = decide(limit.params, *tat,
+    const ngx_http_rate_limit_state_t state = state_of(*text);
+    const int64_t script_now = state.tat_us - verdict.keys[0].reset_us;
+    const ngx_http_rate_limit_decision_t d = decide(limit.params, state,
                                                     script_now);
     EXPECT_FALSE(d.allowed);
     EXPECT_EQ(verdict.keys[0].retry_after_us, d.retry_after_us);
@@ -610,66 +748,59 @@ TEST_P(RedisScript, MatchesDecideStepByStep)
 
         for (uint64_t step = 0; step < 12; step++) {
             const uint64_t cost = 1 + (step * 7) % 4;
-            const int64_t tat_before = stored_tat(key).value_or(0);
-
-            const Verdict verdict = run({ { key, params, cost } });
-            ASSERT_EQ(verdict.keys.size(), 1u);
-            const KeyVerdict &got = verdict.keys[0];
-
-            /*
-             * The script's clock, recovered from what it wrote or said.  A
-             * bucket of a few microseconds may expire before it is read.
-             */
-            const std::optional<int64_t> tat_after = stored_tat(key);
-            int64_t script_now;
-            if (got.allowed && tat_after) {
-                script_now = *tat_after - got.reset_us;
-            } else if (!got.allowed && got.reset_us > 0) {
-                script_now = tat_before - got.reset_us;
-            } else {
-                continue;
-            }
-
-            const ngx_http_rate_limit_decision_t d =
-                decide(params, tat_before, script_now, cost);
-
-            EXPECT_EQ(got.allowed, bool(d.allowed)) << rate << " " << step;
-            EXPECT_EQ(got.remaining, int64_t(d.remaining))
-                << rate << " " << step;
-            EXPECT_EQ(got.retry_after_us, d.retry_after_us)
-                << rate << " " << step;
-            EXPECT_EQ(got.reset_us, d.reset_us) << rate << " " << step;
-            if (d.allowed) {
-                EXPECT_EQ(tat_after, d.tat_us) << rate << " " << step;
-            }
+            /* a bucket of a few microseconds may expire before it is read */
+            run_matches_decide({ key, params, cost },
+                               std::string(rate) + " "
+                               + std::to_string(step));
         }
     }
 }
 
 
+/*
+ * Changed from "a TAT from a larger bucket is waited for" (issue 8): no
+ * client waits longer than its limit's full refill.
+ */
 TEST_P(RedisScript, StoredStateFromOutsideIsReadLikeDecideReadsIt)
 {
     const Limit limit { "rl:outside:k", params_for("1r/s", 10), 1 };
 
     /* garbage is a full bucket, as for a key never seen */
-    command({ "SET", limit.key, "not a number" });
-    Verdict verdict = run({ limit });
-    EXPECT_TRUE(verdict.all_allowed);
-    EXPECT_EQ(verdict.keys[0].remaining, 9);
+    for (const char *garbage : { "not a number", "-inf", "-nan", "-1e300",
+                                 "-12", "-", "--1234", "-1234.5", "", "nan",
+                                 "inf", "1e300", "0x7fffffff", " 12" })
+    {
+        command({ "SET", limit.key, garbage });
+        const Verdict verdict = run({ limit });
+        EXPECT_TRUE(verdict.all_allowed) << garbage;
+        EXPECT_EQ(verdict.keys[0].remaining, 9) << garbage;
+    }
 
-    /* a TAT from a larger bucket, an hour ahead, is waited for */
+    /*
+     * A TAT from a larger bucket, an hour ahead: an empty bucket, stored
+     * as read, so that the wait given holds.
+     */
     const std::optional<int64_t> tat = stored_tat(limit.key);
     ASSERT_TRUE(tat);
     const int64_t far_tat = *tat + 3600000000LL;
-    command({ "SET", limit.key, std::to_string(far_tat) });
+    for (const std::string &far : { std::to_string(far_tat),
+                                    state_text(state_for(limit.params,
+                                                         far_tat)) })
+    {
+        command({ "SET", limit.key, far });
+        ASSERT_TRUE(run_matches_decide(limit, far));
+        const std::optional<ngx_http_rate_limit_state_t> left =
+            stored_state(limit.key);
+        ASSERT_TRUE(left);
+        EXPECT_LE(left->tat_us, far_tat - 3600000000LL + 10000000 + 5000000);
+        EXPECT_LE(pttl(limit.key), 10000);
+    }
 
-    verdict = run({ limit });
+    const Verdict verdict = run({ limit });
     EXPECT_FALSE(verdict.all_allowed);
     EXPECT_EQ(verdict.keys[0].remaining, 0);
-    const int64_t script_now = far_tat - verdict.keys[0].reset_us;
-    EXPECT_EQ(verdict.keys[0].retry_after_us,
-              decide(limit.params, far_tat, script_now).retry_after_us);
-    EXPECT_EQ(stored_tat(limit.key), far_tat);
+    EXPECT_LE(verdict.keys[0].retry_after_us, 1000000);
+    EXPECT_LE(verdict.keys[0].reset_us, 10000000);
 }
 
 
@@ -816,6 +947,17 @@ TEST_P(RedisScript, RefundSha1IsWhatRedisComputes)
 }
 
 
+/* refund() of a stored state, as a TAT */
+int64_t refunded_tat(const ngx_http_rate_limit_params_t &params,
+    const ngx_http_rate_limit_state_t &stored, int64_t now_us, uint64_t cost)
+{
+    const ngx_http_rate_limit_state_t refunded =
+        ngx_http_rate_limit_refund(&params, &stored, now_us, cost);
+    EXPECT_EQ(refunded.token_code, token_code(params));
+    return refunded.tat_us;
+}
+
+
 TEST_P(RedisScript, RefundGivesBackWhatWasTaken)
 {
     /* 6 s a token: no token refills while the test runs */
@@ -823,16 +965,17 @@ TEST_P(RedisScript, RefundGivesBackWhatWasTaken)
 
     const Verdict taken = run({ { "rl:refund:k", params, 5 } });
     ASSERT_TRUE(taken.all_allowed);
-    const std::optional<int64_t> tat = stored_tat("rl:refund:k");
-    ASSERT_TRUE(tat);
-    const int64_t script_now = *tat - taken.keys[0].reset_us;
+    const std::optional<ngx_http_rate_limit_state_t> state =
+        stored_state("rl:refund:k");
+    ASSERT_TRUE(state);
+    const int64_t script_now = state->tat_us - taken.keys[0].reset_us;
 
     refund({ "rl:refund:k", params, 2 });
 
-    const int64_t expected = ngx_http_rate_limit_refund(&params, *tat,
-                                                        script_now, 2);
-    EXPECT_EQ(expected, *tat - 12000000);
-    EXPECT_EQ(stored_tat("rl:refund:k"), expected);
+    const int64_t expected = refunded_tat(params, *state, script_now, 2);
+    EXPECT_EQ(expected, state->tat_us - 12000000);
+    EXPECT_EQ(stored_text("rl:refund:k"),
+              state_text({ expected, token_code(params) }));
 
     /* the TTL follows the TAT: 18 s until full */
     const int64_t ttl = pttl("rl:refund:k");
@@ -854,15 +997,16 @@ TEST_P(RedisScript, RefundToFullDeletesTheKey)
         const std::string key = "rl:refund:full:" + std::to_string(given);
 
         ASSERT_TRUE(run({ { key, params, 3 } }).all_allowed);
-        const std::optional<int64_t> tat = stored_tat(key);
-        ASSERT_TRUE(tat);
+        const std::optional<ngx_http_rate_limit_state_t> state =
+            stored_state(key);
+        ASSERT_TRUE(state);
 
         refund({ key, params, given });
 
         /* refund() says full: TAT now, which a missing key means too */
-        EXPECT_EQ(ngx_http_rate_limit_refund(&params, *tat,
-                                             *tat - 18000000, given),
-                  *tat - 18000000)
+        EXPECT_EQ(refunded_tat(params, *state, state->tat_us - 18000000,
+                               given),
+                  state->tat_us - 18000000)
             << given;
         EXPECT_FALSE(stored_tat(key)) << given;
         EXPECT_EQ(pttl(key), -2) << given;
@@ -879,10 +1023,14 @@ TEST_P(RedisScript, RefundOfAFullBucketWritesNothing)
     refund(limit);
     EXPECT_EQ(pttl(limit.key), -2);
 
-    /* a TAT in the past is a full bucket too */
-    command({ "SET", limit.key, "12345" });
-    refund(limit);
-    EXPECT_EQ(pttl(limit.key), -2);
+    /* a TAT in the past is a full bucket too, with a code or without */
+    for (const std::string &past : { std::string("12345"),
+                                     state_text({ 12345, 17 }) })
+    {
+        command({ "SET", limit.key, past });
+        refund(limit);
+        EXPECT_EQ(pttl(limit.key), -2) << past;
+    }
 
     /* garbage reads as a full bucket, as the decision script reads it */
     command({ "SET", limit.key, "not a number", "PX", "600000" });
@@ -891,28 +1039,32 @@ TEST_P(RedisScript, RefundOfAFullBucketWritesNothing)
 }
 
 
-TEST_P(RedisScript, RefundCountsACostAboveBurstAsBurstPlusOne)
+/*
+ * Changed (issue 8): refund() reads the state as decide() does, at most a
+ * full bucket's time until full, so a cost above burst, which would give
+ * back burst + 1 tokens, always gives back a full bucket.
+ */
+TEST_P(RedisScript, RefundOfACostAboveBurstGivesBackAFullBucket)
 {
-    /* 1 s a token, 10 tokens: a cost of 100 gives back 11 s at most */
     const Limit limit { "rl:refund:cost", params_for("1r/s", 10), 100 };
-    const int64_t wall_now_us = std::chrono::duration_cast<
-        std::chrono::microseconds>(
-            std::chrono::system_clock::now().time_since_epoch()).count();
-    const int64_t tat = wall_now_us + 3600000000LL;
+    const int64_t tat = wall_now_us() + 3600000000LL;
 
     command({ "SET", limit.key, std::to_string(tat), "PX", "3600000" });
     refund(limit);
+    EXPECT_EQ(pttl(limit.key), -2);
 
-    EXPECT_EQ(stored_tat(limit.key), tat - 11000000);
-    EXPECT_EQ(stored_tat(limit.key),
-              ngx_http_rate_limit_refund(&limit.params, tat, wall_now_us,
-                                         limit.cost));
-    EXPECT_LE(pttl(limit.key), 3600000 - 11000);
-    EXPECT_GT(pttl(limit.key), 3600000 - 11000 - 60000);
+    const int64_t now = wall_now_us();
+    EXPECT_EQ(refunded_tat(limit.params, state_of(std::to_string(tat)), now,
+                           limit.cost),
+              now);
 }
 
 
-TEST_P(RedisScript, RefundLeavesBlockedKeysAndForeignValuesAlone)
+/*
+ * Changed (issue 8): a value more than 4 * 10^15 us ahead is no longer left
+ * alone but read as decide() reads it, an empty bucket.
+ */
+TEST_P(RedisScript, RefundLeavesBlockedKeysAloneAndReadsForeignValues)
 {
     const std::string key = "rl:refund:blocked";
 
@@ -925,22 +1077,26 @@ TEST_P(RedisScript, RefundLeavesBlockedKeysAndForeignValuesAlone)
         command({ "SET", key, std::to_string(far), "PX", "600000" });
         const int64_t ttl = pttl(key);
 
-        refund_args(key, { interval, burst, "5" });
+        refund_args(key, { interval, burst, "5", "7" });
         EXPECT_EQ(stored_tat(key), far) << interval << " " << burst;
         EXPECT_LE(pttl(key), ttl);
         EXPECT_GT(pttl(key), ttl - 5000);
     }
 
-    /* a TAT more than 4 * 10^15 us ahead is none of a bucket's */
-    const int64_t wall_now_us = std::chrono::duration_cast<
-        std::chrono::microseconds>(
-            std::chrono::system_clock::now().time_since_epoch()).count();
-    const int64_t foreign = wall_now_us + 5000000000000000LL;
-    command({ "SET", key, std::to_string(foreign) });
+    /* 5 * 10^15 us ahead: an empty bucket of 10 s, 1 s given back */
+    const Limit limit { key, params_for("1r/s", 10), 1 };
+    const int64_t before = wall_now_us();
+    command({ "SET", key, std::to_string(before + 5000000000000000LL) });
 
-    refund({ key, params_for("1r/s"), 1 });
-    EXPECT_EQ(stored_tat(key), foreign);
-    EXPECT_EQ(pttl(key), -1);
+    refund(limit);
+    const int64_t after = wall_now_us();
+    const std::optional<ngx_http_rate_limit_state_t> state = stored_state(key);
+    ASSERT_TRUE(state);
+    EXPECT_EQ(state->token_code, token_code(limit.params));
+    EXPECT_GE(state->tat_us, before + 9000000);
+    EXPECT_LE(state->tat_us, after + 9000000);
+    EXPECT_LE(pttl(key), 9000);
+    EXPECT_GT(pttl(key), 9000 - 5000);
 }
 
 
@@ -960,21 +1116,25 @@ TEST_P(RedisScript, RefundMatchesRefundStepByStep)
                                     + std::to_string(given);
             const Verdict verdict = run({ { key, params, taken } });
             ASSERT_TRUE(verdict.all_allowed) << key;
-            const std::optional<int64_t> tat = stored_tat(key);
-            ASSERT_TRUE(tat) << key;
-            const int64_t script_now = *tat - verdict.keys[0].reset_us;
+            const std::optional<ngx_http_rate_limit_state_t> state =
+                stored_state(key);
+            ASSERT_TRUE(state) << key;
+            const int64_t script_now = state->tat_us
+                                       - verdict.keys[0].reset_us;
 
             refund({ key, params, given });
 
-            const int64_t expected = ngx_http_rate_limit_refund(
-                &params, *tat, script_now, given);
+            const int64_t expected = refunded_tat(params, *state, script_now,
+                                                  given);
 
             if (expected == script_now) {
                 EXPECT_FALSE(stored_tat(key)) << key;
                 continue;
             }
 
-            EXPECT_EQ(stored_tat(key), expected) << key;
+            EXPECT_EQ(stored_text(key),
+                      state_text({ expected, token_code(params) }))
+                << key;
 
             /* whole milliseconds until full, from a later clock */
             const int64_t ttl_ms = (expected - script_now + 999) / 1000;
@@ -982,6 +1142,151 @@ TEST_P(RedisScript, RefundMatchesRefundStepByStep)
             EXPECT_GT(pttl(key), ttl_ms - 5000) << key;
         }
     }
+}
+
+
+/*
+ * A limit changed since the state was stored (issue 8): the scripts carry
+ * the tokens used over exactly as decide() does, and refund() too.
+ */
+TEST_P(RedisScript, LimitChangeMatchesDecide)
+{
+    rate_limit_test::for_each_change({
+        { "1r/h", 10 }, { "1000r/h", 1000 }, { "10r/h", 3 }, { "10r/d", 0 },
+        { "1000r/d", 1000 }, { "7r/m", 20 }, { "13r/7s", 5 }, { "1r/s", 1 },
+    }, [this](const ngx_http_rate_limit_params_t &before,
+              const ngx_http_rate_limit_params_t &after,
+              const std::string &context) {
+        const std::string key = "rl:change:" + context;
+
+        for (uint64_t taken = 0; taken < before.burst && taken < 4; taken++) {
+            ASSERT_TRUE(run({ { key, before, 1 } }).all_allowed) << context;
+        }
+
+        /* a look, then requests until one is rejected, then a look */
+        run_matches_decide({ key, after, 0 }, context + ", look");
+        for (int i = 0; i < 6; i++) {
+            run_matches_decide({ key, after, 1 },
+                               context + ", " + std::to_string(i));
+        }
+        run_matches_decide({ key, after, 0 }, context + ", last look");
+
+        /* and back: a refund under the first limit, in its code */
+        if (!stored_state(key)) {
+            return;
+        }
+        refund({ key, before, 1 });
+        const std::optional<ngx_http_rate_limit_state_t> refunded =
+            stored_state(key);
+        if (refunded) {
+            EXPECT_EQ(refunded->token_code, token_code(before)) << context;
+            EXPECT_EQ(encoding(key), "int") << context;
+        }
+    });
+}
+
+
+/*
+ * Every code: the script's length of a code, computed by its own loop of
+ * multiplications, converts as decide() converts, to the microsecond.
+ */
+TEST_P(RedisScript, EveryTokenCodeConvertsAsDecideConverts)
+{
+    /* 1 s tokens and a bucket of 10^15 us: nothing is capped */
+    const Limit limit { "rl:code:k", params_for("1r/s", 1000000000), 0 };
+
+    for (uint32_t code = 1; code <= NGX_HTTP_RATE_LIMIT_TOKEN_CODES; code++) {
+        const double code_us = ngx_http_rate_limit_token_code_us(code);
+        const int64_t until_full = std::min<int64_t>(
+            10000000 + int64_t(code_us * 123.456789), 3000000000000000LL);
+
+        command({ "SET", limit.key,
+                  state_text({ wall_now_us() + until_full, code }) });
+        ASSERT_TRUE(run_matches_decide(limit, std::to_string(code)));
+    }
+}
+
+
+TEST_P(RedisScript, ATatWithoutACodeIsReadUnderTheLimitInForce)
+{
+    /* a bucket of a version before the code: 5 tokens used of 20 */
+    const Limit limit { "rl:legacy:k", params_for("1r/m", 20), 1 };
+    command({ "SET", limit.key, std::to_string(wall_now_us() + 300000000),
+              "PX", "300000" });
+    EXPECT_EQ(encoding(limit.key), "int");
+
+    ASSERT_TRUE(run_matches_decide(limit, "legacy"));
+    const std::optional<std::string> text = stored_text(limit.key);
+    ASSERT_TRUE(text);
+    EXPECT_EQ(state_of(*text).token_code, token_code(limit.params));
+    EXPECT_EQ(encoding(limit.key), "int");
+
+    const Verdict verdict = run({ limit });
+    EXPECT_TRUE(verdict.all_allowed);
+    EXPECT_EQ(verdict.keys[0].remaining, 13);
+}
+
+
+TEST_P(RedisScript, ARejectionStoresTheStateAsReadAndItsWaitHolds)
+{
+    /* used 10 of 1r/h burst=10, lowered to 10r/h burst=3 */
+    const ngx_http_rate_limit_params_t before = params_for("1r/h", 10);
+    const Limit lowered { "rl:held:k", params_for("10r/h", 3), 1 };
+    ASSERT_TRUE(run({ { lowered.key, before, 10 } }).all_allowed);
+
+    ASSERT_TRUE(run_matches_decide(lowered, "first"));
+    const std::optional<ngx_http_rate_limit_state_t> state =
+        stored_state(lowered.key);
+    ASSERT_TRUE(state);
+    EXPECT_EQ(state->token_code, token_code(lowered.params));
+
+    /* 6 minutes a token from then on: the next rejections keep it */
+    const Verdict verdict = run({ lowered });
+    EXPECT_FALSE(verdict.all_allowed);
+    EXPECT_LE(verdict.keys[0].retry_after_us, 360000000);
+    EXPECT_GT(verdict.keys[0].retry_after_us, 360000000 - 5000000);
+    EXPECT_EQ(stored_text(lowered.key), state_text(*state));
+    EXPECT_LE(pttl(lowered.key), 3 * 360000);
+    EXPECT_GT(pttl(lowered.key), 3 * 360000 - 5000);
+
+    /* with another key that allows: nothing taken, and both stored */
+    const Limit roomy { "rl:held:roomy", params_for("1r/h", 10), 1 };
+    command({ "SET", roomy.key, state_text({ wall_now_us() + 7200000000LL,
+                                             token_code(before) + 5 }) });
+    const Verdict both = run({ roomy, lowered });
+    EXPECT_FALSE(both.all_allowed);
+    EXPECT_TRUE(both.keys[0].allowed);
+    const std::optional<ngx_http_rate_limit_state_t> roomy_state =
+        stored_state(roomy.key);
+    ASSERT_TRUE(roomy_state);
+    EXPECT_EQ(roomy_state->token_code, token_code(roomy.params));
+    EXPECT_EQ(stored_text(lowered.key), state_text(*state));
+    /* one clock: the lowered key says when now is */
+    const int64_t script_now = state->tat_us - both.keys[1].reset_us;
+    EXPECT_EQ(both.keys[0].reset_us, roomy_state->tat_us - script_now);
+    EXPECT_LT(both.keys[0].reset_us, 2 * 3600000000LL);
+    EXPECT_GT(both.keys[0].reset_us, 3600000000LL);
+}
+
+
+TEST_P(RedisScript, TheStateTakesNoMoreMemoryThanAPlainTat)
+{
+    const Limit limit { "rl:memory:0000000000000000", params_for("1r/m"),
+                        1 };
+    ASSERT_TRUE(run({ limit }).all_allowed);
+    const std::optional<int64_t> tat = stored_tat(limit.key);
+    ASSERT_TRUE(tat);
+
+    const std::string plain = "rl:memory:0000000000000001";
+    command({ "SET", plain, std::to_string(*tat), "PX", "60000" });
+
+    Reply module = command({ "MEMORY", "USAGE", limit.key });
+    Reply legacy = command({ "MEMORY", "USAGE", plain });
+    ASSERT_TRUE(module && legacy);
+    ASSERT_EQ(module->type, REDIS_REPLY_INTEGER);
+    ASSERT_EQ(legacy->type, REDIS_REPLY_INTEGER);
+    EXPECT_EQ(module->integer, legacy->integer);
+    EXPECT_EQ(encoding(limit.key), "int");
 }
 
 

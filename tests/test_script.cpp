@@ -64,8 +64,14 @@ TEST(Script, IsCheap)
     /* one clock for every key, and only plain GET and SET */
     EXPECT_EQ(count_of(script, "redis.call("), 3u);
     EXPECT_EQ(count_of(script, "redis.call('TIME')"), 1u);
-    EXPECT_EQ(count_of(script, "redis.call('GET', KEYS[k0 + i])"), 1u);
-    EXPECT_EQ(count_of(script, "redis.call('SET', KEYS[k0 + i]"), 1u);
+    EXPECT_EQ(count_of(script, "redis.call('GET', key)"), 1u);
+    EXPECT_EQ(count_of(script, "redis.call('SET', key,"), 1u);
+    EXPECT_EQ(count_of(script, "stored_state(KEYS[k0 + i])"), 1u);
+    /* the tokens taken, or the state as read when nothing is taken */
+    EXPECT_EQ(count_of(script, "store(KEYS[k0 + i],"), 2u);
+    /* a code's length is computed only when the code differs */
+    EXPECT_EQ(count_of(script, "if code ~= 0 and code ~= token_code then"),
+              1u);
     EXPECT_EQ(count_of(script, "cjson"), 0u);
     EXPECT_EQ(count_of(script, "pcall"), 0u);
 }
@@ -86,8 +92,9 @@ TEST(Script, BlocksZeroIntervalOrBurstWithTheHeadersRetryAfter)
               1u);
 
     /* a blocked key is decided before its GET */
+    ASSERT_NE(script.find("stored_state(KEYS[k0 + i])"), std::string::npos);
     EXPECT_LT(script.find("burst == 0"),
-              script.find("redis.call('GET', KEYS[k0 + i])"));
+              script.find("stored_state(KEYS[k0 + i])"));
 }
 
 

@@ -83,12 +83,27 @@ typedef struct {
 } ngx_http_rate_limit_params_t;
 
 
+/*
+ * What a bucket stores: its theoretical arrival time (TAT), and the code
+ * of the token length it was counted in (see
+ * ngx_http_rate_limit_token_code()), so that a client whose limit changes
+ * keeps the tokens it has used rather than a time counted in the old
+ * tokens.  Code NGX_HTTP_RATE_LIMIT_TOKEN_CODE_NONE, what the versions
+ * before the code stored, reads as counted in the limit in force.
+ */
 typedef struct {
-    int       allowed;
-    int64_t   tat_us;             /* the state to store when allowed */
-    uint64_t  remaining;          /* whole tokens left after this request */
-    int64_t   retry_after_us;     /* when rejected: wait until cost fits */
-    int64_t   reset_us;           /* until the bucket is full again */
+    int64_t   tat_us;             /* 0 for a key never seen: full */
+    uint32_t  token_code;
+} ngx_http_rate_limit_state_t;
+
+
+typedef struct {
+    int                          allowed;
+    ngx_http_rate_limit_state_t  state;     /* to store when allowed */
+    uint64_t                     remaining; /* whole tokens left after it */
+    int64_t                      retry_after_us;  /* when rejected: until
+                                                     cost fits */
+    int64_t                      reset_us;  /* until the bucket is full */
 } ngx_http_rate_limit_decision_t;
 
 
@@ -112,21 +127,68 @@ int ngx_http_rate_limit_make_params(const ngx_http_rate_limit_rate_t *rate,
     NGX_HTTP_RATE_LIMIT_NOEXCEPT;
 
 /*
- * GCRA token bucket.  tat_us is the stored theoretical arrival time, 0 for
- * a key never seen (a full bucket).  The caller stores d->tat_us only when
- * d->allowed.  The same arithmetic runs in the Redis script.  The interval
- * counts as whole microseconds (rounded half up), so exactly burst tokens
- * fit at one instant; a cost above burst is always rejected, with
- * retry_after_us = reset_us + one interval.
+ * GCRA token bucket.  stored is the bucket's state, NULL (or a TAT of 0)
+ * for a key never seen: a full bucket.  The caller stores d->state,
+ * whatever the verdict (see below), unless it equals what was stored.  The
+ * same arithmetic runs in the Redis script.  The interval counts as whole
+ * microseconds (rounded half up), so exactly burst tokens fit at one
+ * instant; a cost above burst is always rejected, with retry_after_us =
+ * reset_us + one interval.
+ *
+ * A limit changed since the state was stored (another rate, from the
+ * bucket API, PostgreSQL, the policy file or a reload): the tokens used
+ * are carried over, counted in the token length of the stored code and
+ * capped at the new burst, and refill at the new rate from then on.
+ * Since a code stands for a token length at most 3.5% longer than the
+ * true one, the tokens carried over are never more than those used, and
+ * at most 3.5% fewer.  Whatever was stored, a client never waits longer
+ * than the new limit's full refill, give or take a second: a time until
+ * full more than a second beyond burst tokens is capped at burst tokens
+ * (within the second, it is the clocks of the workers that differ).  A
+ * rejection takes nothing, but when the state was read otherwise than
+ * stored (converted, capped, or without a code), d->state is the state as
+ * read, in the code of params, so that the wait it reports holds; else
+ * d->state is *stored.  An allowed d->state carries the code of params.
+ * A stored code beyond the last reads as NONE.
  */
 void ngx_http_rate_limit_decide(const ngx_http_rate_limit_params_t *params,
-    int64_t tat_us, int64_t now_us, uint64_t cost,
+    const ngx_http_rate_limit_state_t *stored, int64_t now_us, uint64_t cost,
     ngx_http_rate_limit_decision_t *d)
     NGX_HTTP_RATE_LIMIT_NOEXCEPT;
 
-/* gives back cost tokens taken by an allowed decision: returns the new tat */
-int64_t ngx_http_rate_limit_refund(const ngx_http_rate_limit_params_t *params,
-    int64_t tat_us, int64_t now_us, uint64_t cost)
+/*
+ * Gives back cost tokens taken by an allowed decision: returns the new
+ * state, read as decide() reads it and with the code of params; a bucket
+ * that becomes full has the TAT now_us.
+ */
+ngx_http_rate_limit_state_t ngx_http_rate_limit_refund(
+    const ngx_http_rate_limit_params_t *params,
+    const ngx_http_rate_limit_state_t *stored, int64_t now_us, uint64_t cost)
+    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
+
+/*
+ * Token codes: a token length of 1 to 10^15 whole microseconds in three
+ * decimal digits, on a log scale.  Code c (1 to
+ * NGX_HTTP_RATE_LIMIT_TOKEN_CODES) stands for RATIO^(c - 1) microseconds,
+ * computed as c - 1 multiplications of 1 by RATIO in doubles, the same in
+ * the core and in the scripts so that both get the very same numbers;
+ * RATIO is 10^(15/998), spelt with 17 significant digits.
+ */
+#define NGX_HTTP_RATE_LIMIT_TOKEN_CODE_NONE   0
+#define NGX_HTTP_RATE_LIMIT_TOKEN_CODES       999
+#define NGX_HTTP_RATE_LIMIT_TOKEN_CODE_RATIO  1.0352138175434404
+
+/*
+ * The smallest code that stands for token_us or more, so that the token
+ * length read back is never shorter than the true one, and shorter than
+ * RATIO times it.  Token lengths outside [1, 10^15] get the code of the
+ * nearest end.
+ */
+uint32_t ngx_http_rate_limit_token_code(int64_t token_us)
+    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
+
+/* the microseconds code stands for; 0 for NONE and codes beyond the last */
+double ngx_http_rate_limit_token_code_us(uint32_t code)
     NGX_HTTP_RATE_LIMIT_NOEXCEPT;
 
 /*
@@ -146,10 +208,20 @@ void ngx_http_rate_limit_sha1_hex(const unsigned char *data, size_t len,
 
 /*
  * The Lua decision script for Redis and its SHA-1.  KEYS are the bucket
- * keys; ARGV holds, for each key, interval_us, burst and cost.  The reply
- * is an array: the overall verdict (1 allowed, 0 rejected), then for each
- * key allowed, remaining, retry_after_us and reset_us.  No key is written
- * unless every key allows.
+ * keys; ARGV holds, for each key, interval_us, burst, cost and the token
+ * code of the limit (ngx_http_rate_limit_token_code() of its token_us).
+ * The reply is an array: the overall verdict (1 allowed, 0 rejected), then
+ * for each key allowed, remaining, retry_after_us and reset_us.  No key is
+ * written unless every key allows.
+ *
+ * A key holds its state as one integer, so that Redis keeps it
+ * integer-encoded, as small as a plain TAT: "-" then TAT * 1000 + code, 20
+ * characters at most until the year 2262.  The sign tells it from the
+ * plain TAT that the versions before the code wrote, which is read as
+ * counted in the limit in force and written in the new form when the
+ * bucket is next written; and a version before the code, during a rolling
+ * upgrade, reads the new form as a full bucket rather than as a TAT
+ * thousands of years ahead.  Any value that is neither is a full bucket.
  */
 const char *ngx_http_rate_limit_script(size_t *len)
     NGX_HTTP_RATE_LIMIT_NOEXCEPT;
@@ -538,8 +610,8 @@ int ngx_http_rate_limit_cluster_parse_slots(const struct redisReply *reply,
  * for nkeys keys: an array of 1 + 4 * nkeys integers, none negative, the
  * verdict and the keys' allowed flags 0 or 1, the verdict 1 exactly when
  * every key allows.  Then fills allowed, remaining, retry_after_us and
- * reset_us of out[0 .. nkeys - 1] and returns 0; tat_us is left as it is,
- * since the script keeps the TAT in Redis.  Anything else returns -1 and
+ * reset_us of out[0 .. nkeys - 1] and returns 0; state is left as it is,
+ * since the script keeps the state in Redis.  Anything else returns -1 and
  * writes nothing.
  */
 int ngx_http_rate_limit_parse_script_reply(const struct redisReply *reply,
@@ -551,13 +623,12 @@ int ngx_http_rate_limit_parse_script_reply(const struct redisReply *reply,
  * of one request may live on different masters, so one script cannot
  * decide them all or nothing: each master decides its own keys, and when
  * one rejects, the tokens that the others took are given back with this
- * script.  KEYS[1] is the bucket, ARGV the interval_us, burst and cost
- * texts that the decision script was sent for it.  The twin of
+ * script.  KEYS[1] is the bucket, ARGV the interval_us, burst, cost and
+ * token code texts that the decision script was sent for it.  The twin of
  * ngx_http_rate_limit_refund(), on Redis' clock: a bucket that becomes
  * full is deleted, as a missing key reads as full, and otherwise its TTL
  * is set again to the time until full.  Blocked parameters (an interval
- * or burst of 0) and a TAT that no bucket writes (more than 4 * 10^15 us
- * ahead) are left alone.  The reply is the integer 1.
+ * or burst of 0) are left alone.  The reply is the integer 1.
  */
 const char *ngx_http_rate_limit_refund_script(size_t *len)
     NGX_HTTP_RATE_LIMIT_NOEXCEPT;

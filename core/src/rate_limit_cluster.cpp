@@ -524,7 +524,7 @@ ngx_http_rate_limit_parse_script_reply(const struct redisReply *reply,
         return -1;
     }
 
-    /* tat_us stays as it is: the script keeps the TAT inside Redis */
+    /* state stays as it is: the script keeps it inside Redis */
     for (size_t i = 0; i < nkeys; i++) {
         redisReply *const *fields = reply->element + 1 + 4 * i;
 

@@ -28,11 +28,25 @@
  * times 10^15 us at most, all sums stay under 2^53 and are exact on both
  * sides.
  *
- * A stored TAT more than tau ahead is taken at its word: it comes from a
- * configuration with a larger burst, or from a clock that stepped back, and
- * the honest answer is to wait until it is within reach again (retry_after
- * says exactly how long).  Only absurd values are capped, so that the sums
- * cannot overflow.
+ * A limit that changes keeps the tokens used.  TAT - now is a count of
+ * tokens used in the token length of the limit that stored it, so the
+ * stored state carries that length as a token code (three decimal digits
+ * on a log scale, see the header), and a state stored under another code
+ * is converted: the time until full over the length of the stored code,
+ * times the length of this limit's token.  The length of a code is never
+ * shorter than the true one, so the conversion never counts more tokens
+ * used than there were.  A state without a code (from a version before it)
+ * is taken as counted in the limit in force.
+ *
+ * The time until full is then capped at tau when it is more than a second
+ * beyond: a client never waits longer than its limit's full refill (give
+ * or take that second), be the stored TAT from a larger burst, a clock
+ * that stepped back, or garbage.  Within the second it is taken at its
+ * word: the workers of a node read their clocks at different moments, so
+ * a bucket one of them has just written may be a little beyond tau for
+ * another, and capping that (a rejection stores the state as read) would
+ * give the difference back as tokens at every rejection.  (Before the
+ * code, any TAT beyond tau was taken at its word and waited for.)
  *
  * Blocked parameters (burst 0 or interval 0, from a per-client "0r/s" or
  * burst 0) are not a bucket at all: an empty bucket of capacity 0 would
@@ -48,6 +62,7 @@
 using ngx_http_rate_limit::write_error;
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdarg>
 #include <cstdint>
@@ -61,6 +76,45 @@ constexpr int64_t max_bucket_span_us = 1000000000000000LL;
 
 /* no bucket ever stores a TAT this far ahead: such a value is garbage */
 constexpr int64_t max_until_full_us = 4 * max_bucket_span_us;
+
+/* how far beyond tau a time until full is clock differences, see above */
+constexpr int64_t clock_slack_us = 1000000;
+
+
+/*
+ * The microseconds each token code stands for, code - 1 at index: built
+ * by the very multiplications the scripts do, one at a time from 1, so
+ * that both sides hold the same doubles.
+ */
+constexpr std::array<double, NGX_HTTP_RATE_LIMIT_TOKEN_CODES>
+token_code_lengths()
+{
+    std::array<double, NGX_HTTP_RATE_LIMIT_TOKEN_CODES> lengths {};
+    double length = 1.0;
+
+    for (double &at : lengths) {
+        at = length;
+        length *= NGX_HTTP_RATE_LIMIT_TOKEN_CODE_RATIO;
+    }
+
+    return lengths;
+}
+
+constexpr auto token_code_us = token_code_lengths();
+
+static_assert(token_code_us.back() >= static_cast<double>(max_bucket_span_us),
+              "the last token code must stand for the longest token");
+
+
+/* the smallest code whose length is token_us or more */
+uint32_t token_code(int64_t token_us) noexcept
+{
+    const auto at = std::lower_bound(token_code_us.begin(),
+                                     token_code_us.end() - 1,
+                                     static_cast<double>(token_us));
+
+    return static_cast<uint32_t>(at - token_code_us.begin()) + 1;
+}
 
 
 /*
@@ -97,12 +151,19 @@ class Bucket {
 public:
     explicit Bucket(const ngx_http_rate_limit_params_t &params) noexcept
         : token_us_(whole_token_us(params.interval_us)),
+          token_code_(token_code(token_us_)),
           burst_(std::min<uint64_t>(params.burst,
                                     max_bucket_span_us / token_us_)),
           tau_us_(static_cast<int64_t>(burst_) * token_us_)
     {}
 
     int64_t tau_us() const noexcept { return tau_us_; }
+
+    /* the state this bucket stores */
+    ngx_http_rate_limit_state_t state(int64_t tat_us) const noexcept
+    {
+        return ngx_http_rate_limit_state_t { tat_us, token_code_ };
+    }
 
     /*
      * A cost above burst can never fit, however long one waits; counting
@@ -115,14 +176,57 @@ public:
                * token_us_;
     }
 
-    /* the time the bucket still needs to be full again */
-    static int64_t until_full_us(int64_t tat_us, int64_t now_us) noexcept
+    /*
+     * The time the bucket still needs to be full again, in this bucket's
+     * tokens: the tokens used under the stored code; tau when that is
+     * more than clock_slack_us beyond it.
+     */
+    int64_t until_full_us(const ngx_http_rate_limit_state_t &stored,
+        int64_t now_us) const noexcept
     {
-        return tat_us > now_us ? std::min(tat_us - now_us, max_until_full_us)
-                               : 0;
+        int64_t until_full = stored.tat_us > now_us
+                             ? std::min(stored.tat_us - now_us,
+                                        max_until_full_us)
+                             : 0;
+
+        if (stored.token_code != NGX_HTTP_RATE_LIMIT_TOKEN_CODE_NONE
+            && stored.token_code <= NGX_HTTP_RATE_LIMIT_TOKEN_CODES
+            && stored.token_code != token_code_)
+        {
+            /*
+             * The script's very operations on the same doubles, in its
+             * order: both get the same number of microseconds.
+             */
+            const double carried = std::floor(
+                static_cast<double>(until_full)
+                / token_code_us[stored.token_code - 1]
+                * static_cast<double>(token_us_));
+
+            if (carried > static_cast<double>(tau_us_ + clock_slack_us)) {
+                return tau_us_;
+            }
+
+            until_full = static_cast<int64_t>(carried);
+        }
+
+        return until_full > tau_us_ + clock_slack_us ? tau_us_ : until_full;
     }
 
-    /* free_us is negative when a TAT from elsewhere is more than tau ahead */
+    /*
+     * Whether stored already says until_full in this bucket's tokens, or
+     * the bucket is full whichever way it is read: else a rejection
+     * stores the state as read, so that the tokens used refill at this
+     * bucket's rate from now on, and the retry_after it gives holds.
+     */
+    bool holds(const ngx_http_rate_limit_state_t &stored, int64_t now_us,
+        int64_t until_full) const noexcept
+    {
+        return until_full == 0
+               || (stored.token_code == token_code_
+                   && stored.tat_us == now_us + until_full);
+    }
+
+    /* free_us is negative for a time until full within the slack */
     uint64_t whole_tokens(int64_t free_us) const noexcept
     {
         return free_us > 0 ? static_cast<uint64_t>(free_us / token_us_) : 0;
@@ -130,6 +234,7 @@ public:
 
 private:
     int64_t   token_us_;
+    uint32_t  token_code_;
     uint64_t  burst_;
     int64_t   tau_us_;
 };
@@ -146,12 +251,13 @@ int64_t valid_now(int64_t now_us) noexcept
 }
 
 
-void decide(const ngx_http_rate_limit_params_t &params, int64_t tat_us,
-    int64_t now_us, uint64_t cost, ngx_http_rate_limit_decision_t &d) noexcept
+void decide(const ngx_http_rate_limit_params_t &params,
+    const ngx_http_rate_limit_state_t &stored, int64_t now_us, uint64_t cost,
+    ngx_http_rate_limit_decision_t &d) noexcept
 {
     if (is_blocked(params)) {
         d.allowed = 0;
-        d.tat_us = tat_us;
+        d.state = stored;
         d.remaining = 0;
         d.retry_after_us = NGX_HTTP_RATE_LIMIT_BLOCKED_RETRY_AFTER_US;
         d.reset_us = 0;
@@ -161,24 +267,49 @@ void decide(const ngx_http_rate_limit_params_t &params, int64_t tat_us,
     const Bucket bucket(params);
     const int64_t now = valid_now(now_us);
 
-    const int64_t until_full = bucket.until_full_us(tat_us, now);
+    const int64_t until_full = bucket.until_full_us(stored, now);
     const int64_t until_full_after = until_full + bucket.cost_us(cost);
 
     if (until_full_after <= bucket.tau_us()) {
         d.allowed = 1;
-        d.tat_us = now + until_full_after;
+        d.state = bucket.state(now + until_full_after);
         d.remaining = bucket.whole_tokens(bucket.tau_us() - until_full_after);
         d.retry_after_us = 0;
         d.reset_us = until_full_after;
         return;
     }
 
-    /* nothing is taken: the stored state stays exactly as it was */
+    /* nothing is taken: the state stays as it was read */
     d.allowed = 0;
-    d.tat_us = tat_us;
+    d.state = bucket.holds(stored, now, until_full)
+              ? stored : bucket.state(now + until_full);
     d.remaining = bucket.whole_tokens(bucket.tau_us() - until_full);
     d.retry_after_us = until_full_after - bucket.tau_us();
     d.reset_us = until_full;
+}
+
+
+ngx_http_rate_limit_state_t refund(const ngx_http_rate_limit_params_t &params,
+    const ngx_http_rate_limit_state_t &stored, int64_t now_us, uint64_t cost)
+    noexcept
+{
+    /* a blocked bucket never allowed anything, so nothing is owed */
+    if (is_blocked(params)) {
+        return stored;
+    }
+
+    const Bucket bucket(params);
+    const int64_t now = valid_now(now_us);
+
+    const int64_t until_full = bucket.until_full_us(stored, now);
+    const int64_t cost_us = bucket.cost_us(cost);
+
+    /* never refill beyond full: a full bucket is TAT == now */
+    if (until_full <= cost_us) {
+        return bucket.state(now);
+    }
+
+    return bucket.state(now + until_full - cost_us);
 }
 
 
@@ -312,54 +443,64 @@ ngx_http_rate_limit_token_us(const ngx_http_rate_limit_params_t *params)
 }
 
 
+extern "C" uint32_t
+ngx_http_rate_limit_token_code(int64_t token_us) noexcept
+{
+    return token_code(token_us);
+}
+
+
+extern "C" double
+ngx_http_rate_limit_token_code_us(uint32_t code) noexcept
+{
+    return code != NGX_HTTP_RATE_LIMIT_TOKEN_CODE_NONE
+           && code <= NGX_HTTP_RATE_LIMIT_TOKEN_CODES
+           ? token_code_us[code - 1] : 0.0;
+}
+
+
 extern "C" void
 ngx_http_rate_limit_decide(const ngx_http_rate_limit_params_t *params,
-    int64_t tat_us, int64_t now_us, uint64_t cost,
+    const ngx_http_rate_limit_state_t *stored, int64_t now_us, uint64_t cost,
     ngx_http_rate_limit_decision_t *d) noexcept
 {
     if (d == nullptr) {
         return;
     }
 
+    const ngx_http_rate_limit_state_t state =
+        stored != nullptr ? *stored : ngx_http_rate_limit_state_t {};
+
     try {
         if (params == nullptr) {
             /* without a bucket nothing can be allowed */
             *d = ngx_http_rate_limit_decision_t {};
-            d->tat_us = tat_us;
+            d->state = state;
             return;
         }
 
-        decide(*params, tat_us, now_us, cost, *d);
+        decide(*params, state, now_us, cost, *d);
 
     } catch (...) {
         *d = ngx_http_rate_limit_decision_t {};
-        d->tat_us = tat_us;
+        d->state = state;
     }
 }
 
 
-extern "C" int64_t
+extern "C" ngx_http_rate_limit_state_t
 ngx_http_rate_limit_refund(const ngx_http_rate_limit_params_t *params,
-    int64_t tat_us, int64_t now_us, uint64_t cost) noexcept
+    const ngx_http_rate_limit_state_t *stored, int64_t now_us, uint64_t cost)
+    noexcept
 {
+    const ngx_http_rate_limit_state_t state =
+        stored != nullptr ? *stored : ngx_http_rate_limit_state_t {};
+
     try {
-        const int64_t now = valid_now(now_us);
-
-        /* a blocked bucket never allowed anything, so nothing is owed */
-        if (params == nullptr || is_blocked(*params)) {
-            return tat_us;
-        }
-
-        const int64_t cost_us = Bucket(*params).cost_us(cost);
-
-        /* never refill beyond full: a full bucket is TAT == now */
-        if (tat_us <= now || tat_us - now <= cost_us) {
-            return now;
-        }
-
-        return tat_us - cost_us;
+        return params != nullptr ? refund(*params, state, now_us, cost)
+                                 : state;
 
     } catch (...) {
-        return tat_us;
+        return state;
     }
 }

@@ -17,17 +17,23 @@
  * host shares one clock and all keys of a request see the same instant.
  * Numbers reach SET as text made by string.format('%.0f'): how Redis
  * prints a Lua number argument has changed between versions (%.17g, then a
- * shortest form printer that could write "1e+15"), and the stored TAT must
- * stay a plain integer that tonumber() and the module both read exactly.
- * Every reply value is a whole number below 2^53; Redis truncates Lua
- * numbers to integers in replies, so nothing is lost.
+ * shortest form printer that could write "1e+15"), and the stored state
+ * must stay a plain integer, which Redis keeps integer-encoded.  That
+ * integer, "-" TAT * 1000 + token code (see the header), has 19 digits: a
+ * Lua number, a double, cannot hold it exactly, so it is written as the
+ * TAT's digits followed by the code's, and read back by splitting the
+ * text, never by tonumber() of the whole.  Every reply value is a whole
+ * number below 2^53; Redis truncates Lua numbers to integers in replies,
+ * so nothing is lost.
  *
  * A key whose interval or burst argument is 0 is blocked (see
  * ngx_http_rate_limit_make_params_blocking()): rejected before its value
  * is read, so that no stored state and no cost can let it through.
  *
  * For the module: KEYS must be distinct (a key given twice is judged twice
- * against the same stored value and written once), and interval_us should
+ * against the same stored value and written once), the token code must be
+ * ngx_http_rate_limit_token_code() of the rounded interval, and
+ * interval_us should
  * be sent with enough digits for the script's half-up rounding to agree
  * with decide(): "%.6f" does for any real configuration, and the rounded
  * integer itself, (int64_t) (interval_us + 0.5), always does.
@@ -46,17 +52,81 @@
 namespace {
 
 /*
- * The arithmetic the scripts for several keys share: decide() takes one
- * request's keys, KEYS[k0 + 1 .. k0 + n], with their interval_us, burst
- * and cost from ARGV[a0 + 1] on, all or nothing, and appends its verdict
- * and the four numbers of each key to reply.
+ * What every script reads and writes of a bucket, the twins of Bucket's
+ * until_full_us() and state() in rate_limit_gcra.cpp.
  */
-constexpr char decide_lua[] = R"lua(
+constexpr char bucket_lua[] = R"lua(
 local max_bucket_span_us = 1e15
 local max_until_full_us = 4e15
+local clock_slack_us = 1e6
+local token_code_ratio = )lua"
+    RATE_LIMIT_LUA_NUMBER(NGX_HTTP_RATE_LIMIT_TOKEN_CODE_RATIO) R"lua(
+
+-- the stored TAT and token code: "-" TAT code, or the digits of a TAT
+-- without a code (code 0: the limit in force); absent or anything else,
+-- "nan" and "inf" that tonumber() would take included: a full bucket
+local function stored_state(key)
+  local value = redis.call('GET', key)
+  if not value then
+    return 0, 0
+  end
+  if string.find(value, '^%-%d%d%d%d+$') then
+    return tonumber(string.sub(value, 2, -4)), tonumber(string.sub(value, -3))
+  end
+  if string.find(value, '^%d+$') then
+    return tonumber(value), 0
+  end
+  return 0, 0
+end
+
+-- until_full_us(): the time until full in this limit's tokens; tau when
+-- that is more than clock_slack_us beyond it
+local function until_full_us(tat, code, now, token_us, token_code, tau)
+  local until_full = math.min(math.max(tat - now, 0), max_until_full_us)
+  if code ~= 0 and code ~= token_code then
+    -- the tokens used under the stored code, at this limit's token length
+    local code_us = 1
+    for _ = 2, code do
+      code_us = code_us * token_code_ratio
+    end
+    until_full = math.floor(until_full / code_us * token_us)
+  end
+  if until_full > tau + clock_slack_us then
+    return tau
+  end
+  return until_full
+end
+
+-- holds(): the stored state says until_full already, or the bucket is
+-- full whichever way it is read; else a rejection stores it as read
+local function holds(tat, code, now, token_code, until_full)
+  return until_full == 0 or (code == token_code and tat == now + until_full)
+end
+
+-- state(): the text that SET stores
+local function state(tat, token_code)
+  return string.format('-%.0f%03d', tat, token_code)
+end
+
+-- a state as read, kept as long as it takes to be full
+local function store(key, tat, token_code, until_full)
+  redis.call('SET', key, state(tat, token_code),
+    'PX', string.format('%.0f', math.max(math.ceil(until_full / 1000), 1)))
+end
+)lua";
+
+
+/*
+ * The arithmetic the scripts for several keys share: decide() takes one
+ * request's keys, KEYS[k0 + 1 .. k0 + n], with their interval_us, burst,
+ * cost and token code from ARGV[a0 + 1] on, all or nothing, and appends
+ * its verdict and the four numbers of each key to reply.
+ */
+constexpr char decide_lua[] = R"lua(
 local blocked_retry_after_us = )lua"
     RATE_LIMIT_LUA_NUMBER(NGX_HTTP_RATE_LIMIT_BLOCKED_RETRY_AFTER_US) R"lua(
 
+-- free_us is negative for a time until full within the slack
 local function whole_tokens(free_us, token_us)
   return math.floor(math.max(free_us, 0) / token_us)
 end
@@ -69,8 +139,8 @@ local function decide(k0, a0, n, reply)
   local buckets = {}
 
   for i = 1, n do
-    local interval_us = tonumber(ARGV[a0 + 3 * i - 2])
-    local burst = tonumber(ARGV[a0 + 3 * i - 1])
+    local interval_us = tonumber(ARGV[a0 + 4 * i - 3])
+    local burst = tonumber(ARGV[a0 + 4 * i - 2])
     if interval_us == 0 or burst == 0 then
       -- is_blocked(): no bucket, so nothing to read
       all_allowed = 0
@@ -79,20 +149,22 @@ local function decide(k0, a0, n, reply)
       -- whole_token_us(): half up, within [1, max_bucket_span_us]
       local token_us = math.min(math.max(math.floor(interval_us + 0.5), 1),
         max_bucket_span_us)
+      local token_code = tonumber(ARGV[a0 + 4 * i])
       burst = math.min(burst, math.floor(max_bucket_span_us / token_us))
       local tau = burst * token_us
       -- a cost above burst never fits: counted as burst + 1
-      local cost_us = math.min(tonumber(ARGV[a0 + 3 * i]), burst + 1)
+      local cost_us = math.min(tonumber(ARGV[a0 + 4 * i - 1]), burst + 1)
         * token_us
-      -- absent or not a number: a full bucket
-      local tat = tonumber(redis.call('GET', KEYS[k0 + i])) or 0
-      local until_full = math.min(math.max(tat - now, 0), max_until_full_us)
+      local tat, code = stored_state(KEYS[k0 + i])
+      local until_full = until_full_us(tat, code, now, token_us, token_code,
+        tau)
       local until_full_after = until_full + cost_us
       local allowed = until_full_after <= tau
       if not allowed then
         all_allowed = 0
       end
-      buckets[i] = {allowed, token_us, tau, until_full, until_full_after}
+      buckets[i] = {allowed, token_us, token_code, tau, until_full,
+        until_full_after, holds(tat, code, now, token_code, until_full)}
     end
   end
 
@@ -106,27 +178,24 @@ local function decide(k0, a0, n, reply)
       reply[last + 3] = blocked_retry_after_us
       reply[last + 4] = 0
     else
-      local allowed, token_us, tau, until_full, until_full_after =
-        unpack(buckets[i])
+      local allowed, token_us, token_code, tau, until_full,
+        until_full_after, kept = unpack(buckets[i])
       if all_allowed == 1 then
-        local ttl_ms = math.max(math.ceil(until_full_after / 1000), 1)
-        redis.call('SET', KEYS[k0 + i],
-          string.format('%.0f', now + until_full_after),
-          'PX', string.format('%.0f', ttl_ms))
+        store(KEYS[k0 + i], now + until_full_after, token_code,
+          until_full_after)
         reply[last + 1] = 1
         reply[last + 2] = whole_tokens(tau - until_full_after, token_us)
         reply[last + 3] = 0
         reply[last + 4] = until_full_after
-      elseif allowed then
-        -- another key rejected, so nothing was taken: the bucket as it is
-        reply[last + 1] = 1
-        reply[last + 2] = whole_tokens(tau - until_full, token_us)
-        reply[last + 3] = 0
-        reply[last + 4] = until_full
       else
-        reply[last + 1] = 0
+        -- nothing is taken (when this key allows, another rejected): the
+        -- bucket as it is, and its state stored as read if it was not
+        if not kept then
+          store(KEYS[k0 + i], now + until_full, token_code, until_full)
+        end
+        reply[last + 1] = allowed and 1 or 0
         reply[last + 2] = whole_tokens(tau - until_full, token_us)
-        reply[last + 3] = until_full_after - tau
+        reply[last + 3] = allowed and 0 or until_full_after - tau
         reply[last + 4] = until_full
       end
     end
@@ -157,8 +226,10 @@ lua_join(const char (&... parts)[N])
 
 constexpr char decision_head[] = R"lua(-- ngx_http_rate_limit: GCRA token buckets, all or nothing.
 -- Twin of ngx_http_rate_limit_decide(): keep the arithmetic identical.
--- KEYS[i]: a bucket, holding its TAT in whole microseconds.
--- ARGV[3i-2]: interval_us, ARGV[3i-1]: burst, ARGV[3i]: cost.
+-- KEYS[i]: a bucket, holding its TAT in whole microseconds and the code
+-- of the token length it was counted in.
+-- ARGV[4i-3]: interval_us, ARGV[4i-2]: burst, ARGV[4i-1]: cost,
+-- ARGV[4i]: the token code of the limit.
 -- An interval or burst of 0 blocks the key: always rejected, never read.
 -- Reply: {all_allowed, then per key: allowed, remaining,
 --         retry_after_us, reset_us}, all integers.)lua";
@@ -169,8 +240,8 @@ decide(0, 0, #KEYS, reply)
 return reply
 )lua";
 
-constexpr auto decision_script = lua_join(decision_head, decide_lua,
-                                          decision_main);
+constexpr auto decision_script = lua_join(decision_head, bucket_lua,
+                                          decide_lua, decision_main);
 
 
 
@@ -182,7 +253,8 @@ constexpr auto decision_script = lua_join(decision_head, decide_lua,
  */
 constexpr char batch_head[] = R"lua(-- ngx_http_rate_limit: the decisions of several requests, in order.
 -- ARGV[1]: the number of requests; then for each, its number of keys n
--- and n times interval_us, burst, cost.  KEYS: the requests' keys in turn.
+-- and n times interval_us, burst, cost, token code.  KEYS: the requests'
+-- keys in turn.
 -- Reply: the reply of the script for several keys for each request, one
 -- after the other.)lua";
 
@@ -193,12 +265,13 @@ for request = 1, tonumber(ARGV[1]) do
   local n = tonumber(ARGV[a0 + 1])
   decide(k0, a0 + 1, n, reply)
   k0 = k0 + n
-  a0 = a0 + 1 + 3 * n
+  a0 = a0 + 1 + 4 * n
 end
 return reply
 )lua";
 
-constexpr auto batch_script = lua_join(batch_head, decide_lua, batch_main);
+constexpr auto batch_script = lua_join(batch_head, bucket_lua, decide_lua,
+                                       batch_main);
 
 
 
@@ -207,12 +280,12 @@ constexpr auto batch_script = lua_join(batch_head, decide_lua, batch_main);
  * without the tables and loops that several keys need: Redis spends about
  * a quarter less time in it.  Its reply is laid out as the other's.
  */
-constexpr char decision_one_text[] = R"lua(-- ngx_http_rate_limit: one GCRA token bucket.
+constexpr char decision_one_head[] = R"lua(-- ngx_http_rate_limit: one GCRA token bucket.
 -- The arithmetic of the script for several keys, for KEYS[1] alone.
--- ARGV: interval_us, burst, cost.  Reply: {allowed, allowed, remaining,
--- retry_after_us, reset_us}, all integers.
-local max_bucket_span_us = 1e15
-local max_until_full_us = 4e15
+-- ARGV: interval_us, burst, cost, token code.  Reply: {allowed, allowed,
+-- remaining, retry_after_us, reset_us}, all integers.)lua";
+
+constexpr char decision_one_main[] = R"lua(
 local interval_us = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 if interval_us == 0 or burst == 0 then
@@ -224,23 +297,27 @@ local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 local token_us = math.min(math.max(math.floor(interval_us + 0.5), 1),
   max_bucket_span_us)
+local token_code = tonumber(ARGV[4])
 burst = math.min(burst, math.floor(max_bucket_span_us / token_us))
 local tau = burst * token_us
 local cost_us = math.min(tonumber(ARGV[3]), burst + 1) * token_us
-local tat = tonumber(redis.call('GET', KEYS[1])) or 0
-local until_full = math.min(math.max(tat - now, 0), max_until_full_us)
+local tat, code = stored_state(KEYS[1])
+local until_full = until_full_us(tat, code, now, token_us, token_code, tau)
 local until_full_after = until_full + cost_us
 if until_full_after > tau then
+  if not holds(tat, code, now, token_code, until_full) then
+    store(KEYS[1], now + until_full, token_code, until_full)
+  end
   return {0, 0, math.floor(math.max(tau - until_full, 0) / token_us),
     until_full_after - tau, until_full}
 end
-redis.call('SET', KEYS[1], string.format('%.0f', now + until_full_after),
-  'PX', string.format('%.0f', math.max(math.ceil(until_full_after / 1000), 1)))
+store(KEYS[1], now + until_full_after, token_code, until_full_after)
 return {1, 1, math.floor(math.max(tau - until_full_after, 0) / token_us), 0,
   until_full_after}
 )lua";
 
-constexpr auto decision_one_script = lua_join(decision_one_text);
+constexpr auto decision_one_script = lua_join(decision_one_head, bucket_lua,
+                                              decision_one_main);
 
 
 /*
@@ -249,14 +326,13 @@ constexpr auto decision_one_script = lua_join(decision_one_text);
  * with the same names and the decision script's reading of the arguments
  * and of the stored TAT, so that a refund undoes exactly what was taken.
  */
-constexpr char refund_text[] = R"lua(-- ngx_http_rate_limit: gives back the tokens of an allowed request.
+constexpr char refund_head[] = R"lua(-- ngx_http_rate_limit: gives back the tokens of an allowed request.
 -- Twin of ngx_http_rate_limit_refund(): keep the arithmetic identical.
--- KEYS[1]: a bucket, holding its TAT in whole microseconds.
--- ARGV[1]: interval_us, ARGV[2]: burst, ARGV[3]: cost, as the decision
--- script was sent them.  Reply: 1.
-local max_bucket_span_us = 1e15
-local max_until_full_us = 4e15
+-- KEYS[1]: a bucket, as the decision script stores it.
+-- ARGV[1]: interval_us, ARGV[2]: burst, ARGV[3]: cost, ARGV[4]: token
+-- code, as the decision script was sent them.  Reply: 1.)lua";
 
+constexpr char refund_main[] = R"lua(
 local interval_us = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 if interval_us == 0 or burst == 0 then
@@ -267,29 +343,28 @@ end
 -- whole_token_us(): half up, within [1, max_bucket_span_us]
 local token_us = math.min(math.max(math.floor(interval_us + 0.5), 1),
   max_bucket_span_us)
+local token_code = tonumber(ARGV[4])
 burst = math.min(burst, math.floor(max_bucket_span_us / token_us))
+local tau = burst * token_us
 local cost_us = math.min(tonumber(ARGV[3]), burst + 1) * token_us
 
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
--- absent or not a number: a full bucket, as the decision script reads it
-local tat = tonumber(redis.call('GET', KEYS[1])) or 0
-local until_full = tat - now
+-- read as the decision script reads it
+local tat, code = stored_state(KEYS[1])
+local until_full = until_full_us(tat, code, now, token_us, token_code, tau)
 
 if until_full <= cost_us then
   -- never refill beyond full; a missing key is a full bucket
   redis.call('DEL', KEYS[1])
-elseif until_full <= max_until_full_us then
-  local ttl_ms = math.max(math.ceil((until_full - cost_us) / 1000), 1)
-  redis.call('SET', KEYS[1], string.format('%.0f', tat - cost_us),
-    'PX', string.format('%.0f', ttl_ms))
+else
+  store(KEYS[1], now + until_full - cost_us, token_code, until_full - cost_us)
 end
--- beyond max_until_full_us the value is none of ours: left alone
 
 return 1
 )lua";
 
-constexpr auto refund_script = lua_join(refund_text);
+constexpr auto refund_script = lua_join(refund_head, bucket_lua, refund_main);
 
 
 /* a script's text and length, for the C side */
