@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Configures and builds everything into build/: the core library, the nginx
-# module (build/ngx_http_rate_limit_module.so) and the GoogleTest binaries.
+# Configures and builds everything into build/: the core library
+# (build/core/librate_limit_core.a, the core's only build), then the nginx
+# module (build/ngx_http_rate_limit_module.so) and the GoogleTest binaries,
+# which both link that library.
 #   BUILD_TYPE   CMake build type (default RelWithDebInfo)
 #   BUILD_JOBS   parallel jobs (default: number of cores)
 #   RATE_LIMIT_BUILD_DIR  where to build (default build/)

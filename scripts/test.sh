@@ -58,16 +58,30 @@ run_step() {   # run_step NAME COMMAND...: runs it, records its exit code
     return "$rc"
 }
 
-# The module built with -fsanitize=address,undefined, loaded into Debian's
-# nginx with the sanitizers preloaded; any report fails the step.
+# The module built with -fsanitize=address,undefined into DIR.  It links a
+# core library of its own, built by CMake (that target alone) with the same
+# flags in DIR/core: the sanitizers must see the core too.
+sanitizer_build() {   # sanitizer_build DIR
+    local dir=$1 flags="-fsanitize=address,undefined -fno-omit-frame-pointer"
+    cmake -S "$REPO_ROOT" -B "$dir/core" \
+        -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-RelWithDebInfo}" \
+        -DCMAKE_CXX_FLAGS="$flags" \
+        -DRATE_LIMIT_BUILD_TESTS=OFF -DRATE_LIMIT_BUILD_MODULE=OFF || return
+    cmake --build "$dir/core" -j "$(nproc)" --target rate_limit_core || return
+    RATE_LIMIT_CC_OPT=$flags RATE_LIMIT_LD_OPT="-fsanitize=address,undefined" \
+        bash "$REPO_ROOT/scripts/build-module.sh" /usr/share/nginx/src \
+            "$dir/nginx" "$REPO_ROOT/ngx_module" \
+            "$dir/ngx_http_rate_limit_module.so" \
+            "$dir/core/core/librate_limit_core.a"
+}
+
+# The sanitizer build loaded into Debian's nginx with the sanitizers
+# preloaded; any report fails the step.
 sanitizer_suite() {
     local rc=0 dir=$BUILD_DIR/sanitizers
     rm -rf "$dir/logs"
     mkdir -p "$dir/logs"
-    RATE_LIMIT_CC_OPT="-fsanitize=address,undefined -fno-omit-frame-pointer" \
-    RATE_LIMIT_LD_OPT="-fsanitize=address,undefined" \
-        bash scripts/build-module.sh /usr/share/nginx/src "$dir/nginx" \
-            "$REPO_ROOT/ngx_module" "$dir/ngx_http_rate_limit_module.so" || rc=$?
+    sanitizer_build "$dir" || rc=$?
     if [ "$rc" -eq 0 ]; then
         # shellcheck disable=SC2086
         RATE_LIMIT_SANITIZER_LOGS=$dir/logs NGINX_BIN=$REPO_ROOT/scripts/nginx-asan.sh \
