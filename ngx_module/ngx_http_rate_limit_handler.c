@@ -20,19 +20,10 @@ static void ngx_http_rate_limit_take_degraded(ngx_http_rate_limit_ctx_t *ctx,
     int64_t now_us);
 static void ngx_http_rate_limit_finish(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx);
-static ngx_uint_t ngx_http_rate_limit_never_fits(
-    ngx_http_rate_limit_check_t *check);
 static void ngx_http_rate_limit_log_never_fits(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx);
-static ngx_http_rate_limit_check_t *ngx_http_rate_limit_closest(
-    ngx_http_rate_limit_ctx_t *ctx, ngx_uint_t rejected);
 static ngx_int_t ngx_http_rate_limit_set_headers(ngx_http_request_t *r,
-    ngx_http_rate_limit_ctx_t *ctx, ngx_http_rate_limit_check_t *closest,
-    ngx_uint_t rejected, ngx_uint_t retry_after);
-static u_char *ngx_http_rate_limit_policy_item(u_char *p,
-    ngx_http_rate_limit_check_t *check);
-static uint64_t ngx_http_rate_limit_window_s(
-    ngx_http_rate_limit_check_t *check, ngx_uint_t rejected);
+    ngx_http_rate_limit_ctx_t *ctx, rl_verdict_t *v);
 static ngx_int_t ngx_http_rate_limit_add_header(ngx_http_request_t *r,
     ngx_str_t *name, u_char *value, size_t len);
 
@@ -413,91 +404,78 @@ ngx_http_rate_limit_take_blocked(ngx_http_rate_limit_ctx_t *ctx,
 }
 
 
+/*
+ * The core judges the request (rl_verdict_judge()); what is left here is
+ * what touches nginx: the metrics, the refunds in shared memory, the log
+ * and the headers.
+ */
 static void
 ngx_http_rate_limit_finish(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx)
 {
     int64_t                          now_us, retry_us;
-    ngx_uint_t                       i, rejected, failed_open, failed_closed,
-                                     degraded;
+    ngx_uint_t                       i;
+    rl_verdict_t                     v;
+    rl_verdict_limit_t              *in;
+    rl_verdict_limit_out_t          *out;
     ngx_http_rate_limit_check_t     *check, *closest;
-    ngx_http_rate_limit_outcome_e    outcome;
     ngx_http_rate_limit_loc_conf_t  *rlcf;
 
     rlcf = ngx_http_get_module_loc_conf(r, ngx_http_rate_limit_module);
-
-    rejected = 0;
-    failed_open = 0;
-    failed_closed = 0;
-    degraded = 0;
 
     if (ctx->nredis) {
         ngx_http_rate_limit_take_degraded(ctx, ngx_http_rate_limit_now_us());
     }
 
+    in = ctx->verdict_in;
+    out = ctx->verdict_out;
+
     for (i = 0; i < ctx->nchecks; i++) {
         check = &ctx->checks[i];
 
-        /* a limit left unasked, as another rejected first, counts no outcome */
-        outcome = NGX_HTTP_RATE_LIMIT_OUTCOME_NONE;
-
-        if (check->failed) {
-            if (check->limit->zone->on_failure
-                == NGX_HTTP_RATE_LIMIT_FAILURE_CLOSED)
-            {
-                failed_closed = 1;
-                outcome = NGX_HTTP_RATE_LIMIT_OUTCOME_FAILED_CLOSED;
-
-            } else {
-                failed_open = 1;
-                outcome = NGX_HTTP_RATE_LIMIT_OUTCOME_FAILED_OPEN;
-            }
-
-        } else if (check->decided && !check->decision.allowed) {
-            rejected = 1;
-            outcome = rlcf->dry_run
-                      ? NGX_HTTP_RATE_LIMIT_OUTCOME_REJECTED_DRY_RUN
-                      : check->degraded
-                      ? NGX_HTTP_RATE_LIMIT_OUTCOME_DEGRADED_LOCAL_REJECTED
-                      : NGX_HTTP_RATE_LIMIT_OUTCOME_REJECTED;
-
-        } else if (check->decided) {
-            outcome = check->degraded
-                      ? NGX_HTTP_RATE_LIMIT_OUTCOME_DEGRADED_LOCAL
-                      : NGX_HTTP_RATE_LIMIT_OUTCOME_PASSED;
-        }
-
-        degraded |= check->degraded;
-
-        ngx_http_rate_limit_metrics_count(check->limit->zone, outcome);
+        in[i].params = check->params;
+        in[i].decision = check->decision;
+        in[i].cost = check->limit->cost;
+        in[i].decided = check->decided;
+        in[i].failed = check->failed;
+        in[i].closed = (check->limit->zone->on_failure
+                        == NGX_HTTP_RATE_LIMIT_FAILURE_CLOSED);
+        in[i].degraded = check->degraded;
+        in[i].taken = check->taken;
     }
 
-    if (rejected || failed_closed) {
-        now_us = ngx_http_rate_limit_now_us();
+    rl_verdict_judge(in, ctx->nchecks, rlcf->dry_run, &v, out);
 
-        for (i = 0; i < ctx->nchecks; i++) {
-            check = &ctx->checks[i];
+    /* one clock for all the refunds, and none when there is nothing to do */
+    now_us = 0;
 
-            if (check->taken) {
-                ngx_http_rate_limit_shm_refund(check->limit->zone,
-                                               &check->key, &check->params,
-                                               check->limit->cost, now_us);
-                check->taken = 0;
+    for (i = 0; i < ctx->nchecks; i++) {
+        check = &ctx->checks[i];
+
+        ngx_http_rate_limit_metrics_count(check->limit->zone,
+            (ngx_http_rate_limit_outcome_e) out[i].outcome);
+
+        if (out[i].refund) {
+            if (now_us == 0) {
+                now_us = ngx_http_rate_limit_now_us();
             }
+
+            ngx_http_rate_limit_shm_refund(check->limit->zone, &check->key,
+                                           &check->params, check->limit->cost,
+                                           now_us);
+            check->taken = 0;
         }
     }
 
-    closest = ngx_http_rate_limit_closest(ctx, rejected);
+    closest = (v.closest == RL_VERDICT_NO_LIMIT) ? NULL
+                                                 : &ctx->checks[v.closest];
 
-    if (rejected) {
-        ctx->status = rlcf->dry_run ? NGX_HTTP_RATE_LIMIT_REJECTED_DRY_RUN
-                      : closest->degraded
-                      ? NGX_HTTP_RATE_LIMIT_DEGRADED_LOCAL_REJECTED
-                      : NGX_HTTP_RATE_LIMIT_REJECTED;
+    ctx->status = (ngx_http_rate_limit_status_e) v.status;
 
+    if (v.rejected) {
         retry_us = closest->decision.retry_after_us;
 
-        if (ngx_http_rate_limit_never_fits(closest)) {
+        if (v.never_fits) {
             ngx_log_error(rlcf->log_level, r->connection->log, 0,
                           "rate limit exceeded in zone \"%V\", the cost "
                           "exceeds the burst: no retry can pass%s%s",
@@ -517,52 +495,21 @@ ngx_http_rate_limit_finish(ngx_http_request_t *r,
         }
 
         ngx_http_rate_limit_log_never_fits(r, ctx);
-
-    } else if (failed_closed) {
-        ctx->status = NGX_HTTP_RATE_LIMIT_FAILED_CLOSED;
-
-    } else if (failed_open) {
-        ctx->status = NGX_HTTP_RATE_LIMIT_FAILED_OPEN;
-
-    } else if (degraded) {
-        ctx->status = NGX_HTTP_RATE_LIMIT_DEGRADED_LOCAL;
-
-    } else {
-        ctx->status = NGX_HTTP_RATE_LIMIT_PASSED;
     }
 
     ctx->rc = NGX_DECLINED;
 
-    if ((rejected || failed_closed) && !rlcf->dry_run) {
+    if (v.reject) {
         ctx->rc = rlcf->status;
     }
 
     if (rlcf->headers && closest
-        && ngx_http_rate_limit_set_headers(r, ctx, closest, rejected,
-                                           ctx->rc != NGX_DECLINED && rejected)
-           != NGX_OK)
+        && ngx_http_rate_limit_set_headers(r, ctx, &v) != NGX_OK)
     {
         ctx->rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     ctx->done = 1;
-}
-
-
-/*
- * A request whose cost exceeds the burst of its limit is rejected however
- * long the client waits: its limit (a per-client one, or the burst divided
- * among the nodes while Redis is unreachable) holds fewer tokens than the
- * location takes.  Blocked clients are not meant here: they are told to
- * come back in a minute, when an operator may have lifted the block.
- */
-static ngx_uint_t
-ngx_http_rate_limit_never_fits(ngx_http_rate_limit_check_t *check)
-{
-    return check->decided
-           && !check->decision.allowed
-           && !ngx_http_rate_limit_params_blocked(&check->params)
-           && check->limit->cost > check->params.burst;
 }
 
 
@@ -587,7 +534,7 @@ ngx_http_rate_limit_log_never_fits(ngx_http_request_t *r,
     for (i = 0; i < ctx->nchecks; i++) {
         check = &ctx->checks[i];
 
-        if (!ngx_http_rate_limit_never_fits(check)) {
+        if (!ctx->verdict_out[i].never_fits) {
             continue;
         }
 
@@ -633,70 +580,27 @@ ngx_http_rate_limit_log_never_fits(ngx_http_request_t *r,
 
 
 /*
- * The limit that RateLimit and the X-RateLimit-* headers describe: on a
- * rejection the rejecting limit that asks for the longest wait, one that
- * can never fit first; otherwise the one with the fewest tokens left.
- */
-static ngx_http_rate_limit_check_t *
-ngx_http_rate_limit_closest(ngx_http_rate_limit_ctx_t *ctx,
-    ngx_uint_t rejected)
-{
-    ngx_uint_t                    i, never, closest_never;
-    ngx_http_rate_limit_check_t  *check, *closest;
-
-    closest = NULL;
-    closest_never = 0;
-
-    for (i = 0; i < ctx->nchecks; i++) {
-        check = &ctx->checks[i];
-
-        if (!check->decided || (rejected && check->decision.allowed)) {
-            continue;
-        }
-
-        never = ngx_http_rate_limit_never_fits(check);
-
-        if (closest == NULL
-            || (rejected && never > closest_never)
-            || (rejected && never == closest_never
-                && check->decision.retry_after_us
-                   > closest->decision.retry_after_us)
-            || (!rejected && check->decision.remaining
-                             < closest->decision.remaining))
-        {
-            closest = check;
-            closest_never = never;
-        }
-    }
-
-    return closest;
-}
-
-
-/*
  * The headers of draft-ietf-httpapi-ratelimit-headers-11, and the older
- * X-RateLimit-* and Retry-After.  RateLimit-Policy lists every limit the
- * request went through, in the order of its lines, so that it stays the
- * same from one response to the next; RateLimit, as the draft's B.1.2
- * allows, only the closest.  A limit that Redis failed to decide, and that
- * this node does not decide either, enforces nothing now and is left out.
+ * X-RateLimit-* and Retry-After, from the verdict's numbers.
+ * RateLimit-Policy lists every limit the request went through, in the
+ * order of its lines, so that it stays the same from one response to the
+ * next; RateLimit, as the draft's B.1.2 allows, only the closest.  A limit
+ * that Redis failed to decide, and that this node does not decide either,
+ * enforces nothing now and is left out.
  */
 static ngx_int_t
 ngx_http_rate_limit_set_headers(ngx_http_request_t *r,
-    ngx_http_rate_limit_ctx_t *ctx, ngx_http_rate_limit_check_t *closest,
-    ngx_uint_t rejected, ngx_uint_t retry_after)
+    ngx_http_rate_limit_ctx_t *ctx, rl_verdict_t *v)
 {
-    size_t                           len;
-    u_char                          *p, *last;
-    uint64_t                         reset_s, retry_s;
-    ngx_uint_t                       i, never;
-    ngx_http_rate_limit_zone_t      *zone;
-    ngx_http_rate_limit_check_t     *check;
-    ngx_http_rate_limit_decision_t  *d;
+    size_t                       len;
+    u_char                      *p, *last;
+    ngx_str_t                   *name;
+    ngx_uint_t                   i;
+    rl_verdict_limit_out_t      *out;
+    ngx_http_rate_limit_zone_t  *zone;
 
-    zone = closest->limit->zone;
-    d = &closest->decision;
-    never = ngx_http_rate_limit_never_fits(closest);
+    zone = ctx->checks[v->closest].limit->zone;
+    out = ctx->verdict_out;
 
     /* the policies, RateLimit, then the numbers of the headers after it */
     len = zone->name.len + sizeof("\"\";r=;t=") - 1 + 6 * NGX_INT64_LEN;
@@ -714,9 +618,8 @@ ngx_http_rate_limit_set_headers(ngx_http_request_t *r,
     last = p;
 
     for (i = 0; i < ctx->nchecks; i++) {
-        check = &ctx->checks[i];
 
-        if (check->failed) {
+        if (!out[i].listed) {
             continue;
         }
 
@@ -725,7 +628,14 @@ ngx_http_rate_limit_set_headers(ngx_http_request_t *r,
             *last++ = ' ';
         }
 
-        last = ngx_http_rate_limit_policy_item(last, check);
+        /* "zone";q=Q;w=W */
+        name = &ctx->checks[i].limit->zone->name;
+        *last++ = '"';
+        last = ngx_cpymem(last, name->data, name->len);
+        last = ngx_cpymem(last, "\";q=", sizeof("\";q=") - 1);
+        last = ngx_http_rate_limit_decimal(last, out[i].quota);
+        last = ngx_cpymem(last, ";w=", sizeof(";w=") - 1);
+        last = ngx_http_rate_limit_decimal(last, out[i].window_s);
     }
 
     if (ngx_http_rate_limit_add_header(r, &ngx_http_rate_limit_policy_header,
@@ -743,12 +653,11 @@ ngx_http_rate_limit_set_headers(ngx_http_request_t *r,
     *last++ = '"';
     last = ngx_cpymem(last, zone->name.data, zone->name.len);
     last = ngx_cpymem(last, "\";r=", sizeof("\";r=") - 1);
-    last = ngx_http_rate_limit_decimal(last, d->remaining);
+    last = ngx_http_rate_limit_decimal(last, v->remaining);
 
-    if (!never) {
+    if (!v->never_fits) {
         last = ngx_cpymem(last, ";t=", sizeof(";t=") - 1);
-        last = ngx_http_rate_limit_decimal(last,
-                   ngx_http_rate_limit_window_s(closest, rejected));
+        last = ngx_http_rate_limit_decimal(last, v->window_s);
     }
 
     if (ngx_http_rate_limit_add_header(r, &ngx_http_rate_limit_header, p,
@@ -759,7 +668,7 @@ ngx_http_rate_limit_set_headers(ngx_http_request_t *r,
     }
 
     p = last;
-    last = ngx_http_rate_limit_decimal(p, closest->params.burst);
+    last = ngx_http_rate_limit_decimal(p, v->limit);
 
     if (ngx_http_rate_limit_add_header(r, &ngx_http_rate_limit_limit_header,
                                        p, last - p)
@@ -769,7 +678,7 @@ ngx_http_rate_limit_set_headers(ngx_http_request_t *r,
     }
 
     p = last;
-    last = ngx_http_rate_limit_decimal(p, d->remaining);
+    last = ngx_http_rate_limit_decimal(p, v->remaining);
 
     if (ngx_http_rate_limit_add_header(r,
                                        &ngx_http_rate_limit_remaining_header,
@@ -779,15 +688,12 @@ ngx_http_rate_limit_set_headers(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    /* the times a client would wait for: none helps a cost that never fits */
-    if (never) {
+    if (v->never_fits) {
         return NGX_OK;
     }
 
-    reset_s = (uint64_t) (d->reset_us + 999999) / 1000000;
-
     p = last;
-    last = ngx_http_rate_limit_decimal(p, reset_s);
+    last = ngx_http_rate_limit_decimal(p, v->reset_s);
 
     if (ngx_http_rate_limit_add_header(r, &ngx_http_rate_limit_reset_header,
                                        p, last - p)
@@ -796,101 +702,15 @@ ngx_http_rate_limit_set_headers(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    if (!retry_after) {
+    if (!v->retry_after) {
         return NGX_OK;
     }
 
-    retry_s = ngx_http_rate_limit_window_s(closest, 1);
-
     p = last;
-    last = ngx_http_rate_limit_decimal(p, retry_s);
+    last = ngx_http_rate_limit_decimal(p, v->retry_after_s);
 
     return ngx_http_rate_limit_add_header(r, &ngx_http_rate_limit_retry_header,
                                           p, last - p);
-}
-
-
-/*
- * "zone";q=Q;w=W as enforced for this request: a per-client limit, or the
- * share of this node while Redis is unreachable.  The window is the whole
- * seconds a full refill takes, at least one, and the quota what the window
- * admits at length: the burst, or what the rate refills in the window when
- * that is more, as a burst refilled in a fraction of the one second
- * advertised is refilled several times in it.  A blocked client has a
- * quota of 0.
- */
-static u_char *
-ngx_http_rate_limit_policy_item(u_char *p, ngx_http_rate_limit_check_t *check)
-{
-    uint64_t                       q, w;
-    ngx_str_t                     *name;
-    ngx_http_rate_limit_params_t  *params;
-
-    name = &check->limit->zone->name;
-    params = &check->params;
-
-    if (ngx_http_rate_limit_params_blocked(params)) {
-        q = 0;
-        w = 1;
-
-    } else {
-        w = (uint64_t) (params->interval_us * params->burst + 999999)
-            / 1000000;
-        if (w == 0) {
-            w = 1;
-        }
-
-        /* the margin keeps 1e6 / (5e5 / 3) from flooring to 5 */
-        q = (uint64_t) (w * 1e6 / params->interval_us + 1e-6);
-        q = ngx_max(q, params->burst);
-    }
-
-    *p++ = '"';
-    p = ngx_cpymem(p, name->data, name->len);
-    p = ngx_cpymem(p, "\";q=", sizeof("\";q=") - 1);
-    p = ngx_http_rate_limit_decimal(p, q);
-    p = ngx_cpymem(p, ";w=", sizeof(";w=") - 1);
-
-    return ngx_http_rate_limit_decimal(p, w);
-}
-
-
-/*
- * The draft's effective window "t", in whole seconds rounded up and at
- * least one: the time within which the client can use no more than the
- * tokens left.  On a rejection, until the request's cost fits, as
- * Retry-After says.  Otherwise until a request of the same cost more than
- * those tokens allow fits: until cost more tokens have come in, or the
- * bucket is full, whichever is first.
- */
-static uint64_t
-ngx_http_rate_limit_window_s(ngx_http_rate_limit_check_t *check,
-    ngx_uint_t rejected)
-{
-    int64_t                          wait_us;
-    uint64_t                         later;
-    ngx_http_rate_limit_decision_t  *d;
-
-    d = &check->decision;
-
-    if (rejected) {
-        wait_us = d->retry_after_us;
-
-    } else {
-        /*
-         * reset_us is the time the missing tokens take, the fraction of
-         * one included: the last of them come in last
-         */
-        wait_us = d->reset_us;
-
-        if (d->remaining + check->limit->cost < check->params.burst) {
-            later = check->params.burst - d->remaining - check->limit->cost;
-            wait_us -= (int64_t) later
-                       * ngx_http_rate_limit_token_us(&check->params);
-        }
-    }
-
-    return wait_us > 1000000 ? (uint64_t) (wait_us + 999999) / 1000000 : 1;
 }
 
 
@@ -917,19 +737,30 @@ ngx_http_rate_limit_add_header(ngx_http_request_t *r, ngx_str_t *name,
 ngx_http_rate_limit_ctx_t *
 ngx_http_rate_limit_create_ctx(ngx_http_request_t *r, ngx_uint_t nlimits)
 {
+    size_t                      zeroed;
     ngx_pool_cleanup_t         *cln;
     ngx_http_rate_limit_ctx_t  *ctx;
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_rate_limit_ctx_t));
+    /*
+     * One block for the ctx, its checks and the verdict's arrays, as every
+     * request takes them all; the verdict's are filled before they are
+     * read, and are not zeroed.  Each part is a multiple of 8 bytes long.
+     */
+    zeroed = sizeof(ngx_http_rate_limit_ctx_t)
+             + nlimits * sizeof(ngx_http_rate_limit_check_t);
+
+    ctx = ngx_palloc(r->pool, zeroed
+                              + nlimits * (sizeof(rl_verdict_limit_t)
+                                           + sizeof(rl_verdict_limit_out_t)));
     if (ctx == NULL) {
         return NULL;
     }
 
-    ctx->checks = ngx_pcalloc(r->pool,
-                              nlimits * sizeof(ngx_http_rate_limit_check_t));
-    if (ctx->checks == NULL) {
-        return NULL;
-    }
+    ngx_memzero(ctx, zeroed);
+
+    ctx->checks = (ngx_http_rate_limit_check_t *) &ctx[1];
+    ctx->verdict_in = (rl_verdict_limit_t *) &ctx->checks[nlimits];
+    ctx->verdict_out = (rl_verdict_limit_out_t *) &ctx->verdict_in[nlimits];
 
     ctx->request = r;
 
