@@ -529,13 +529,18 @@ ngx_http_rate_limit_log_never_fits(ngx_http_request_t *r,
     ngx_http_rate_limit_zone_t   *zone;
     ngx_http_rate_limit_check_t  *check;
 
-    now_us = ngx_http_rate_limit_now_us();
+    /* most rejections fit in time: the clock is read for the others only */
+    now_us = 0;
 
     for (i = 0; i < ctx->nchecks; i++) {
         check = &ctx->checks[i];
 
         if (!ctx->verdict_out[i].never_fits) {
             continue;
+        }
+
+        if (now_us == 0) {
+            now_us = ngx_http_rate_limit_now_us();
         }
 
         zone = check->limit->zone;
