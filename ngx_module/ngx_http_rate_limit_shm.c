@@ -114,8 +114,10 @@ ngx_http_rate_limit_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         return NGX_OK;
     }
 
-    zone->sh = ngx_slab_alloc(zone->shpool,
-                              sizeof(ngx_http_rate_limit_shctx_t));
+    /* zeroed: the counters are read before anything writes them, and
+     * nginx built with NGX_DEBUG_MALLOC fills what ngx_slab_alloc() gives */
+    zone->sh = ngx_slab_calloc(zone->shpool,
+                               sizeof(ngx_http_rate_limit_shctx_t));
     if (zone->sh == NULL) {
         return NGX_ERROR;
     }
@@ -143,7 +145,6 @@ ngx_http_rate_limit_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     ngx_queue_init(&zone->sh->nofit_queue);
 
-    zone->sh->nnofit = 0;
     zone->sh->nofit_unnamed_us = -NGX_HTTP_RATE_LIMIT_NOFIT_PERIOD_US;
 
     len = sizeof(" in rate_limit_zone \"\"") + shm_zone->shm.name.len;

@@ -115,8 +115,11 @@ main() {
     section "3/6 unit tests (ctest)"
     local rc=0
     if [ -f "$BUILD_DIR/CTestTestfile.cmake" ]; then
+        # one process a test, most of them start-up: run them side by side
+        # (those that need a redis-server start their own on free ports)
         (cd "$BUILD_DIR" && timeout --kill-after=30 "$CTEST_TOTAL_TIMEOUT" \
-            ctest --output-on-failure --no-tests=error --timeout "$CTEST_TIMEOUT") || rc=$?
+            ctest --output-on-failure --no-tests=error -j "$(nproc)" \
+                --timeout "$CTEST_TIMEOUT") || rc=$?
         case $rc in
             124|137) echo "ctest did not finish within ${CTEST_TOTAL_TIMEOUT}s" ;;
         esac
