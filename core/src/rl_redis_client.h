@@ -91,6 +91,12 @@ struct Link;
 struct Request;
 
 
+/* an argument in RESP, appended to out: kept aside to be sent again */
+void append_arg(std::string &out, const char *s, size_t len);
+/* the script cache was emptied: a restart, a failover, a flush */
+bool is_noscript(const char *reason) noexcept;
+
+
 /* one script call: the keys of one request that share a slot */
 struct Op {
     Request   *request = nullptr;      /* nullptr once over or detached */

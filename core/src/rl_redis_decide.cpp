@@ -12,29 +12,6 @@
 namespace rl {
 namespace redis {
 
-namespace {
-
-bool
-is_noscript(const char *reason) noexcept
-{
-    return reason && std::strncmp(reason, "NOSCRIPT", 8) == 0;
-}
-
-
-/* an argument in RESP, kept aside to be sent again */
-void
-append_arg(std::string &out, const char *s, size_t len)
-{
-    out += '$';
-    out += std::to_string(len);
-    out += "\r\n";
-    out.append(s, len);
-    out += "\r\n";
-}
-
-}  // namespace
-
-
 /* the link that holds a key: the one server, or the master of its slot */
 Link *
 Client::route(unsigned slot) noexcept
@@ -97,7 +74,6 @@ Client::request_alloc()
         return r;
     }
 
-    requests_.reserve(requests_.size() + 1);
     requests_.push_back(std::make_unique<Request>());
 
     return requests_.back().get();

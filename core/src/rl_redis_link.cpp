@@ -51,29 +51,6 @@ decimal(char *p, uint64_t n) noexcept
 }
 
 
-/* an argument in RESP, kept aside to be sent again */
-void
-append_arg(std::string &out, const char *s, size_t len)
-{
-    char digits[20];
-
-    out += '$';
-    out.append(digits, static_cast<size_t>(decimal(digits, len) - digits));
-    out += "\r\n";
-    out.append(s, len);
-    out += "\r\n";
-}
-
-
-bool
-starts_with(const redisReply *reply, const char *prefix) noexcept
-{
-    size_t n = std::strlen(prefix);
-
-    return reply->len >= n && std::memcmp(reply->str, prefix, n) == 0;
-}
-
-
 /*
  * Each object starts with its link: the reader's free function gets
  * nothing else.
@@ -197,6 +174,26 @@ redisReplyObjectFunctions  reply_fns = reply_functions();
 
 
 void
+append_arg(std::string &out, const char *s, size_t len)
+{
+    char digits[20];
+
+    out += '$';
+    out.append(digits, static_cast<size_t>(decimal(digits, len) - digits));
+    out += "\r\n";
+    out.append(s, len);
+    out += "\r\n";
+}
+
+
+bool
+is_noscript(const char *reason) noexcept
+{
+    return reason && std::strncmp(reason, "NOSCRIPT", 8) == 0;
+}
+
+
+void
 Fifo::reserve_one()
 {
     if (count_ < slots_.size()) {
@@ -259,7 +256,7 @@ Output::room(size_t n)
         size_t cap = std::max(2 * cap_, used + n);
         cap = std::max(cap, size_t{4096});
 
-        std::unique_ptr<char[]> bigger(new char[cap]);
+        std::unique_ptr<char[]> bigger = std::make_unique<char[]>(cap);
 
         if (used) {
             std::memcpy(bigger.get(), buf_.get() + start_, used);
@@ -297,9 +294,8 @@ Arena::alloc(size_t n)
                                2 * (blocks_.empty() ? 0 : blocks_.back().size)
                                + n);
 
-        blocks_.reserve(blocks_.size() + 1);
-        blocks_.push_back(Block{std::unique_ptr<unsigned char[]>(
-                                    new unsigned char[size]), size, 0});
+        Block b{std::make_unique<unsigned char[]>(size), size, 0};
+        blocks_.push_back(std::move(b));
     }
 
     Block &b = blocks_.back();
@@ -907,8 +903,6 @@ Client::teardown(Link &link, const char *reason)
     link.out.clear();
     link.want = false;
     link.pending = 0;
-    link.probing = false;
-    clear_link_timer(link.probe_deadline);
 
     if (link.reader) {
         if (link.reading && link.dead_reader == nullptr) {
@@ -1094,7 +1088,7 @@ Client::probe_reply(Link &link, uint64_t seq, const redisReply *reply)
     }
 
     /* one load, for the next probe; a NOSCRIPT after it is a failure */
-    if (starts_with(reply, "NOSCRIPT")) {
+    if (is_noscript(reply->str)) {
         load_script(link, "SCRIPT LOAD again");
     }
 
@@ -1165,7 +1159,7 @@ void
 Client::heartbeat_reply(Link &link, Expect &e, const redisReply *reply)
 {
     if (reply && !destroying_ && reply->type == REDIS_REPLY_ERROR
-        && !e.resend.empty() && starts_with(reply, "NOSCRIPT"))
+        && !e.resend.empty() && is_noscript(reply->str))
     {
         size_t len;
         const char *script = ngx_http_rate_limit_nodes_script(&len);
@@ -1216,7 +1210,7 @@ Client::internal_reply(Link &link, Expect &e, const redisReply *reply)
 
     if (reply->type == REDIS_REPLY_ERROR) {
         /* the script cache was emptied: the refund goes with its text */
-        if (!e.resend.empty() && starts_with(reply, "NOSCRIPT")) {
+        if (!e.resend.empty() && is_noscript(reply->str)) {
             size_t len;
             const char *script = ngx_http_rate_limit_refund_script(&len);
 
