@@ -114,7 +114,8 @@ struct Client {
     rl_redis_shared_t                    *shared;
     rl_redis_client_t                    *client = nullptr;
 
-    explicit Client(const char *password = nullptr, uint64_t db = 0)
+    explicit Client(const char *password = nullptr, uint64_t db = 0,
+                    bool cluster = false)
     {
         shm.reset(new unsigned char[rl_redis_shared_size() + 8]);
         shared = rl_redis_shared_init(shm.get());
@@ -127,6 +128,7 @@ struct Client {
         cfg.password = password;
         cfg.password_len = password ? std::strlen(password) : 0;
         cfg.db = db;
+        cfg.cluster = cluster;
         cfg.timeout_ms = 100;
         cfg.failure_policy = "z=open";
         cfg.shared = shared;
@@ -383,4 +385,184 @@ TEST(RedisClientCore, PeerCloseFailsWaitingOpsAndCancelledOnesStayQuiet)
     EXPECT_EQ(rl_redis_decide(c.client, &b.k, 1, on_done, nullptr, &rb),
               RL_REDIS_ERROR);
     EXPECT_EQ(b.k.status, RL_REDIS_KEY_FAILED);
+}
+
+
+namespace {
+
+/* one decision sent, and its timeout run out */
+void
+time_out_one(Client &c)
+{
+    Key a("p:z:a");
+    rl_redis_request_t *ra;
+
+    ASSERT_EQ(rl_redis_decide(c.client, &a.k, 1, on_done, nullptr, &ra),
+              RL_REDIS_OK);
+    rl_redis_on_posted(c.client);
+    take(c.client, 0);
+    c.fake.now_us += 100000;
+    rl_redis_on_timer(c.client);
+    EXPECT_EQ(a.k.status, RL_REDIS_KEY_FAILED);
+}
+
+}  // namespace
+
+
+TEST(RedisClientCore, FiveTimeoutsOpenTheCircuitAndAProbeClosesIt)
+{
+    Client c;
+    c.up();
+
+    for (int i = 0; i < 5; i++) {
+        time_out_one(c);
+    }
+
+    ASSERT_EQ(c.fake.logs.size(), 1u);
+    EXPECT_EQ(c.fake.logs[0],
+              "rate_limit_redis \"127.0.0.1:6379\" is unreachable (reply "
+              "timed out): circuit open after 5 failures, requests are "
+              "decided at once by the zones' on_failure policy: z=open");
+
+    rl_redis_circuit_info_t info;
+    ASSERT_EQ(rl_redis_shared_circuits(c.shared), 1u);
+    rl_redis_shared_circuit(c.shared, 0, &info);
+    EXPECT_EQ(info.open, 1);
+    EXPECT_EQ(info.opened, 1u);
+    EXPECT_STREQ(info.address, "127.0.0.1:6379");
+
+    /* open: decided at once, no round trip */
+    Key b("p:z:b");
+    rl_redis_request_t *rb;
+    EXPECT_EQ(rl_redis_decide(c.client, &b.k, 1, on_done, nullptr, &rb),
+              RL_REDIS_ERROR);
+    EXPECT_EQ(b.k.status, RL_REDIS_KEY_FAILED);
+    EXPECT_EQ(take(c.client, 0), "");
+
+    /* the watch probes 100 ms after the circuit opened */
+    c.fake.now_us += 100000;
+    rl_redis_on_timer(c.client);
+    std::string probe = take(c.client, 0);
+    EXPECT_EQ(probe, std::string("*6\r\n$7\r\nEVALSHA\r\n$40\r\n")
+                     + ngx_http_rate_limit_script_one_sha1()
+                     + "\r\n$1\r\n0\r\n$1\r\n0\r\n$1\r\n0\r\n$1\r\n1\r\n");
+
+    /* the five late replies are dropped, the probe's closes the circuit */
+    std::string late;
+    for (int i = 0; i < 6; i++) {
+        late += kAllowed;
+    }
+    feed(c.client, 0, late);
+
+    ASSERT_EQ(c.fake.logs.size(), 2u);
+    EXPECT_EQ(c.fake.logs[1],
+              "rate_limit_redis \"127.0.0.1:6379\" is reachable again: "
+              "circuit closed, zones are enforced by Redis");
+    rl_redis_shared_circuit(c.shared, 0, &info);
+    EXPECT_EQ(info.open, 0);
+    EXPECT_EQ(info.closed, 1u);
+}
+
+
+TEST(RedisClientCore, AStalledConnectionIsDropped)
+{
+    Client c;
+    c.up();
+
+    time_out_one(c);
+    c.fake.now_us += 1000000;
+    time_out_one(c);
+
+    ASSERT_EQ(c.fake.closed.size(), 1u);
+    ASSERT_EQ(c.fake.logs.size(), 1u);
+    EXPECT_EQ(c.fake.logs[0],
+              "rate_limit_redis \"127.0.0.1:6379\" is unreachable (no reply "
+              "for 1200 ms): circuit open after 3 failures, requests are "
+              "decided at once by the zones' on_failure policy: z=open");
+}
+
+
+TEST(RedisClientCore, ClusterRoutesBySlotAndRefundsWhenOneRejects)
+{
+    Client c(nullptr, 0, true);
+    c.up();
+
+    /* the first SCRIPT LOAD asks for the map */
+    std::string out = take(c.client, 0);
+    EXPECT_EQ(out, "*2\r\n$7\r\nCLUSTER\r\n$5\r\nSLOTS\r\n");
+
+    feed(c.client, 0,
+         "*2\r\n"
+         "*3\r\n:0\r\n:8191\r\n*2\r\n$9\r\n127.0.0.1\r\n:6379\r\n"
+         "*3\r\n:8192\r\n:16383\r\n*2\r\n$9\r\n127.0.0.1\r\n:7001\r\n");
+    ASSERT_EQ(c.fake.opened.size(), 2u);
+    EXPECT_EQ(c.fake.opened[1], 1u);
+    rl_redis_on_connected(c.client, 1);
+    EXPECT_EQ(count(take(c.client, 1), "SCRIPT"), 4u);
+
+    /* "{b}" is slot 3300, on link 0; "{a}" slot 15495, on link 1 */
+    Key keys[2] = { Key("{a}x"), Key("{b}y") };
+    rl_redis_key_t k[2] = { keys[0].k, keys[1].k };
+    rl_redis_request_t *r;
+    done_calls = 0;
+
+    ASSERT_EQ(rl_redis_decide(c.client, k, 2, on_done, nullptr, &r),
+              RL_REDIS_OK);
+    EXPECT_EQ(count(take(c.client, 0), "{b}y"), 1u);
+    EXPECT_EQ(count(take(c.client, 1), "{a}x"), 1u);
+
+    feed(c.client, 0, kAllowed);
+    EXPECT_EQ(done_calls, 0);
+    feed(c.client, 1, sha_reply() + sha_reply() + sha_reply() + sha_reply()
+                      + "*5\r\n:0\r\n:0\r\n:0\r\n:500\r\n:1000\r\n");
+    EXPECT_EQ(done_calls, 1);
+    EXPECT_EQ(k[0].status, RL_REDIS_KEY_DECIDED);
+    EXPECT_EQ(k[0].decision.allowed, 0);
+    EXPECT_EQ(k[1].decision.allowed, 1);
+
+    /* the tokens {b}y took go back, with the refund script */
+    out = take(c.client, 0);
+    EXPECT_EQ(count(out, ngx_http_rate_limit_refund_script_sha1()), 1u) << out;
+    EXPECT_EQ(count(out, "{b}y"), 1u);
+    EXPECT_EQ(take(c.client, 1), "");
+
+    /* NOSCRIPT: loaded again, and sent once more with the script's text */
+    feed(c.client, 0, "-NOSCRIPT No matching script\r\n");
+    out = take(c.client, 0);
+    EXPECT_EQ(count(out, "SCRIPT"), 4u);
+    EXPECT_EQ(count(out, "$4\r\nEVAL\r\n"), 1u);
+    EXPECT_EQ(count(out, "{b}y"), 1u);
+}
+
+
+TEST(RedisClientCore, MovedSendsTheOpToTheNewMaster)
+{
+    Client c(nullptr, 0, true);
+    c.up();
+    take(c.client, 0);
+    feed(c.client, 0,
+         "*1\r\n"
+         "*3\r\n:0\r\n:16383\r\n*2\r\n$9\r\n127.0.0.1\r\n:6379\r\n");
+
+    Key a("{a}x");
+    rl_redis_request_t *r;
+    done_calls = 0;
+
+    ASSERT_EQ(rl_redis_decide(c.client, &a.k, 1, on_done, nullptr, &r),
+              RL_REDIS_OK);
+    take(c.client, 0);
+
+    feed(c.client, 0, "-MOVED 15495 127.0.0.1:7002\r\n");
+    ASSERT_EQ(c.fake.opened.size(), 2u);
+    std::string out = take(c.client, 1);
+    EXPECT_EQ(count(out, "SCRIPT"), 4u);
+    EXPECT_EQ(count(out, "{a}x"), 1u);
+    /* the map was read a moment ago: not asked again within 100 ms */
+    EXPECT_EQ(count(take(c.client, 0), "CLUSTER"), 0u);
+
+    rl_redis_on_connected(c.client, 1);
+    feed(c.client, 1, sha_reply() + sha_reply() + sha_reply() + sha_reply()
+                      + kAllowed);
+    EXPECT_EQ(done_calls, 1);
+    EXPECT_EQ(a.k.status, RL_REDIS_KEY_DECIDED);
 }
