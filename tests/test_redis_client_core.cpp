@@ -114,8 +114,10 @@ struct Client {
     rl_redis_shared_t                    *shared;
     rl_redis_client_t                    *client = nullptr;
 
+    size_t scripts = 4;
+
     explicit Client(const char *password = nullptr, uint64_t db = 0,
-                    bool cluster = false)
+                    bool cluster = false, const char *heartbeat = nullptr)
     {
         shm.reset(new unsigned char[rl_redis_shared_size() + 8]);
         shared = rl_redis_shared_init(shm.get());
@@ -129,6 +131,13 @@ struct Client {
         cfg.password_len = password ? std::strlen(password) : 0;
         cfg.db = db;
         cfg.cluster = cluster;
+        if (heartbeat) {
+            cfg.heartbeat_key = heartbeat;
+            cfg.heartbeat_key_len = std::strlen(heartbeat);
+            cfg.heartbeat_id = "host:42";
+            cfg.heartbeat_id_len = 7;
+            scripts = 5;
+        }
         cfg.timeout_ms = 100;
         cfg.failure_policy = "z=open";
         cfg.shared = shared;
@@ -145,9 +154,12 @@ struct Client {
     {
         rl_redis_on_connected(client, 0);
         std::string out = take(client, 0);
-        EXPECT_EQ(count(out, "SCRIPT"), 4u) << out;
-        feed(client, 0, sha_reply() + sha_reply() + sha_reply()
-                        + sha_reply());
+        EXPECT_EQ(count(out, "SCRIPT"), scripts) << out;
+        std::string loaded;
+        for (size_t i = 0; i < scripts; i++) {
+            loaded += sha_reply();
+        }
+        feed(client, 0, loaded);
     }
 };
 
@@ -565,4 +577,99 @@ TEST(RedisClientCore, MovedSendsTheOpToTheNewMaster)
                       + kAllowed);
     EXPECT_EQ(done_calls, 1);
     EXPECT_EQ(a.k.status, RL_REDIS_KEY_DECIDED);
+}
+
+
+namespace {
+
+struct Reentrant {
+    rl_redis_client_t    *client;
+    rl_redis_request_t   *victim;
+    rl_redis_key_t       *again;
+    rl_redis_request_t   *again_request = nullptr;
+    int                   again_rc = 0;
+    int                   calls = 0;
+};
+
+
+void
+on_done_reentrant(void *data)
+{
+    auto *r = static_cast<Reentrant *>(data);
+
+    if (r->calls++ == 0) {
+        rl_redis_cancel(r->client, r->victim);
+        r->again_rc = rl_redis_decide(r->client, r->again, 1, on_done,
+                                      nullptr, &r->again_request);
+    }
+}
+
+}  // namespace
+
+
+TEST(RedisClientCore, ACallbackMayCancelAndDecideWhileABatchIsRead)
+{
+    Client c;
+    c.up();
+
+    Key a("p:z:a"), b("p:z:b"), v("p:z:v"), again("p:z:again");
+    rl_redis_request_t *ra, *rb, *rv;
+    Reentrant re{c.client, nullptr, &again.k};
+    done_calls = 0;
+
+    ASSERT_EQ(rl_redis_decide(c.client, &a.k, 1, on_done_reentrant, &re,
+                              &ra), RL_REDIS_OK);
+    ASSERT_EQ(rl_redis_decide(c.client, &b.k, 1, on_done_reentrant, &re,
+                              &rb), RL_REDIS_OK);
+    ASSERT_EQ(rl_redis_decide(c.client, &v.k, 1, on_done_reentrant, &re,
+                              &rv), RL_REDIS_OK);
+    re.victim = rv;
+    rl_redis_on_posted(c.client);
+    take(c.client, 0);
+
+    std::string three;
+    for (int i = 0; i < 3; i++) {
+        three += ":1\r\n:1\r\n:9\r\n:0\r\n:1000\r\n";
+    }
+    feed(c.client, 0, "*15\r\n" + three);
+
+    EXPECT_EQ(re.calls, 2);
+    EXPECT_EQ(re.again_rc, RL_REDIS_OK);
+    EXPECT_EQ(v.k.status, RL_REDIS_KEY_PENDING);
+    EXPECT_EQ(c.fake.posts, 2);
+
+    rl_redis_on_posted(c.client);
+    EXPECT_EQ(count(take(c.client, 0), "p:z:again"), 1u);
+    feed(c.client, 0, kAllowed);
+    EXPECT_EQ(done_calls, 1);
+    EXPECT_EQ(again.k.status, RL_REDIS_KEY_DECIDED);
+}
+
+
+TEST(RedisClientCore, HeartbeatFirstAfter100MsThenEverySecond)
+{
+    Client c(nullptr, 0, false, "p:nodes");
+    c.up();
+
+    EXPECT_EQ(c.fake.timer_ms, 100u);
+    c.fake.now_us += 100000;
+    rl_redis_on_timer(c.client);
+
+    char sha[NGX_HTTP_RATE_LIMIT_SHA1_HEX + 1];
+    size_t len;
+    const char *script = ngx_http_rate_limit_nodes_script(&len);
+    ngx_http_rate_limit_sha1_hex(
+        reinterpret_cast<const unsigned char *>(script), len, sha);
+
+    EXPECT_EQ(take(c.client, 0),
+              std::string("*6\r\n$7\r\nEVALSHA\r\n$40\r\n") + sha
+              + "\r\n$1\r\n1\r\n$7\r\np:nodes\r\n$7\r\nhost:42\r\n"
+                "$4\r\n5000\r\n");
+    feed(c.client, 0, ":3\r\n");
+    EXPECT_EQ(rl_redis_shared_nodes(c.shared), 3u);
+
+    EXPECT_EQ(c.fake.timer_ms, 1000u);
+    c.fake.now_us += 1000000;
+    rl_redis_on_timer(c.client);
+    EXPECT_EQ(count(take(c.client, 0), "p:nodes"), 1u);
 }

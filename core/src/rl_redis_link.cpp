@@ -611,7 +611,7 @@ Client::schedule(Link &link)
 void
 Client::setup(Link &link)
 {
-    size_t at = link.out.end();
+    size_t at = link.out.mark();
 
     try {
         if (!password_.empty()) {
@@ -700,12 +700,11 @@ Client::load_script(Link &link, const char *name)
 }
 
 
-size_t
+/* room for what the command expects, before it is written */
+void
 Client::begin(Link &link)
 {
     link.fifo.reserve_one();
-
-    return link.out.end();
 }
 
 
@@ -793,7 +792,7 @@ Client::queue_internal(Link &link, const char *name, const char *cmd,
         return false;
     }
 
-    size_t at = link.out.end();
+    size_t at = link.out.mark();
 
     try {
         begin(link);
@@ -830,7 +829,7 @@ Client::send_eval_again(Link &link, Expect_kind kind, const char *name,
         return false;
     }
 
-    size_t at = link.out.end();
+    size_t at = link.out.mark();
 
     try {
         begin(link);
@@ -1038,7 +1037,7 @@ Client::probe(Link &link)
         return;
     }
 
-    size_t at = link.out.end();
+    size_t at = link.out.mark();
 
     try {
         begin(link);
@@ -1127,7 +1126,7 @@ Client::heartbeat()
         return;
     }
 
-    size_t at = link->out.end();
+    size_t at = link->out.mark();
 
     try {
         /* what EVAL would take after the script's text, kept for NOSCRIPT */
