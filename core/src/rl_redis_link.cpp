@@ -101,8 +101,10 @@ create_string(const redisReadTask *task, char *str, size_t len)
 }
 
 
+/* the count is an int in hiredis 0.14, a size_t in 1.x */
+template <typename Count>
 void *
-create_array(const redisReadTask *task, int elements)
+create_array(const redisReadTask *task, Count elements)
 {
     size_t n = elements > 0 ? static_cast<size_t>(elements) : 0;
     redisReply *r = reply_object(task, REDIS_REPLY_ARRAY,
@@ -373,8 +375,9 @@ Client::~Client()
     }
 
     while (free_ops_) {
-        std::unique_ptr<Op> drop(free_ops_);
-        free_ops_ = free_ops_->free_next;
+        Op *op = free_ops_;
+        free_ops_ = op->free_next;
+        std::unique_ptr<Op> drop(op);
     }
 }
 
