@@ -6,7 +6,6 @@
 
 #include "rl_redis_client.h"
 
-#include <cstring>
 
 
 namespace rl {

@@ -390,7 +390,6 @@ Client::start(const rl_redis_config_t &config, char *err)
         maps_[1] = std::make_unique<ngx_http_rate_limit_cluster_map_t>();
         map_ = maps_[0].get();
         next_map_ = maps_[1].get();
-        map_->nnodes = 0;
 
         refresh_at_ = now_ + kMapRefreshMs * 1000;
     }
