@@ -673,3 +673,149 @@ TEST(RedisClientCore, HeartbeatFirstAfter100MsThenEverySecond)
     rl_redis_on_timer(c.client);
     EXPECT_EQ(count(take(c.client, 0), "p:nodes"), 1u);
 }
+
+
+namespace {
+
+/* a request of the random walk, alive until its callback or its cancel */
+struct Walk_request {
+    std::vector<Key>             names;
+    std::vector<rl_redis_key_t>  keys;
+    rl_redis_request_t          *handle = nullptr;
+    bool                         over = false;
+};
+
+std::vector<Walk_request *>  walk_live;
+int                          walk_bad_callbacks;
+
+
+void
+walk_done(void *data)
+{
+    auto *r = static_cast<Walk_request *>(data);
+
+    for (const rl_redis_key_t &k : r->keys) {
+        if (k.status == RL_REDIS_KEY_PENDING) {
+            walk_bad_callbacks++;
+        }
+    }
+
+    if (r->over) {
+        walk_bad_callbacks++;
+    }
+
+    r->over = true;
+}
+
+
+void
+random_walk(bool cluster, unsigned seed)
+{
+    Client c(seed % 2 ? "pw" : nullptr, seed % 3, cluster,
+             seed % 2 ? "p:nodes" : nullptr);
+    std::srand(seed);
+    walk_bad_callbacks = 0;
+
+    const char *names[] = { "{a}x", "{b}y", "k1", "{a}z" };
+    const std::string replies[] = {
+        /* mostly what Redis says, now and then what it should not */
+        kAllowed, "*5\r\n:0\r\n:0\r\n:0\r\n:500\r\n:1000\r\n", "+OK\r\n",
+        sha_reply(),
+        "*10\r\n:1\r\n:1\r\n:9\r\n:0\r\n:1000\r\n:1\r\n:1\r\n:9\r\n:0\r\n"
+        ":1000\r\n",
+        "-NOSCRIPT No matching script\r\n", "-ERR busy\r\n",
+        "-MOVED 3300 127.0.0.1:7001\r\n", "-ASK 15495 127.0.0.1:6379\r\n",
+        "*2\r\n*3\r\n:0\r\n:8191\r\n*2\r\n$9\r\n127.0.0.1\r\n:6379\r\n"
+        "*3\r\n:8192\r\n:16383\r\n*2\r\n$9\r\n127.0.0.1\r\n:7001\r\n",
+        ":3\r\n", "x\r\n", "*3\r\n:1\r\n", "$5\r\nab"
+    };
+
+    for (int step = 0; step < 20000; step++) {
+        int what = std::rand() % 100;
+        unsigned link = static_cast<unsigned>(std::rand() % 2);
+
+        if (what < 25) {
+            auto *r = new Walk_request;
+            size_t n = 1 + std::rand() % 3;
+            for (size_t i = 0; i < n; i++) {
+                r->names.emplace_back(names[std::rand() % 4]);
+            }
+            for (Key &k : r->names) {
+                r->keys.push_back(k.k);
+            }
+            if (rl_redis_decide(c.client, r->keys.data(), n, walk_done, r,
+                                &r->handle) == RL_REDIS_OK)
+            {
+                walk_live.push_back(r);
+            } else {
+                for (const rl_redis_key_t &k : r->keys) {
+                    EXPECT_EQ(k.status, RL_REDIS_KEY_FAILED);
+                }
+                delete r;
+            }
+
+        } else if (what < 32 && !walk_live.empty()) {
+            size_t i = std::rand() % walk_live.size();
+            if (!walk_live[i]->over) {
+                rl_redis_cancel(c.client, walk_live[i]->handle);
+                walk_live[i]->over = true;
+            }
+
+        } else if (what < 60) {
+            const std::string &r = replies[std::rand() % 4
+                                           ? std::rand() % 5
+                                           : std::rand() % 14];
+            size_t cut = std::rand() % (r.size() + 1);
+            feed(c.client, link, r.substr(0, cut));
+            feed(c.client, link, r.substr(cut));
+
+        } else if (what < 70) {
+            rl_redis_on_posted(c.client);
+
+        } else if (what < 82) {
+            c.fake.now_us += std::rand() % 300000;
+            rl_redis_on_timer(c.client);
+
+        } else if (what < 83) {
+            rl_redis_on_closed(c.client, link, "Connection reset by peer");
+
+        } else if (what < 92) {
+            rl_redis_on_connected(c.client, link);
+
+        } else {
+            take(c.client, link);
+        }
+
+        for (size_t i = 0; i < walk_live.size(); ) {
+            if (walk_live[i]->over) {
+                delete walk_live[i];
+                walk_live[i] = walk_live.back();
+                walk_live.pop_back();
+            } else {
+                i++;
+            }
+        }
+    }
+
+    EXPECT_EQ(walk_bad_callbacks, 0);
+
+    rl_redis_destroy(c.client);
+    c.client = nullptr;
+
+    for (Walk_request *r : walk_live) {
+        delete r;
+    }
+
+    walk_live.clear();
+}
+
+}  // namespace
+
+
+TEST(RedisClientCore, RandomEventsKeepEveryPromise)
+{
+    for (unsigned seed = 1; seed <= 6; seed++) {
+        random_walk(false, seed);
+        random_walk(true, seed);
+    }
+}
