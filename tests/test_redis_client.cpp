@@ -299,20 +299,44 @@ TEST_F(RedisClient, NoAuthNorSelectWhenNotConfigured)
 }
 
 
-TEST_F(RedisClient, LoadsTheFiveScriptsOnConnect)
+/* the scripts loaded when link 0 connects */
+std::multiset<std::string>
+scripts_loaded(FakeHost &host)
+{
+    std::multiset<std::string> loaded;
+
+    host.connected(0);
+
+    for (const Command &c : host.take(0)) {
+        EXPECT_EQ(c.size(), 3u) << show(c);
+        EXPECT_EQ(c[0], "SCRIPT");
+        EXPECT_EQ(c[1], "LOAD");
+        loaded.insert(c.back());
+    }
+    return loaded;
+}
+
+
+TEST_F(RedisClient, LoadsTheDecisionAndRefundScriptsOnConnect)
 {
     Conf s({6379});
     host.create(s.config);
-    host.connected(0);
 
-    std::multiset<std::string> loaded;
+    std::multiset<std::string> scripts {
+        script_text(ngx_http_rate_limit_script_one),
+        script_text(ngx_http_rate_limit_script),
+        script_text(ngx_http_rate_limit_batch_script),
+        script_text(ngx_http_rate_limit_refund_script)};
 
-    for (const Command &c : host.take(0)) {
-        ASSERT_EQ(c.size(), 3u) << show(c);
-        EXPECT_EQ(c[0], "SCRIPT");
-        EXPECT_EQ(c[1], "LOAD");
-        loaded.insert(c[2]);
-    }
+    EXPECT_TRUE(scripts_loaded(host) == scripts);
+}
+
+
+TEST_F(RedisClient, LoadsTheNodesScriptTooWhenItSendsTheHeartbeat)
+{
+    Conf s({6379});
+    s.heartbeat("rl:nodes", "web1:4242");
+    host.create(s.config);
 
     std::multiset<std::string> scripts {
         script_text(ngx_http_rate_limit_script_one),
@@ -321,7 +345,7 @@ TEST_F(RedisClient, LoadsTheFiveScriptsOnConnect)
         script_text(ngx_http_rate_limit_refund_script),
         script_text(ngx_http_rate_limit_nodes_script)};
 
-    EXPECT_TRUE(loaded == scripts) << loaded.size() << " scripts loaded";
+    EXPECT_TRUE(scripts_loaded(host) == scripts);
 }
 
 
@@ -768,24 +792,31 @@ TEST_F(RedisClient, StallNeedsOneSecondAtLeast)
     Conf s({6379}, 0, 200);
     start(s);
 
-    /* decisions time out every 200 ms, replies owed since the first */
-    for (unsigned i = 0; i < 4; i++) {
-        Request r({"rl:api:" + std::to_string(i)});
-        ASSERT_EQ(r.decide(host.client()), RL_REDIS_OK);
-        host.end_pass();
-        host.take_one(0);
-        host.advance_ms(200);
-        ASSERT_EQ(r.done_calls(), 1u);
-        EXPECT_TRUE(host.link(0).open) << "closed after " << (i + 1) * 200
-                                       << " ms without a reply";
-    }
+    /* replies owed since the first decision, none coming */
+    Request r1({"rl:api:1"});
+    ASSERT_EQ(r1.decide(host.client()), RL_REDIS_OK);
+    host.end_pass();
+    host.take_one(0);
+    host.advance_ms(750);
+    ASSERT_EQ(r1.done_calls(), 1u);
 
-    Request r({"rl:api:last"});
-    ASSERT_EQ(r.decide(host.client()), RL_REDIS_OK);
+    /* its timeout 950 ms after the first was sent: not yet a stall */
+    Request r2({"rl:api:2"});
+    ASSERT_EQ(r2.decide(host.client()), RL_REDIS_OK);
     host.end_pass();
     host.take_one(0);
     host.advance_ms(200);
-    EXPECT_FALSE(host.link(0).open) << "still open after 1000 ms";
+    ASSERT_EQ(r2.done_calls(), 1u);
+    EXPECT_TRUE(host.link(0).open) << "closed after 950 ms without a reply";
+
+    Request r3({"rl:api:3"});
+    ASSERT_EQ(r3.decide(host.client()), RL_REDIS_OK);
+    host.end_pass();
+    host.take_one(0);
+    host.advance_ms(200);
+    ASSERT_EQ(r3.done_calls(), 1u);
+    EXPECT_FALSE(host.link(0).open) << "still open after 1150 ms";
+    EXPECT_EQ(host.count_logs("(no reply for 1150 ms)"), 1u);
 }
 
 
