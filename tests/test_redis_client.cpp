@@ -404,6 +404,47 @@ TEST_F(RedisClient, ConnectTimesOutAfterOneSecond)
 }
 
 
+TEST_F(RedisClient, SelectFailureOpensTheCircuit)
+{
+    Conf s({6379});
+    s.config.db = 99;
+    host.create(s.config);
+    host.connected(0);
+    ASSERT_EQ(host.take_one(0), (Command {"SELECT", "99"}));
+
+    host.reply(0, resp::error("ERR DB index is out of range"));
+    EXPECT_FALSE(host.link(0).open);
+    EXPECT_EQ(host.count_logs(opened_line(
+                  "127.0.0.1:6379",
+                  "SELECT failed: ERR DB index is out of range", 1)), 1u);
+}
+
+
+TEST_F(RedisClient, OpenFailingAtOnceIsAHardFailure)
+{
+    Conf s({6379});
+    host.link(0).fail_open = "Connection refused";
+    host.create(s.config);
+
+    EXPECT_EQ(host.link(0).opens, 1u);
+    EXPECT_FALSE(host.link(0).open);
+    EXPECT_EQ(host.count_logs(opened_line("127.0.0.1:6379",
+                                          "Connection refused", 1)), 1u);
+
+    Request r({"rl:api:1.2.3.4"});
+    EXPECT_EQ(r.decide(host.client()), RL_REDIS_ERROR);
+    EXPECT_EQ(r.key(0).status, RL_REDIS_KEY_FAILED);
+
+    host.link(0).fail_open.clear();
+    host.advance_ms(49);
+    EXPECT_EQ(host.link(0).opens, 1u);
+    host.advance_ms(1);
+    EXPECT_EQ(host.link(0).opens, 2u);
+    host.bring_up(0);
+    EXPECT_FALSE(circuit().open);
+}
+
+
 /* ---- decisions ---- */
 
 TEST_F(RedisClient, OneKeyDecisionAnsweredLater)
@@ -963,6 +1004,53 @@ TEST_F(RedisClient, TwoWorkersShareOneCircuit)
 }
 
 
+TEST_F(RedisClient, ProbeNoscriptLoadsTheScriptsAgain)
+{
+    Conf s({6379});
+    start(s);
+    soft_failures(5);
+    ASSERT_TRUE(circuit().open);
+
+    host.advance_ms(100);
+    ASSERT_EQ(host.take_one(0), probe());
+    host.reply(0, resp::error(noscript));
+
+    std::vector<Command> cs = host.take(0);
+    EXPECT_GE(only(cs, "SCRIPT").size(), 3u) << show(cs);
+    EXPECT_EQ(cs.size(), only(cs, "SCRIPT").size()) << show(cs);
+    EXPECT_TRUE(circuit().open);
+
+    /* a failed probe: the next one 200 ms later */
+    std::string answers;
+    for (size_t i = 0; i < cs.size(); i++) {
+        answers += resp::bulk("x");
+    }
+    host.reply(0, answers);
+    EXPECT_TRUE(circuit().open) << "a load after NOSCRIPT proves nothing";
+    host.advance_ms(199);
+    EXPECT_TRUE(host.take(0).empty());
+    host.advance_ms(1);
+    EXPECT_EQ(host.take_one(0), probe());
+}
+
+
+TEST_F(RedisClient, ProbeTimesOutAsAFailedProbe)
+{
+    Conf s({6379}, 0, 150);
+    start(s);
+    soft_failures(5);
+
+    host.advance_ms(100);
+    ASSERT_EQ(host.take_one(0), probe());
+    /* no answer: at 150 ms it failed, and the next waits 200 ms */
+    host.advance_ms(300);
+    EXPECT_TRUE(host.take(0).empty());
+    EXPECT_TRUE(circuit().open);
+    host.advance_ms(100);
+    EXPECT_EQ(host.take_one(0), probe());
+}
+
+
 /* ---- cancel, closes ---- */
 
 TEST_F(RedisClient, CancelMidFlight)
@@ -1205,6 +1293,32 @@ TEST_F(RedisClient, HeartbeatCadence)
 }
 
 
+TEST_F(RedisClient, NoHeartbeatWhileTheCircuitIsOpen)
+{
+    Conf s({6379});
+    s.heartbeat("rl:nodes", "web1:4242");
+    start(s);
+    soft_failures(5);
+    ASSERT_TRUE(circuit().open);
+
+    /* two seconds of probes, each failing, and no heartbeat among them */
+    unsigned probes = 0;
+
+    for (unsigned step = 0; step < 20; step++) {
+        host.advance_ms(100);
+
+        for (const Command &c : host.take(0)) {
+            ASSERT_EQ(c, probe());
+            probes++;
+            host.reply(0, resp::error("ERR down"));
+        }
+    }
+
+    EXPECT_GE(probes, 3u);
+    EXPECT_TRUE(circuit().open);
+}
+
+
 TEST_F(RedisClient, NoHeartbeatWithoutItsKey)
 {
     Conf s({6379});
@@ -1216,6 +1330,20 @@ TEST_F(RedisClient, NoHeartbeatWithoutItsKey)
 
 
 /* ---- cluster ---- */
+
+TEST_F(RedisClient, ClusterKeysFailAtOnceBeforeTheMap)
+{
+    Conf s({7000}, 1);
+    host.create(s.config);
+    host.connected(0);
+
+    Request r({"rl:api:1.2.3.4"});
+    EXPECT_EQ(r.decide(host.client()), RL_REDIS_ERROR);
+    EXPECT_EQ(r.key(0).status, RL_REDIS_KEY_FAILED);
+    host.end_pass();
+    EXPECT_EQ(r.done_calls(), 0u);
+}
+
 
 class RedisCluster : public RedisClient {
 protected:
@@ -1302,6 +1430,40 @@ protected:
         return all;
     }
 };
+
+
+TEST_F(RedisCluster, MovedToANewNodeOpensItsLink)
+{
+    std::string k = key_in(0, 8191);
+    Request r({k});
+
+    ASSERT_EQ(r.decide(host.client()), RL_REDIS_OK);
+    host.end_pass();
+    Command sent = host.take_one(l7000);
+    host.reply(l7000, resp::error("MOVED " + std::to_string(slot(k))
+                                  + " 127.0.0.1:7002"));
+
+    int l = link_of(7002);
+    ASSERT_GE(l, 0) << "no link opened to the node MOVED named";
+    EXPECT_EQ(host.link(l).endpoint.address, "127.0.0.1:7002");
+    EXPECT_EQ(r.done_calls(), 0u);
+
+    /* once connected, the scripts and then the decision */
+    host.connected(l);
+    std::vector<Command> cs = host.take(l);
+    ASSERT_FALSE(cs.empty());
+    EXPECT_EQ(cs.front()[0], "SCRIPT");
+    ASSERT_EQ(only(cs, "EVALSHA"), std::vector<Command> {sent}) << show(cs);
+
+    std::string answers;
+    for (const Command &c : cs) {
+        answers += c[0] == "SCRIPT" ? resp::bulk("x")
+                                    : resp::decision({allowed(7)});
+    }
+    host.reply(l, answers);
+    ASSERT_EQ(r.done_calls(), 1u);
+    EXPECT_EQ(r.key(0).decision.remaining, 7u);
+}
 
 
 TEST_F(RedisCluster, KeysGoToTheMasterOfTheirSlot)
