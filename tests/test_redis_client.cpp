@@ -1115,6 +1115,73 @@ TEST_F(RedisClient, CancelThenTheLinkCloses)
 }
 
 
+TEST_F(RedisClient, CancelOneOfABatchInFlight)
+{
+    Conf s({6379});
+    start(s);
+
+    Request a({"rl:api:a"}), b({"rl:api:b"});
+    a.decide(host.client());
+    b.decide(host.client());
+    host.end_pass();
+    ASSERT_EQ(host.take_one(0)[1], batch_sha());
+    a.cancel(host.client());
+
+    host.reply(0, resp::batch({{allowed(1)}, {allowed(2)}}));
+    EXPECT_EQ(a.done_calls(), 0u);
+    ASSERT_EQ(b.done_calls(), 1u);
+    EXPECT_EQ(b.key(0).decision.remaining, 2u);
+}
+
+
+/* what waits for AUTH is dropped when its request is over; without
+ * AUTH nor SELECT, the C client queued it at once, as this one does */
+TEST_F(RedisClient, DecisionWaitingForAuthTimesOutAndIsNotSentLater)
+{
+    Conf s({6379}, 0, 200);
+    s.auth("s3cret");
+    host.create(s.config);
+
+    Request r({"rl:api:1.2.3.4"});
+    ASSERT_EQ(r.decide(host.client()), RL_REDIS_OK);
+    host.end_pass();
+    host.advance_ms(199);
+    EXPECT_EQ(r.done_calls(), 0u);
+    host.advance_ms(1);
+    ASSERT_EQ(r.done_calls(), 1u);
+    EXPECT_EQ(r.key(0).status, RL_REDIS_KEY_FAILED);
+
+    host.advance_ms(100);
+    host.connected(0);
+    ASSERT_EQ(host.take_one(0), (Command {"AUTH", "s3cret"}));
+    host.reply(0, resp::ok());
+    std::vector<Command> cs = host.take(0);
+    EXPECT_FALSE(only(cs, "SCRIPT").empty()) << show(cs);
+    EXPECT_TRUE(only(cs, "EVALSHA").empty()) << show(cs);
+}
+
+
+TEST_F(RedisClient, ScriptLoadErrorIsLogged)
+{
+    Conf s({6379});
+    host.create(s.config);
+    host.connected(0);
+    std::vector<Command> cs = host.take(0);
+    ASSERT_FALSE(cs.empty());
+
+    std::string answers = resp::error("ERR script too big");
+    for (size_t i = 1; i < cs.size(); i++) {
+        answers += resp::bulk("x");
+    }
+    host.reply(0, answers);
+
+    EXPECT_EQ(host.count_logs("rate_limit_redis \"127.0.0.1:6379\": SCRIPT "
+                              "LOAD failed: ERR script too big",
+                              RL_REDIS_LOG_ERR), 1u);
+    EXPECT_TRUE(host.link(0).open);
+}
+
+
 TEST_F(RedisClient, PeerClosesWithAPartialReply)
 {
     Conf s({6379});
@@ -1316,6 +1383,28 @@ TEST_F(RedisClient, NoHeartbeatWhileTheCircuitIsOpen)
 
     EXPECT_GE(probes, 3u);
     EXPECT_TRUE(circuit().open);
+}
+
+
+TEST_F(RedisClient, HeartbeatResumesOnTheNextConnection)
+{
+    Conf s({6379}, 0, 1500);
+    s.heartbeat("rl:nodes", "web1:4242");
+    start(s);
+
+    host.advance_ms(100);
+    ASSERT_EQ(host.take_one(0)[1], nodes_sha());
+
+    /* the beat is lost with its connection, and not waited for */
+    host.peer_closed(0);
+    host.advance_ms(50);
+    ASSERT_EQ(host.link(0).opens, 2u);
+    host.bring_up(0);
+
+    host.advance_ms(950);
+    std::vector<Command> cs = host.take(0);
+    ASSERT_EQ(cs.size(), 1u) << show(cs);
+    EXPECT_EQ(cs[0][1], nodes_sha());
 }
 
 
@@ -1644,6 +1733,103 @@ TEST_F(RedisCluster, NoRefundWhenAllAllow)
     host.reply(l7001, resp::decision({allowed()}));
     ASSERT_EQ(r.done_calls(), 1u);
     EXPECT_TRUE(take_all().empty());
+}
+
+
+TEST_F(RedisCluster, NoRefundWhenTheOtherKeyFailed)
+{
+    Request r({key_in(0, 8191), key_in(8192, 16383)});
+
+    ASSERT_EQ(r.decide(host.client()), RL_REDIS_OK);
+    host.end_pass();
+    host.take_one(l7000);
+    host.take_one(l7001);
+    host.reply(l7000, resp::decision({allowed()}));
+    host.reply(l7001, resp::error("ERR boom"));
+    ASSERT_EQ(r.done_calls(), 1u);
+    EXPECT_EQ(r.key(0).status, RL_REDIS_KEY_DECIDED);
+    EXPECT_EQ(r.key(1).status, RL_REDIS_KEY_FAILED);
+    EXPECT_TRUE(take_all().empty());
+}
+
+
+TEST_F(RedisCluster, EachMasterHasItsOwnCircuit)
+{
+    host.peer_closed(l7001);
+    ASSERT_EQ(rl_redis_shared_circuits(memory.shared()), 2u);
+    EXPECT_EQ(host.count_logs(opened_line("127.0.0.1:7001",
+                                          "Server closed the connection",
+                                          1)), 1u);
+
+    Request high({key_in(8192, 16383)}), low({key_in(0, 8191)});
+    EXPECT_EQ(high.decide(host.client()), RL_REDIS_ERROR);
+    EXPECT_EQ(low.decide(host.client()), RL_REDIS_OK);
+    host.end_pass();
+    EXPECT_EQ(only(host.take(l7000), "EVALSHA").size(), 1u);
+}
+
+
+TEST_F(RedisCluster, LostMasterAsksForTheMap)
+{
+    host.advance_ms(200);
+    host.peer_closed(l7001);
+    std::vector<Command> cs = host.take(l7000);
+    EXPECT_EQ(only(cs, "CLUSTER").size(), 1u) << show(cs);
+}
+
+
+TEST_F(RedisCluster, MapWithoutANodeRetiresItsLink)
+{
+    host.advance_ms(200);
+    std::string k = key_in(8192, 16383);
+    Request r({k});
+    ASSERT_EQ(r.decide(host.client()), RL_REDIS_OK);
+    host.end_pass();
+    host.take_one(l7001);
+
+    /* 7000 took every slot: MOVED, and the new map has no 7001 */
+    host.reply(l7001, resp::error("MOVED " + std::to_string(slot(k))
+                                  + " 127.0.0.1:7000"));
+    std::vector<Command> cs = host.take(l7000);
+    ASSERT_EQ(only(cs, "CLUSTER").size(), 1u) << show(cs);
+    ASSERT_EQ(only(cs, "EVALSHA").size(), 1u) << show(cs);
+    std::string answers;
+    for (const Command &c : cs) {
+        answers += c[0] == "CLUSTER"
+                   ? resp::cluster_slots({{0, 16383, "127.0.0.1", 7000}})
+                   : resp::decision({allowed()});
+    }
+    host.reply(l7000, answers);
+    ASSERT_EQ(r.done_calls(), 1u);
+    EXPECT_EQ(r.key(0).status, RL_REDIS_KEY_DECIDED);
+
+    EXPECT_FALSE(host.link(l7001).open);
+    EXPECT_EQ(host.link(l7001).closes, 1u);
+    unsigned opens = host.link(l7001).opens;
+    host.advance_ms(3000);
+    EXPECT_EQ(host.link(l7001).opens, opens) << "a retired link reconnects";
+
+    Request r2({k});
+    ASSERT_EQ(r2.decide(host.client()), RL_REDIS_OK);
+    host.end_pass();
+    EXPECT_EQ(host.take_one(l7000), evalsha(one_sha(), r2));
+}
+
+
+TEST_F(RedisCluster, SlotsErrorLoggedOnce)
+{
+    for (unsigned i = 0; i < 2; i++) {
+        host.advance_ms(10000);
+        std::vector<Command> on7000 = host.take(l7000);
+        std::vector<Command> on7001 = host.take(l7001);
+        ASSERT_EQ(only(on7000, "CLUSTER").size()
+                  + only(on7001, "CLUSTER").size(), 1u) << i;
+        host.reply(only(on7000, "CLUSTER").empty() ? l7001 : l7000,
+                   resp::error("ERR cluster support disabled"));
+    }
+
+    EXPECT_EQ(host.count_logs(": CLUSTER SLOTS failed: ERR cluster support "
+                              "disabled", RL_REDIS_LOG_ERR), 1u);
 }
 
 
