@@ -642,6 +642,11 @@ Request::done_cb(void *data)
         r->inside_ = true;
     }
     r->done_++;
+    r->handle_ = nullptr;
+
+    if (r->on_done) {
+        r->on_done();
+    }
 }
 
 

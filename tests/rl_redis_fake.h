@@ -22,6 +22,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <string>
@@ -290,6 +291,10 @@ public:
     unsigned done_calls() const { return done_; }
     bool done_inside_decide() const { return inside_; }
     rl_redis_request_t *handle() const { return handle_; }
+
+    /* runs in the callback, after it is counted: what a resumed request
+     * does next (ask again, cancel another) */
+    std::function<void()>  on_done;
 
     /* the texts sent for key i, to compare with a command's arguments */
     const Key &text(size_t i) const { return *texts_.at(i); }

@@ -1182,6 +1182,72 @@ TEST_F(RedisClient, ScriptLoadErrorIsLogged)
 }
 
 
+TEST_F(RedisClient, CallbackAsksAgain)
+{
+    Conf s({6379});
+    start(s);
+
+    Request a({"rl:api:a"}), b({"rl:api:b"});
+    a.on_done = [&] { EXPECT_EQ(b.decide(host.client()), RL_REDIS_OK); };
+    ASSERT_EQ(a.decide(host.client()), RL_REDIS_OK);
+    host.end_pass();
+    host.take_one(0);
+    host.reply(0, resp::decision({allowed()}));
+    ASSERT_EQ(a.done_calls(), 1u);
+    EXPECT_EQ(b.done_calls(), 0u);
+
+    EXPECT_EQ(host.take_one(0), evalsha(one_sha(), b));
+    host.reply(0, resp::decision({allowed(4)}));
+    ASSERT_EQ(b.done_calls(), 1u);
+    EXPECT_EQ(b.key(0).decision.remaining, 4u);
+}
+
+
+TEST_F(RedisClient, CallbackCancelsTheNextOfItsBatch)
+{
+    Conf s({6379});
+    start(s);
+
+    Request a({"rl:api:a"}), b({"rl:api:b"}), c({"rl:api:c"});
+    a.on_done = [&] { b.cancel(host.client()); };
+    a.decide(host.client());
+    b.decide(host.client());
+    c.decide(host.client());
+    host.end_pass();
+    ASSERT_EQ(host.take_one(0)[1], batch_sha());
+
+    host.reply(0, resp::batch({{allowed(1)}, {allowed(2)}, {allowed(3)}}));
+    EXPECT_EQ(a.done_calls(), 1u);
+    EXPECT_EQ(b.done_calls(), 0u);
+    ASSERT_EQ(c.done_calls(), 1u);
+    EXPECT_EQ(c.key(0).decision.remaining, 3u);
+}
+
+
+TEST_F(RedisClient, BatchTimesOutAndItsLateReplyIsDropped)
+{
+    Conf s({6379}, 0, 200);
+    start(s);
+
+    Request a({"rl:api:a"}), b({"rl:api:b"});
+    a.decide(host.client());
+    b.decide(host.client());
+    host.end_pass();
+    ASSERT_EQ(host.take_one(0)[1], batch_sha());
+
+    host.advance_ms(200);
+    ASSERT_EQ(a.done_calls(), 1u);
+    ASSERT_EQ(b.done_calls(), 1u);
+    EXPECT_EQ(a.key(0).status, RL_REDIS_KEY_FAILED);
+    EXPECT_EQ(b.key(0).status, RL_REDIS_KEY_FAILED);
+
+    host.reply(0, resp::batch({{allowed(1)}, {allowed(2)}}));
+    EXPECT_EQ(a.done_calls(), 1u);
+    EXPECT_EQ(b.done_calls(), 1u);
+    EXPECT_EQ(a.key(0).status, RL_REDIS_KEY_FAILED);
+}
+
+
 TEST_F(RedisClient, PeerClosesWithAPartialReply)
 {
     Conf s({6379});
@@ -1830,6 +1896,51 @@ TEST_F(RedisCluster, SlotsErrorLoggedOnce)
 
     EXPECT_EQ(host.count_logs(": CLUSTER SLOTS failed: ERR cluster support "
                               "disabled", RL_REDIS_LOG_ERR), 1u);
+}
+
+
+TEST_F(RedisCluster, CancelAfterOneMasterAnswered)
+{
+    Request r({key_in(0, 8191), key_in(8192, 16383)});
+
+    ASSERT_EQ(r.decide(host.client()), RL_REDIS_OK);
+    host.end_pass();
+    host.take_one(l7000);
+    host.take_one(l7001);
+    host.reply(l7000, resp::decision({allowed()}));
+    r.cancel(host.client());
+    host.reply(l7001, resp::decision({rejected()}));
+
+    EXPECT_EQ(r.done_calls(), 0u);
+    EXPECT_TRUE(take_all().empty());
+}
+
+
+TEST_F(RedisCluster, HeartbeatGoesToTheMasterOfItsKey)
+{
+    FakeHost beating(clock, memory);
+    Conf c({7000}, 1, 1500);
+    /* a key that the map puts on 7001 */
+    std::string k = key_in(8192, 16383);
+    c.heartbeat(k, "web1:4242");
+    beating.create(c.config);
+    beating.bring_up(0, two_masters());
+
+    int l = -1;
+    for (unsigned i = 0; i < RL_REDIS_ADDRESSES; i++) {
+        if (beating.link(i).open && beating.link(i).endpoint.port == 7001) {
+            l = int(i);
+        }
+    }
+    ASSERT_GE(l, 0);
+    beating.bring_up(unsigned(l), two_masters());
+
+    beating.advance_ms(100);
+    EXPECT_TRUE(only(beating.take(0), "EVALSHA").empty());
+    std::vector<Command> cs = beating.take(unsigned(l));
+    ASSERT_EQ(cs.size(), 1u) << show(cs);
+    EXPECT_EQ(cs[0], (Command {"EVALSHA", nodes_sha(), "1", k, "web1:4242",
+                               "5000"}));
 }
 
 
