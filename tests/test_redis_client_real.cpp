@@ -1144,4 +1144,78 @@ TEST_F(RealCluster, AMovedSlotIsFollowedAndTheMapRefreshed)
     EXPECT_EQ(errors(0, "MOVED"), moved + 1) << "the map was not refreshed";
 }
 
+/*
+ * A failover (CLUSTER FAILOVER on a replica of node 2): the old master
+ * answers MOVED, the client follows to the new one, which it was never
+ * told of, and decides on the replicated state.  The roles are swapped
+ * back at the end, for the tests after it.
+ */
+TEST_F(RealCluster, AFailoverIsFollowed)
+{
+    RedisOptions options;
+    options.cluster = true;
+    std::unique_ptr<RedisServer> replica =
+        RedisServer::start(runnable_redis_server(), options);
+    ASSERT_TRUE(replica);
+    Context to_replica = replica->connect();
+    ASSERT_TRUE(to_replica);
+    command(nodes_[0].context.get(),
+            { "CLUSTER", "MEET", "127.0.0.1", std::to_string(replica->port()),
+              std::to_string(replica->bus_port()) });
+
+    /* it must know node 2 before it can replicate it */
+    auto replicating = [&] {
+        Reply info = command(to_replica.get(), { "INFO", "replication" });
+        return info && info->type == REDIS_REPLY_STRING
+               && std::strstr(info->str, "master_link_status:up") != nullptr;
+    };
+    const uint64_t deadline = PollHost::monotonic_us() + 10000000;
+    while (!replicating() && PollHost::monotonic_us() < deadline) {
+        command(to_replica.get(), { "CLUSTER", "REPLICATE", nodes_[2].id });
+        usleep(100000);
+    }
+    ASSERT_TRUE(replicating()) << "the replica never syncs";
+
+    auto client = ready_client();
+    ASSERT_TRUE(client->ok());
+    const std::string key = key_on(2, "failover");
+    RequestPtr before = client->decide({ { key } });
+    ASSERT_TRUE(before->all_decided());
+    command(nodes_[2].context.get(), { "WAIT", "1", "2000" });
+
+    /* until node is a master and the others send key's slot to it */
+    auto serves = [&](redisContext *node, int port) {
+        Reply role = command(node, { "ROLE" });
+        if (!role || role->type != REDIS_REPLY_ARRAY || role->elements == 0
+            || std::string(role->element[0]->str) != "master")
+        {
+            return false;
+        }
+        for (size_t i = 0; i < 2; i++) {
+            Reply moved = command(nodes_[i].context.get(), { "EXISTS", key });
+            if (!moved || moved->type != REDIS_REPLY_ERROR
+                || std::string(moved->str).find(":" + std::to_string(port))
+                   == std::string::npos)
+            {
+                return false;
+            }
+        }
+        return true;
+    };
+    command(to_replica.get(), { "CLUSTER", "FAILOVER" });
+    ASSERT_TRUE(client->host.run_until([&] {
+        return serves(to_replica.get(), replica->port());
+    }, 10000)) << "the failover does not complete";
+
+    RequestPtr after = client->decide_eventually({ { key } }, 3000);
+    ASSERT_TRUE(after->all_decided());
+    EXPECT_EQ(after->key(0).decision.remaining, 1u)
+        << "not decided on the replicated state";
+
+    command(nodes_[2].context.get(), { "CLUSTER", "FAILOVER" });
+    ASSERT_TRUE(client->host.run_until([&] {
+        return serves(nodes_[2].context.get(), nodes_[2].server->port());
+    }, 10000)) << "the roles are not swapped back";
+}
+
 } // namespace
