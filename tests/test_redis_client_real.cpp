@@ -605,12 +605,27 @@ TEST_F(RealRedis, AFrozenServerFailsByTimeoutOpensTheCircuitAndRecovers)
     EXPECT_GE(waited_ms, 280u) << "failed before its timeout";
     EXPECT_LT(waited_ms, 1000u) << "failed long after its timeout";
 
-    /* no reply for a second or so: the link is closed, the circuit opens */
+    /*
+     * Traffic, a request every 100 ms: timeouts in a row open the
+     * circuit; with replies owed for a second, the link is closed.
+     */
+    std::vector<RequestPtr> traffic;
     ASSERT_TRUE(client->host.run_until([&] {
-        return client->circuit_open();
-    }, 4000)) << "the circuit stays closed";
-    EXPECT_GT(client->host.link(0).closes, closes)
-        << "the stall detector did not close the link";
+        if (client->circuit_open()) {
+            return true;
+        }
+        traffic.push_back(std::make_unique<Request>(std::vector<Limit> {
+            { "rl:z:frozen" } }));
+        traffic.back()->start(client->get());
+        client->host.run_for(100);
+        return false;
+    }, 3000)) << "the circuit stays closed";
+    EXPECT_TRUE(client->host.run_until([&] {
+        return client->host.link(0).closes > closes;
+    }, 3000)) << "the stall detector did not close the link";
+    for (const RequestPtr &request : traffic) {
+        EXPECT_TRUE(request->all_failed());
+    }
     EXPECT_EQ(client->circuit().opened, 1u);
     EXPECT_FALSE(client->circuit().up);
 
@@ -1129,6 +1144,8 @@ TEST_F(RealCluster, AMovedSlotIsFollowedAndTheMapRefreshed)
     }
     ASSERT_EQ(holds(2, key), 1);
     const long long moved = errors(0, "MOVED");
+    /* a map asked for less than 100 ms ago is not asked again */
+    client->host.run_for(150);
 
     RequestPtr redirected = client->decide({ { key } });
     ASSERT_TRUE(redirected->all_decided());
@@ -1159,22 +1176,57 @@ TEST_F(RealCluster, AFailoverIsFollowed)
     ASSERT_TRUE(replica);
     Context to_replica = replica->connect();
     ASSERT_TRUE(to_replica);
+    /* its first sync at once, not after the 5 s of the default */
+    command(nodes_[2].context.get(),
+            { "CONFIG", "SET", "repl-diskless-sync-delay", "0" });
     command(nodes_[0].context.get(),
             { "CLUSTER", "MEET", "127.0.0.1", std::to_string(replica->port()),
               std::to_string(replica->bus_port()) });
 
-    /* it must know node 2 before it can replicate it */
-    auto replicating = [&] {
-        Reply info = command(to_replica.get(), { "INFO", "replication" });
-        return info && info->type == REDIS_REPLY_STRING
-               && std::strstr(info->str, "master_link_status:up") != nullptr;
+    Reply replica_id = command(to_replica.get(), { "CLUSTER", "MYID" });
+    ASSERT_TRUE(replica_id && replica_id->type == REDIS_REPLY_STRING);
+    const std::string replica_name = replica_id->str;
+
+    /*
+     * A manual failover needs the replica in sync, and the votes of the
+     * masters, which must know it as the replica of its master.
+     */
+    auto may_fail_over = [&](redisContext *replica_of, const std::string &id,
+                             const std::string &master_id) {
+        Reply info = command(replica_of, { "INFO", "replication" });
+        if (!info || info->type != REDIS_REPLY_STRING
+            || std::strstr(info->str, "master_link_status:up") == nullptr)
+        {
+            return false;
+        }
+        for (size_t i = 0; i < 2; i++) {
+            Reply nodes = command(nodes_[i].context.get(),
+                                  { "CLUSTER", "NODES" });
+            if (!nodes || nodes->type != REDIS_REPLY_STRING) {
+                return false;
+            }
+            const std::string text(nodes->str, nodes->len);
+            const size_t line = text.find(id);
+            if (line == std::string::npos
+                || text.find(" slave " + master_id, line)
+                   > text.find('\n', line))
+            {
+                return false;
+            }
+        }
+        return true;
     };
+
+    /* it must know node 2 before it can replicate it */
     const uint64_t deadline = PollHost::monotonic_us() + 10000000;
-    while (!replicating() && PollHost::monotonic_us() < deadline) {
+    while (!may_fail_over(to_replica.get(), replica_name, nodes_[2].id)
+           && PollHost::monotonic_us() < deadline)
+    {
         command(to_replica.get(), { "CLUSTER", "REPLICATE", nodes_[2].id });
         usleep(100000);
     }
-    ASSERT_TRUE(replicating()) << "the replica never syncs";
+    ASSERT_TRUE(may_fail_over(to_replica.get(), replica_name, nodes_[2].id))
+        << "the replica never syncs";
 
     auto client = ready_client();
     ASSERT_TRUE(client->ok());
@@ -1202,8 +1254,13 @@ TEST_F(RealCluster, AFailoverIsFollowed)
         }
         return true;
     };
-    command(to_replica.get(), { "CLUSTER", "FAILOVER" });
+    /* a manual failover that loses its election is asked again */
+    uint64_t asked_at = 0;
     ASSERT_TRUE(client->host.run_until([&] {
+        if (PollHost::monotonic_us() - asked_at > 3000000) {
+            command(to_replica.get(), { "CLUSTER", "FAILOVER" });
+            asked_at = PollHost::monotonic_us();
+        }
         return serves(to_replica.get(), replica->port());
     }, 10000)) << "the failover does not complete";
 
@@ -1212,7 +1269,12 @@ TEST_F(RealCluster, AFailoverIsFollowed)
     EXPECT_EQ(after->key(0).decision.remaining, 1u)
         << "not decided on the replicated state";
 
-    command(nodes_[2].context.get(), { "CLUSTER", "FAILOVER" });
+    ASSERT_TRUE(client->host.run_until([&] {
+        return may_fail_over(nodes_[2].context.get(), nodes_[2].id,
+                             replica_name);
+    }, 10000)) << "the old master never syncs with the new one";
+    /* no election this time: the clean-up need not wait for votes */
+    command(nodes_[2].context.get(), { "CLUSTER", "FAILOVER", "TAKEOVER" });
     ASSERT_TRUE(client->host.run_until([&] {
         return serves(nodes_[2].context.get(), nodes_[2].server->port());
     }, 10000)) << "the roles are not swapped back";
