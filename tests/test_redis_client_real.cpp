@@ -786,6 +786,8 @@ TEST_F(RealRedis, ACancelledRequestIsNeverCalledBack)
         { "rl:z:late" } });
     ASSERT_EQ(late->start(client->get()), RL_REDIS_OK);
     client->host.run_for(100);
+    /* a request waits: a graceful shutdown must wait for the timer */
+    EXPECT_TRUE(client->host.timer_armed() && client->host.timer_holds());
     late->cancel(client->get());
     /* past its timeout, then its reply */
     client->host.run_for(500);
