@@ -114,8 +114,10 @@ struct Client {
     rl_redis_shared_t                    *shared;
     rl_redis_client_t                    *client = nullptr;
 
+    size_t scripts = 4;
+
     explicit Client(const char *password = nullptr, uint64_t db = 0,
-                    bool cluster = false)
+                    bool cluster = false, const char *heartbeat = nullptr)
     {
         shm.reset(new unsigned char[rl_redis_shared_size() + 8]);
         shared = rl_redis_shared_init(shm.get());
@@ -129,6 +131,13 @@ struct Client {
         cfg.password_len = password ? std::strlen(password) : 0;
         cfg.db = db;
         cfg.cluster = cluster;
+        if (heartbeat) {
+            cfg.heartbeat_key = heartbeat;
+            cfg.heartbeat_key_len = std::strlen(heartbeat);
+            cfg.heartbeat_id = "host:42";
+            cfg.heartbeat_id_len = 7;
+            scripts = 5;
+        }
         cfg.timeout_ms = 100;
         cfg.failure_policy = "z=open";
         cfg.shared = shared;
@@ -145,9 +154,12 @@ struct Client {
     {
         rl_redis_on_connected(client, 0);
         std::string out = take(client, 0);
-        EXPECT_EQ(count(out, "SCRIPT"), 4u) << out;
-        feed(client, 0, sha_reply() + sha_reply() + sha_reply()
-                        + sha_reply());
+        EXPECT_EQ(count(out, "SCRIPT"), scripts) << out;
+        std::string loaded;
+        for (size_t i = 0; i < scripts; i++) {
+            loaded += sha_reply();
+        }
+        feed(client, 0, loaded);
     }
 };
 
@@ -565,4 +577,245 @@ TEST(RedisClientCore, MovedSendsTheOpToTheNewMaster)
                       + kAllowed);
     EXPECT_EQ(done_calls, 1);
     EXPECT_EQ(a.k.status, RL_REDIS_KEY_DECIDED);
+}
+
+
+namespace {
+
+struct Reentrant {
+    rl_redis_client_t    *client;
+    rl_redis_request_t   *victim;
+    rl_redis_key_t       *again;
+    rl_redis_request_t   *again_request = nullptr;
+    int                   again_rc = 0;
+    int                   calls = 0;
+};
+
+
+void
+on_done_reentrant(void *data)
+{
+    auto *r = static_cast<Reentrant *>(data);
+
+    if (r->calls++ == 0) {
+        rl_redis_cancel(r->client, r->victim);
+        r->again_rc = rl_redis_decide(r->client, r->again, 1, on_done,
+                                      nullptr, &r->again_request);
+    }
+}
+
+}  // namespace
+
+
+TEST(RedisClientCore, ACallbackMayCancelAndDecideWhileABatchIsRead)
+{
+    Client c;
+    c.up();
+
+    Key a("p:z:a"), b("p:z:b"), v("p:z:v"), again("p:z:again");
+    rl_redis_request_t *ra, *rb, *rv;
+    Reentrant re{c.client, nullptr, &again.k};
+    done_calls = 0;
+
+    ASSERT_EQ(rl_redis_decide(c.client, &a.k, 1, on_done_reentrant, &re,
+                              &ra), RL_REDIS_OK);
+    ASSERT_EQ(rl_redis_decide(c.client, &b.k, 1, on_done_reentrant, &re,
+                              &rb), RL_REDIS_OK);
+    ASSERT_EQ(rl_redis_decide(c.client, &v.k, 1, on_done_reentrant, &re,
+                              &rv), RL_REDIS_OK);
+    re.victim = rv;
+    rl_redis_on_posted(c.client);
+    take(c.client, 0);
+
+    std::string three;
+    for (int i = 0; i < 3; i++) {
+        three += ":1\r\n:1\r\n:9\r\n:0\r\n:1000\r\n";
+    }
+    feed(c.client, 0, "*15\r\n" + three);
+
+    EXPECT_EQ(re.calls, 2);
+    EXPECT_EQ(re.again_rc, RL_REDIS_OK);
+    EXPECT_EQ(v.k.status, RL_REDIS_KEY_PENDING);
+    EXPECT_EQ(c.fake.posts, 2);
+
+    rl_redis_on_posted(c.client);
+    EXPECT_EQ(count(take(c.client, 0), "p:z:again"), 1u);
+    feed(c.client, 0, kAllowed);
+    EXPECT_EQ(done_calls, 1);
+    EXPECT_EQ(again.k.status, RL_REDIS_KEY_DECIDED);
+}
+
+
+TEST(RedisClientCore, HeartbeatFirstAfter100MsThenEverySecond)
+{
+    Client c(nullptr, 0, false, "p:nodes");
+    c.up();
+
+    EXPECT_EQ(c.fake.timer_ms, 100u);
+    c.fake.now_us += 100000;
+    rl_redis_on_timer(c.client);
+
+    char sha[NGX_HTTP_RATE_LIMIT_SHA1_HEX + 1];
+    size_t len;
+    const char *script = ngx_http_rate_limit_nodes_script(&len);
+    ngx_http_rate_limit_sha1_hex(
+        reinterpret_cast<const unsigned char *>(script), len, sha);
+
+    EXPECT_EQ(take(c.client, 0),
+              std::string("*6\r\n$7\r\nEVALSHA\r\n$40\r\n") + sha
+              + "\r\n$1\r\n1\r\n$7\r\np:nodes\r\n$7\r\nhost:42\r\n"
+                "$4\r\n5000\r\n");
+    feed(c.client, 0, ":3\r\n");
+    EXPECT_EQ(rl_redis_shared_nodes(c.shared), 3u);
+
+    EXPECT_EQ(c.fake.timer_ms, 1000u);
+    c.fake.now_us += 1000000;
+    rl_redis_on_timer(c.client);
+    EXPECT_EQ(count(take(c.client, 0), "p:nodes"), 1u);
+}
+
+
+namespace {
+
+/* a request of the random walk, alive until its callback or its cancel */
+struct Walk_request {
+    std::vector<Key>             names;
+    std::vector<rl_redis_key_t>  keys;
+    rl_redis_request_t          *handle = nullptr;
+    bool                         over = false;
+};
+
+std::vector<Walk_request *>  walk_live;
+int                          walk_bad_callbacks;
+
+
+void
+walk_done(void *data)
+{
+    auto *r = static_cast<Walk_request *>(data);
+
+    for (const rl_redis_key_t &k : r->keys) {
+        if (k.status == RL_REDIS_KEY_PENDING) {
+            walk_bad_callbacks++;
+        }
+    }
+
+    if (r->over) {
+        walk_bad_callbacks++;
+    }
+
+    r->over = true;
+}
+
+
+void
+random_walk(bool cluster, unsigned seed)
+{
+    Client c(seed % 2 ? "pw" : nullptr, seed % 3, cluster,
+             seed % 2 ? "p:nodes" : nullptr);
+    std::srand(seed);
+    walk_bad_callbacks = 0;
+
+    const char *names[] = { "{a}x", "{b}y", "k1", "{a}z" };
+    const std::string replies[] = {
+        /* mostly what Redis says, now and then what it should not */
+        kAllowed, "*5\r\n:0\r\n:0\r\n:0\r\n:500\r\n:1000\r\n", "+OK\r\n",
+        sha_reply(),
+        "*10\r\n:1\r\n:1\r\n:9\r\n:0\r\n:1000\r\n:1\r\n:1\r\n:9\r\n:0\r\n"
+        ":1000\r\n",
+        "-NOSCRIPT No matching script\r\n", "-ERR busy\r\n",
+        "-MOVED 3300 127.0.0.1:7001\r\n", "-ASK 15495 127.0.0.1:6379\r\n",
+        "*2\r\n*3\r\n:0\r\n:8191\r\n*2\r\n$9\r\n127.0.0.1\r\n:6379\r\n"
+        "*3\r\n:8192\r\n:16383\r\n*2\r\n$9\r\n127.0.0.1\r\n:7001\r\n",
+        ":3\r\n", "x\r\n", "*3\r\n:1\r\n", "$5\r\nab"
+    };
+
+    for (int step = 0; step < 20000; step++) {
+        int what = std::rand() % 100;
+        unsigned link = static_cast<unsigned>(std::rand() % 2);
+
+        if (what < 25) {
+            auto *r = new Walk_request;
+            size_t n = 1 + std::rand() % 3;
+            for (size_t i = 0; i < n; i++) {
+                r->names.emplace_back(names[std::rand() % 4]);
+            }
+            for (Key &k : r->names) {
+                r->keys.push_back(k.k);
+            }
+            if (rl_redis_decide(c.client, r->keys.data(), n, walk_done, r,
+                                &r->handle) == RL_REDIS_OK)
+            {
+                walk_live.push_back(r);
+            } else {
+                for (const rl_redis_key_t &k : r->keys) {
+                    EXPECT_EQ(k.status, RL_REDIS_KEY_FAILED);
+                }
+                delete r;
+            }
+
+        } else if (what < 32 && !walk_live.empty()) {
+            size_t i = std::rand() % walk_live.size();
+            if (!walk_live[i]->over) {
+                rl_redis_cancel(c.client, walk_live[i]->handle);
+                walk_live[i]->over = true;
+            }
+
+        } else if (what < 60) {
+            const std::string &r = replies[std::rand() % 4
+                                           ? std::rand() % 5
+                                           : std::rand() % 14];
+            size_t cut = std::rand() % (r.size() + 1);
+            feed(c.client, link, r.substr(0, cut));
+            feed(c.client, link, r.substr(cut));
+
+        } else if (what < 70) {
+            rl_redis_on_posted(c.client);
+
+        } else if (what < 82) {
+            c.fake.now_us += std::rand() % 300000;
+            rl_redis_on_timer(c.client);
+
+        } else if (what < 83) {
+            rl_redis_on_closed(c.client, link, "Connection reset by peer");
+
+        } else if (what < 92) {
+            rl_redis_on_connected(c.client, link);
+
+        } else {
+            take(c.client, link);
+        }
+
+        for (size_t i = 0; i < walk_live.size(); ) {
+            if (walk_live[i]->over) {
+                delete walk_live[i];
+                walk_live[i] = walk_live.back();
+                walk_live.pop_back();
+            } else {
+                i++;
+            }
+        }
+    }
+
+    EXPECT_EQ(walk_bad_callbacks, 0);
+
+    rl_redis_destroy(c.client);
+    c.client = nullptr;
+
+    for (Walk_request *r : walk_live) {
+        delete r;
+    }
+
+    walk_live.clear();
+}
+
+}  // namespace
+
+
+TEST(RedisClientCore, RandomEventsKeepEveryPromise)
+{
+    for (unsigned seed = 1; seed <= 6; seed++) {
+        random_walk(false, seed);
+        random_walk(true, seed);
+    }
 }

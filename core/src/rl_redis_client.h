@@ -179,8 +179,10 @@ public:
     /* n more bytes of room at the end; may throw std::bad_alloc */
     char *room(size_t n);
     void advance(size_t n) noexcept { end_ += n; }
-    size_t end() const noexcept { return end_; }
-    void truncate(size_t end) noexcept { end_ = end; }
+    /* where a command starts, to take it back if it cannot be whole:
+     * counted from the unsent bytes, as room() may move them */
+    size_t mark() const noexcept { return end_ - start_; }
+    void truncate(size_t mark) noexcept { end_ = start_ + mark; }
     const char *data() const noexcept { return buf_.get() + start_; }
     size_t size() const noexcept { return end_ - start_; }
     void consume(size_t n) noexcept;
@@ -329,7 +331,7 @@ private:
     void post_batches() noexcept;
 
     /* the RESP writer: one command, rolled back when it cannot be whole */
-    size_t begin(Link &link);
+    void begin(Link &link);
     void header(Link &link, size_t argc);
     void arg(Link &link, const char *s, size_t len);
     void arg(Link &link, uint64_t n);

@@ -33,7 +33,7 @@ Client::ask_map(uint64_t min_gap_ms)
             continue;
         }
 
-        size_t at = link.out.end();
+        size_t at = link.out.mark();
 
         try {
             begin(link);

@@ -6,7 +6,6 @@
 
 #include "rl_redis_client.h"
 
-#include <cstring>
 
 
 namespace rl {
@@ -305,7 +304,7 @@ Client::evalsha(Op &op)
     }
 
     Request &req = *op.request;
-    size_t at = link.out.end();
+    size_t at = link.out.mark();
 
     try {
         begin(link);
@@ -397,7 +396,7 @@ Client::flush(Link &link)
     }
 
     if (link.open && link.ready) {
-        size_t at = link.out.end();
+        size_t at = link.out.mark();
 
         try {
             begin(link);
@@ -778,7 +777,7 @@ Client::send_refund(Link &link, const rl_redis_key_t &key)
         return;
     }
 
-    size_t at = link.out.end();
+    size_t at = link.out.mark();
 
     try {
         /* what EVAL would take after the script's text, kept for NOSCRIPT */

@@ -101,8 +101,10 @@ create_string(const redisReadTask *task, char *str, size_t len)
 }
 
 
+/* the count is an int in hiredis 0.14, a size_t in 1.x */
+template <typename Count>
 void *
-create_array(const redisReadTask *task, int elements)
+create_array(const redisReadTask *task, Count elements)
 {
     size_t n = elements > 0 ? static_cast<size_t>(elements) : 0;
     redisReply *r = reply_object(task, REDIS_REPLY_ARRAY,
@@ -373,8 +375,9 @@ Client::~Client()
     }
 
     while (free_ops_) {
-        std::unique_ptr<Op> drop(free_ops_);
-        free_ops_ = free_ops_->free_next;
+        Op *op = free_ops_;
+        free_ops_ = op->free_next;
+        std::unique_ptr<Op> drop(op);
     }
 }
 
@@ -387,7 +390,6 @@ Client::start(const rl_redis_config_t &config, char *err)
         maps_[1] = std::make_unique<ngx_http_rate_limit_cluster_map_t>();
         map_ = maps_[0].get();
         next_map_ = maps_[1].get();
-        map_->nnodes = 0;
 
         refresh_at_ = now_ + kMapRefreshMs * 1000;
     }
@@ -611,7 +613,7 @@ Client::schedule(Link &link)
 void
 Client::setup(Link &link)
 {
-    size_t at = link.out.end();
+    size_t at = link.out.mark();
 
     try {
         if (!password_.empty()) {
@@ -700,12 +702,11 @@ Client::load_script(Link &link, const char *name)
 }
 
 
-size_t
+/* room for what the command expects, before it is written */
+void
 Client::begin(Link &link)
 {
     link.fifo.reserve_one();
-
-    return link.out.end();
 }
 
 
@@ -793,7 +794,7 @@ Client::queue_internal(Link &link, const char *name, const char *cmd,
         return false;
     }
 
-    size_t at = link.out.end();
+    size_t at = link.out.mark();
 
     try {
         begin(link);
@@ -830,7 +831,7 @@ Client::send_eval_again(Link &link, Expect_kind kind, const char *name,
         return false;
     }
 
-    size_t at = link.out.end();
+    size_t at = link.out.mark();
 
     try {
         begin(link);
@@ -1038,7 +1039,7 @@ Client::probe(Link &link)
         return;
     }
 
-    size_t at = link.out.end();
+    size_t at = link.out.mark();
 
     try {
         begin(link);
@@ -1127,7 +1128,7 @@ Client::heartbeat()
         return;
     }
 
-    size_t at = link->out.end();
+    size_t at = link->out.mark();
 
     try {
         /* what EVAL would take after the script's text, kept for NOSCRIPT */
