@@ -472,9 +472,9 @@ TEST_F(RedisClient, OneKeyDecisionAnsweredLater)
     EXPECT_EQ(r.key(0).decision.remaining, 7u);
     EXPECT_EQ(r.key(0).decision.retry_after_us, 0);
     EXPECT_EQ(r.key(0).decision.reset_us, 300000);
-    /* the script keeps the state in Redis: the key's is left alone */
-    EXPECT_EQ(r.key(0).decision.state.tat_us, 42);
-    EXPECT_EQ(r.key(0).decision.state.token_code, 7u);
+    /* the script keeps the state in Redis: no stale state comes back */
+    EXPECT_EQ(r.key(0).decision.state.tat_us, 0);
+    EXPECT_EQ(r.key(0).decision.state.token_code, 0u);
 }
 
 
