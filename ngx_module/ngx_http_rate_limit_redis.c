@@ -26,6 +26,7 @@ typedef struct {
 typedef struct {
     rl_redis_client_t                 *client;
     ngx_log_t                         *log;
+    ngx_log_t                          connection_log;
     ngx_slab_pool_t                   *shpool;
     ngx_event_t                        timer;
     ngx_event_t                        posted;
@@ -94,6 +95,15 @@ ngx_http_rate_limit_redis_init_process(ngx_cycle_t *cycle,
     ngx_memzero(rd, sizeof(ngx_http_rate_limit_redis_t));
 
     rd->log = cycle->log;
+
+    /*
+     * The core logs a failed or lost link, with its reason.  nginx's own
+     * line about it, an [error] or a [crit] at each reconnection, would
+     * only repeat it: the connections log alerts alone.
+     */
+    rd->connection_log = *cycle->log;
+    rd->connection_log.log_level = NGX_LOG_ALERT;
+
     rd->shpool = (ngx_slab_pool_t *) rmcf->metrics_zone->shm.addr;
 
     ngx_http_rate_limit_timer_init(&rd->timer,
@@ -312,8 +322,7 @@ ngx_http_rate_limit_redis_open(void *data, unsigned n,
     pc.sockaddr = &link->sockaddr.sockaddr;
     pc.name = &name;
     pc.get = ngx_event_get_peer;
-    pc.log = rd->log;
-    /* the core logs a lost link: nginx's own line stays at info */
+    pc.log = &rd->connection_log;
     pc.log_error = NGX_ERROR_INFO;
 
     rc = ngx_event_connect_peer(&pc);
