@@ -524,8 +524,12 @@ ngx_http_rate_limit_redis_unlock(void *data)
  * calls; the new connection may even take the freed ngx_connection_t.  A
  * handler touches c again only while it is still the link's, the same one.
  */
-#define ngx_http_rate_limit_redis_still(link, c, number)                     \
-    ((link)->connection == (c) && (c)->number == (number))
+static ngx_inline ngx_uint_t
+ngx_http_rate_limit_redis_still(ngx_http_rate_limit_redis_link_t *link,
+    ngx_connection_t *c, ngx_atomic_uint_t number)
+{
+    return link->connection == c && c->number == number;
+}
 
 
 static void
@@ -533,7 +537,7 @@ ngx_http_rate_limit_redis_read_handler(ngx_event_t *rev)
 {
     ssize_t                            n;
     unsigned                           index;
-    ngx_uint_t                         number;
+    ngx_atomic_uint_t                  number;
     ngx_connection_t                  *c;
     ngx_http_rate_limit_redis_t       *rd = &ngx_http_rate_limit_redis_worker;
     ngx_http_rate_limit_redis_link_t  *link;
@@ -589,7 +593,7 @@ ngx_http_rate_limit_redis_write_handler(ngx_event_t *wev)
     size_t                             len;
     ssize_t                            n;
     unsigned                           index;
-    ngx_uint_t                         number;
+    ngx_atomic_uint_t                  number;
     const char                        *data;
     ngx_connection_t                  *c;
     ngx_http_rate_limit_redis_t       *rd = &ngx_http_rate_limit_redis_worker;
