@@ -336,6 +336,8 @@ private:
     void arg(Link &link, const char *s, size_t len);
     void arg(Link &link, uint64_t n);
     void commit(Link &link, Expect &&e) noexcept;
+    template <typename Args>
+    bool queue(Link &link, size_t argc, Expect &&e, Args &&args);
     bool queue_internal(Link &link, const char *name, const char *cmd,
                         const char *const *argv, const size_t *argvlen,
                         size_t argc);
@@ -352,6 +354,8 @@ private:
     void request_free(Request *r) noexcept;
     void tq_push(Op *op) noexcept;
     void tq_remove(Op *op) noexcept;
+    void arg_keys(Link &link, const Op &op);
+    void arg_values(Link &link, const Op &op);
     bool evalsha(Op &op);
     void flush(Link &link);
     void op_reply(Link &link, Op *op, const redisReply *reply);
@@ -418,6 +422,35 @@ private:
     bool                        posted_ = false;
     bool                        destroying_ = false;
 };
+
+
+/*
+ * One command of argc arguments, written by args after its header, and
+ * what it expects: on a link ready to take it, whole or not at all.
+ */
+template <typename Args>
+bool
+Client::queue(Link &link, size_t argc, Expect &&e, Args &&args)
+{
+    if (!link.open || !link.ready) {
+        return false;
+    }
+
+    size_t at = link.out.mark();
+
+    try {
+        begin(link);
+        header(link, argc);
+        args();
+        commit(link, std::move(e));
+
+    } catch (...) {
+        link.out.truncate(at);
+        return false;
+    }
+
+    return true;
+}
 
 }  // namespace redis
 }  // namespace rl

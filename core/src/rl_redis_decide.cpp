@@ -290,6 +290,39 @@ Client::cancel(Request *req)
 }
 
 
+/* the names of the op's keys, in the request's order */
+void
+Client::arg_keys(Link &link, const Op &op)
+{
+    const Request &req = *op.request;
+
+    for (size_t i = 0; i < req.nkeys; i++) {
+        if (req.ks[i].op == &op) {
+            const rl_redis_key_t &k = req.keys[i];
+            arg(link, reinterpret_cast<const char *>(k.key), k.key_len);
+        }
+    }
+}
+
+
+/* interval, burst, cost and code of each of the op's keys */
+void
+Client::arg_values(Link &link, const Op &op)
+{
+    const Request &req = *op.request;
+
+    for (size_t i = 0; i < req.nkeys; i++) {
+        if (req.ks[i].op == &op) {
+            const rl_redis_key_t &k = req.keys[i];
+            arg(link, k.interval, k.interval_len);
+            arg(link, k.burst, k.burst_len);
+            arg(link, k.cost, k.cost_len);
+            arg(link, k.token_code, k.token_code_len);
+        }
+    }
+}
+
+
 /*
  * EVALSHA sha n key... (interval burst cost code)... for the op's keys,
  * with the cheaper script when there is one key
@@ -299,48 +332,23 @@ Client::evalsha(Op &op)
 {
     Link &link = *op.link;
 
-    if (!link.open || !link.ready) {
-        return false;
-    }
+    Expect e;
+    e.kind = Expect_kind::op;
+    e.ops = &op;
 
-    Request &req = *op.request;
-    size_t at = link.out.mark();
-
-    try {
-        begin(link);
-        header(link, 3 + 5 * op.nkeys);
+    bool sent = queue(link, 3 + 5 * op.nkeys, std::move(e), [&] {
         arg(link, "EVALSHA", 7);
         arg(link, op.nkeys == 1 ? ngx_http_rate_limit_script_one_sha1()
                                 : ngx_http_rate_limit_script_sha1(),
             NGX_HTTP_RATE_LIMIT_SHA1_HEX);
         arg(link, uint64_t{op.nkeys});
 
-        /* all the keys, then the values of each: interval, burst, cost,
-         * code */
-        for (size_t i = 0; i < req.nkeys; i++) {
-            if (req.ks[i].op == &op) {
-                const rl_redis_key_t &k = req.keys[i];
-                arg(link, reinterpret_cast<const char *>(k.key), k.key_len);
-            }
-        }
+        /* all the keys, then the values of each */
+        arg_keys(link, op);
+        arg_values(link, op);
+    });
 
-        for (size_t i = 0; i < req.nkeys; i++) {
-            if (req.ks[i].op == &op) {
-                const rl_redis_key_t &k = req.keys[i];
-                arg(link, k.interval, k.interval_len);
-                arg(link, k.burst, k.burst_len);
-                arg(link, k.cost, k.cost_len);
-                arg(link, k.token_code, k.token_code_len);
-            }
-        }
-
-        Expect e;
-        e.kind = Expect_kind::op;
-        e.ops = &op;
-        commit(link, std::move(e));
-
-    } catch (...) {
-        link.out.truncate(at);
+    if (!sent) {
         return false;
     }
 
@@ -407,34 +415,15 @@ Client::flush(Link &link)
             arg(link, uint64_t{nkeys});
 
             for (Op *op = ops; op; op = op->batch_next) {
-                Request &req = *op->request;
-
-                for (size_t i = 0; i < req.nkeys; i++) {
-                    if (req.ks[i].op == op) {
-                        arg(link,
-                            reinterpret_cast<const char *>(req.keys[i].key),
-                            req.keys[i].key_len);
-                    }
-                }
+                arg_keys(link, *op);
             }
 
             arg(link, uint64_t{nops});
 
             for (Op *op = ops; op; op = op->batch_next) {
-                Request &req = *op->request;
-
                 op->sent_us = now_;
                 arg(link, uint64_t{op->nkeys});
-
-                for (size_t i = 0; i < req.nkeys; i++) {
-                    if (req.ks[i].op == op) {
-                        const rl_redis_key_t &k = req.keys[i];
-                        arg(link, k.interval, k.interval_len);
-                        arg(link, k.burst, k.burst_len);
-                        arg(link, k.cost, k.cost_len);
-                        arg(link, k.token_code, k.token_code_len);
-                    }
-                }
+                arg_values(link, *op);
             }
 
             Expect e;

@@ -790,31 +790,16 @@ Client::queue_internal(Link &link, const char *name, const char *cmd,
                        const char *const *argv, const size_t *argvlen,
                        size_t argc)
 {
-    if (!link.open || !link.ready) {
-        return false;
-    }
+    Expect e;
+    e.name = name;
 
-    size_t at = link.out.mark();
-
-    try {
-        begin(link);
-        header(link, argc + 1);
+    return queue(link, argc + 1, std::move(e), [&] {
         arg(link, cmd, std::strlen(cmd));
 
         for (size_t i = 0; i < argc; i++) {
             arg(link, argv[i], argvlen[i]);
         }
-
-        Expect e;
-        e.name = name;
-        commit(link, std::move(e));
-
-    } catch (...) {
-        link.out.truncate(at);
-        return false;
-    }
-
-    return true;
+    });
 }
 
 
@@ -827,30 +812,15 @@ Client::send_eval_again(Link &link, Expect_kind kind, const char *name,
                         const char *script, size_t script_len,
                         const Expect &sent)
 {
-    if (!link.open || !link.ready) {
-        return false;
-    }
+    Expect e;
+    e.kind = kind;
+    e.name = name;
 
-    size_t at = link.out.mark();
-
-    try {
-        begin(link);
-        header(link, 2 + sent.resend_argc);
+    return queue(link, 2 + sent.resend_argc, std::move(e), [&] {
         arg(link, "EVAL", 4);
         arg(link, script, script_len);
         raw(link, sent.resend);
-
-        Expect e;
-        e.kind = kind;
-        e.name = name;
-        commit(link, std::move(e));
-
-    } catch (...) {
-        link.out.truncate(at);
-        return false;
-    }
-
-    return true;
+    });
 }
 
 
