@@ -57,6 +57,9 @@ static void ngx_http_rate_limit_redis_lock(void *data);
 static void ngx_http_rate_limit_redis_unlock(void *data);
 static void ngx_http_rate_limit_redis_read_handler(ngx_event_t *rev);
 static void ngx_http_rate_limit_redis_write_handler(ngx_event_t *wev);
+static ngx_int_t ngx_http_rate_limit_redis_ready(
+    ngx_http_rate_limit_redis_link_t *link, ngx_connection_t *c,
+    ngx_atomic_uint_t number);
 static ngx_int_t ngx_http_rate_limit_redis_connected(ngx_connection_t *c);
 static void ngx_http_rate_limit_redis_failed(ngx_connection_t *c,
     ngx_err_t err);
@@ -532,6 +535,28 @@ ngx_http_rate_limit_redis_still(ngx_http_rate_limit_redis_link_t *link,
 }
 
 
+/*
+ * NGX_OK when the handler of an event of c may go on: the connect is done,
+ * and c is still the link's.  A failed connect is read as well as written.
+ */
+static ngx_int_t
+ngx_http_rate_limit_redis_ready(ngx_http_rate_limit_redis_link_t *link,
+    ngx_connection_t *c, ngx_atomic_uint_t number)
+{
+    if (link->connected) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_rate_limit_redis_connected(c) != NGX_OK
+        || !ngx_http_rate_limit_redis_still(link, c, number))
+    {
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
 static void
 ngx_http_rate_limit_redis_read_handler(ngx_event_t *rev)
 {
@@ -547,13 +572,8 @@ ngx_http_rate_limit_redis_read_handler(ngx_event_t *rev)
     number = c->number;
     index = (unsigned) (link - rd->links);
 
-    if (!link->connected) {
-        /* a failed connect is read as well as written */
-        if (ngx_http_rate_limit_redis_connected(c) != NGX_OK
-            || !ngx_http_rate_limit_redis_still(link, c, number))
-        {
-            return;
-        }
+    if (ngx_http_rate_limit_redis_ready(link, c, number) != NGX_OK) {
+        return;
     }
 
     for ( ;; ) {
@@ -604,12 +624,8 @@ ngx_http_rate_limit_redis_write_handler(ngx_event_t *wev)
     number = c->number;
     index = (unsigned) (link - rd->links);
 
-    if (!link->connected) {
-        if (ngx_http_rate_limit_redis_connected(c) != NGX_OK
-            || !ngx_http_rate_limit_redis_still(link, c, number))
-        {
-            return;
-        }
+    if (ngx_http_rate_limit_redis_ready(link, c, number) != NGX_OK) {
+        return;
     }
 
     for ( ;; ) {
