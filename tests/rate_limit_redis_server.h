@@ -326,6 +326,36 @@ private:
     std::string   socket_;
 };
 
+
+/* a node of a test cluster: its server, a connection to it, its id */
+struct ClusterNode {
+    std::unique_ptr<RedisServer>  server;
+    Context                       context;
+    std::string                   id;
+
+    /* started in cluster mode, connected, and named; false if it fails */
+    bool start(const std::string &executable)
+    {
+        RedisOptions options;
+        options.cluster = true;
+
+        server = RedisServer::start(executable, options);
+        if (!server) {
+            return false;
+        }
+        context = server->connect();
+        if (!context) {
+            return false;
+        }
+        Reply reply = command(context.get(), { "CLUSTER", "MYID" });
+        if (!reply || reply->type != REDIS_REPLY_STRING) {
+            return false;
+        }
+        id = reply->str;
+        return true;
+    }
+};
+
 } // namespace rate_limit_test
 
 #endif

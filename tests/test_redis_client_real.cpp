@@ -28,6 +28,7 @@
 
 namespace {
 
+using rate_limit_test::ClusterNode;
 using rate_limit_test::Context;
 using rate_limit_test::PollHost;
 using rate_limit_test::RedisOptions;
@@ -833,12 +834,9 @@ class RealCluster : public testing::Test {
 protected:
     static constexpr size_t masters = 3;
 
-    struct Node {
-        std::unique_ptr<RedisServer>  server;
-        Context                       context;
-        std::string                   id;
-        unsigned                      first;   /* its slots */
-        unsigned                      last;
+    struct Node : ClusterNode {
+        unsigned  first;   /* its slots */
+        unsigned  last;
     };
 
     static void SetUpTestSuite()
@@ -848,24 +846,12 @@ protected:
             return;
         }
 
-        RedisOptions options;
-        options.cluster = true;
         const unsigned slots = NGX_HTTP_RATE_LIMIT_CLUSTER_SLOTS;
         for (size_t i = 0; i < masters; i++) {
             Node &node = nodes_[i];
-            node.server = RedisServer::start(executable, options);
-            if (!node.server) {
+            if (!node.start(executable)) {
                 return;
             }
-            node.context = node.server->connect();
-            if (!node.context) {
-                return;
-            }
-            Reply id = command(node.context.get(), { "CLUSTER", "MYID" });
-            if (!id || id->type != REDIS_REPLY_STRING) {
-                return;
-            }
-            node.id = id->str;
             node.first = unsigned(i * slots / masters);
             node.last = unsigned((i + 1) * slots / masters - 1);
             command(node.context.get(),

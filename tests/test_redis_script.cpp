@@ -33,8 +33,8 @@ namespace {
 using rate_limit_test::decide;
 using rate_limit_test::params_for;
 using rate_limit_test::state_for;
+using rate_limit_test::ClusterNode;
 using rate_limit_test::Context;
-using rate_limit_test::RedisOptions;
 using rate_limit_test::RedisServer;
 using rate_limit_test::Reply;
 using rate_limit_test::command;
@@ -1197,23 +1197,10 @@ protected:
             return;
         }
 
-        RedisOptions options;
-        options.cluster = true;
         for (auto &node : nodes_) {
-            node.server = RedisServer::start(executable, options);
-            if (!node.server) {
+            if (!node.start(executable)) {
                 return;
             }
-            node.context.reset(redisConnect("127.0.0.1",
-                                            node.server->port()));
-            if (!node.context || node.context->err != 0) {
-                return;
-            }
-            Reply id = command(node.context.get(), { "CLUSTER", "MYID" });
-            if (!id || id->type != REDIS_REPLY_STRING) {
-                return;
-            }
-            node.id = id->str;
         }
 
         command(nodes_[0].context.get(),
@@ -1288,7 +1275,7 @@ protected:
                               + std::chrono::seconds(15);
         while (std::chrono::steady_clock::now() < deadline) {
             bool ok = true;
-            for (const Node &node : nodes_) {
+            for (const ClusterNode &node : nodes_) {
                 Reply info = command(node.context.get(),
                                      { "CLUSTER", "INFO" });
                 ok = ok && info && info->type == REDIS_REPLY_STRING
@@ -1323,17 +1310,11 @@ protected:
             key.size());
     }
 
-    struct Node {
-        std::unique_ptr<RedisServer>  server;
-        Context                       context;
-        std::string                   id;
-    };
-
-    static std::array<Node, 2>  nodes_;
-    static bool                 ready_;
+    static std::array<ClusterNode, 2>  nodes_;
+    static bool                        ready_;
 };
 
-std::array<RedisCluster::Node, 2> RedisCluster::nodes_;
+std::array<ClusterNode, 2> RedisCluster::nodes_;
 bool RedisCluster::ready_ = false;
 
 
