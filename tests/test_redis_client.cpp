@@ -186,6 +186,26 @@ protected:
         return c;
     }
 
+    /* a request sent, one command on each of the links, not answered */
+    void in_flight(Request &r, std::initializer_list<unsigned> links = {0})
+    {
+        ASSERT_EQ(r.decide(host.client()), RL_REDIS_OK);
+        host.end_pass();
+
+        for (unsigned link : links) {
+            host.take_one(link);
+        }
+    }
+
+    /* requests of one pass, sent on link 0 in one batch, not answered */
+    template <typename... Requests>
+    void batch_in_flight(Requests &...rs)
+    {
+        (rs.decide(host.client()), ...);
+        host.end_pass();
+        ASSERT_EQ(host.take_one(0)[1], batch_sha());
+    }
+
     /* a request of one key, sent and allowed */
     void decide_ok(Request &r)
     {
@@ -202,9 +222,7 @@ protected:
     {
         for (unsigned i = 0; i < n; i++) {
             Request r({"rl:api:ip" + std::to_string(i)});
-            ASSERT_EQ(r.decide(host.client()), RL_REDIS_OK) << i;
-            host.end_pass();
-            host.take_one(0);
+            ASSERT_NO_FATAL_FAILURE(in_flight(r)) << i;
             host.reply(0, resp::error(error));
             ASSERT_EQ(r.done_calls(), 1u);
             EXPECT_EQ(r.key(0).status, RL_REDIS_KEY_FAILED);
@@ -501,9 +519,7 @@ TEST_F(RedisClient, RejectionFields)
     start(s);
 
     Request r({"rl:api:1.2.3.4"});
-    ASSERT_EQ(r.decide(host.client()), RL_REDIS_OK);
-    host.end_pass();
-    host.take_one(0);
+    in_flight(r);
     host.reply(0, resp::decision({{false, 0, 123456, 987654}}));
 
     ASSERT_EQ(r.done_calls(), 1u);
@@ -544,9 +560,7 @@ TEST_F(RedisClient, UnexpectedReplyFailsTheKeys)
     start(s);
 
     Request r({"rl:api:1.2.3.4"});
-    ASSERT_EQ(r.decide(host.client()), RL_REDIS_OK);
-    host.end_pass();
-    host.take_one(0);
+    in_flight(r);
     host.reply(0, resp::integers({1, 1}));
 
     ASSERT_EQ(r.done_calls(), 1u);
@@ -605,10 +619,7 @@ TEST_F(RedisClient, BatchReplyOfTheWrongSizeFailsEveryOne)
     start(s);
 
     Request a({"rl:api:a"}), b({"rl:api:b"});
-    a.decide(host.client());
-    b.decide(host.client());
-    host.end_pass();
-    ASSERT_EQ(host.take_one(0)[1], batch_sha());
+    batch_in_flight(a, b);
 
     host.reply(0, resp::decision({allowed()}));
     ASSERT_EQ(a.done_calls(), 1u);
@@ -624,10 +635,7 @@ TEST_F(RedisClient, BatchNoscriptLoadsAgainAndSendsEachAlone)
     start(s);
 
     Request a({"rl:api:a"}), b({"rl:api:b"});
-    a.decide(host.client());
-    b.decide(host.client());
-    host.end_pass();
-    ASSERT_EQ(host.take_one(0)[1], batch_sha());
+    batch_in_flight(a, b);
 
     host.reply(0, resp::error(noscript));
     EXPECT_EQ(a.done_calls(), 0u);
@@ -716,9 +724,7 @@ TEST_F(RedisClient, ReplyTimesOutAndTheLateReplyIsDropped)
     start(s);
 
     Request r({"rl:api:1.2.3.4"});
-    ASSERT_EQ(r.decide(host.client()), RL_REDIS_OK);
-    host.end_pass();
-    host.take_one(0);
+    in_flight(r);
 
     host.advance_ms(199);
     EXPECT_EQ(r.done_calls(), 0u);
@@ -728,9 +734,7 @@ TEST_F(RedisClient, ReplyTimesOutAndTheLateReplyIsDropped)
 
     /* a second decision pipelined behind the late one */
     Request r2({"rl:api:5.6.7.8"});
-    ASSERT_EQ(r2.decide(host.client()), RL_REDIS_OK);
-    host.end_pass();
-    host.take_one(0);
+    in_flight(r2);
 
     host.advance_ms(50);
     host.reply(0, resp::decision({allowed(1)}) + resp::decision({allowed(2)}));
@@ -751,9 +755,7 @@ TEST_F(RedisClient, FiveTimeoutsOpenTheCircuit)
     for (unsigned i = 0; i < 5; i++) {
         EXPECT_FALSE(circuit().open) << i;
         Request r({"rl:api:" + std::to_string(i)});
-        ASSERT_EQ(r.decide(host.client()), RL_REDIS_OK);
-        host.end_pass();
-        host.take_one(0);
+        in_flight(r);
         host.advance_ms(200);
         ASSERT_EQ(r.done_calls(), 1u);
         EXPECT_EQ(r.key(0).status, RL_REDIS_KEY_FAILED);
@@ -772,9 +774,7 @@ TEST_F(RedisClient, TimerHoldsWhileARequestIsInFlight)
     start(s);
 
     Request r({"rl:api:1.2.3.4"});
-    ASSERT_EQ(r.decide(host.client()), RL_REDIS_OK);
-    host.end_pass();
-    host.take_one(0);
+    in_flight(r);
 
     ASSERT_TRUE(host.timer_armed());
     EXPECT_EQ(host.timer_hold(), 1);
@@ -795,9 +795,7 @@ TEST_F(RedisClient, StallClosesTheLinkAndReconnectsWithBackoff)
     start(s);
 
     Request r({"rl:api:1.2.3.4"});
-    ASSERT_EQ(r.decide(host.client()), RL_REDIS_OK);
-    host.end_pass();
-    host.take_one(0);
+    in_flight(r);
     uint64_t sent = host.now_us();
 
     /* stall = max(1 s, timeout) = 2 s, and the decision's timeout with it */
@@ -835,25 +833,19 @@ TEST_F(RedisClient, StallNeedsOneSecondAtLeast)
 
     /* replies owed since the first decision, none coming */
     Request r1({"rl:api:1"});
-    ASSERT_EQ(r1.decide(host.client()), RL_REDIS_OK);
-    host.end_pass();
-    host.take_one(0);
+    in_flight(r1);
     host.advance_ms(750);
     ASSERT_EQ(r1.done_calls(), 1u);
 
     /* its timeout 950 ms after the first was sent: not yet a stall */
     Request r2({"rl:api:2"});
-    ASSERT_EQ(r2.decide(host.client()), RL_REDIS_OK);
-    host.end_pass();
-    host.take_one(0);
+    in_flight(r2);
     host.advance_ms(200);
     ASSERT_EQ(r2.done_calls(), 1u);
     EXPECT_TRUE(host.link(0).open) << "closed after 950 ms without a reply";
 
     Request r3({"rl:api:3"});
-    ASSERT_EQ(r3.decide(host.client()), RL_REDIS_OK);
-    host.end_pass();
-    host.take_one(0);
+    in_flight(r3);
     host.advance_ms(200);
     ASSERT_EQ(r3.done_calls(), 1u);
     EXPECT_FALSE(host.link(0).open) << "still open after 1150 ms";
@@ -1059,16 +1051,12 @@ TEST_F(RedisClient, CancelMidFlight)
     start(s);
 
     Request r({"rl:api:1.2.3.4"});
-    ASSERT_EQ(r.decide(host.client()), RL_REDIS_OK);
-    host.end_pass();
-    host.take_one(0);
+    in_flight(r);
     r.cancel(host.client());
 
     /* a request behind it still gets its own answer */
     Request r2({"rl:api:5.6.7.8"});
-    ASSERT_EQ(r2.decide(host.client()), RL_REDIS_OK);
-    host.end_pass();
-    host.take_one(0);
+    in_flight(r2);
     host.reply(0, resp::decision({allowed(1)}) + resp::decision({allowed(2)}));
 
     EXPECT_EQ(r.done_calls(), 0u);
@@ -1106,9 +1094,7 @@ TEST_F(RedisClient, CancelThenTheLinkCloses)
     start(s);
 
     Request r({"rl:api:1.2.3.4"});
-    ASSERT_EQ(r.decide(host.client()), RL_REDIS_OK);
-    host.end_pass();
-    host.take_one(0);
+    in_flight(r);
     r.cancel(host.client());
     host.peer_closed(0);
     EXPECT_EQ(r.done_calls(), 0u);
@@ -1121,10 +1107,7 @@ TEST_F(RedisClient, CancelOneOfABatchInFlight)
     start(s);
 
     Request a({"rl:api:a"}), b({"rl:api:b"});
-    a.decide(host.client());
-    b.decide(host.client());
-    host.end_pass();
-    ASSERT_EQ(host.take_one(0)[1], batch_sha());
+    batch_in_flight(a, b);
     a.cancel(host.client());
 
     host.reply(0, resp::batch({{allowed(1)}, {allowed(2)}}));
@@ -1189,9 +1172,7 @@ TEST_F(RedisClient, CallbackAsksAgain)
 
     Request a({"rl:api:a"}), b({"rl:api:b"});
     a.on_done = [&] { EXPECT_EQ(b.decide(host.client()), RL_REDIS_OK); };
-    ASSERT_EQ(a.decide(host.client()), RL_REDIS_OK);
-    host.end_pass();
-    host.take_one(0);
+    in_flight(a);
     host.reply(0, resp::decision({allowed()}));
     ASSERT_EQ(a.done_calls(), 1u);
     EXPECT_EQ(b.done_calls(), 0u);
@@ -1210,11 +1191,7 @@ TEST_F(RedisClient, CallbackCancelsTheNextOfItsBatch)
 
     Request a({"rl:api:a"}), b({"rl:api:b"}), c({"rl:api:c"});
     a.on_done = [&] { b.cancel(host.client()); };
-    a.decide(host.client());
-    b.decide(host.client());
-    c.decide(host.client());
-    host.end_pass();
-    ASSERT_EQ(host.take_one(0)[1], batch_sha());
+    batch_in_flight(a, b, c);
 
     host.reply(0, resp::batch({{allowed(1)}, {allowed(2)}, {allowed(3)}}));
     EXPECT_EQ(a.done_calls(), 1u);
@@ -1230,10 +1207,7 @@ TEST_F(RedisClient, BatchTimesOutAndItsLateReplyIsDropped)
     start(s);
 
     Request a({"rl:api:a"}), b({"rl:api:b"});
-    a.decide(host.client());
-    b.decide(host.client());
-    host.end_pass();
-    ASSERT_EQ(host.take_one(0)[1], batch_sha());
+    batch_in_flight(a, b);
 
     host.advance_ms(200);
     ASSERT_EQ(a.done_calls(), 1u);
@@ -1254,9 +1228,7 @@ TEST_F(RedisClient, PeerClosesWithAPartialReply)
     start(s);
 
     Request r({"rl:api:1.2.3.4"});
-    ASSERT_EQ(r.decide(host.client()), RL_REDIS_OK);
-    host.end_pass();
-    host.take_one(0);
+    in_flight(r);
 
     std::string full = resp::decision({allowed()});
     host.reply(0, full.substr(0, full.size() / 2));
@@ -1345,9 +1317,7 @@ TEST_F(RedisClient, DestroyWithRequestsInFlight)
     start(s);
 
     Request r({"rl:api:1.2.3.4"});
-    ASSERT_EQ(r.decide(host.client()), RL_REDIS_OK);
-    host.end_pass();
-    host.take_one(0);
+    in_flight(r);
 
     host.destroy();
     EXPECT_EQ(r.done_calls(), 0u);
@@ -1371,9 +1341,7 @@ TEST_F(RedisClient, LatencyHistogramCountsTheRoundTrip)
     }
 
     Request r({"rl:api:1.2.3.4"});
-    ASSERT_EQ(r.decide(host.client()), RL_REDIS_OK);
-    host.end_pass();
-    host.take_one(0);
+    in_flight(r);
     host.advance_us(3000);
     host.reply(0, resp::decision({allowed()}));
 
@@ -1765,10 +1733,7 @@ TEST_F(RedisCluster, RejectionOnOneMasterRefundsTheOther)
     std::string low = key_in(0, 8191), high = key_in(8192, 16383);
     Request r({low, high});
 
-    ASSERT_EQ(r.decide(host.client()), RL_REDIS_OK);
-    host.end_pass();
-    host.take_one(l7000);
-    host.take_one(l7001);
+    in_flight(r, {l7000, l7001});
 
     host.reply(l7000, resp::decision({allowed(5)}));
     EXPECT_EQ(r.done_calls(), 0u);
@@ -1791,10 +1756,7 @@ TEST_F(RedisCluster, NoRefundWhenAllAllow)
 {
     Request r({key_in(0, 8191), key_in(8192, 16383)});
 
-    ASSERT_EQ(r.decide(host.client()), RL_REDIS_OK);
-    host.end_pass();
-    host.take_one(l7000);
-    host.take_one(l7001);
+    in_flight(r, {l7000, l7001});
     host.reply(l7000, resp::decision({allowed()}));
     host.reply(l7001, resp::decision({allowed()}));
     ASSERT_EQ(r.done_calls(), 1u);
@@ -1806,10 +1768,7 @@ TEST_F(RedisCluster, NoRefundWhenTheOtherKeyFailed)
 {
     Request r({key_in(0, 8191), key_in(8192, 16383)});
 
-    ASSERT_EQ(r.decide(host.client()), RL_REDIS_OK);
-    host.end_pass();
-    host.take_one(l7000);
-    host.take_one(l7001);
+    in_flight(r, {l7000, l7001});
     host.reply(l7000, resp::decision({allowed()}));
     host.reply(l7001, resp::error("ERR boom"));
     ASSERT_EQ(r.done_calls(), 1u);
@@ -1849,9 +1808,7 @@ TEST_F(RedisCluster, MapWithoutANodeRetiresItsLink)
     host.advance_ms(200);
     std::string k = key_in(8192, 16383);
     Request r({k});
-    ASSERT_EQ(r.decide(host.client()), RL_REDIS_OK);
-    host.end_pass();
-    host.take_one(l7001);
+    in_flight(r, {l7001});
 
     /* 7000 took every slot: MOVED, and the new map has no 7001 */
     host.reply(l7001, resp::error("MOVED " + std::to_string(slot(k))
@@ -1903,10 +1860,7 @@ TEST_F(RedisCluster, CancelAfterOneMasterAnswered)
 {
     Request r({key_in(0, 8191), key_in(8192, 16383)});
 
-    ASSERT_EQ(r.decide(host.client()), RL_REDIS_OK);
-    host.end_pass();
-    host.take_one(l7000);
-    host.take_one(l7001);
+    in_flight(r, {l7000, l7001});
     host.reply(l7000, resp::decision({allowed()}));
     r.cancel(host.client());
     host.reply(l7001, resp::decision({rejected()}));
