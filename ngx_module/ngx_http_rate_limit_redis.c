@@ -303,6 +303,7 @@ ngx_http_rate_limit_redis_open(void *data, unsigned n,
 {
     ngx_http_rate_limit_redis_t *rd = data;
 
+    int                                nodelay = 1;
     ngx_int_t                          rc;
     ngx_str_t                          name;
     ngx_connection_t                  *c;
@@ -328,14 +329,42 @@ ngx_http_rate_limit_redis_open(void *data, unsigned n,
     pc.log = &rd->connection_log;
     pc.log_error = NGX_ERROR_INFO;
 
+    /* a failure of nginx's own, such as no free connection, sets none */
+    ngx_set_socket_errno(0);
+
     rc = ngx_event_connect_peer(&pc);
 
     if (rc == NGX_ERROR || rc == NGX_DECLINED || rc == NGX_BUSY) {
-        ngx_http_rate_limit_redis_strerror(ngx_socket_errno, err);
+        if (ngx_socket_errno) {
+            ngx_http_rate_limit_redis_strerror(ngx_socket_errno, err);
+
+        } else {
+            ngx_cpystrn((u_char *) err, (u_char *) "no free connection "
+                        "(worker_connections)", RL_REDIS_ERR_LEN);
+        }
+
         return RL_REDIS_ERROR;
     }
 
     c = pc.connection;
+
+    /*
+     * A batch longer than a segment, or a command cut by a short send,
+     * must not wait for the ACK of the previous segment (Nagle), which
+     * the peer delays: hiredis set TCP_NODELAY, and so does this.
+     */
+    if (endpoint->unix_path == NULL) {
+        if (setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY,
+                       (const void *) &nodelay, sizeof(int))
+            == -1)
+        {
+            ngx_http_rate_limit_redis_strerror(ngx_socket_errno, err);
+            ngx_close_connection(c);
+            return RL_REDIS_ERROR;
+        }
+
+        c->tcp_nodelay = NGX_TCP_NODELAY_SET;
+    }
 
     c->data = link;
     c->read->handler = ngx_http_rate_limit_redis_read_handler;

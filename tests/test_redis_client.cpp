@@ -465,6 +465,19 @@ TEST_F(RedisClient, OpenFailingAtOnceIsAHardFailure)
 
 /* ---- decisions ---- */
 
+/* a host whose client could not be made gets every key FAILED, as the
+ * header promises for RL_REDIS_ERROR */
+TEST(RedisClientNone, WithoutAClientEveryKeyFails)
+{
+    Request r({"rl:api:a", "rl:api:b"});
+
+    EXPECT_EQ(r.decide(nullptr), RL_REDIS_ERROR);
+    EXPECT_EQ(r.key(0).status, RL_REDIS_KEY_FAILED);
+    EXPECT_EQ(r.key(1).status, RL_REDIS_KEY_FAILED);
+    EXPECT_EQ(r.done_calls(), 0u);
+}
+
+
 TEST_F(RedisClient, OneKeyDecisionAnsweredLater)
 {
     Conf s({6379});

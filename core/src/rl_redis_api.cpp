@@ -50,6 +50,16 @@ event(rl_redis_client_t *c, F &&f) noexcept
     c->client.arm();
 }
 
+
+/* no key on its way: what rl_redis_decide() promises then */
+void
+fail_keys(rl_redis_key_t *keys, size_t nkeys) noexcept
+{
+    for (size_t i = 0; i < nkeys; i++) {
+        keys[i].status = RL_REDIS_KEY_FAILED;
+    }
+}
+
 }  // namespace
 
 
@@ -171,11 +181,16 @@ rl_redis_decide(rl_redis_client_t *client, rl_redis_key_t *keys,
     int rc = RL_REDIS_ERROR;
     rl::redis::Request *r = nullptr;
 
+    if (client == nullptr) {
+        fail_keys(keys, nkeys);
+        return RL_REDIS_ERROR;
+    }
+
     event(client, [&](rl::redis::Client &c) {
         try {
             rc = c.decide(keys, nkeys, done, data, &r);
         } catch (...) {
-            c.fail_all_keys(keys, nkeys);
+            fail_keys(keys, nkeys);
             rc = RL_REDIS_ERROR;
         }
     });

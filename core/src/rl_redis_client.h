@@ -75,7 +75,8 @@ constexpr uint64_t  kHeartbeatFirstMs = 100;
 constexpr uint64_t  kHeartbeatMs = 1000;
 /* silence after which a node no longer counts: a few missed heartbeats */
 constexpr char      kNodeExpiry[] = "5000";
-/* ops kept for reuse: no allocation a request while the load is steady */
+/* ops and requests kept for reuse: no allocation a request while the load
+ * is steady, and no more kept than that after a burst */
 constexpr unsigned  kFreeOps = 1024;
 /* timeouts or errors in a row that open a closed circuit */
 constexpr uint64_t  kCircuitFailures = 5;
@@ -130,6 +131,7 @@ struct Request {
     Op                     *ops = nullptr;
     unsigned                nops = 0;
     Request                *free_next = nullptr;
+    size_t                  owner = 0; /* its place in Client::requests_ */
     std::vector<KeyState>   ks;        /* keeps its room for reuse */
 };
 
@@ -289,7 +291,6 @@ public:
     /* the one timer, armed when its earliest deadline or hold changes */
     void arm() noexcept;
     void tick() noexcept { now_ = ad_.now_us(ad_.data); }
-    void fail_all_keys(rl_redis_key_t *keys, size_t nkeys) noexcept;
 
 private:
     void log(int level, const char *fmt, ...) noexcept
@@ -416,6 +417,7 @@ private:
     unsigned                    nfree_ops_ = 0;
     std::vector<std::unique_ptr<Request>>  requests_;
     Request                    *free_requests_ = nullptr;
+    unsigned                    nfree_requests_ = 0;
     std::vector<ngx_http_rate_limit_decision_t>  scratch_;
 
     uint32_t                    batch_links_ = 0;    /* a bit a link */

@@ -70,10 +70,12 @@ Client::request_alloc()
 
     if (r) {
         free_requests_ = r->free_next;
+        nfree_requests_--;
         return r;
     }
 
     requests_.push_back(std::make_unique<Request>());
+    requests_.back()->owner = requests_.size() - 1;
 
     return requests_.back().get();
 }
@@ -82,10 +84,21 @@ Client::request_alloc()
 void
 Client::request_free(Request *r) noexcept
 {
+    if (nfree_requests_ == kFreeOps) {
+        /* the last takes its place: O(1) */
+        size_t at = r->owner;
+
+        requests_[at].swap(requests_.back());
+        requests_[at]->owner = at;
+        requests_.pop_back();
+        return;
+    }
+
     r->ops = nullptr;
     r->nops = 0;
     r->free_next = free_requests_;
     free_requests_ = r;
+    nfree_requests_++;
 }
 
 
@@ -127,15 +140,6 @@ Client::tq_remove(Op *op) noexcept
 
     op->tq_prev = op->tq_next = nullptr;
     op->in_tq = false;
-}
-
-
-void
-Client::fail_all_keys(rl_redis_key_t *keys, size_t nkeys) noexcept
-{
-    for (size_t i = 0; i < nkeys; i++) {
-        keys[i].status = RL_REDIS_KEY_FAILED;
-    }
 }
 
 
