@@ -178,8 +178,12 @@ private:
 /* the bytes a link has to send, written in RESP in place */
 class Output {
 public:
-    /* n more bytes of room at the end; may throw std::bad_alloc */
-    char *room(size_t n);
+    /* n more bytes of room at the end; may throw std::bad_alloc.  Inline:
+     * every argument of every command asks */
+    char *room(size_t n)
+    {
+        return cap_ - end_ >= n ? buf_.get() + end_ : grow(n);
+    }
     void advance(size_t n) noexcept { end_ += n; }
     /* where a command starts, to take it back if it cannot be whole:
      * counted from the unsent bytes, as room() may move them */
@@ -191,6 +195,8 @@ public:
     void clear() noexcept { start_ = end_ = 0; }
 
 private:
+    char *grow(size_t n);
+
     std::unique_ptr<char[]>  buf_;
     size_t                   cap_ = 0;
     size_t                   start_ = 0;
@@ -207,17 +213,32 @@ private:
  */
 class Arena {
 public:
-    void *alloc(size_t n);
+    /* n bytes, n a multiple of alignof(redisReply); inline: every number
+     * of a reply asks */
+    void *alloc(size_t n)
+    {
+        if (static_cast<size_t>(end_ - next_) < n) {
+            return grow(n);
+        }
+
+        void *p = next_;
+        next_ += n;
+        return p;
+    }
+
     void reset() noexcept;
 
 private:
+    void *grow(size_t n);
+
     struct Block {
         std::unique_ptr<unsigned char[]>  mem;
         size_t                            size;
-        size_t                            used;
     };
 
     std::vector<Block>  blocks_;       /* the newest last */
+    unsigned char      *next_ = nullptr;   /* free room of the newest */
+    unsigned char      *end_ = nullptr;
 };
 
 

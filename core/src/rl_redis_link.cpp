@@ -22,7 +22,9 @@ namespace redis {
 
 namespace {
 
-constexpr size_t  kAlign = alignof(std::max_align_t);
+/* what a reply object, and the link before it, need */
+constexpr size_t  kAlign = alignof(redisReply) > alignof(Link *)
+                           ? alignof(redisReply) : alignof(Link *);
 
 
 size_t
@@ -32,22 +34,24 @@ align(size_t n) noexcept
 }
 
 
+/* written in place from its last digit: most are one or two digits long */
 char *
 decimal(char *p, uint64_t n) noexcept
 {
-    char  digits[20];
-    int   i = 0;
+    size_t len = 1;
+
+    for (uint64_t rest = n; rest >= 10; rest /= 10) {
+        len++;
+    }
+
+    char *end = p + len;
 
     do {
-        digits[i++] = static_cast<char>('0' + n % 10);
+        *--end = static_cast<char>('0' + n % 10);
         n /= 10;
     } while (n);
 
-    while (i) {
-        *p++ = digits[--i];
-    }
-
-    return p;
+    return p + len;
 }
 
 
@@ -62,17 +66,19 @@ reply_object(const redisReadTask *task, int type, size_t extra) noexcept
     void *mem;
 
     try {
-        mem = link->arena.alloc(align(sizeof(Link *)) + sizeof(redisReply)
-                                + extra);
+        mem = link->arena.alloc(align(align(sizeof(Link *))
+                                      + sizeof(redisReply) + extra));
     } catch (...) {
         return nullptr;
     }
 
     *static_cast<Link **>(mem) = link;
 
+    /* the extra room is written by the caller: a string's bytes, or an
+     * array's elements, which the reader fills one by one */
     auto *r = reinterpret_cast<redisReply *>(static_cast<char *>(mem)
                                              + align(sizeof(Link *)));
-    std::memset(static_cast<void *>(r), 0, sizeof(redisReply) + extra);
+    *r = redisReply();
     r->type = type;
 
     if (task->parent) {
@@ -96,6 +102,7 @@ create_string(const redisReadTask *task, char *str, size_t len)
     r->str = reinterpret_cast<char *>(r + 1);
     r->len = len;
     std::memcpy(r->str, str, len);
+    r->str[len] = '\0';
 
     return r;
 }
@@ -116,6 +123,12 @@ create_array(const redisReadTask *task, Count elements)
 
     r->elements = n;
     r->element = n ? reinterpret_cast<redisReply **>(r + 1) : nullptr;
+
+    /* whatever a cut reply leaves unread is a null element, never junk */
+    if (n) {
+        std::memset(static_cast<void *>(r->element), 0,
+                    n * sizeof(redisReply *));
+    }
 
     return r;
 }
@@ -243,12 +256,8 @@ Fifo::swap(Fifo &other) noexcept
 
 
 char *
-Output::room(size_t n)
+Output::grow(size_t n)
 {
-    if (cap_ - end_ >= n) {
-        return buf_.get() + end_;
-    }
-
     size_t used = end_ - start_;
 
     if (start_ && cap_ - used >= n) {
@@ -287,24 +296,18 @@ Output::consume(size_t n) noexcept
 
 
 void *
-Arena::alloc(size_t n)
+Arena::grow(size_t n)
 {
-    n = align(n);
+    size_t size = std::max(kReplyBlock,
+                           2 * (blocks_.empty() ? 0 : blocks_.back().size)
+                           + n);
 
-    if (blocks_.empty() || blocks_.back().size - blocks_.back().used < n) {
-        size_t size = std::max(kReplyBlock,
-                               2 * (blocks_.empty() ? 0 : blocks_.back().size)
-                               + n);
+    blocks_.push_back(Block{std::make_unique<unsigned char[]>(size), size});
 
-        Block b{std::make_unique<unsigned char[]>(size), size, 0};
-        blocks_.push_back(std::move(b));
-    }
+    next_ = blocks_.back().mem.get() + n;
+    end_ = blocks_.back().mem.get() + size;
 
-    Block &b = blocks_.back();
-    void *p = b.mem.get() + b.used;
-    b.used += n;
-
-    return p;
+    return blocks_.back().mem.get();
 }
 
 
@@ -320,7 +323,8 @@ Arena::reset() noexcept
         blocks_.resize(1);
     }
 
-    blocks_.front().used = 0;
+    next_ = blocks_.front().mem.get();
+    end_ = next_ + blocks_.front().size;
 }
 
 
