@@ -725,7 +725,8 @@ ngx_http_rate_limit_api_get(ngx_http_request_t *r,
     }
 
     if (zone->backend == NGX_HTTP_RATE_LIMIT_BACKEND_LOCAL) {
-        if (ngx_http_rate_limit_shm_peek(zone, &check->key, &check->params,
+        if (ngx_http_rate_limit_shm_peek(zone, &check->key,
+                                         &check->verdict_in->params,
                                          ngx_http_rate_limit_now_us(), &d)
             != NGX_OK)
         {
@@ -736,14 +737,14 @@ ngx_http_rate_limit_api_get(ngx_http_request_t *r,
                                               (ngx_int_t) d.remaining);
     }
 
-    if (ngx_http_rate_limit_params_blocked(&check->params)) {
+    if (ngx_http_rate_limit_params_blocked(&check->verdict_in->params)) {
         return ngx_http_rate_limit_api_bucket(r, check, key, 0);
     }
 
     check->redis = 1;
     ctx->nredis = 1;
 
-    if (ngx_http_rate_limit_redis_send(r, ctx) != NGX_OK) {
+    if (ngx_http_rate_limit_ask_redis(r, ctx) != NGX_OK) {
         return ngx_http_rate_limit_api_bucket(r, check, key, -1);
     }
 
@@ -764,8 +765,9 @@ ngx_http_rate_limit_api_tokens(ngx_http_request_t *r)
 
     ngx_http_finalize_request(r,
         ngx_http_rate_limit_api_bucket(r, check, &ctx->api_key,
-                                       check->decided
-                                       ? (ngx_int_t) check->decision.remaining
+                                       check->verdict_in->decided
+                                       ? (ngx_int_t)
+                                         check->verdict_in->decision.remaining
                                        : -1));
 }
 
@@ -792,7 +794,7 @@ ngx_http_rate_limit_api_bucket(ngx_http_request_t *r,
     p = ngx_cpymem(p, ",\"rate\":\"", sizeof(",\"rate\":\"") - 1);
     p = ngx_http_rate_limit_api_rate(p, &check->rate);
     p = ngx_sprintf(p, "\",\"burst\":%uL,\"source\":\"%s\",\"tokens\":",
-                    check->params.burst,
+                    check->verdict_in->params.burst,
                     ngx_http_rate_limit_source_name(check->source));
 
     if (tokens < 0) {

@@ -18,6 +18,9 @@ static ngx_int_t ngx_http_rate_limit_take_blocked(
     ngx_http_rate_limit_ctx_t *ctx, int64_t now_us);
 static void ngx_http_rate_limit_take_degraded(ngx_http_rate_limit_ctx_t *ctx,
     int64_t now_us);
+static void ngx_http_rate_limit_redis_done(void *data);
+static void ngx_http_rate_limit_remember(ngx_http_rate_limit_ctx_t *ctx,
+    ngx_http_rate_limit_check_t *check);
 static void ngx_http_rate_limit_finish(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx);
 static void ngx_http_rate_limit_log_never_fits(ngx_http_request_t *r,
@@ -59,6 +62,7 @@ ngx_http_rate_limit_handler(ngx_http_request_t *r)
     ngx_int_t                        rc;
     ngx_str_t                        key;
     ngx_uint_t                       i;
+    rl_verdict_limit_t              *in;
     ngx_http_rate_limit_ctx_t       *ctx;
     ngx_http_rate_limit_limit_t     *limits;
     ngx_http_rate_limit_check_t     *check;
@@ -110,6 +114,11 @@ ngx_http_rate_limit_handler(ngx_http_request_t *r)
 
         check->limit = &limits[i];
 
+        in = check->verdict_in;
+        in->cost = limits[i].cost;
+        in->closed = (limits[i].zone->on_failure
+                      == NGX_HTTP_RATE_LIMIT_FAILURE_CLOSED);
+
         check->key.data = ngx_pnalloc(r->pool, NGX_HTTP_RATE_LIMIT_KEY_MAX);
         if (check->key.data == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -138,13 +147,13 @@ ngx_http_rate_limit_handler(ngx_http_request_t *r)
         && ctx->nredis
         && ngx_http_rate_limit_take_blocked(ctx, now_us) == NGX_DECLINED)
     {
-        if (ngx_http_rate_limit_redis_send(r, ctx) == NGX_OK) {
+        if (ngx_http_rate_limit_ask_redis(r, ctx) == NGX_OK) {
             r->read_event_handler = ngx_http_test_reading;
             return NGX_AGAIN;
         }
 
         for (i = 0; i < ctx->nchecks; i++) {
-            ctx->checks[i].failed |= ctx->checks[i].redis;
+            ctx->checks[i].verdict_in->failed |= ctx->checks[i].redis;
         }
     }
 
@@ -202,7 +211,7 @@ ngx_http_rate_limit_find_limit(ngx_http_request_t *r,
                  ? &entry.params : NULL,
                  &zone->params, &check->source);
 
-    check->params = *params;
+    check->verdict_in->params = *params;
     check->texts = &zone->texts;
 
     switch (check->source) {
@@ -227,7 +236,8 @@ ngx_http_rate_limit_find_limit(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    return ngx_http_rate_limit_format_limit(r->pool, &check->params,
+    return ngx_http_rate_limit_format_limit(r->pool,
+                                            &check->verdict_in->params,
                                             check->texts);
 }
 
@@ -276,6 +286,7 @@ ngx_http_rate_limit_take_local(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx, int64_t now_us)
 {
     ngx_uint_t                    i;
+    rl_verdict_limit_t           *in;
     ngx_http_rate_limit_zone_t   *zone;
     ngx_http_rate_limit_check_t  *check;
 
@@ -287,10 +298,11 @@ ngx_http_rate_limit_take_local(ngx_http_request_t *r,
         }
 
         zone = check->limit->zone;
+        in = check->verdict_in;
 
-        if (ngx_http_rate_limit_shm_take(zone, &check->key, &check->params,
+        if (ngx_http_rate_limit_shm_take(zone, &check->key, &in->params,
                                          check->limit->cost, now_us,
-                                         &check->decision)
+                                         &in->decision)
             != NGX_OK)
         {
             if (!zone->local_full_logged) {
@@ -301,17 +313,17 @@ ngx_http_rate_limit_take_local(ngx_http_request_t *r,
                               "buckets expire", &zone->name);
             }
 
-            check->failed = 1;
+            in->failed = 1;
             continue;
         }
 
-        check->decided = 1;
+        in->decided = 1;
 
-        if (!check->decision.allowed) {
+        if (!in->decision.allowed) {
             return NGX_OK;
         }
 
-        check->taken = 1;
+        in->taken = 1;
     }
 
     return NGX_DECLINED;
@@ -329,6 +341,7 @@ ngx_http_rate_limit_take_degraded(ngx_http_rate_limit_ctx_t *ctx,
     int64_t now_us)
 {
     ngx_uint_t                     i, nodes;
+    rl_verdict_limit_t            *in;
     ngx_http_rate_limit_zone_t    *zone;
     ngx_http_rate_limit_check_t   *check;
     ngx_http_rate_limit_params_t   params;
@@ -336,14 +349,15 @@ ngx_http_rate_limit_take_degraded(ngx_http_rate_limit_ctx_t *ctx,
     for (i = 0; i < ctx->nchecks; i++) {
         check = &ctx->checks[i];
         zone = check->limit->zone;
+        in = check->verdict_in;
 
-        if (!check->failed || !check->redis
+        if (!in->failed || !check->redis
             || zone->on_failure != NGX_HTTP_RATE_LIMIT_FAILURE_LOCAL)
         {
             continue;
         }
 
-        params = check->params;
+        params = in->params;
 
         if (!ngx_http_rate_limit_params_blocked(&params)) {
             nodes = ngx_http_rate_limit_nodes_live();
@@ -353,22 +367,22 @@ ngx_http_rate_limit_take_degraded(ngx_http_rate_limit_ctx_t *ctx,
 
         if (ngx_http_rate_limit_shm_take(zone, &check->key, &params,
                                          check->limit->cost, now_us,
-                                         &check->decision)
+                                         &in->decision)
             != NGX_OK)
         {
             continue;
         }
 
-        check->params = params;
-        check->failed = 0;
-        check->decided = 1;
-        check->degraded = 1;
+        in->params = params;
+        in->failed = 0;
+        in->decided = 1;
+        in->degraded = 1;
 
-        if (!check->decision.allowed) {
+        if (!in->decision.allowed) {
             return;
         }
 
-        check->taken = 1;
+        in->taken = 1;
     }
 }
 
@@ -383,24 +397,183 @@ ngx_http_rate_limit_take_blocked(ngx_http_rate_limit_ctx_t *ctx,
     int64_t now_us)
 {
     ngx_uint_t                    i;
+    rl_verdict_limit_t           *in;
     ngx_http_rate_limit_check_t  *check;
 
     for (i = 0; i < ctx->nchecks; i++) {
         check = &ctx->checks[i];
+        in = check->verdict_in;
 
         if (check->redis
             && ngx_http_rate_limit_shm_blocked(check->limit->zone,
                    &check->key, check->limit->cost,
-                   ngx_http_rate_limit_token_us(&check->params), now_us,
-                   &check->decision)
+                   ngx_http_rate_limit_token_us(&in->params), now_us,
+                   &in->decision)
                == NGX_OK)
         {
-            check->decided = 1;
+            in->decided = 1;
             return NGX_OK;
         }
     }
 
     return NGX_DECLINED;
+}
+
+
+/*
+ * The Redis limits go to the core's client in one call.  NGX_OK: the
+ * request waits for ngx_http_rate_limit_redis_done(); NGX_DECLINED: no key
+ * is on its way, and every Redis limit failed; NGX_ERROR: no memory.
+ */
+ngx_int_t
+ngx_http_rate_limit_ask_redis(ngx_http_request_t *r,
+    ngx_http_rate_limit_ctx_t *ctx)
+{
+    u_char                       *p;
+    ngx_uint_t                    i, n;
+    rl_redis_key_t               *keys, *key;
+    rl_redis_client_t            *client;
+    rl_redis_request_t           *request;
+    ngx_http_rate_limit_zone_t   *zone;
+    ngx_http_rate_limit_check_t  *check;
+
+    client = ngx_http_rate_limit_redis_client();
+    if (client == NULL) {
+        return NGX_DECLINED;
+    }
+
+    keys = ngx_pcalloc(r->pool, ctx->nredis * sizeof(rl_redis_key_t));
+    if (keys == NULL) {
+        return NGX_ERROR;
+    }
+
+    n = 0;
+
+    for (i = 0; i < ctx->nchecks; i++) {
+        check = &ctx->checks[i];
+
+        if (!check->redis || check->verdict_in->failed) {
+            continue;
+        }
+
+        zone = check->limit->zone;
+
+        /* "<prefix>:<zone>:<key>" */
+        p = ngx_pnalloc(r->pool, zone->redis_prefix.len + check->key.len);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        key = &keys[n++];
+
+        key->key = p;
+        key->key_len = ngx_cpymem(ngx_cpymem(p, zone->redis_prefix.data,
+                                             zone->redis_prefix.len),
+                                  check->key.data, check->key.len)
+                       - p;
+        key->interval = (const char *) check->texts->interval_arg.data;
+        key->interval_len = check->texts->interval_arg.len;
+        key->burst = (const char *) check->texts->burst_arg.data;
+        key->burst_len = check->texts->burst_arg.len;
+        key->cost = (const char *) check->limit->cost_arg.data;
+        key->cost_len = check->limit->cost_arg.len;
+        key->token_code = (const char *) check->texts->token_code_arg.data;
+        key->token_code_len = check->texts->token_code_arg.len;
+
+        check->redis_key = key;
+    }
+
+    if (n == 0) {
+        return NGX_DECLINED;
+    }
+
+    /* before Redis reads its clock: see ngx_http_rate_limit_remember() */
+    ctx->redis_asked_us = ngx_http_rate_limit_now_us();
+
+    if (rl_redis_decide(client, keys, n, ngx_http_rate_limit_redis_done, ctx,
+                        &request)
+        != RL_REDIS_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    ctx->redis_request = request;
+
+    return NGX_OK;
+}
+
+
+/* every key is decided or failed: the request goes on */
+static void
+ngx_http_rate_limit_redis_done(void *data)
+{
+    ngx_http_rate_limit_ctx_t *ctx = data;
+
+    ngx_uint_t                    i;
+    rl_verdict_limit_t           *in;
+    ngx_http_rate_limit_check_t  *check;
+
+    ctx->redis_request = NULL;
+
+    for (i = 0; i < ctx->nchecks; i++) {
+        check = &ctx->checks[i];
+
+        if (check->redis_key == NULL) {
+            continue;
+        }
+
+        in = check->verdict_in;
+
+        if (check->redis_key->status == RL_REDIS_KEY_DECIDED) {
+            in->decision = check->redis_key->decision;
+            in->decided = 1;
+
+            if (!in->decision.allowed) {
+                ngx_http_rate_limit_remember(ctx, check);
+            }
+
+        } else {
+            in->failed = 1;
+            in->decided = 0;
+        }
+
+        check->redis_key = NULL;
+    }
+
+    ctx->resume(ctx->request);
+}
+
+
+/*
+ * A rejection is kept in the zone's shared memory, so that the node's
+ * next requests of the key are rejected without a round trip.  Times
+ * count from when the request was asked, before Redis read its clock: the
+ * cache may forget a rejection early, never hold one too long.
+ */
+static void
+ngx_http_rate_limit_remember(ngx_http_rate_limit_ctx_t *ctx,
+    ngx_http_rate_limit_check_t *check)
+{
+    int64_t                          interval_us;
+    rl_verdict_limit_t              *in;
+    ngx_http_rate_limit_decision_t  *d;
+
+    in = check->verdict_in;
+    d = &in->decision;
+    interval_us = ngx_http_rate_limit_token_us(&in->params);
+
+    /* a wait shorter than the clock's millisecond is not worth keeping */
+    if (ngx_http_rate_limit_params_blocked(&in->params)
+        || d->retry_after_us
+           - (int64_t) (check->limit->cost - 1) * interval_us < 2000)
+    {
+        return;
+    }
+
+    ngx_http_rate_limit_shm_block(check->limit->zone, &check->key,
+        ctx->redis_asked_us + d->retry_after_us
+        - (int64_t) (check->limit->cost - 1) * interval_us,
+        ctx->redis_asked_us + d->reset_us, ngx_http_rate_limit_now_us());
 }
 
 
@@ -416,7 +589,6 @@ ngx_http_rate_limit_finish(ngx_http_request_t *r,
     int64_t                          now_us, retry_us;
     ngx_uint_t                       i;
     rl_verdict_t                     v;
-    rl_verdict_limit_t              *in;
     rl_verdict_limit_out_t          *out;
     ngx_http_rate_limit_check_t     *check, *closest;
     ngx_http_rate_limit_loc_conf_t  *rlcf;
@@ -427,24 +599,9 @@ ngx_http_rate_limit_finish(ngx_http_request_t *r,
         ngx_http_rate_limit_take_degraded(ctx, ngx_http_rate_limit_now_us());
     }
 
-    in = ctx->verdict_in;
     out = ctx->verdict_out;
 
-    for (i = 0; i < ctx->nchecks; i++) {
-        check = &ctx->checks[i];
-
-        in[i].params = check->params;
-        in[i].decision = check->decision;
-        in[i].cost = check->limit->cost;
-        in[i].decided = check->decided;
-        in[i].failed = check->failed;
-        in[i].closed = (check->limit->zone->on_failure
-                        == NGX_HTTP_RATE_LIMIT_FAILURE_CLOSED);
-        in[i].degraded = check->degraded;
-        in[i].taken = check->taken;
-    }
-
-    rl_verdict_judge(in, ctx->nchecks, rlcf->dry_run, &v, out);
+    rl_verdict_judge(ctx->verdict_in, ctx->nchecks, rlcf->dry_run, &v, out);
 
     /* one clock for all the refunds, and none when there is nothing to do */
     now_us = 0;
@@ -461,9 +618,9 @@ ngx_http_rate_limit_finish(ngx_http_request_t *r,
             }
 
             ngx_http_rate_limit_shm_refund(check->limit->zone, &check->key,
-                                           &check->params, check->limit->cost,
-                                           now_us);
-            check->taken = 0;
+                                           &check->verdict_in->params,
+                                           check->limit->cost, now_us);
+            check->verdict_in->taken = 0;
         }
     }
 
@@ -473,15 +630,16 @@ ngx_http_rate_limit_finish(ngx_http_request_t *r,
     ctx->status = (ngx_http_rate_limit_status_e) v.status;
 
     if (v.rejected) {
-        retry_us = closest->decision.retry_after_us;
+        retry_us = closest->verdict_in->decision.retry_after_us;
 
         if (v.never_fits) {
             ngx_log_error(rlcf->log_level, r->connection->log, 0,
                           "rate limit exceeded in zone \"%V\", the cost "
                           "exceeds the burst: no retry can pass%s%s",
                           &closest->limit->zone->name,
-                          closest->degraded ? ", decided locally while "
-                                              "Redis is unreachable" : "",
+                          closest->verdict_in->degraded
+                          ? ", decided locally while Redis is unreachable"
+                          : "",
                           rlcf->dry_run ? ", dry run" : "");
 
         } else {
@@ -489,8 +647,9 @@ ngx_http_rate_limit_finish(ngx_http_request_t *r,
                           "rate limit exceeded in zone \"%V\", retry in "
                           "%L.%03Ls%s%s", &closest->limit->zone->name,
                           retry_us / 1000000, retry_us % 1000000 / 1000,
-                          closest->degraded ? ", decided locally while "
-                                              "Redis is unreachable" : "",
+                          closest->verdict_in->degraded
+                          ? ", decided locally while Redis is unreachable"
+                          : "",
                           rlcf->dry_run ? ", dry run" : "");
         }
 
@@ -576,10 +735,12 @@ ngx_http_rate_limit_log_never_fits(ngx_http_request_t *r,
                       "never pass for the key of SHA-1 %s, whose burst is "
                       "%uL (%s limit%s): it is rejected without Retry-After",
                       &zone->name, check->limit->cost, sha1,
-                      check->params.burst,
+                      check->verdict_in->params.burst,
                       ngx_http_rate_limit_source_name(check->source),
-                      check->degraded ? ", divided among the live nodes "
-                                        "while Redis is unreachable" : "");
+                      check->verdict_in->degraded
+                      ? ", divided among the live nodes while Redis is "
+                        "unreachable"
+                      : "");
     }
 }
 
@@ -743,20 +904,21 @@ ngx_http_rate_limit_ctx_t *
 ngx_http_rate_limit_create_ctx(ngx_http_request_t *r, ngx_uint_t nlimits)
 {
     size_t                      zeroed;
+    ngx_uint_t                  i;
     ngx_pool_cleanup_t         *cln;
     ngx_http_rate_limit_ctx_t  *ctx;
 
     /*
      * One block for the ctx, its checks and the verdict's arrays, as every
-     * request takes them all; the verdict's are filled before they are
-     * read, and are not zeroed.  Each part is a multiple of 8 bytes long.
+     * request takes them all; the verdict's output is filled before it is
+     * read, and is not zeroed.  Each part is a multiple of 8 bytes long.
      */
     zeroed = sizeof(ngx_http_rate_limit_ctx_t)
-             + nlimits * sizeof(ngx_http_rate_limit_check_t);
+             + nlimits * (sizeof(ngx_http_rate_limit_check_t)
+                          + sizeof(rl_verdict_limit_t));
 
     ctx = ngx_palloc(r->pool, zeroed
-                              + nlimits * (sizeof(rl_verdict_limit_t)
-                                           + sizeof(rl_verdict_limit_out_t)));
+                              + nlimits * sizeof(rl_verdict_limit_out_t));
     if (ctx == NULL) {
         return NULL;
     }
@@ -767,11 +929,15 @@ ngx_http_rate_limit_create_ctx(ngx_http_request_t *r, ngx_uint_t nlimits)
     ctx->verdict_in = (rl_verdict_limit_t *) &ctx->checks[nlimits];
     ctx->verdict_out = (rl_verdict_limit_out_t *) &ctx->verdict_in[nlimits];
 
+    for (i = 0; i < nlimits; i++) {
+        ctx->checks[i].verdict_in = &ctx->verdict_in[i];
+    }
+
     ctx->request = r;
 
     /*
-     * The cleanup both detaches a pending Redis reply from the request and
-     * lets the ctx be found again after an internal redirect clears r->ctx.
+     * The cleanup both cancels a pending Redis decision and lets the ctx
+     * be found again after an internal redirect clears r->ctx.
      */
     cln = ngx_pool_cleanup_add(r->pool, 0);
     if (cln == NULL) {
@@ -816,9 +982,20 @@ ngx_http_rate_limit_cleanup(void *data)
 {
     ngx_http_rate_limit_ctx_t  *ctx = data;
 
-    if (ctx->op) {
-        ngx_http_rate_limit_redis_detach(ctx);
+    rl_redis_client_t  *client;
+
+    if (ctx->redis_request == NULL) {
+        return;
     }
+
+    /* none once the worker has destroyed it: the request goes with it */
+    client = ngx_http_rate_limit_redis_client();
+
+    if (client) {
+        rl_redis_cancel(client, ctx->redis_request);
+    }
+
+    ctx->redis_request = NULL;
 }
 
 

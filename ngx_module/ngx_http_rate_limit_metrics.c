@@ -2,18 +2,14 @@
 /*
  * Counters shared by every worker, and their Prometheus text exposition.
  * Per-zone counters live in the zone's shared memory; the node-wide ones
- * (the Redis round trips and status) in a small zone of their own.  Both
- * survive a reload, as shared memory does.
+ * (the Redis round trips, circuits and live nodes) in what the core's
+ * Redis clients share, in a small zone of its own.  Both survive a
+ * reload, as shared memory does.
  */
 
 
 #include "ngx_http_rate_limit_module.h"
 
-
-/* upper bounds of the Redis round-trip histogram, in microseconds */
-static const uint64_t  ngx_http_rate_limit_latency_bounds[] = {
-    250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000
-};
 
 static const char  *ngx_http_rate_limit_outcome_names[] = {
     "passed", "rejected", "rejected_dry_run", "failed_open", "failed_closed",
@@ -25,10 +21,10 @@ static ngx_int_t ngx_http_rate_limit_metrics_init_zone(
     ngx_shm_zone_t *shm_zone, void *data);
 static ngx_int_t ngx_http_rate_limit_metrics_handler(ngx_http_request_t *r);
 static u_char *ngx_http_rate_limit_metrics_redis(u_char *p,
-    ngx_http_rate_limit_metrics_t *m);
+    rl_redis_shared_t *shared);
 
 
-static ngx_http_rate_limit_metrics_t  *ngx_http_rate_limit_metrics_sh;
+static rl_redis_shared_t  *ngx_http_rate_limit_metrics_sh;
 
 
 /* the node-wide counters: always there, and small */
@@ -40,8 +36,10 @@ ngx_http_rate_limit_metrics_add_zone(ngx_conf_t *cf,
 
     ngx_str_set(&name, "ngx_http_rate_limit_metrics");
 
-    rmcf->metrics_zone = ngx_shared_memory_add(cf, &name, 8 * ngx_pagesize,
-                                               &ngx_http_rate_limit_module);
+    rmcf->metrics_zone = ngx_shared_memory_add(cf, &name,
+                             8 * ngx_pagesize
+                             + ngx_align(rl_redis_shared_size(), ngx_pagesize),
+                             &ngx_http_rate_limit_module);
     if (rmcf->metrics_zone == NULL) {
         return NGX_ERROR;
     }
@@ -58,32 +56,34 @@ ngx_http_rate_limit_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 {
     ngx_http_rate_limit_main_conf_t  *ormcf = data;
 
+    void                             *memory;
     ngx_slab_pool_t                  *shpool;
     ngx_http_rate_limit_main_conf_t  *rmcf;
 
     rmcf = shm_zone->data;
 
     if (ormcf) {
-        rmcf->metrics = ormcf->metrics;
+        rmcf->redis_shared = ormcf->redis_shared;
 
     } else {
         shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
 
         if (shm_zone->shm.exists) {
-            rmcf->metrics = shpool->data;
+            rmcf->redis_shared = shpool->data;
 
         } else {
-            rmcf->metrics = ngx_slab_calloc(shpool,
-                                      sizeof(ngx_http_rate_limit_metrics_t));
-            if (rmcf->metrics == NULL) {
+            /* the slab pool aligns it to 8 at least */
+            memory = ngx_slab_alloc(shpool, rl_redis_shared_size());
+            if (memory == NULL) {
                 return NGX_ERROR;
             }
 
-            shpool->data = rmcf->metrics;
+            rmcf->redis_shared = rl_redis_shared_init(memory);
+            shpool->data = rmcf->redis_shared;
         }
     }
 
-    ngx_http_rate_limit_metrics_sh = rmcf->metrics;
+    ngx_http_rate_limit_metrics_sh = rmcf->redis_shared;
 
     return NGX_OK;
 }
@@ -102,33 +102,15 @@ ngx_http_rate_limit_metrics_count(ngx_http_rate_limit_zone_t *zone,
 }
 
 
-void
-ngx_http_rate_limit_metrics_latency(uint64_t us)
+/* the divisor of degraded limits: never 0, even before any heartbeat */
+ngx_uint_t
+ngx_http_rate_limit_nodes_live(void)
 {
-    ngx_uint_t                      i, n;
-    ngx_http_rate_limit_metrics_t  *m = ngx_http_rate_limit_metrics_sh;
+    uint64_t  nodes;
 
-    if (m == NULL) {
-        return;
-    }
+    nodes = rl_redis_shared_nodes(ngx_http_rate_limit_metrics_sh);
 
-    n = sizeof(ngx_http_rate_limit_latency_bounds) / sizeof(uint64_t);
-
-    for (i = 0; i < n; i++) {
-        if (us <= ngx_http_rate_limit_latency_bounds[i]) {
-            break;
-        }
-    }
-
-    (void) ngx_atomic_fetch_add(&m->latency[i], 1);
-    (void) ngx_atomic_fetch_add(&m->latency_sum_us, us);
-}
-
-
-ngx_http_rate_limit_metrics_t *
-ngx_http_rate_limit_metrics_node(void)
-{
-    return ngx_http_rate_limit_metrics_sh;
+    return nodes ? (ngx_uint_t) nodes : 1;
 }
 
 
@@ -151,9 +133,9 @@ ngx_http_rate_limit_metrics_handler(ngx_http_request_t *r)
     size_t                             len;
     uint64_t                           cumulative;
     ngx_int_t                          rc;
-    ngx_uint_t                         i, o, n, pages, free;
+    ngx_uint_t                         i, o, pages, free;
+    rl_redis_latency_t                 latency;
     ngx_http_rate_limit_zone_t       **zones, *zone;
-    ngx_http_rate_limit_metrics_t     *m;
     ngx_http_rate_limit_main_conf_t   *rmcf;
 
     static ngx_str_t  type = ngx_string("text/plain; version=0.0.4");
@@ -168,13 +150,10 @@ ngx_http_rate_limit_metrics_handler(ngx_http_request_t *r)
     }
 
     rmcf = ngx_http_get_module_main_conf(r, ngx_http_rate_limit_module);
-    m = rmcf->metrics;
     zones = rmcf->zones.elts;
-    n = sizeof(ngx_http_rate_limit_latency_bounds) / sizeof(uint64_t);
 
-    len = 4096 + n * 96
-          + NGX_HTTP_RATE_LIMIT_REDIS_ADDRESSES
-            * (4 * NGX_HTTP_RATE_LIMIT_REDIS_ADDRESS_LEN + 256);
+    len = 4096 + RL_REDIS_LATENCY_BOUNDS * 96
+          + RL_REDIS_ADDRESSES * (4 * RL_REDIS_ADDRESS_LEN + 256);
 
     for (i = 0; i < rmcf->zones.nelts; i++) {
         len += 16 * (zones[i]->name.len + 128);
@@ -253,7 +232,8 @@ ngx_http_rate_limit_metrics_handler(ngx_http_request_t *r)
     }
 
     if (rmcf->redis) {
-        p = ngx_http_rate_limit_metrics_redis(p, m);
+        p = ngx_http_rate_limit_metrics_redis(p, rmcf->redis_shared);
+        rl_redis_shared_latency(rmcf->redis_shared, &latency);
 
         p = ngx_sprintf(p,
             "# HELP nginx_rate_limit_redis_latency_seconds Redis round "
@@ -262,24 +242,23 @@ ngx_http_rate_limit_metrics_handler(ngx_http_request_t *r)
 
         cumulative = 0;
 
-        for (i = 0; i < n; i++) {
-            cumulative += m->latency[i];
+        for (i = 0; i < RL_REDIS_LATENCY_BOUNDS; i++) {
+            cumulative += latency.counts[i];
             p = ngx_sprintf(p, "nginx_rate_limit_redis_latency_seconds_bucket"
                             "{le=\"%uL.%06uL\"} %uL\n",
-                            ngx_http_rate_limit_latency_bounds[i] / 1000000,
-                            ngx_http_rate_limit_latency_bounds[i] % 1000000,
-                            cumulative);
+                            latency.bounds_us[i] / 1000000,
+                            latency.bounds_us[i] % 1000000, cumulative);
         }
 
-        cumulative += m->latency[n];
+        cumulative += latency.counts[RL_REDIS_LATENCY_BOUNDS];
 
         p = ngx_sprintf(p, "nginx_rate_limit_redis_latency_seconds_bucket"
                         "{le=\"+Inf\"} %uL\n"
                         "nginx_rate_limit_redis_latency_seconds_sum "
-                        "%uA.%06uA\n"
+                        "%uL.%06uL\n"
                         "nginx_rate_limit_redis_latency_seconds_count %uL\n",
-                        cumulative, m->latency_sum_us / 1000000,
-                        m->latency_sum_us % 1000000, cumulative);
+                        cumulative, latency.sum_us / 1000000,
+                        latency.sum_us % 1000000, cumulative);
     }
 
     if (rmcf->pg_sh && rmcf->pg_sh->synced) {
@@ -295,14 +274,21 @@ ngx_http_rate_limit_metrics_handler(ngx_http_request_t *r)
 }
 
 
-/* each Redis address: whether it answers, its circuit, and the fleet size */
+/*
+ * Each Redis address: whether it answers, its circuit, and the fleet size.
+ * The circuits are read once, so that the three families agree.
+ */
 static u_char *
-ngx_http_rate_limit_metrics_redis(u_char *p, ngx_http_rate_limit_metrics_t *m)
+ngx_http_rate_limit_metrics_redis(u_char *p, rl_redis_shared_t *shared)
 {
-    ngx_uint_t                      i, n;
-    ngx_http_rate_limit_circuit_t  *cb;
+    size_t                   i, n;
+    rl_redis_circuit_info_t  cb[RL_REDIS_ADDRESSES];
 
-    n = ngx_min(m->ncircuits, NGX_HTTP_RATE_LIMIT_REDIS_ADDRESSES);
+    n = ngx_min(rl_redis_shared_circuits(shared), RL_REDIS_ADDRESSES);
+
+    for (i = 0; i < n; i++) {
+        rl_redis_shared_circuit(shared, i, &cb[i]);
+    }
 
     p = ngx_sprintf(p,
         "# HELP nginx_rate_limit_redis_up Whether the Redis address "
@@ -310,9 +296,8 @@ ngx_http_rate_limit_metrics_redis(u_char *p, ngx_http_rate_limit_metrics_t *m)
         "# TYPE nginx_rate_limit_redis_up gauge\n");
 
     for (i = 0; i < n; i++) {
-        cb = &m->circuits[i];
-        p = ngx_sprintf(p, "nginx_rate_limit_redis_up{address=\"%s\"} %uA\n",
-                        cb->address, cb->up);
+        p = ngx_sprintf(p, "nginx_rate_limit_redis_up{address=\"%s\"} %d\n",
+                        cb[i].address, cb[i].up);
     }
 
     p = ngx_sprintf(p,
@@ -321,9 +306,8 @@ ngx_http_rate_limit_metrics_redis(u_char *p, ngx_http_rate_limit_metrics_t *m)
         "# TYPE nginx_rate_limit_redis_circuit_open gauge\n");
 
     for (i = 0; i < n; i++) {
-        cb = &m->circuits[i];
         p = ngx_sprintf(p, "nginx_rate_limit_redis_circuit_open{address="
-                        "\"%s\"} %uA\n", cb->address, cb->open);
+                        "\"%s\"} %d\n", cb[i].address, cb[i].open);
     }
 
     p = ngx_sprintf(p,
@@ -332,17 +316,17 @@ ngx_http_rate_limit_metrics_redis(u_char *p, ngx_http_rate_limit_metrics_t *m)
         "# TYPE nginx_rate_limit_redis_circuit_transitions_total counter\n");
 
     for (i = 0; i < n; i++) {
-        cb = &m->circuits[i];
         p = ngx_sprintf(p, "nginx_rate_limit_redis_circuit_transitions_total"
-                        "{address=\"%s\",to=\"open\"} %uA\n"
+                        "{address=\"%s\",to=\"open\"} %uL\n"
                         "nginx_rate_limit_redis_circuit_transitions_total"
-                        "{address=\"%s\",to=\"closed\"} %uA\n",
-                        cb->address, cb->opened, cb->address, cb->closed);
+                        "{address=\"%s\",to=\"closed\"} %uL\n",
+                        cb[i].address, cb[i].opened, cb[i].address,
+                        cb[i].closed);
     }
 
     return ngx_sprintf(p,
         "# HELP nginx_rate_limit_nodes Live nginx nodes sharing the Redis "
         "buckets, as the registry last said.\n"
         "# TYPE nginx_rate_limit_nodes gauge\n"
-        "nginx_rate_limit_nodes %uA\n", m->nodes);
+        "nginx_rate_limit_nodes %uL\n", rl_redis_shared_nodes(shared));
 }

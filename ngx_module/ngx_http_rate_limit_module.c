@@ -1167,11 +1167,11 @@ ngx_http_rate_limit_redis_address(ngx_conf_t *cf, ngx_command_t *cmd,
     ngx_url_t                          u;
     ngx_http_rate_limit_redis_addr_t  *addr;
 
-    if (rcf->addresses.nelts == NGX_HTTP_RATE_LIMIT_REDIS_ADDRESSES) {
+    if (rcf->addresses.nelts == RL_REDIS_ADDRESSES) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "too many addresses in \"%V\" directive, at most "
                            "%d", &cmd->name,
-                           NGX_HTTP_RATE_LIMIT_REDIS_ADDRESSES);
+                           RL_REDIS_ADDRESSES);
         return NGX_ERROR;
     }
 
@@ -1197,7 +1197,7 @@ ngx_http_rate_limit_redis_address(ngx_conf_t *cf, ngx_command_t *cmd,
         addr->unix_path.data = value->data + 5;
         addr->unix_path.len = value->len - 5;
 
-        /* hiredis would cut a longer path and connect to another one */
+        /* a longer path would not fit the socket's address */
         if (addr->unix_path.len > NGX_HTTP_RATE_LIMIT_UNIX_PATH_MAX) {
 
             if (ngx_http_rate_limit_conf_escape(cf, value, &shown)
@@ -1366,20 +1366,13 @@ ngx_http_rate_limit_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    if (ngx_http_rate_limit_circuit_init_process(cycle, rmcf) != NGX_OK
-        || ngx_http_rate_limit_nodes_init_process(cycle, rmcf) != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    return ngx_http_rate_limit_redis_init_process(cycle, rmcf->redis);
+    return ngx_http_rate_limit_redis_init_process(cycle, rmcf);
 }
 
 
 static void
 ngx_http_rate_limit_exit_process(ngx_cycle_t *cycle)
 {
-    ngx_http_rate_limit_nodes_exit_process();
     ngx_http_rate_limit_redis_exit_process();
     ngx_http_rate_limit_sync_exit_process();
     ngx_http_rate_limit_api_exit_process();
@@ -1446,9 +1439,9 @@ ngx_http_rate_limit_api_token(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
 
 /*
- * Gives back the nginx connection that watched a client library's socket.
- * The library (hiredis, libpq) closes the socket itself, so the events go
- * without an epoll call, and the socket is never closed twice.
+ * Gives back the nginx connection that watched libpq's socket.  libpq
+ * closes the socket itself, so the events go without an epoll call, and
+ * the socket is never closed twice.
  */
 void
 ngx_http_rate_limit_release_connection(ngx_connection_t *c)

@@ -16,6 +16,7 @@
 
 #include <ngx_http_rate_limit_core.h>
 #include <rate_limit_verdict.h>
+#include <rl_redis.h>
 
 
 /*
@@ -32,11 +33,6 @@
 #define NGX_HTTP_RATE_LIMIT_FAILURE_OPEN    1
 #define NGX_HTTP_RATE_LIMIT_FAILURE_CLOSED  2
 #define NGX_HTTP_RATE_LIMIT_FAILURE_LOCAL   3
-
-/* the Redis addresses a node tracks: one, or the masters of a cluster */
-#define NGX_HTTP_RATE_LIMIT_REDIS_ADDRESSES     32
-#define NGX_HTTP_RATE_LIMIT_REDIS_ADDRESS_LEN   72
-
 
 /* the verdict's values: the core decides them (rate_limit_verdict.h) */
 typedef enum {
@@ -68,36 +64,6 @@ typedef enum {
     NGX_HTTP_RATE_LIMIT_OUTCOMES = RL_VERDICT_OUTCOMES,
     NGX_HTTP_RATE_LIMIT_OUTCOME_NONE = RL_VERDICT_OUTCOME_NONE
 } ngx_http_rate_limit_outcome_e;
-
-
-/*
- * The circuit breaker of one Redis address, shared by a node's workers.
- * An open circuit sends no request to the address: each zone's on_failure
- * policy decides at once, and a probe now and then tells when to close.
- */
-typedef struct {
-    u_char                           address[
-                                         NGX_HTTP_RATE_LIMIT_REDIS_ADDRESS_LEN];
-    ngx_atomic_t                     up;         /* answered last time */
-    ngx_atomic_t                     open;
-    ngx_atomic_t                     failures;   /* in a row */
-    ngx_atomic_t                     probe_at;   /* ngx_current_msec */
-    ngx_atomic_t                     backoff;    /* between probes, ms */
-    ngx_atomic_t                     opened;     /* transitions, counted */
-    ngx_atomic_t                     closed;
-} ngx_http_rate_limit_circuit_t;
-
-
-/* node-wide state and counters, shared by the workers */
-typedef struct {
-    ngx_atomic_t                     latency[11];    /* a histogram */
-    ngx_atomic_t                     latency_sum_us;
-    ngx_atomic_t                     nodes;     /* live, as Redis last said */
-    ngx_atomic_t                     ncircuits;
-    ngx_atomic_t                     lock;
-    ngx_http_rate_limit_circuit_t    circuits[
-                                         NGX_HTTP_RATE_LIMIT_REDIS_ADDRESSES];
-} ngx_http_rate_limit_metrics_t;
 
 
 /* the shared part of a zone: local buckets, and per-client limits */
@@ -246,8 +212,9 @@ typedef struct {
     ngx_http_rate_limit_pg_shctx_t  *pg_sh;
     ngx_slab_pool_t                 *pg_shpool;
 
+    /* its slab pool holds what the core's Redis clients share */
     ngx_shm_zone_t                  *metrics_zone;
-    ngx_http_rate_limit_metrics_t   *metrics;
+    rl_redis_shared_t               *redis_shared;
 } ngx_http_rate_limit_main_conf_t;
 
 
@@ -262,34 +229,21 @@ typedef struct {
 } ngx_http_rate_limit_loc_conf_t;
 
 
-typedef struct ngx_http_rate_limit_op_s  ngx_http_rate_limit_op_t;
-
-
-/* one limit applied to one request */
+/*
+ * One limit applied to one request.  What is decided for it (the params
+ * in force, the decision, the flags) is written straight into its entry
+ * of the ctx's verdict_in, which rl_verdict_judge() reads as it is.
+ */
 typedef struct {
     ngx_http_rate_limit_limit_t     *limit;
+    rl_verdict_limit_t              *verdict_in;
     ngx_str_t                        key;       /* as stored */
-    ngx_http_rate_limit_params_t     params;    /* in force for this key */
     ngx_http_rate_limit_rate_t       rate;      /* as written */
     ngx_http_rate_limit_texts_t     *texts;
     ngx_http_rate_limit_source_e     source;
-    ngx_http_rate_limit_decision_t   decision;
-    ngx_str_t                        redis_key;  /* prefix and key */
-    ngx_http_rate_limit_op_t        *op;        /* deciding it in Redis */
+    rl_redis_key_t                  *redis_key;  /* while Redis decides */
     unsigned                         redis:1;
-    unsigned                         decided:1;
-    unsigned                         failed:1;  /* on_failure decides */
-    unsigned                         degraded:1;    /* decided locally */
-    unsigned                         taken:1;   /* local tokens to refund */
-    unsigned                         redis_taken:1;
 } ngx_http_rate_limit_check_t;
-
-
-/* a command of the module's own; reply is a redisReply, or NULL */
-typedef struct {
-    void                           (*handler)(void *reply, void *data);
-    void                            *data;
-} ngx_http_rate_limit_redis_cmd_t;
 
 typedef struct ngx_http_rate_limit_pg_conn_s  ngx_http_rate_limit_pg_conn_t;
 
@@ -323,8 +277,8 @@ typedef struct {
     rl_verdict_limit_t              *verdict_in;    /* one per check */
     rl_verdict_limit_out_t          *verdict_out;
     ngx_uint_t                       nredis;
-    ngx_http_rate_limit_op_t        *op;        /* the first in flight */
-    ngx_uint_t                       nops;
+    rl_redis_request_t              *redis_request;  /* in flight */
+    int64_t                          redis_asked_us;
     void                           (*resume)(ngx_http_request_t *r);
     void                            *api_op;
     ngx_str_t                        api_key;   /* as the API was given it */
@@ -391,20 +345,7 @@ char *ngx_http_rate_limit_metrics(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 void ngx_http_rate_limit_metrics_count(ngx_http_rate_limit_zone_t *zone,
     ngx_http_rate_limit_outcome_e outcome);
-void ngx_http_rate_limit_metrics_latency(uint64_t us);
-ngx_http_rate_limit_metrics_t *ngx_http_rate_limit_metrics_node(void);
-
-/* circuit breaker and node registry */
-ngx_http_rate_limit_circuit_t *ngx_http_rate_limit_circuit_get(
-    ngx_str_t *address);
-ngx_int_t ngx_http_rate_limit_circuit_init_process(ngx_cycle_t *cycle,
-    ngx_http_rate_limit_main_conf_t *rmcf);
-ngx_uint_t ngx_http_rate_limit_circuit_allow(
-    ngx_http_rate_limit_circuit_t *cb, ngx_uint_t *probe);
-void ngx_http_rate_limit_circuit_success(ngx_http_rate_limit_circuit_t *cb,
-    ngx_log_t *log);
-void ngx_http_rate_limit_circuit_failure(ngx_http_rate_limit_circuit_t *cb,
-    ngx_uint_t hard, const char *reason, ngx_log_t *log);
+ngx_uint_t ngx_http_rate_limit_nodes_live(void);
 
 /* bucket API */
 char *ngx_http_rate_limit_api(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -419,6 +360,8 @@ ngx_http_rate_limit_ctx_t *ngx_http_rate_limit_create_ctx(
     ngx_http_request_t *r, ngx_uint_t nlimits);
 ngx_int_t ngx_http_rate_limit_find_limit(ngx_http_request_t *r,
     ngx_http_rate_limit_check_t *check);
+ngx_int_t ngx_http_rate_limit_ask_redis(ngx_http_request_t *r,
+    ngx_http_rate_limit_ctx_t *ctx);
 ngx_int_t ngx_http_rate_limit_format_limit(ngx_pool_t *pool,
     ngx_http_rate_limit_params_t *params, ngx_http_rate_limit_texts_t *texts);
 ngx_int_t ngx_http_rate_limit_status_variable(ngx_http_request_t *r,
@@ -457,22 +400,11 @@ ngx_int_t ngx_http_rate_limit_shm_nofit(ngx_http_rate_limit_zone_t *zone,
     ngx_str_t *key, int64_t now_us);
 int64_t ngx_http_rate_limit_now_us(void);
 
-/* redis */
+/* the core's Redis client on nginx's event loop */
 ngx_int_t ngx_http_rate_limit_redis_init_process(ngx_cycle_t *cycle,
-    ngx_http_rate_limit_redis_conf_t *rcf);
-void ngx_http_rate_limit_redis_exit_process(void);
-ngx_int_t ngx_http_rate_limit_redis_send(ngx_http_request_t *r,
-    ngx_http_rate_limit_ctx_t *ctx);
-void ngx_http_rate_limit_redis_detach(ngx_http_rate_limit_ctx_t *ctx);
-ngx_int_t ngx_http_rate_limit_redis_command(
-    ngx_http_rate_limit_redis_cmd_t *cmd, ngx_str_t *key, int argc,
-    const char **argv, const size_t *argvlen);
-
-/* node registry */
-ngx_int_t ngx_http_rate_limit_nodes_init_process(ngx_cycle_t *cycle,
     ngx_http_rate_limit_main_conf_t *rmcf);
-void ngx_http_rate_limit_nodes_exit_process(void);
-ngx_uint_t ngx_http_rate_limit_nodes_live(void);
+void ngx_http_rate_limit_redis_exit_process(void);
+rl_redis_client_t *ngx_http_rate_limit_redis_client(void);
 
 
 #endif /* _NGX_HTTP_RATE_LIMIT_MODULE_H_INCLUDED_ */

@@ -332,6 +332,32 @@ class Redis:
             s.sendall(_resp_encode(args))
             return _resp_read(f)
 
+    @contextlib.contextmanager
+    def monitor(self, timeout=3.0):
+        """The commands Redis runs during the block, scripts' own calls
+        among them, as lists of strings (MONITOR)."""
+        seen = []
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+            f = s.makefile("rb")
+            if self.password:
+                s.sendall(_resp_encode(("AUTH", self.password)))
+                _resp_read(f)
+            s.sendall(_resp_encode(("MONITOR",)))
+            assert _resp_read(f) == "OK"
+            yield seen
+            # the marker comes after every command run before it
+            marker = "monitor-end-%s" % uuid.uuid4().hex
+            self.cmd("ECHO", marker)
+            while True:
+                line = f.readline().decode(errors="replace")
+                if not line:
+                    raise AssertionError("MONITOR closed before its marker")
+                args = [re.sub(r'\\(.)', r'\1', a)
+                        for a in re.findall(r'"((?:[^"\\]|\\.)*)"', line)]
+                if args == ["ECHO", marker]:
+                    return
+                seen.append(args)
+
     def keys(self, pattern="*", db=None):
         return sorted(self.cmd("KEYS", pattern, db=db))
 

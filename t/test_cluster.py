@@ -13,7 +13,7 @@ METRICS = "        location = /metrics {\n            rate_limit_metrics;\n     
 
 def cluster_nginx(nginx_factory, cluster, name, burst=5, seeds=1, on_failure="open"):
     seed = " ".join("127.0.0.1:%d" % m[1] for m in cluster.masters()[:seeds])
-    return nginx_factory(name, http=[
+    return nginx_factory(name, listen_opts="reuseport", http=[
         "rate_limit_redis %s cluster timeout=200ms prefix=rlt;" % seed,
         "rate_limit_zone $http_x_key zone=z:1m rate=1r/m burst=%d on_failure=%s;"
         % (burst, on_failure),
@@ -34,9 +34,17 @@ def key_on(cluster, master):
 
 
 def decided_by_redis(n, key=lambda: unique_key("probe")):
-    """Several requests in a row decided by Redis: every worker of n has
-    its map and its connections (each worker keeps its own)."""
-    return all(n.get("/l/x", key=key()).rls == "PASSED" for _ in range(8))
+    """Several requests in a row decided by Redis, and every worker of n
+    among those that decided them: each worker keeps its own map and
+    connections, and until its map comes it fails every key at once.
+    reuseport spreads the requests' connections over the workers."""
+    keys = [key() for _ in range(8)]
+    if not all(n.get("/l/x", key=k).rls == "PASSED" for k in keys):
+        return False
+    n.access_for(keys[-1], 1)
+    deciding = {r["pid"] for r in n.access_records()
+                if r["key"] in keys and r["rls"] == "PASSED"}
+    return deciding >= set(n.workers())
 
 
 def start_nodes(nginx_factory, cluster, count=2, **kw):

@@ -10,18 +10,10 @@
  * the same name) every test is skipped.
  */
 
+#include "rate_limit_redis_server.h"
 #include "rate_limit_test_support.h"
 
 #include <hiredis/hiredis.h>
-
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <fcntl.h>
-#include <signal.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <array>
 #include <chrono>
@@ -29,7 +21,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
@@ -42,73 +33,12 @@ namespace {
 using rate_limit_test::decide;
 using rate_limit_test::params_for;
 using rate_limit_test::state_for;
-
-
-std::string redis_server_path()
-{
-    if (const char *from_env = std::getenv("RATE_LIMIT_REDIS_SERVER")) {
-        return from_env;
-    }
-#ifdef RATE_LIMIT_REDIS_SERVER
-    return RATE_LIMIT_REDIS_SERVER;
-#else
-    return "";
-#endif
-}
-
-
-/* a port nobody listens on right now; redis-server may still lose a race */
-int free_loopback_port()
-{
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) {
-        return -1;
-    }
-
-    sockaddr_in address {};
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t address_len = sizeof(address);
-
-    int port = -1;
-    if (bind(fd, reinterpret_cast<sockaddr *>(&address), sizeof(address)) == 0
-        && getsockname(fd, reinterpret_cast<sockaddr *>(&address),
-                       &address_len) == 0)
-    {
-        port = ntohs(address.sin_port);
-    }
-
-    close(fd);
-    return port;
-}
-
-
-struct ReplyDeleter {
-    void operator()(redisReply *reply) const { freeReplyObject(reply); }
-};
-using Reply = std::unique_ptr<redisReply, ReplyDeleter>;
-
-struct ContextDeleter {
-    void operator()(redisContext *context) const { redisFree(context); }
-};
-using Context = std::unique_ptr<redisContext, ContextDeleter>;
-
-
-Reply command(redisContext *context, const std::vector<std::string> &args)
-{
-    std::vector<const char *> argv;
-    std::vector<size_t> argv_len;
-    for (const std::string &arg : args) {
-        argv.push_back(arg.data());
-        argv_len.push_back(arg.size());
-    }
-
-    Reply reply(static_cast<redisReply *>(redisCommandArgv(
-        context, static_cast<int>(argv.size()), argv.data(),
-        argv_len.data())));
-    EXPECT_TRUE(reply) << "no reply to " << args[0];
-    return reply;
-}
+using rate_limit_test::ClusterNode;
+using rate_limit_test::Context;
+using rate_limit_test::RedisServer;
+using rate_limit_test::Reply;
+using rate_limit_test::command;
+using rate_limit_test::runnable_redis_server;
 
 
 /*
@@ -136,139 +66,6 @@ Reply eval_script(redisContext *context, const char *sha1,
 
     return reply;
 }
-
-
-/* one redis-server for the life of the object */
-class RedisServer {
-public:
-    RedisServer() = default;
-    RedisServer(const RedisServer &) = delete;
-    RedisServer &operator=(const RedisServer &) = delete;
-
-    /* a cluster node has a bus port of its own, and no slot yet */
-    static std::unique_ptr<RedisServer> start(const std::string &executable,
-        bool cluster = false)
-    {
-        for (int attempt = 0; attempt < 5; attempt++) {
-            auto server = std::make_unique<RedisServer>();
-            if (server->launch(executable, cluster)) {
-                return server;
-            }
-        }
-        return nullptr;
-    }
-
-    ~RedisServer()
-    {
-        if (pid_ > 0) {
-            kill(pid_, SIGTERM);
-            waitpid(pid_, nullptr, 0);
-        }
-        if (!directory_.empty()) {
-            std::error_code ignored;
-            std::filesystem::remove_all(directory_, ignored);
-        }
-    }
-
-    int port() const { return port_; }
-    int bus_port() const { return bus_port_; }
-
-private:
-    bool launch(const std::string &executable, bool cluster)
-    {
-        char directory_template[] = "/tmp/rate-limit-redis-XXXXXX";
-        if (mkdtemp(directory_template) == nullptr) {
-            return false;
-        }
-        directory_ = directory_template;
-
-        port_ = free_loopback_port();
-        if (port_ < 0) {
-            return false;
-        }
-
-        const std::string port_text = std::to_string(port_);
-        std::vector<std::string> args { executable, "--port", port_text,
-                                        "--bind", "127.0.0.1",
-                                        "--save", "", "--appendonly", "no",
-                                        "--daemonize", "no",
-                                        "--dir", directory_,
-                                        "--logfile", directory_ + "/log" };
-        if (cluster) {
-            /* port + 10000, the default, may be taken or beyond 65535 */
-            bus_port_ = free_loopback_port();
-            if (bus_port_ < 0) {
-                return false;
-            }
-            /*
-             * A master answers CLUSTERDOWN for up to the node timeout
-             * (5 s at most) after its start: keep that short.
-             */
-            args.insert(args.end(),
-                        { "--cluster-enabled", "yes",
-                          "--cluster-port", std::to_string(bus_port_),
-                          "--cluster-node-timeout", "2000" });
-        }
-        std::vector<char *> argv;
-        for (std::string &arg : args) {
-            argv.push_back(arg.data());
-        }
-        argv.push_back(nullptr);
-
-        const pid_t parent = getpid();
-        pid_ = fork();
-        if (pid_ < 0) {
-            return false;
-        }
-
-        if (pid_ == 0) {
-            /*
-             * A test that crashes runs no destructor: the server must still
-             * go, and must not keep ctest waiting on the output pipes.
-             */
-            prctl(PR_SET_PDEATHSIG, SIGKILL);
-            if (getppid() != parent) {
-                _exit(1);
-            }
-            const int null_fd = open("/dev/null", O_RDWR);
-            if (null_fd >= 0) {
-                dup2(null_fd, STDIN_FILENO);
-                dup2(null_fd, STDOUT_FILENO);
-                dup2(null_fd, STDERR_FILENO);
-            }
-            execv(executable.c_str(), argv.data());
-            _exit(127);
-        }
-
-        const auto deadline = std::chrono::steady_clock::now()
-                              + std::chrono::seconds(10);
-
-        while (std::chrono::steady_clock::now() < deadline) {
-            if (waitpid(pid_, nullptr, WNOHANG) == pid_) {
-                pid_ = -1;              /* it exited: the port was taken */
-                return false;
-            }
-
-            Context context(redisConnect("127.0.0.1", port_));
-            if (context && context->err == 0) {
-                Reply pong(static_cast<redisReply *>(
-                    redisCommand(context.get(), "PING")));
-                if (pong && pong->type == REDIS_REPLY_STATUS) {
-                    return true;
-                }
-            }
-
-            std::this_thread::sleep_for(std::chrono::milliseconds(20));
-        }
-
-        return false;
-    }
-
-    pid_t        pid_ = -1;
-    int          port_ = -1;
-    int          bus_port_ = -1;
-    std::string  directory_;
-};
 
 
 struct Limit {
@@ -351,8 +148,8 @@ class RedisScript : public testing::TestWithParam<bool> {
 protected:
     static void SetUpTestSuite()
     {
-        const std::string executable = redis_server_path();
-        if (!executable.empty() && access(executable.c_str(), X_OK) == 0) {
+        const std::string executable = runnable_redis_server();
+        if (!executable.empty()) {
             server_ = RedisServer::start(executable);
         }
     }
@@ -375,7 +172,7 @@ protected:
 
     Reply command(const std::vector<std::string> &args)
     {
-        return ::command(context_.get(), args);
+        return rate_limit_test::command(context_.get(), args);
     }
 
     Verdict run(const std::vector<Limit> &limits)
@@ -1395,26 +1192,15 @@ protected:
 
     static void SetUpTestSuite()
     {
-        const std::string executable = redis_server_path();
-        if (executable.empty() || access(executable.c_str(), X_OK) != 0) {
+        const std::string executable = runnable_redis_server();
+        if (executable.empty()) {
             return;
         }
 
         for (auto &node : nodes_) {
-            node.server = RedisServer::start(executable, true);
-            if (!node.server) {
+            if (!node.start(executable)) {
                 return;
             }
-            node.context.reset(redisConnect("127.0.0.1",
-                                            node.server->port()));
-            if (!node.context || node.context->err != 0) {
-                return;
-            }
-            Reply id = command(node.context.get(), { "CLUSTER", "MYID" });
-            if (!id || id->type != REDIS_REPLY_STRING) {
-                return;
-            }
-            node.id = id->str;
         }
 
         command(nodes_[0].context.get(),
@@ -1489,7 +1275,7 @@ protected:
                               + std::chrono::seconds(15);
         while (std::chrono::steady_clock::now() < deadline) {
             bool ok = true;
-            for (const Node &node : nodes_) {
+            for (const ClusterNode &node : nodes_) {
                 Reply info = command(node.context.get(),
                                      { "CLUSTER", "INFO" });
                 ok = ok && info && info->type == REDIS_REPLY_STRING
@@ -1524,17 +1310,11 @@ protected:
             key.size());
     }
 
-    struct Node {
-        std::unique_ptr<RedisServer>  server;
-        Context                       context;
-        std::string                   id;
-    };
-
-    static std::array<Node, 2>  nodes_;
-    static bool                 ready_;
+    static std::array<ClusterNode, 2>  nodes_;
+    static bool                        ready_;
 };
 
-std::array<RedisCluster::Node, 2> RedisCluster::nodes_;
+std::array<ClusterNode, 2> RedisCluster::nodes_;
 bool RedisCluster::ready_ = false;
 
 

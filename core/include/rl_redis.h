@@ -271,8 +271,9 @@ typedef struct {
 
     /* out */
     rl_redis_key_status_e           status;
-    ngx_http_rate_limit_decision_t  decision;    /* when DECIDED; its state
-                                                    is left as it was */
+    /* when DECIDED; all of it written, the state zero: the script keeps
+     * the state in Redis */
+    ngx_http_rate_limit_decision_t  decision;
 } rl_redis_key_t;
 
 
