@@ -5,6 +5,7 @@
  */
 
 #include "fuzz_check.h"
+#include "fuzz_json.h"
 
 #include <nlohmann/json.hpp>
 
@@ -13,24 +14,8 @@
 #include <string_view>
 
 
-namespace {
-
+using rate_limit_fuzz::is_utf8;
 using rate_limit_fuzz::require;
-
-
-bool is_utf8(const std::string &text)
-{
-    try {
-        /* dump() refuses a string that is not well-formed UTF-8 */
-        (void) nlohmann::json(text).dump();
-        return true;
-
-    } catch (const nlohmann::json::type_error &) {
-        return false;
-    }
-}
-
-} // namespace
 
 
 extern "C" int

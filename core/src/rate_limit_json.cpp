@@ -11,6 +11,7 @@
 #include <ngx_http_rate_limit_core.h>
 
 #include "rate_limit_error.h"
+#include "rate_limit_json.h"
 
 using ngx_http_rate_limit::write_error;
 
@@ -462,7 +463,47 @@ struct WritingSink {
     }
 };
 
+
+/* its string holds room for all it is given: no append can throw */
+struct StringSink {
+    std::string  &out;
+
+    void put(const char *data, size_t len) { out.append(data, len); }
+};
+
 } // namespace
+
+
+bool
+ngx_http_rate_limit::is_text(std::string_view s) noexcept
+{
+    const auto *in = reinterpret_cast<const unsigned char *>(s.data());
+
+    for (size_t i = 0; i < s.size(); ) {
+        const size_t length = utf8_sequence_length(in + i, s.size() - i);
+
+        if (length == 0 || in[i] == '\0') {
+            return false;
+        }
+        i += length;
+    }
+
+    return true;
+}
+
+
+void
+ngx_http_rate_limit::append_json_string(std::string &out, std::string_view s)
+{
+    const auto *in = reinterpret_cast<const unsigned char *>(s.data());
+
+    out.reserve(out.size() + ngx_http_rate_limit_json_escape_len(in, s.size())
+                + 2);
+    out += '"';
+    StringSink sink { out };
+    escape_json(in, s.size(), sink);
+    out += '"';
+}
 
 
 extern "C" int
