@@ -37,6 +37,7 @@ typedef struct {
 
 static ngx_int_t ngx_http_rate_limit_api_handler(ngx_http_request_t *r);
 static void *ngx_http_rate_limit_api_alloc(void *pool, size_t size);
+static rl_api_alloc_t ngx_http_rate_limit_api_allocator(ngx_pool_t *pool);
 static void *ngx_http_rate_limit_api_zone(void *rmcf, const u_char *name,
     size_t len);
 static ngx_int_t ngx_http_rate_limit_api_authorized(ngx_http_request_t *r,
@@ -173,8 +174,7 @@ ngx_http_rate_limit_api_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    a.alloc = ngx_http_rate_limit_api_alloc;
-    a.data = r->pool;
+    a = ngx_http_rate_limit_api_allocator(r->pool);
 
     /* the raw path: a key may hold an encoded "/" */
     last = r->args_start ? r->args_start - 1
@@ -263,6 +263,19 @@ ngx_http_rate_limit_api_alloc(void *pool, size_t size)
 }
 
 
+/* what the core gives lives as long as the request: in its pool */
+static rl_api_alloc_t
+ngx_http_rate_limit_api_allocator(ngx_pool_t *pool)
+{
+    rl_api_alloc_t  a;
+
+    a.alloc = ngx_http_rate_limit_api_alloc;
+    a.data = pool;
+
+    return a;
+}
+
+
 static void *
 ngx_http_rate_limit_api_zone(void *rmcf, const u_char *name, size_t len)
 {
@@ -327,8 +340,7 @@ ngx_http_rate_limit_api_zones(ngx_http_request_t *r)
         list[i].policy_entries = zone->policy.nelts;
     }
 
-    a.alloc = ngx_http_rate_limit_api_alloc;
-    a.data = r->pool;
+    a = ngx_http_rate_limit_api_allocator(r->pool);
 
     if (rl_api_zones(list, rmcf->zones.nelts, &a, &reply) != RL_API_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -449,8 +461,7 @@ ngx_http_rate_limit_api_bucket(ngx_http_request_t *r,
     bucket.source = ngx_http_rate_limit_source_name(check->source);
     bucket.tokens = tokens;
 
-    a.alloc = ngx_http_rate_limit_api_alloc;
-    a.data = r->pool;
+    a = ngx_http_rate_limit_api_allocator(r->pool);
 
     if (rl_api_bucket(&bucket, &a, &reply) != RL_API_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -506,8 +517,7 @@ ngx_http_rate_limit_api_body(ngx_http_request_t *r)
         }
     }
 
-    a.alloc = ngx_http_rate_limit_api_alloc;
-    a.data = r->pool;
+    a = ngx_http_rate_limit_api_allocator(r->pool);
 
     if (rl_api_body((char *) data, len, &a, &op->plan, &reply) != RL_API_OK) {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
@@ -535,8 +545,7 @@ ngx_http_rate_limit_api_enqueue(ngx_http_request_t *r,
         return ngx_http_rate_limit_api_refuse(r, RL_API_NO_POSTGRES);
     }
 
-    a.alloc = ngx_http_rate_limit_api_alloc;
-    a.data = r->pool;
+    a = ngx_http_rate_limit_api_allocator(r->pool);
 
     /* built once, for ready() */
     if (rl_api_setup_sql() == NULL
@@ -706,8 +715,7 @@ ngx_http_rate_limit_api_result(ngx_http_rate_limit_pg_conn_t *pc,
         return;
     }
 
-    a.alloc = ngx_http_rate_limit_api_alloc;
-    a.data = op->request->pool;
+    a = ngx_http_rate_limit_api_allocator(op->request->pool);
 
     if (rl_api_busy(PQresultErrorField(res, PG_DIAG_SQLSTATE))) {
         (void) rl_api_refuse(RL_API_BUSY, &a, &op->reply);
@@ -750,8 +758,7 @@ ngx_http_rate_limit_api_rows(ngx_http_rate_limit_api_op_t *op, PGresult *res)
         }
     }
 
-    a.alloc = ngx_http_rate_limit_api_alloc;
-    a.data = r->pool;
+    a = ngx_http_rate_limit_api_allocator(r->pool);
 
     if (op->plan.action == RL_API_LIST) {
         return rl_api_listed(&op->plan, rows, n, &a, &op->reply) == RL_API_OK
@@ -869,8 +876,7 @@ ngx_http_rate_limit_api_refuse(ngx_http_request_t *r, rl_api_refusal_e why)
     rl_api_alloc_t  a;
     rl_api_reply_t  reply;
 
-    a.alloc = ngx_http_rate_limit_api_alloc;
-    a.data = r->pool;
+    a = ngx_http_rate_limit_api_allocator(r->pool);
 
     if (rl_api_refuse(why, &a, &reply) != RL_API_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;

@@ -554,26 +554,30 @@ static void
 ngx_http_rate_limit_remember(ngx_http_rate_limit_ctx_t *ctx,
     ngx_http_rate_limit_check_t *check)
 {
-    int64_t                          interval_us;
+    int64_t                          first_us;
     rl_verdict_limit_t              *in;
     ngx_http_rate_limit_decision_t  *d;
 
     in = check->verdict_in;
     d = &in->decision;
-    interval_us = ngx_http_rate_limit_token_us(&in->params);
+
+    if (ngx_http_rate_limit_params_blocked(&in->params)) {
+        return;
+    }
+
+    /* until a request of cost 1 fits: the cache serves every cost */
+    first_us = d->retry_after_us - (int64_t) (check->limit->cost - 1)
+                                   * ngx_http_rate_limit_token_us(&in->params);
 
     /* a wait shorter than the clock's millisecond is not worth keeping */
-    if (ngx_http_rate_limit_params_blocked(&in->params)
-        || d->retry_after_us
-           - (int64_t) (check->limit->cost - 1) * interval_us < 2000)
-    {
+    if (first_us < 2000) {
         return;
     }
 
     ngx_http_rate_limit_shm_block(check->limit->zone, &check->key,
-        ctx->redis_asked_us + d->retry_after_us
-        - (int64_t) (check->limit->cost - 1) * interval_us,
-        ctx->redis_asked_us + d->reset_us, ngx_http_rate_limit_now_us());
+                                  ctx->redis_asked_us + first_us,
+                                  ctx->redis_asked_us + d->reset_us,
+                                  ngx_http_rate_limit_now_us());
 }
 
 
