@@ -23,30 +23,21 @@ Client::ask_map(uint64_t min_gap_ms)
         return;
     }
 
-    static const char *const  argv[] = { "SLOTS" };
-    static const size_t       argvlen[] = { 5 };
-
     for (Link &link : links_) {
-        if (!link.used || !link.connected || !link.open || !link.ready
+        if (!link.used || !link.connected
             || (link.circuit && link.circuit->open.load()))
         {
             continue;
         }
 
-        size_t at = link.out.mark();
+        Expect e;
+        e.kind = Expect_kind::slots;
 
-        try {
-            begin(link);
-            header(link, 2);
-            arg(link, "CLUSTER", 7);
-            arg(link, argv[0], argvlen[0]);
-
-            Expect e;
-            e.kind = Expect_kind::slots;
-            commit(link, std::move(e));
-
-        } catch (...) {
-            link.out.truncate(at);
+        if (!queue(link, 2, std::move(e), [&] {
+                arg(link, "CLUSTER", 7);
+                arg(link, "SLOTS", 5);
+            }))
+        {
             continue;
         }
 

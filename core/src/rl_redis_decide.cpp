@@ -766,17 +766,12 @@ Client::refund(Request &req)
 void
 Client::send_refund(Link &link, const rl_redis_key_t &key)
 {
-    if (!link.open || !link.ready) {
-        return;
-    }
-
-    size_t at = link.out.mark();
+    /* what EVAL would take after the script's text, kept for NOSCRIPT */
+    Expect e;
+    e.name = "refund";
+    e.resend_argc = 6;
 
     try {
-        /* what EVAL would take after the script's text, kept for NOSCRIPT */
-        Expect e;
-        e.name = "refund";
-        e.resend_argc = 6;
         append_arg(e.resend, "1", 1);
         append_arg(e.resend, reinterpret_cast<const char *>(key.key),
                    key.key_len);
@@ -784,18 +779,17 @@ Client::send_refund(Link &link, const rl_redis_key_t &key)
         append_arg(e.resend, key.burst, key.burst_len);
         append_arg(e.resend, key.cost, key.cost_len);
         append_arg(e.resend, key.token_code, key.token_code_len);
+    } catch (...) {
+        return;
+    }
 
-        begin(link);
-        header(link, 2 + e.resend_argc);
+    /* e moves into the link's FIFO only once its arguments are written */
+    (void) queue(link, 2 + e.resend_argc, std::move(e), [&] {
         arg(link, "EVALSHA", 7);
         arg(link, ngx_http_rate_limit_refund_script_sha1(),
             NGX_HTTP_RATE_LIMIT_SHA1_HEX);
         raw(link, e.resend);
-        commit(link, std::move(e));
-
-    } catch (...) {
-        link.out.truncate(at);
-    }
+    });
 }
 
 }  // namespace redis

@@ -1009,30 +1009,24 @@ Client::watch(Link &link)
 void
 Client::probe(Link &link)
 {
-    if (!link.open || !link.connected || link.probing || !link.ready) {
+    if (!link.connected || link.probing) {
         return;
     }
 
-    size_t at = link.out.mark();
+    Expect e;
+    e.kind = Expect_kind::probe;
+    e.seq = ++link.probe_seq;
 
-    try {
-        begin(link);
-        header(link, 6);
-        arg(link, "EVALSHA", 7);
-        arg(link, ngx_http_rate_limit_script_one_sha1(),
-            NGX_HTTP_RATE_LIMIT_SHA1_HEX);
-        arg(link, "0", 1);
-        arg(link, "0", 1);
-        arg(link, "0", 1);
-        arg(link, "1", 1);
-
-        Expect e;
-        e.kind = Expect_kind::probe;
-        e.seq = ++link.probe_seq;
-        commit(link, std::move(e));
-
-    } catch (...) {
-        link.out.truncate(at);
+    if (!queue(link, 6, std::move(e), [&] {
+            arg(link, "EVALSHA", 7);
+            arg(link, ngx_http_rate_limit_script_one_sha1(),
+                NGX_HTTP_RATE_LIMIT_SHA1_HEX);
+            arg(link, "0", 1);
+            arg(link, "0", 1);
+            arg(link, "0", 1);
+            arg(link, "1", 1);
+        }))
+    {
         return;
     }
 
@@ -1096,33 +1090,33 @@ Client::heartbeat()
 
     Link *link = route(hb_slot_);
 
-    if (link == nullptr || !link->open || !link->connected || !link->ready
+    if (link == nullptr || !link->connected
         || (link->circuit && link->circuit->open.load()))
     {
         return;
     }
 
-    size_t at = link->out.mark();
+    /* what EVAL would take after the script's text, kept for NOSCRIPT */
+    Expect e;
+    e.kind = Expect_kind::heartbeat;
+    e.resend_argc = 4;
 
     try {
-        /* what EVAL would take after the script's text, kept for NOSCRIPT */
-        Expect e;
-        e.kind = Expect_kind::heartbeat;
-        e.resend_argc = 4;
         append_arg(e.resend, "1", 1);
         append_arg(e.resend, hb_key_.data(), hb_key_.size());
         append_arg(e.resend, hb_id_.data(), hb_id_.size());
         append_arg(e.resend, kNodeExpiry, sizeof(kNodeExpiry) - 1);
-
-        begin(*link);
-        header(*link, 2 + e.resend_argc);
-        arg(*link, "EVALSHA", 7);
-        arg(*link, nodes_sha_, NGX_HTTP_RATE_LIMIT_SHA1_HEX);
-        raw(*link, e.resend);
-        commit(*link, std::move(e));
-
     } catch (...) {
-        link->out.truncate(at);
+        return;
+    }
+
+    /* e moves into the link's FIFO only once its arguments are written */
+    if (!queue(*link, 2 + e.resend_argc, std::move(e), [&] {
+            arg(*link, "EVALSHA", 7);
+            arg(*link, nodes_sha_, NGX_HTTP_RATE_LIMIT_SHA1_HEX);
+            raw(*link, e.resend);
+        }))
+    {
         return;
     }
 
