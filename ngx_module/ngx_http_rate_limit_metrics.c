@@ -94,11 +94,7 @@ void
 ngx_http_rate_limit_metrics_count(ngx_http_rate_limit_zone_t *zone,
     ngx_http_rate_limit_outcome_e outcome)
 {
-    (void) ngx_atomic_fetch_add(&zone->sh->requests, 1);
-
-    if (outcome != NGX_HTTP_RATE_LIMIT_OUTCOME_NONE) {
-        (void) ngx_atomic_fetch_add(&zone->sh->outcomes[outcome], 1);
-    }
+    rl_store_count(&zone->store, (rl_verdict_outcome_e) outcome);
 }
 
 
@@ -133,9 +129,10 @@ ngx_http_rate_limit_metrics_handler(ngx_http_request_t *r)
     size_t                             len;
     uint64_t                           cumulative;
     ngx_int_t                          rc;
-    ngx_uint_t                         i, o, pages, free;
+    ngx_uint_t                         i, o;
+    rl_store_stats_t                  *stats;
     rl_redis_latency_t                 latency;
-    ngx_http_rate_limit_zone_t       **zones, *zone;
+    ngx_http_rate_limit_zone_t       **zones;
     ngx_http_rate_limit_main_conf_t   *rmcf;
 
     static ngx_str_t  type = ngx_string("text/plain; version=0.0.4");
@@ -160,8 +157,14 @@ ngx_http_rate_limit_metrics_handler(ngx_http_request_t *r)
     }
 
     body = ngx_pnalloc(r->pool, len);
-    if (body == NULL) {
+    stats = ngx_palloc(r->pool, rmcf->zones.nelts * sizeof(rl_store_stats_t));
+
+    if (body == NULL || stats == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    for (i = 0; i < rmcf->zones.nelts; i++) {
+        rl_store_stats(&zones[i]->store, &stats[i]);
     }
 
     p = ngx_cpymem(body,
@@ -173,8 +176,8 @@ ngx_http_rate_limit_metrics_handler(ngx_http_request_t *r)
                "# TYPE nginx_rate_limit_requests_total counter\n") - 1);
 
     for (i = 0; i < rmcf->zones.nelts; i++) {
-        p = ngx_sprintf(p, "nginx_rate_limit_requests_total{zone=\"%V\"} %uA\n",
-                        &zones[i]->name, zones[i]->sh->requests);
+        p = ngx_sprintf(p, "nginx_rate_limit_requests_total{zone=\"%V\"} %uL\n",
+                        &zones[i]->name, stats[i].requests);
     }
 
     p = ngx_sprintf(p,
@@ -185,9 +188,9 @@ ngx_http_rate_limit_metrics_handler(ngx_http_request_t *r)
     for (i = 0; i < rmcf->zones.nelts; i++) {
         for (o = 0; o < NGX_HTTP_RATE_LIMIT_OUTCOMES; o++) {
             p = ngx_sprintf(p, "nginx_rate_limit_decisions_total{zone=\"%V\","
-                            "outcome=\"%s\"} %uA\n", &zones[i]->name,
+                            "outcome=\"%s\"} %uL\n", &zones[i]->name,
                             ngx_http_rate_limit_outcome_names[o],
-                            zones[i]->sh->outcomes[o]);
+                            stats[i].outcomes[o]);
         }
     }
 
@@ -199,8 +202,8 @@ ngx_http_rate_limit_metrics_handler(ngx_http_request_t *r)
 
     for (i = 0; i < rmcf->zones.nelts; i++) {
         p = ngx_sprintf(p, "nginx_rate_limit_cached_rejections_total"
-                        "{zone=\"%V\"} %uA\n",
-                        &zones[i]->name, zones[i]->sh->cached);
+                        "{zone=\"%V\"} %uL\n",
+                        &zones[i]->name, stats[i].cached);
     }
 
     p = ngx_sprintf(p,
@@ -209,8 +212,8 @@ ngx_http_rate_limit_metrics_handler(ngx_http_request_t *r)
         "# TYPE nginx_rate_limit_dynamic_limits gauge\n");
 
     for (i = 0; i < rmcf->zones.nelts; i++) {
-        p = ngx_sprintf(p, "nginx_rate_limit_dynamic_limits{zone=\"%V\"} %ui\n",
-                        &zones[i]->name, zones[i]->sh->nrows);
+        p = ngx_sprintf(p, "nginx_rate_limit_dynamic_limits{zone=\"%V\"} %uL\n",
+                        &zones[i]->name, stats[i].rows);
     }
 
     p = ngx_sprintf(p,
@@ -219,16 +222,15 @@ ngx_http_rate_limit_metrics_handler(ngx_http_request_t *r)
         "# TYPE nginx_rate_limit_zone_memory_bytes gauge\n");
 
     for (i = 0; i < rmcf->zones.nelts; i++) {
-        zone = zones[i];
-        pages = (zone->shpool->end - zone->shpool->start) / ngx_pagesize;
-        free = zone->shpool->pfree;
-
         p = ngx_sprintf(p, "nginx_rate_limit_zone_memory_bytes{zone=\"%V\","
-                        "state=\"used\"} %ui\n"
+                        "state=\"used\"} %uL\n"
                         "nginx_rate_limit_zone_memory_bytes{zone=\"%V\","
-                        "state=\"free\"} %ui\n",
-                        &zone->name, (pages - free) * ngx_pagesize,
-                        &zone->name, free * ngx_pagesize);
+                        "state=\"free\"} %uL\n",
+                        &zones[i]->name,
+                        stats[i].bytes - stats[i].free_slots
+                                         * stats[i].slot_bytes,
+                        &zones[i]->name,
+                        stats[i].free_slots * stats[i].slot_bytes);
     }
 
     if (rmcf->redis) {
