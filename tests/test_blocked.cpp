@@ -18,7 +18,6 @@ namespace {
 
 using rate_limit_test::base_now_us;
 using rate_limit_test::decide;
-using rate_limit_test::params_for;
 
 constexpr int64_t blocked_retry_after_us =
     NGX_HTTP_RATE_LIMIT_BLOCKED_RETRY_AFTER_US;
@@ -313,83 +312,7 @@ TEST(BlockedDecide, RetryAfterIsTheDocumentedMinute)
 }
 
 
-/* precedence: postgres > yaml > default */
-
-TEST(Precedence, EveryCombinationOfSources)
-{
-    const ngx_http_rate_limit_params_t postgres = params_for("1r/s");
-    const ngx_http_rate_limit_params_t yaml = params_for("2r/s");
-    const ngx_http_rate_limit_params_t zone_default = params_for("3r/s");
-
-    struct Case {
-        bool                                  has_postgres;
-        bool                                  has_yaml;
-        bool                                  has_default;
-        const ngx_http_rate_limit_params_t   *expected;
-        ngx_http_rate_limit_source_e          source;
-    };
-
-    const std::vector<Case> cases {
-        { true,  true,  true,  &postgres, NGX_HTTP_RATE_LIMIT_SOURCE_POSTGRES },
-        { true,  true,  false, &postgres, NGX_HTTP_RATE_LIMIT_SOURCE_POSTGRES },
-        { true,  false, true,  &postgres, NGX_HTTP_RATE_LIMIT_SOURCE_POSTGRES },
-        { true,  false, false, &postgres, NGX_HTTP_RATE_LIMIT_SOURCE_POSTGRES },
-        { false, true,  true,  &yaml,     NGX_HTTP_RATE_LIMIT_SOURCE_YAML },
-        { false, true,  false, &yaml,     NGX_HTTP_RATE_LIMIT_SOURCE_YAML },
-        { false, false, true,  &zone_default,
-          NGX_HTTP_RATE_LIMIT_SOURCE_DEFAULT },
-        { false, false, false, nullptr,   NGX_HTTP_RATE_LIMIT_SOURCE_DEFAULT },
-    };
-
-    for (const Case &c : cases) {
-        ngx_http_rate_limit_source_e source =
-            static_cast<ngx_http_rate_limit_source_e>(99);
-
-        const ngx_http_rate_limit_params_t *picked =
-            ngx_http_rate_limit_pick_params(
-                c.has_postgres ? &postgres : nullptr,
-                c.has_yaml ? &yaml : nullptr,
-                c.has_default ? &zone_default : nullptr, &source);
-
-        EXPECT_EQ(picked, c.expected)
-            << c.has_postgres << c.has_yaml << c.has_default;
-        EXPECT_EQ(source, c.source)
-            << c.has_postgres << c.has_yaml << c.has_default;
-
-        /* the source is optional */
-        EXPECT_EQ(ngx_http_rate_limit_pick_params(
-                      c.has_postgres ? &postgres : nullptr,
-                      c.has_yaml ? &yaml : nullptr,
-                      c.has_default ? &zone_default : nullptr, nullptr),
-                  c.expected);
-    }
-}
-
-
-TEST(Precedence, ABlockedLimitWinsByTheSameOrder)
-{
-    const Made blocked = make_blocking(0, 1000, 0);
-    const ngx_http_rate_limit_params_t roomy = params_for("1000r/s");
-
-    ngx_http_rate_limit_source_e source;
-    const ngx_http_rate_limit_params_t *picked =
-        ngx_http_rate_limit_pick_params(&blocked.params, &roomy, &roomy,
-                                        &source);
-    EXPECT_EQ(source, NGX_HTTP_RATE_LIMIT_SOURCE_POSTGRES);
-    EXPECT_FALSE(decide(*picked, 0, base_now_us).allowed);
-
-    /* and a database row can lift a block written in the file */
-    picked = ngx_http_rate_limit_pick_params(&roomy, &blocked.params, &roomy,
-                                             &source);
-    EXPECT_EQ(source, NGX_HTTP_RATE_LIMIT_SOURCE_POSTGRES);
-    EXPECT_TRUE(decide(*picked, 0, base_now_us).allowed);
-
-    picked = ngx_http_rate_limit_pick_params(nullptr, &blocked.params,
-                                             &roomy, &source);
-    EXPECT_EQ(source, NGX_HTTP_RATE_LIMIT_SOURCE_YAML);
-    EXPECT_FALSE(decide(*picked, 0, base_now_us).allowed);
-}
-
+/* the precedence of the sources is the store's: tests/test_store.cpp */
 
 TEST(Precedence, SourceNames)
 {

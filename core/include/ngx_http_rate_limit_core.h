@@ -320,21 +320,6 @@ typedef enum {
     NGX_HTTP_RATE_LIMIT_SOURCE_POSTGRES
 } ngx_http_rate_limit_source_e;
 
-/*
- * The limit that applies to a client: its PostgreSQL row, else its entry
- * in the policy file, else the zone's default.  NULL stands for a source
- * that has nothing for the client; a blocked limit is a limit like any
- * other and wins by the same order.  Returns the chosen parameters, NULL
- * only when all three are NULL (decide() rejects NULL parameters), and
- * writes where they came from into *source unless source is NULL.
- */
-const ngx_http_rate_limit_params_t *ngx_http_rate_limit_pick_params(
-    const ngx_http_rate_limit_params_t *postgres,
-    const ngx_http_rate_limit_params_t *yaml,
-    const ngx_http_rate_limit_params_t *zone_default,
-    ngx_http_rate_limit_source_e *source)
-    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
-
 /* "default", "yaml" or "postgres", for headers, logs and the API */
 const char *ngx_http_rate_limit_source_name(
     ngx_http_rate_limit_source_e source)
