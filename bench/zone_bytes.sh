@@ -114,9 +114,10 @@ main() {
         "buckets held" "bytes a bucket"
     printf '|%s|%s|%s|%s|%s|\n' "--:" "--:" "--:" "--:" "--:"
     for len in "${KEY_LENS[@]}"; do
-        printf '| %s | %s | %s | %s | %s |\n' "$len" "${ROWS_HELD[$len]}" \
-            "$((ZONE_BYTES / ROWS_HELD[$len]))" "${BUCKETS_HELD[$len]}" \
-            "$((ZONE_BYTES / BUCKETS_HELD[$len]))"
+        awk -v len="$len" -v zone="$ZONE_BYTES" -v rows="${ROWS_HELD[$len]}" \
+            -v buckets="${BUCKETS_HELD[$len]}" 'BEGIN {
+            printf "| %d | %d | %.1f | %d | %.1f |\n",
+                len, rows, zone / rows, buckets, zone / buckets }'
     done
 }
 
