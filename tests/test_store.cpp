@@ -63,6 +63,11 @@ struct FreeDeleter {
 };
 
 
+struct Slots {
+    uint64_t n;
+};
+
+
 /* a store laid out on malloc'd memory */
 class TestStore {
 public:
@@ -73,6 +78,15 @@ public:
         store_.lock = TestLock::lock;
         store_.unlock = TestLock::unlock;
         store_.lock_data = &lock_;
+    }
+
+    /* a store of exactly n slots */
+    explicit TestStore(Slots slots) : TestStore(bytes_for(slots.n))
+    {
+        EXPECT_TRUE(laid_out());
+        if (laid_out()) {
+            EXPECT_EQ(stats().slots, slots.n);
+        }
     }
 
     /* the bytes that lay out exactly nslots slots */
@@ -224,6 +238,19 @@ rl_store_snapshot_t snapshot(uint64_t xmin, uint64_t xmax,
 std::string key_name(const char *prefix, int i)
 {
     return std::string(prefix) + std::to_string(i);
+}
+
+
+/* keys prefix0 to prefix(n - 1) */
+using Keys = std::vector<std::unique_ptr<Key>>;
+
+Keys keys_named(const rl_store_t *store, const char *prefix, int n)
+{
+    Keys keys;
+    for (int i = 0; i < n; i++) {
+        keys.push_back(std::make_unique<Key>(store, key_name(prefix, i)));
+    }
+    return keys;
 }
 
 
@@ -403,10 +430,9 @@ TEST(StoreBuckets, ExpiresUpToThreeFullBucketsFromTheTail)
     TestStore s(65536);
     const auto params = params_for("10r/s", 1);
 
-    std::vector<std::unique_ptr<Key>> keys;
+    const Keys keys = keys_named(s.get(), "k", 6);
     for (int i = 0; i < 6; i++) {
-        keys.push_back(std::make_unique<Key>(s.get(), key_name("k", i)));
-        take(s.get(), *keys.back(), params, base_now_us + i);
+        take(s.get(), *keys[i], params, base_now_us + i);
     }
     EXPECT_EQ(s.stats().buckets, 6u);
 
@@ -430,14 +456,10 @@ TEST(StoreBuckets, ExpiresUpToThreeFullBucketsFromTheTail)
 
 TEST(StoreBuckets, ForgetsTheLeastRecentlyUsedWhenNoSlotIsLeft)
 {
-    TestStore s(TestStore::bytes_for(16));
-    ASSERT_TRUE(s.laid_out());
+    TestStore s(Slots { 16 });
     const auto params = params_for("1r/m", 1);
 
-    std::vector<std::unique_ptr<Key>> keys;
-    for (int i = 0; i < 17; i++) {
-        keys.push_back(std::make_unique<Key>(s.get(), key_name("k", i)));
-    }
+    const Keys keys = keys_named(s.get(), "k", 17);
 
     for (int i = 0; i < 16; i++) {
         int rc = -1;
@@ -465,8 +487,7 @@ TEST(StoreBuckets, ForgetsTheLeastRecentlyUsedWhenNoSlotIsLeft)
 
 TEST(StoreBuckets, AStoreWithNothingToForgetIsFull)
 {
-    TestStore s(TestStore::bytes_for(8));
-    ASSERT_TRUE(s.laid_out());
+    TestStore s(Slots { 8 });
     const auto limit = limit_of("10r/s", 10);
     const auto params = params_for("1r/m", 1);
     const rl_store_snapshot_t snap = snapshot(1, 1);
@@ -645,8 +666,7 @@ TEST(StoreRows, SweepDropsWhatTheFullSyncDidNotSee)
 
 TEST(StoreRows, KeepTheLastEighthAndSayFullOnce)
 {
-    TestStore s(TestStore::bytes_for(64));
-    ASSERT_TRUE(s.laid_out());
+    TestStore s(Slots { 64 });
     const auto limit = limit_of("5r/s", 5);
     const auto snap = snapshot(10, 10);
 
@@ -707,18 +727,16 @@ TEST(StoreRows, KeepTheLastEighthAndSayFullOnce)
 
 TEST(StorePolicy, ReplaceIsAllOrNothing)
 {
-    TestStore s(TestStore::bytes_for(64));
-    ASSERT_TRUE(s.laid_out());
+    TestStore s(Slots { 64 });
     const auto limit = limit_of("3r/s", 3);
     rl_store_limit_t got;
 
-    std::vector<std::unique_ptr<Key>> keys;
+    const Keys p = keys_named(s.get(), "p", 57);
+    const Keys q = keys_named(s.get(), "q", 57);
     std::vector<rl_store_policy_entry_t> first, second;
     for (int i = 0; i < 57; i++) {
-        keys.push_back(std::make_unique<Key>(s.get(), key_name("p", i)));
-        first.push_back({ keys.back()->get(), limit });
-        keys.push_back(std::make_unique<Key>(s.get(), key_name("q", i)));
-        second.push_back({ keys.back()->get(), limit_of("4r/s", 4) });
+        first.push_back({ p[i]->get(), limit });
+        second.push_back({ q[i]->get(), limit_of("4r/s", 4) });
     }
 
     EXPECT_EQ(rl_store_policy_replace(s.get(), first.data(), 56),
@@ -855,6 +873,13 @@ TEST(StoreBlocked, CachesRedisRejectionsUntilTheyRunOut)
     Key other(s.get(), "other");
     rl_store_row_write(s.get(), &other, &limit, 1);
     EXPECT_EQ(rl_store_blocked(s.get(), &key, 1, 300, now + 8500, &d), 0);
+
+    /* and so does the policy */
+    rl_store_block(s.get(), &key, now + 9000, now + 9000, now + 8500);
+    EXPECT_EQ(rl_store_blocked(s.get(), &key, 1, 300, now + 8500, &d), 1);
+    const rl_store_policy_entry_t entry { other.get(), limit };
+    rl_store_policy_replace(s.get(), &entry, 1);
+    EXPECT_EQ(rl_store_blocked(s.get(), &key, 1, 300, now + 8500, &d), 0);
     EXPECT_TRUE(s.consistent());
 }
 
@@ -863,11 +888,10 @@ TEST(StoreBlocked, EachBlockDropsUpToTwoRunOutOrStale)
 {
     TestStore s(65536);
     const int64_t now = base_now_us;
-    std::vector<std::unique_ptr<Key>> keys;
+    const Keys keys = keys_named(s.get(), "b", 5);
 
     for (int i = 0; i < 5; i++) {
-        keys.push_back(std::make_unique<Key>(s.get(), key_name("b", i)));
-        rl_store_block(s.get(), &*keys.back(), now + 100 * (i + 1),
+        rl_store_block(s.get(), &*keys[i], now + 100 * (i + 1),
                        now + 1000, now);
     }
     EXPECT_EQ(s.stats().blocked, 5u);
@@ -893,11 +917,7 @@ TEST(StoreNofit, NamesSixtyFourKeysAMinuteThenOneLine)
 {
     TestStore s(1 << 20);
     const int64_t now = base_now_us;
-    std::vector<std::unique_ptr<Key>> keys;
-
-    for (int i = 0; i < RL_STORE_NOFIT_KEYS + 2; i++) {
-        keys.push_back(std::make_unique<Key>(s.get(), key_name("n", i)));
-    }
+    const Keys keys = keys_named(s.get(), "n", RL_STORE_NOFIT_KEYS + 2);
 
     for (int i = 0; i < RL_STORE_NOFIT_KEYS; i++) {
         EXPECT_EQ(rl_store_nofit(s.get(), &*keys[i], now + i),
@@ -924,10 +944,9 @@ TEST(StoreNofit, NamesSixtyFourKeysAMinuteThenOneLine)
 
     /* the first keys have all gone: n0, n64 and n65 are left */
     const int64_t t1 = now + minute_us + 100;
-    std::vector<std::unique_ptr<Key>> more;
+    const Keys more = keys_named(s.get(), "m", RL_STORE_NOFIT_KEYS - 3);
     for (int i = 0; i < RL_STORE_NOFIT_KEYS - 3; i++) {
-        more.push_back(std::make_unique<Key>(s.get(), key_name("m", i)));
-        EXPECT_EQ(rl_store_nofit(s.get(), &*more.back(), t1),
+        EXPECT_EQ(rl_store_nofit(s.get(), &*more[i], t1),
                   RL_STORE_NOFIT_NAME) << i;
     }
     EXPECT_EQ(s.used(), 64u);
@@ -949,8 +968,7 @@ TEST(StoreNofit, NamesSixtyFourKeysAMinuteThenOneLine)
 
 TEST(StoreKeys, LongKeysAreStoredAndComparedWhole)
 {
-    TestStore s(TestStore::bytes_for(64));
-    ASSERT_TRUE(s.laid_out());
+    TestStore s(Slots { 64 });
     const auto params = params_for("1r/m", 2);
     const int64_t now = base_now_us;
 
@@ -1009,6 +1027,27 @@ TEST(StoreKeys, LongKeysAreStoredAndComparedWhole)
 }
 
 
+TEST(StoreKeys, AnEmptyKeyIsAKeyOfItsOwn)
+{
+    TestStore s(65536);
+    const auto params = params_for("1r/m", 2);
+    rl_store_key_t empty;
+    rl_store_key(s.get(), nullptr, 0, &empty);
+    Key one(s.get(), std::string(1, '\0'));
+
+    ngx_http_rate_limit_decision_t d {};
+    EXPECT_EQ(rl_store_take(s.get(), &empty, &params, 1, base_now_us, &d),
+              RL_STORE_OK);
+    EXPECT_EQ(d.remaining, 1u);
+    EXPECT_EQ(rl_store_take(s.get(), &empty, &params, 1, base_now_us, &d),
+              RL_STORE_OK);
+    EXPECT_EQ(d.remaining, 0u);
+    EXPECT_EQ(take(s.get(), one, params, base_now_us).remaining, 1u);
+    EXPECT_EQ(s.stats().buckets, 2u);
+    EXPECT_TRUE(s.consistent());
+}
+
+
 TEST(StoreKeys, BytesPerRowAndBucketByKeyLength)
 {
     const size_t lengths[] = { 15, 32, 40, 64 };
@@ -1038,13 +1077,12 @@ TEST(StoreKeys, BytesPerRowAndBucketByKeyLength)
 
 TEST(StoreKeys, KeysOfOneChainStayApart)
 {
-    TestStore s(TestStore::bytes_for(32));
-    ASSERT_TRUE(s.laid_out());
+    TestStore s(Slots { 32 });
     const auto params = params_for("1r/m", 3);
     const uint64_t nslots = s.stats().slots;
 
     /* keys whose hash picks chain 0 */
-    std::vector<std::unique_ptr<Key>> keys;
+    Keys keys;
     for (int i = 0; keys.size() < 12 && i < 100000; i++) {
         auto k = std::make_unique<Key>(s.get(), key_name("c", i));
         if ((uint64_t(k->get().hash) * nslots) >> 32 == 0) {
@@ -1104,8 +1142,7 @@ double cpu_seconds()
 TEST(StoreScale, AMillionBuckets)
 {
     const size_t n = 1000000;
-    TestStore s(TestStore::bytes_for(n + n / 16));
-    ASSERT_TRUE(s.laid_out());
+    TestStore s(Slots { n + n / 16 });
     const auto params = params_for("1r/m", 5);
 
     std::vector<std::string> names(n);

@@ -324,8 +324,7 @@ public:
     }
 
     uint32_t find(unsigned kind, const rl_store_key_t &key) noexcept;
-    uint32_t find_limit(const rl_store_key_t &key, bool rows,
-        bool policy) noexcept;
+    uint32_t find_limit(const rl_store_key_t &key) noexcept;
     uint32_t insert(unsigned kind, const rl_store_key_t &key) noexcept;
     size_t key_of(uint32_t i, unsigned char *out) noexcept;
     void remove(uint32_t i) noexcept;
@@ -347,7 +346,17 @@ public:
         }
     }
 
-    void expire(int64_t now_us, bool force) noexcept;
+    /* inline, the check that mostly finds nothing to do */
+    void expire(int64_t now_us, bool force) noexcept
+    {
+        const uint32_t i = sh_.list[list_lru].tail;
+
+        if (i && (force || entry(i).u.bucket.tat_us <= now_us)) {
+            forget_lru(now_us, force);
+        }
+    }
+
+    void forget_lru(int64_t now_us, bool force) noexcept;
     void unblock(int64_t now_us, unsigned n) noexcept;
     int row_put(uint32_t i, const rl_store_key_t &key,
         const rl_store_limit_t &limit, uint64_t generation,
@@ -394,7 +403,8 @@ bool Store::matches(const Entry &e, unsigned kind,
         reinterpret_cast<const unsigned char *>(&e) + key_offset[kind];
 
     if (key.len <= room) {
-        return std::memcmp(stored, key.data, key.len) == 0;
+        /* an empty key's data may be NULL, which memcmp() may not take */
+        return key.len == 0 || std::memcmp(stored, key.data, key.len) == 0;
     }
 
     uint32_t next;
@@ -440,8 +450,7 @@ uint32_t Store::find(unsigned kind, const rl_store_key_t &key) noexcept
 
 
 /* the row of key, else its policy entry: one walk finds either */
-uint32_t Store::find_limit(const rl_store_key_t &key, bool rows,
-    bool policy) noexcept
+uint32_t Store::find_limit(const rl_store_key_t &key) noexcept
 {
     uint32_t found = 0;
 
@@ -452,12 +461,12 @@ uint32_t Store::find_limit(const rl_store_key_t &key, bool rows,
     for (uint32_t i = chain_of(key.hash); i; i = entry(i).chain) {
         const Entry &e = entry(i);
 
-        if (rows && matches(e, kind_row, key)) {
+        if (matches(e, kind_row, key)) {
             if (!(e.meta & meta_tombstone)) {
                 return i;
             }
 
-        } else if (policy && !found && matches(e, kind_policy, key)) {
+        } else if (!found && matches(e, kind_policy, key)) {
             found = i;
         }
     }
@@ -654,7 +663,7 @@ void Store::unlink(ListId l, uint32_t i) noexcept
  * dropping it loses nothing.  Under memory pressure ("force") the least
  * recently used bucket goes even if it is not full, as with limit_req.
  */
-void Store::expire(int64_t now_us, bool force) noexcept
+void Store::forget_lru(int64_t now_us, bool force) noexcept
 {
     for (unsigned n = 0; n < expire_per_take; n++) {
         const uint32_t i = sh_.list[list_lru].tail;
@@ -769,7 +778,6 @@ bool Store::check() noexcept
         return false;
     }
 
-    /* the chain link of a slot marks it seen: the walk puts them back */
     uint64_t seen = 0;
     uint32_t counts[lists] = {};
     uint32_t policy_slots = 0;
@@ -898,17 +906,18 @@ extern "C" rl_store_shared_t *
 rl_store_layout(void *memory, size_t bytes,
     const unsigned char seed[RL_STORE_SEED_LEN]) noexcept
 {
-    const size_t fixed = extent_of(0).slots + 64;
+    const size_t header = extent_of(0).slots;
 
     if (memory == nullptr
         || reinterpret_cast<uintptr_t>(memory) % alignof(Shared) != 0
-        || bytes < fixed)
+        || bytes < header)
     {
         return nullptr;
     }
 
-    /* index 0 is none, and the chain pick multiplies 32 bits by nslots */
-    uint64_t nslots = (bytes - fixed) / (slot_size + sizeof(uint32_t));
+    /* at most a slot too many, for the alignment; index 0 is none, and the
+     * chain pick multiplies 32 bits by nslots */
+    uint64_t nslots = (bytes - header) / (slot_size + sizeof(uint32_t));
 
     if (nslots > UINT32_MAX - 1) {
         nslots = UINT32_MAX - 1;
@@ -1059,17 +1068,15 @@ rl_store_find_limit(const rl_store_t *store, const rl_store_key_t *key,
     rl_store_limit_t *limit) noexcept
 {
     Shared &sh = *store->shared;
-    const bool rows = sh.nrows.load(relaxed) != 0;
-    const bool policy = sh.npolicy.load(relaxed) != 0;
 
-    if (!rows && !policy) {
+    if (sh.nrows.load(relaxed) == 0 && sh.npolicy.load(relaxed) == 0) {
         return NGX_HTTP_RATE_LIMIT_SOURCE_DEFAULT;
     }
 
     Store s(&sh);
     Hold hold(store);
 
-    const uint32_t i = s.find_limit(*key, rows, policy);
+    const uint32_t i = s.find_limit(*key);
 
     if (i == 0) {
         return NGX_HTTP_RATE_LIMIT_SOURCE_DEFAULT;
