@@ -138,8 +138,9 @@ ngx_http_rate_limit_source_e rl_store_find_limit(const rl_store_t *store,
 /*
  * The policy file's entries, replacing those the store held, all at once
  * under one hold of the lock, so that no check sees a half-loaded file.
- * RL_STORE_FULL: they do not fit (with the room left to buckets, see
- * rl_store_stats_t.scarce), and the store is left as it was.
+ * RL_STORE_FULL: they do not fit, with the last eighth of the slots left
+ * to the buckets (the old entries' slots count as free), and the store is
+ * left as it was.  A key given twice takes the last entry's limit.
  */
 typedef struct {
     rl_store_key_t               key;
