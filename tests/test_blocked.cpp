@@ -18,6 +18,7 @@ namespace {
 
 using rate_limit_test::base_now_us;
 using rate_limit_test::decide;
+using rate_limit_test::params_for;
 
 constexpr int64_t blocked_retry_after_us =
     NGX_HTTP_RATE_LIMIT_BLOCKED_RETRY_AFTER_US;
