@@ -1467,7 +1467,6 @@ ngx_http_rate_limit_release_connection(ngx_connection_t *c)
 }
 
 
-/* a worker's background timer: it never holds up a graceful shutdown */
 /* n in decimal: ngx_sprintf() would parse a format on the hot path */
 u_char *
 ngx_http_rate_limit_decimal(u_char *p, uint64_t n)
@@ -1502,6 +1501,7 @@ ngx_http_rate_limit_on_failure_name(ngx_uint_t on_failure)
 }
 
 
+/* a worker's background timer: it never holds up a graceful shutdown */
 void
 ngx_http_rate_limit_timer_init(ngx_event_t *ev, ngx_event_handler_pt handler,
     void *data, ngx_log_t *log)
