@@ -16,7 +16,9 @@
 
 #include <ngx_http_rate_limit_core.h>
 #include <rate_limit_verdict.h>
+#include <rl_api.h>
 #include <rl_redis.h>
+#include <rl_store.h>
 
 
 /*
@@ -146,6 +148,7 @@ typedef struct {
     ngx_shm_zone_t                  *shm_zone;
     ngx_http_rate_limit_shctx_t     *sh;
     ngx_slab_pool_t                 *shpool;
+    rl_store_t                       store;
 
     ngx_http_complex_value_t         key;
     ngx_http_rate_limit_rate_t       rate;
@@ -353,6 +356,7 @@ char *ngx_http_rate_limit_api(ngx_conf_t *cf, ngx_command_t *cmd,
 ngx_int_t ngx_http_rate_limit_api_init_process(ngx_cycle_t *cycle,
     ngx_http_rate_limit_main_conf_t *rmcf);
 void ngx_http_rate_limit_api_exit_process(void);
+rl_api_alloc_t ngx_http_rate_limit_api_allocator(ngx_pool_t *pool);
 
 /* handler */
 ngx_int_t ngx_http_rate_limit_handler(ngx_http_request_t *r);
