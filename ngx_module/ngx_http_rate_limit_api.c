@@ -37,7 +37,6 @@ typedef struct {
 
 static ngx_int_t ngx_http_rate_limit_api_handler(ngx_http_request_t *r);
 static void *ngx_http_rate_limit_api_alloc(void *pool, size_t size);
-static rl_api_alloc_t ngx_http_rate_limit_api_allocator(ngx_pool_t *pool);
 static void *ngx_http_rate_limit_api_zone(void *rmcf, const u_char *name,
     size_t len);
 static ngx_int_t ngx_http_rate_limit_api_authorized(ngx_http_request_t *r,
@@ -264,7 +263,7 @@ ngx_http_rate_limit_api_alloc(void *pool, size_t size)
 
 
 /* what the core gives lives as long as the request: in its pool */
-static rl_api_alloc_t
+rl_api_alloc_t
 ngx_http_rate_limit_api_allocator(ngx_pool_t *pool)
 {
     rl_api_alloc_t  a;

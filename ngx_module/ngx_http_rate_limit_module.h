@@ -16,6 +16,7 @@
 
 #include <ngx_http_rate_limit_core.h>
 #include <rate_limit_verdict.h>
+#include <rl_api.h>
 #include <rl_redis.h>
 #include <rl_store.h>
 
@@ -308,6 +309,7 @@ char *ngx_http_rate_limit_api(ngx_conf_t *cf, ngx_command_t *cmd,
 ngx_int_t ngx_http_rate_limit_api_init_process(ngx_cycle_t *cycle,
     ngx_http_rate_limit_main_conf_t *rmcf);
 void ngx_http_rate_limit_api_exit_process(void);
+rl_api_alloc_t ngx_http_rate_limit_api_allocator(ngx_pool_t *pool);
 
 /* handler */
 ngx_int_t ngx_http_rate_limit_handler(ngx_http_request_t *r);
