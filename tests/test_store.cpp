@@ -1415,6 +1415,40 @@ TEST(StoreCrash, LinksBeyondTheSlotsAreIgnored)
 }
 
 
+/* counts a killed holder left one off: the free list lost a slot */
+TEST(StoreCrash, NoSlotIsHandedOutBeyondTheLast)
+{
+    TestStore s(Slots { 8 });
+    const auto params = params_for("1r/m", 1);
+    const auto limit = limit_of("5r/s", 5);
+    const rl_store_snapshot_t snap = snapshot(1, 1);
+
+    /* rows in slots 1 to 7, a bucket in 8 */
+    for (int i = 0; i < 7; i++) {
+        Key r(s.get(), key_name("row", i));
+        ASSERT_EQ(rl_store_row_sync(s.get(), &r, &limit, 1, &snap),
+                  RL_STORE_OK);
+    }
+    Key b(s.get(), "bucket");
+    take(s.get(), b, params, base_now_us);
+
+    /* freed: slot 2, then slot 1; slot 2's link to 1 lost */
+    Key r0(s.get(), "row0"), r1(s.get(), "row1");
+    rl_store_row_sync(s.get(), &r0, nullptr, 1, &snap);
+    rl_store_row_sync(s.get(), &r1, nullptr, 1, &snap);
+    links_of(s, 2)[chain_link] = 0;
+    ASSERT_EQ(s.stats().free_slots, 2u);
+
+    Key n0(s.get(), "new0"), n1(s.get(), "new1");
+    int rc = -1;
+    take(s.get(), n0, params, base_now_us, 1, &rc);
+    EXPECT_EQ(rc, RL_STORE_OK);
+    take(s.get(), n1, params, base_now_us, 1, &rc);
+    EXPECT_EQ(rc, RL_STORE_FULL) << "no slot 9";
+    EXPECT_EQ(s.stats().buckets, 2u);
+}
+
+
 TEST(StoreStats, CountsRequestsOutcomesAndEntries)
 {
     TestStore s(65536);
