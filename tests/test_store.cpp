@@ -503,19 +503,26 @@ TEST(StoreBuckets, ForgetsTheLeastRecentlyUsedWhenNoSlotIsLeft)
 }
 
 
-TEST(StoreBuckets, AStoreWithNothingToForgetIsFull)
+/* rows "row0" on, synced by full sync 1, in the slots from the first */
+void sync_rows(const TestStore &s, int n, const rl_store_limit_t &limit)
 {
-    TestStore s(Slots { 8 });
-    const auto limit = limit_of("10r/s", 10);
-    const auto params = params_for("1r/m", 1);
     const rl_store_snapshot_t snap = snapshot(1, 1);
 
-    /* rows keep an eighth free: 7 of 8 slots */
-    for (int i = 0; i < 7; i++) {
+    for (int i = 0; i < n; i++) {
         Key k(s.get(), key_name("row", i));
         EXPECT_EQ(rl_store_row_sync(s.get(), &k, &limit, 1, &snap),
                   RL_STORE_OK) << i;
     }
+}
+
+
+TEST(StoreBuckets, AStoreWithNothingToForgetIsFull)
+{
+    TestStore s(Slots { 8 });
+    const auto params = params_for("1r/m", 1);
+
+    /* rows keep an eighth free: 7 of 8 slots */
+    sync_rows(s, 7, limit_of("10r/s", 10));
     EXPECT_EQ(s.stats().free_slots, 1u);
 
     /* a bucket of a 256-byte key needs 4 slots: none can be forgotten */
@@ -1420,15 +1427,10 @@ TEST(StoreCrash, NoSlotIsHandedOutBeyondTheLast)
 {
     TestStore s(Slots { 8 });
     const auto params = params_for("1r/m", 1);
-    const auto limit = limit_of("5r/s", 5);
     const rl_store_snapshot_t snap = snapshot(1, 1);
 
     /* rows in slots 1 to 7, a bucket in 8 */
-    for (int i = 0; i < 7; i++) {
-        Key r(s.get(), key_name("row", i));
-        ASSERT_EQ(rl_store_row_sync(s.get(), &r, &limit, 1, &snap),
-                  RL_STORE_OK);
-    }
+    sync_rows(s, 7, limit_of("5r/s", 5));
     Key b(s.get(), "bucket");
     take(s.get(), b, params, base_now_us);
 
