@@ -217,6 +217,11 @@ public:
     void policy_replace(const std::vector<std::pair<size_t,
         rl_store_limit_t>> &entries)
     {
+        /* none for none changes no limit */
+        if (entries.empty() && policy_.empty()) {
+            return;
+        }
+
         policy_.clear();
         for (const auto &[key, limit] : entries) {
             policy_[key] = limit;

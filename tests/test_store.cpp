@@ -254,6 +254,24 @@ Keys keys_named(const rl_store_t *store, const char *prefix, int n)
 }
 
 
+/* every slot of s a bucket, of the keys "b0" on, the first the least
+ * recently used */
+Keys fill_with_buckets(const TestStore &s,
+    const ngx_http_rate_limit_params_t &params)
+{
+    const uint64_t n = s.stats().slots;
+    Keys keys = keys_named(s.get(), "b", int(n));
+
+    for (uint64_t i = 0; i < n; i++) {
+        take(s.get(), *keys[i], params, base_now_us);
+    }
+
+    EXPECT_EQ(s.stats().free_slots, 0u);
+
+    return keys;
+}
+
+
 TEST(StoreLayout, RefusesMemoryTooSmallOrMisaligned)
 {
     unsigned char small[512];
@@ -485,19 +503,26 @@ TEST(StoreBuckets, ForgetsTheLeastRecentlyUsedWhenNoSlotIsLeft)
 }
 
 
-TEST(StoreBuckets, AStoreWithNothingToForgetIsFull)
+/* rows "row0" on, synced by full sync 1, in the slots from the first */
+void sync_rows(const TestStore &s, int n, const rl_store_limit_t &limit)
 {
-    TestStore s(Slots { 8 });
-    const auto limit = limit_of("10r/s", 10);
-    const auto params = params_for("1r/m", 1);
     const rl_store_snapshot_t snap = snapshot(1, 1);
 
-    /* rows keep an eighth free: 7 of 8 slots */
-    for (int i = 0; i < 7; i++) {
+    for (int i = 0; i < n; i++) {
         Key k(s.get(), key_name("row", i));
         EXPECT_EQ(rl_store_row_sync(s.get(), &k, &limit, 1, &snap),
                   RL_STORE_OK) << i;
     }
+}
+
+
+TEST(StoreBuckets, AStoreWithNothingToForgetIsFull)
+{
+    TestStore s(Slots { 8 });
+    const auto params = params_for("1r/m", 1);
+
+    /* rows keep an eighth free: 7 of 8 slots */
+    sync_rows(s, 7, limit_of("10r/s", 10));
     EXPECT_EQ(s.stats().free_slots, 1u);
 
     /* a bucket of a 256-byte key needs 4 slots: none can be forgotten */
@@ -522,6 +547,26 @@ TEST(StoreBuckets, AStoreWithNothingToForgetIsFull)
     take(s.get(), too_long, params, base_now_us, 1, &rc);
     EXPECT_EQ(rc, RL_STORE_FULL);
     EXPECT_TRUE(held(s.get(), b, params, base_now_us));
+    EXPECT_TRUE(s.consistent());
+}
+
+
+/* a bucket of a long key forgets as many as it needs, no more */
+TEST(StoreBuckets, ALongKeyForgetsTheFewItNeeds)
+{
+    TestStore s(Slots { 8 });
+    const auto params = params_for("1r/m", 1);
+    const Keys keys = fill_with_buckets(s, params);
+
+    /* 256 bytes: 4 slots */
+    Key long_key(s.get(), std::string(256, 'x'));
+    int rc = -1;
+    take(s.get(), long_key, params, base_now_us, 1, &rc);
+    EXPECT_EQ(rc, RL_STORE_OK);
+    EXPECT_TRUE(held(s.get(), long_key, params, base_now_us));
+    EXPECT_EQ(s.stats().buckets, 5u);
+    EXPECT_FALSE(held(s.get(), *keys[3], params, base_now_us));
+    EXPECT_TRUE(held(s.get(), *keys[4], params, base_now_us));
     EXPECT_TRUE(s.consistent());
 }
 
@@ -776,6 +821,74 @@ TEST(StorePolicy, ReplaceIsAllOrNothing)
     EXPECT_EQ(rl_store_policy_replace(s.get(), nullptr, 0), RL_STORE_OK);
     EXPECT_EQ(s.stats().policy, 0u);
     EXPECT_EQ(s.used(), 0u);
+    EXPECT_TRUE(s.consistent());
+}
+
+
+/* a zone full of buckets is their normal state: a reload must not fail */
+TEST(StorePolicy, ReplaceForgetsBucketsButLeavesThemTheLastEighth)
+{
+    TestStore s(Slots { 64 });
+    const auto params = params_for("1r/m", 1);
+    const Keys buckets = fill_with_buckets(s, params);
+
+    EXPECT_EQ(rl_store_policy_replace(s.get(), nullptr, 0), RL_STORE_OK);
+    EXPECT_EQ(s.stats().buckets, 64u);
+
+    const Keys p = keys_named(s.get(), "p", 57);
+    std::vector<rl_store_policy_entry_t> entries;
+    for (int i = 0; i < 57; i++) {
+        entries.push_back({ p[i]->get(), limit_of("3r/s", 3) });
+    }
+
+    EXPECT_EQ(rl_store_policy_replace(s.get(), entries.data(), 10),
+              RL_STORE_OK);
+    EXPECT_EQ(s.stats().policy, 10u);
+    EXPECT_EQ(s.stats().buckets, 54u);
+    EXPECT_FALSE(held(s.get(), *buckets[9], params, base_now_us))
+        << "the least recently used went";
+    EXPECT_TRUE(held(s.get(), *buckets[10], params, base_now_us));
+
+    EXPECT_EQ(rl_store_policy_replace(s.get(), entries.data(), 56),
+              RL_STORE_OK);
+    EXPECT_EQ(s.stats().buckets, 8u);
+
+    EXPECT_EQ(rl_store_policy_replace(s.get(), entries.data(), 57),
+              RL_STORE_FULL);
+    EXPECT_EQ(s.stats().policy, 56u);
+    EXPECT_EQ(s.stats().buckets, 8u);
+    EXPECT_TRUE(s.consistent());
+}
+
+
+/* rows, tombstones, rejections and nofit keys forget buckets likewise */
+TEST(StoreRows, ForgetBucketsButLeaveThemTheLastEighth)
+{
+    TestStore s(Slots { 64 });
+    const auto params = params_for("1r/m", 1);
+    const auto limit = limit_of("5r/s", 5);
+    fill_with_buckets(s, params);
+
+    Key blocked(s.get(), "blocked"), nofit(s.get(), "nofit");
+    rl_store_block(s.get(), &blocked, base_now_us + 1000, base_now_us + 2000,
+                   base_now_us);
+    EXPECT_EQ(s.stats().blocked, 1u);
+    EXPECT_EQ(rl_store_nofit(s.get(), &nofit, base_now_us),
+              RL_STORE_NOFIT_NAME);
+    Key gone(s.get(), "gone");
+    EXPECT_EQ(rl_store_row_write(s.get(), &gone, nullptr, 1), RL_STORE_OK);
+    EXPECT_EQ(s.stats().buckets, 61u);
+
+    for (int i = 0; i < 53; i++) {
+        Key k(s.get(), key_name("row", i));
+        ASSERT_EQ(rl_store_row_write(s.get(), &k, &limit, 1), RL_STORE_OK)
+            << i;
+    }
+    Key last(s.get(), "row53");
+    EXPECT_EQ(rl_store_row_write(s.get(), &last, &limit, 1),
+              RL_STORE_FULL_NEWLY);
+    EXPECT_EQ(s.stats().rows, 53u);
+    EXPECT_EQ(s.stats().buckets, 8u);
     EXPECT_TRUE(s.consistent());
 }
 
@@ -1182,6 +1295,159 @@ TEST(StoreScale, AMillionBuckets)
 #if !defined(__SANITIZE_ADDRESS__)
     EXPECT_LT(seconds, 2.0);
 #endif
+}
+
+
+/*
+ * The links of slot i, written by hand as a worker killed mid-update might
+ * leave them: the layout of rl_store.cpp, its slots of 96 bytes at the end
+ * of what it laid out, each beginning with its chain link, then its list's
+ * prev and next.
+ */
+uint32_t *links_of(const TestStore &s, uint32_t i)
+{
+    const rl_store_stats_t st = s.stats();
+
+    return reinterpret_cast<uint32_t *>(
+        s.memory() + st.bytes - st.slots * 96 + (i - 1) * 96);
+}
+
+enum Link { chain_link = 0, prev_link, next_link };
+
+
+/* runs calls in a child, which must end well within 10 s */
+void ends_in_time(void (*calls)(const TestStore &), const TestStore &s)
+{
+    const pid_t pid = fork();
+    ASSERT_NE(pid, -1);
+
+    if (pid == 0) {
+        alarm(10);
+        calls(s);
+        _exit(0);
+    }
+
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        << "killed by signal " << (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
+
+
+/* every call that walks a chain or a list */
+void walk_everything(const TestStore &s)
+{
+    const auto params = params_for("1r/m", 1);
+    const auto limit = limit_of("5r/s", 5);
+    const rl_store_snapshot_t snap = snapshot(5, 5);
+    rl_store_limit_t got;
+
+    for (int i = 0; i < 40; i++) {
+        Key k(s.get(), key_name("new", i));
+        take(s.get(), k, params, base_now_us + minute_us * 2);
+        rl_store_find_limit(s.get(), &k, &got);
+        rl_store_row_write(s.get(), &k, &limit, 3);
+        rl_store_row_write(s.get(), &k, nullptr, 4);
+        rl_store_block(s.get(), &k, base_now_us + 1, base_now_us + 2,
+                       base_now_us + minute_us * 3);
+        ngx_http_rate_limit_decision_t d {};
+        rl_store_blocked(s.get(), &k, 1, 1000, base_now_us, &d);
+        rl_store_nofit(s.get(), &k, base_now_us + minute_us * 4);
+    }
+
+    rl_store_row_sweep(s.get(), 1, &snap);
+    rl_store_row_sweep(s.get(), 2, &snap);
+    rl_store_row_forget(s.get(), 100);
+
+    Key p(s.get(), "policy");
+    const rl_store_policy_entry_t entry { p.get(), limit };
+    rl_store_policy_replace(s.get(), &entry, 1);
+    rl_store_policy_replace(s.get(), nullptr, 0);
+    rl_store_check(s.get());
+}
+
+
+/* a store holding some of every kind, each kind's slots in a known range */
+void fill_every_kind(const TestStore &s)
+{
+    const auto params = params_for("1r/m", 1);
+    const auto limit = limit_of("5r/s", 5);
+
+    for (int i = 0; i < 8; i++) {
+        Key b(s.get(), key_name("bucket", i)), r(s.get(), key_name("row", i));
+        take(s.get(), b, params, base_now_us);
+        ASSERT_EQ(rl_store_row_write(s.get(), &r, &limit, 1), RL_STORE_OK);
+    }
+
+    Key p(s.get(), "policy"), n(s.get(), "nofit"), x(s.get(), "blocked");
+    const rl_store_policy_entry_t entry { p.get(), limit };
+    ASSERT_EQ(rl_store_policy_replace(s.get(), &entry, 1), RL_STORE_OK);
+    rl_store_nofit(s.get(), &n, base_now_us);
+    rl_store_block(s.get(), &x, base_now_us + minute_us, base_now_us + minute_us,
+                   base_now_us);
+    ASSERT_EQ(s.used(), 19u);
+}
+
+
+TEST(StoreCrash, CyclesInChainsAndListsEndEveryWalk)
+{
+    TestStore s(Slots { 64 });
+    fill_every_kind(s);
+
+    /* each entry its own successor, in its chain and in its list */
+    for (uint32_t i = 1; i <= 19; i++) {
+        links_of(s, i)[chain_link] = i;
+        links_of(s, i)[next_link] = i;
+        links_of(s, i)[prev_link] = i;
+    }
+    EXPECT_FALSE(s.consistent());
+
+    ends_in_time(walk_everything, s);
+}
+
+
+TEST(StoreCrash, LinksBeyondTheSlotsAreIgnored)
+{
+    TestStore s(Slots { 64 });
+    fill_every_kind(s);
+
+    for (uint32_t i = 1; i <= 19; i++) {
+        links_of(s, i)[chain_link] = 0x7fffff00 + i;
+        links_of(s, i)[next_link] = 40 + i;     /* beyond the high water */
+        links_of(s, i)[prev_link] = 0xffffffff;
+    }
+    EXPECT_FALSE(s.consistent());
+
+    ends_in_time(walk_everything, s);
+}
+
+
+/* counts a killed holder left one off: the free list lost a slot */
+TEST(StoreCrash, NoSlotIsHandedOutBeyondTheLast)
+{
+    TestStore s(Slots { 8 });
+    const auto params = params_for("1r/m", 1);
+    const rl_store_snapshot_t snap = snapshot(1, 1);
+
+    /* rows in slots 1 to 7, a bucket in 8 */
+    sync_rows(s, 7, limit_of("5r/s", 5));
+    Key b(s.get(), "bucket");
+    take(s.get(), b, params, base_now_us);
+
+    /* freed: slot 2, then slot 1; slot 2's link to 1 lost */
+    Key r0(s.get(), "row0"), r1(s.get(), "row1");
+    rl_store_row_sync(s.get(), &r0, nullptr, 1, &snap);
+    rl_store_row_sync(s.get(), &r1, nullptr, 1, &snap);
+    links_of(s, 2)[chain_link] = 0;
+    ASSERT_EQ(s.stats().free_slots, 2u);
+
+    Key n0(s.get(), "new0"), n1(s.get(), "new1");
+    int rc = -1;
+    take(s.get(), n0, params, base_now_us, 1, &rc);
+    EXPECT_EQ(rc, RL_STORE_OK);
+    take(s.get(), n1, params, base_now_us, 1, &rc);
+    EXPECT_EQ(rc, RL_STORE_FULL) << "no slot 9";
+    EXPECT_EQ(s.stats().buckets, 2u);
 }
 
 

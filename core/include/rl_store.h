@@ -17,7 +17,10 @@
  *
  * Locking: the host's lock (rl_store_t.lock), which must survive a worker
  * killed while holding it; nginx's slab-pool mutex does, as the master
- * force-unlocks it.  The counters of entries and the zone's counters are
+ * force-unlocks it.  The next holder then finds what the killed one left
+ * half done: no walk of a chain or a list goes beyond the slots' number of
+ * steps nor follows a link out of the slots handed out, so that it ends,
+ * at worst forgetting entries.  The counters of entries and the zone's counters are
  * lock-free atomics, so that a zone holding no rows or rejections costs a
  * check no lock.
  *
@@ -103,8 +106,10 @@ typedef struct {
  * Local buckets.  take() decides a request of cost tokens and stores the
  * bucket's new state (a rejection too, when the state was read under
  * another limit; a rejection of a bucket never seen stores nothing).
- * RL_STORE_FULL: no slot for a new bucket, even after forgetting the least
- * recently used one; d is decided still, but nothing was stored.
+ * RL_STORE_FULL: no room for a new bucket, even after forgetting as many
+ * of the least recently used as its key needs (1 slot, more for a key
+ * over 68 bytes), when the other kinds leave too few; d is decided still,
+ * but nothing was stored.
  */
 int rl_store_take(const rl_store_t *store, const rl_store_key_t *key,
     const ngx_http_rate_limit_params_t *params, uint64_t cost, int64_t now_us,
@@ -138,9 +143,13 @@ ngx_http_rate_limit_source_e rl_store_find_limit(const rl_store_t *store,
 /*
  * The policy file's entries, replacing those the store held, all at once
  * under one hold of the lock, so that no check sees a half-loaded file.
- * RL_STORE_FULL: they do not fit, with the last eighth of the slots left
- * to the buckets (the old entries' slots count as free), and the store is
- * left as it was.  A key given twice takes the last entry's limit.
+ * Buckets count as room: the least recently used are forgotten, full or
+ * not, as the entries need their slots.  RL_STORE_FULL: they do not fit
+ * with the last eighth of the slots left to the buckets (the old entries'
+ * slots count as free), and the store is left as it was (but for a store
+ * whose counts a killed worker left off, which keeps the entries that
+ * fitted).  A key given twice takes the last entry's limit.  No entries
+ * in a store holding none changes nothing.
  */
 typedef struct {
     rl_store_key_t               key;
@@ -175,7 +184,9 @@ int rl_store_visible(const rl_store_snapshot_t *snapshot, uint64_t txid)
  * API's transaction until a sync that saw it applies the row.  A row the
  * API deleted stays as a tombstone with the deletion's transaction, until
  * every later sync sees the deletion.  Rows and tombstones never take the
- * last eighth of the slots, which stays for the buckets that enforce them.
+ * last eighth of the slots, which stays for the buckets that enforce them;
+ * short of that they take the slots of the least recently used buckets,
+ * which may be forgotten where a row's limit may not.
  *
  * row_write(): the bucket API's own write, committed by transaction txid;
  * limit NULL deletes.  RL_STORE_FULL(_NEWLY): the row did not fit (a
@@ -224,7 +235,8 @@ void rl_store_row_forget(const rl_store_t *store, uint64_t xmin)
  * lock while the cache is empty.  A cached rejection no longer holds once
  * the limits change (a row, the policy, a reload: rl_store_limits_changed()).
  * block() remembers a rejection: no token before until_us, full at
- * full_us; a store without room does without.
+ * full_us; a store without room does without (room as for a row: beside
+ * the buckets' last eighth, their least recently used forgotten).
  */
 int rl_store_blocked(const rl_store_t *store, const rl_store_key_t *key,
     uint64_t cost, int64_t interval_us, int64_t now_us,
@@ -245,8 +257,8 @@ void rl_store_limits_changed(const rl_store_t *store)
  * RL_STORE_NOFIT_NAME names the key, once a minute for each key across the
  * node's workers; RL_STORE_NOFIT_UNNAMED, once a minute for the zone,
  * stands for the keys beyond the RL_STORE_NOFIT_KEYS remembered, so that a
- * flood of keys cannot take the buckets' memory; RL_STORE_NOFIT_QUIET says
- * nothing.
+ * flood of keys cannot take the buckets' memory (a key is remembered in
+ * room as for a row); RL_STORE_NOFIT_QUIET says nothing.
  */
 #define RL_STORE_NOFIT_PERIOD_US  60000000
 #define RL_STORE_NOFIT_KEYS       64

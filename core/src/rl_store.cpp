@@ -153,7 +153,10 @@ using Counter = std::atomic<uint64_t>;
 static_assert(Count::is_always_lock_free && Counter::is_always_lock_free,
               "the counters are read without the lock, by any process");
 
-constexpr uint64_t store_magic = 0x31766f74736c72ULL;   /* "rlstov1" */
+constexpr uint64_t store_magic = 0x32766f74736c72ULL;   /* "rlstov2" */
+
+/* the most slots an entry takes: a row of the longest key */
+constexpr size_t max_slots = 4;
 
 /* a store with fewer slots has no eighth to keep */
 constexpr size_t min_slots = 8;
@@ -184,6 +187,7 @@ struct rl_store_shared_s {
     uint32_t                nnofit;
     uint32_t                rows_full;      /* said since a row last fitted */
     uint32_t                policy_slots;
+    uint32_t                bucket_slots;   /* extensions included */
 
     /* written under the lock, read without it */
     Count                   used;           /* slots, extensions included */
@@ -245,11 +249,13 @@ struct Sip {
 
 uint64_t load_le64(const unsigned char *p) noexcept
 {
-    uint64_t v = 0;
+    uint64_t v;
 
-    for (int i = 7; i >= 0; i--) {
-        v = (v << 8) | p[i];
-    }
+    std::memcpy(&v, p, sizeof(v));
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
 
     return v;
 }
@@ -269,8 +275,14 @@ uint64_t siphash13(const uint64_t seed[2], const unsigned char *data,
 
     uint64_t last = uint64_t(len) << 56;
 
-    for (size_t i = 0; i < (len & 7); i++) {
-        last |= uint64_t(data[i]) << (8 * i);
+    switch (len & 7) {
+    case 7: last |= uint64_t(data[6]) << 48; [[fallthrough]];
+    case 6: last |= uint64_t(data[5]) << 40; [[fallthrough]];
+    case 5: last |= uint64_t(data[4]) << 32; [[fallthrough]];
+    case 4: last |= uint64_t(data[3]) << 24; [[fallthrough]];
+    case 3: last |= uint64_t(data[2]) << 16; [[fallthrough]];
+    case 2: last |= uint64_t(data[1]) << 8; [[fallthrough]];
+    case 1: last |= uint64_t(data[0]);
     }
 
     s.absorb(last);
@@ -299,19 +311,34 @@ public:
 
     Entry &entry(uint32_t i) noexcept { return slots_[i - 1].entry; }
 
+    /* an index a link may hold: a killed holder may have left any */
+    bool valid(uint32_t i) const noexcept
+    {
+        return i - 1 < sh_.high_water;
+    }
+
     uint32_t free_slots() const noexcept
     {
-        return sh_.nslots - sh_.used.load(relaxed);
+        const uint32_t used = sh_.used.load(relaxed);
+
+        return used < sh_.nslots ? sh_.nslots - used : 0;
     }
 
-    /* whether need slots leave the last eighth free, for what is not a
-     * bucket */
-    bool leaves_reserve(uint64_t free, uint64_t need) const noexcept
+    /*
+     * Whether need slots more of what is not a bucket (freed: slots of it
+     * about to go) leave the buckets the last eighth.  Buckets count as
+     * room: they may be forgotten, a row's limit may not.
+     */
+    bool leaves_reserve(uint64_t need, uint64_t freed = 0) const noexcept
     {
-        return free >= need && (free - need) * 8 >= sh_.nslots;
+        const uint64_t held = uint64_t(sh_.bucket_slots) + freed;
+        const uint64_t used = sh_.used.load(relaxed);
+        const uint64_t others = used > held ? used - held : 0;
+
+        return (others + need) * 8 <= uint64_t(sh_.nslots) * 7;
     }
 
-    static size_t slots_for(unsigned kind, size_t len) noexcept
+    static constexpr size_t slots_for(unsigned kind, size_t len) noexcept
     {
         const size_t room = slot_size - key_offset[kind];
 
@@ -326,6 +353,9 @@ public:
     uint32_t find(unsigned kind, const rl_store_key_t &key) noexcept;
     uint32_t find_limit(const rl_store_key_t &key) noexcept;
     uint32_t insert(unsigned kind, const rl_store_key_t &key) noexcept;
+    uint32_t insert_beside_buckets(unsigned kind,
+        const rl_store_key_t &key) noexcept;
+    bool make_room(size_t need) noexcept;
     size_t key_of(uint32_t i, unsigned char *out) noexcept;
     void remove(uint32_t i) noexcept;
 
@@ -338,25 +368,52 @@ public:
     void push(ListId l, uint32_t i) noexcept;
     void unlink(ListId l, uint32_t i) noexcept;
 
+    /* inline, the hot path's: an entry with a neighbour before it and a
+     * head to go before, as a list a killed holder left whole has */
     void to_front(ListId l, uint32_t i) noexcept
     {
-        if (sh_.list[l].head != i) {
+        List &list = sh_.list[l];
+        Entry &e = entry(i);
+        const uint32_t prev = e.prev;
+        const uint32_t next = e.next;
+
+        if (list.head == i) {
+            return;
+        }
+
+        if (!valid(prev) || !valid(list.head)) {
             unlink(l, i);
             push(l, i);
+            return;
         }
+
+        entry(prev).next = next;
+
+        if (valid(next)) {
+            entry(next).prev = prev;
+
+        } else if (list.tail == i) {
+            list.tail = prev;
+        }
+
+        e.prev = 0;
+        e.next = list.head;
+        entry(list.head).prev = i;
+        list.head = i;
     }
 
     /* inline, the check that mostly finds nothing to do */
-    void expire(int64_t now_us, bool force) noexcept
+    void expire(int64_t now_us) noexcept
     {
         const uint32_t i = sh_.list[list_lru].tail;
 
-        if (i && (force || entry(i).u.bucket.tat_us <= now_us)) {
-            forget_lru(now_us, force);
+        if (valid(i) && entry(i).u.bucket.tat_us <= now_us) {
+            forget_lru(now_us);
         }
     }
 
-    void forget_lru(int64_t now_us, bool force) noexcept;
+    void forget_lru(int64_t now_us) noexcept;
+    void forget_bucket(uint32_t i) noexcept;
     void unblock(int64_t now_us, unsigned n) noexcept;
     int row_put(uint32_t i, const rl_store_key_t &key,
         const rl_store_limit_t &limit, uint64_t generation,
@@ -371,7 +428,29 @@ private:
         return chains_[(uint64_t(hash) * sh_.nslots) >> 32];
     }
 
+    /* inline, the check of every lookup; a long key's rest is compared
+     * out of line */
     bool matches(const Entry &e, unsigned kind,
+        const rl_store_key_t &key) noexcept
+    {
+        if ((e.meta & meta_match_mask) != (key.len | kind << meta_kind_shift)
+            || e.tag != uint16_t(key.hash))
+        {
+            return false;
+        }
+
+        const unsigned char *stored =
+            reinterpret_cast<const unsigned char *>(&e) + key_offset[kind];
+
+        if (key.len > slot_size - key_offset[kind]) {
+            return matches_long(stored, kind, key);
+        }
+
+        /* an empty key's data may be NULL, which memcmp() may not take */
+        return key.len == 0 || std::memcmp(stored, key.data, key.len) == 0;
+    }
+
+    bool matches_long(const unsigned char *stored, unsigned kind,
         const rl_store_key_t &key) noexcept;
     uint32_t take_slot() noexcept;
     void give_slot(uint32_t i) noexcept;
@@ -389,24 +468,11 @@ private:
 };
 
 
-bool Store::matches(const Entry &e, unsigned kind,
+/* a key longer than its first slot's room, from stored on */
+bool Store::matches_long(const unsigned char *stored, unsigned kind,
     const rl_store_key_t &key) noexcept
 {
-    if ((e.meta & meta_match_mask) != (key.len | kind << meta_kind_shift)
-        || e.tag != uint16_t(key.hash))
-    {
-        return false;
-    }
-
     const size_t room = slot_size - key_offset[kind];
-    const unsigned char *stored =
-        reinterpret_cast<const unsigned char *>(&e) + key_offset[kind];
-
-    if (key.len <= room) {
-        /* an empty key's data may be NULL, which memcmp() may not take */
-        return key.len == 0 || std::memcmp(stored, key.data, key.len) == 0;
-    }
-
     uint32_t next;
     std::memcpy(&next, stored, sizeof(next));
 
@@ -417,6 +483,10 @@ bool Store::matches(const Entry &e, unsigned kind,
     }
 
     for (size_t done = part; done < key.len; done += part) {
+        if (!valid(next)) {
+            return false;
+        }
+
         const Extension &x = slots_[next - 1].extension;
 
         part = key.len - done < extension_room ? key.len - done
@@ -439,7 +509,9 @@ uint32_t Store::find(unsigned kind, const rl_store_key_t &key) noexcept
         return 0;
     }
 
-    for (uint32_t i = chain_of(key.hash); i; i = entry(i).chain) {
+    uint32_t i = chain_of(key.hash);
+
+    for (uint32_t n = sh_.nslots; valid(i) && n--; i = entry(i).chain) {
         if (matches(entry(i), kind, key)) {
             return i;
         }
@@ -458,7 +530,9 @@ uint32_t Store::find_limit(const rl_store_key_t &key) noexcept
         return 0;
     }
 
-    for (uint32_t i = chain_of(key.hash); i; i = entry(i).chain) {
+    uint32_t i = chain_of(key.hash);
+
+    for (uint32_t n = sh_.nslots; valid(i) && n--; i = entry(i).chain) {
         const Entry &e = entry(i);
 
         if (matches(e, kind_row, key)) {
@@ -475,15 +549,22 @@ uint32_t Store::find_limit(const rl_store_key_t &key) noexcept
 }
 
 
+/* 0 when none is left, whatever the counts say: a killed holder may have
+ * left them off */
 uint32_t Store::take_slot() noexcept
 {
     uint32_t i = sh_.free_head;
 
-    if (i) {
+    if (valid(i)) {
         sh_.free_head = entry(i).chain;
 
-    } else {
+    } else if (sh_.high_water < sh_.nslots) {
+        sh_.free_head = 0;
         i = ++sh_.high_water;
+
+    } else {
+        sh_.free_head = 0;
+        return 0;
     }
 
     add(sh_.used, 1);
@@ -494,6 +575,10 @@ uint32_t Store::take_slot() noexcept
 
 void Store::give_slot(uint32_t i) noexcept
 {
+    if (!valid(i)) {
+        return;
+    }
+
     entry(i).chain = sh_.free_head;
     sh_.free_head = i;
     add(sh_.used, -1);
@@ -503,13 +588,27 @@ void Store::give_slot(uint32_t i) noexcept
 /* a new entry of key in its chain, in no list yet; 0 when no room */
 uint32_t Store::insert(unsigned kind, const rl_store_key_t &key) noexcept
 {
-    if (key.len > NGX_HTTP_RATE_LIMIT_KEY_MAX
-        || slots_for(kind, key.len) > free_slots())
-    {
+    const size_t need = slots_for(kind, key.len);
+
+    if (key.len > NGX_HTTP_RATE_LIMIT_KEY_MAX || need > free_slots()) {
         return 0;
     }
 
-    const uint32_t i = take_slot();
+    uint32_t taken[max_slots];
+
+    for (size_t n = 0; n < need; n++) {
+        taken[n] = take_slot();
+
+        if (taken[n] == 0) {
+            while (n--) {
+                give_slot(taken[n]);
+            }
+
+            return 0;
+        }
+    }
+
+    const uint32_t i = taken[0];
     Entry &e = entry(i);
 
     e.meta = uint16_t(key.len | kind << meta_kind_shift);
@@ -530,8 +629,10 @@ uint32_t Store::insert(unsigned kind, const rl_store_key_t &key) noexcept
 
         std::memcpy(stored + sizeof(uint32_t), key.data, part);
 
+        const uint32_t *x_next = taken + 1;
+
         for (size_t done = part; done < key.len; done += part) {
-            const uint32_t x = take_slot();
+            const uint32_t x = *x_next++;
             Extension &ext = slots_[x - 1].extension;
 
             std::memcpy(link, &x, sizeof(x));
@@ -550,6 +651,45 @@ uint32_t Store::insert(unsigned kind, const rl_store_key_t &key) noexcept
     head = i;
 
     return i;
+}
+
+
+/*
+ * insert() of what is not a bucket: when the buckets keep their last
+ * eighth, the least recently used of them make room.  A zone full of
+ * buckets is their normal state, as with limit_req, and no reason for a
+ * row's limit to go unenforced.
+ */
+uint32_t Store::insert_beside_buckets(unsigned kind,
+    const rl_store_key_t &key) noexcept
+{
+    const size_t need = slots_for(kind, key.len);
+
+    if (key.len > NGX_HTTP_RATE_LIMIT_KEY_MAX || !leaves_reserve(need)) {
+        return 0;
+    }
+
+    make_room(need);
+
+    return insert(kind, key);
+}
+
+
+/* forgets the least recently used buckets, full or not, until need slots
+ * are free; false when they are not */
+bool Store::make_room(size_t need) noexcept
+{
+    for (uint32_t n = sh_.nslots; free_slots() < need && n--; ) {
+        const uint32_t i = sh_.list[list_lru].tail;
+
+        if (!valid(i)) {
+            return false;
+        }
+
+        forget_bucket(i);
+    }
+
+    return free_slots() >= need;
 }
 
 
@@ -576,6 +716,11 @@ size_t Store::key_of(uint32_t i, unsigned char *out) noexcept
     std::memcpy(out, stored + sizeof(next), part);
 
     for (size_t done = part; done < len; done += part) {
+        if (!valid(next)) {
+            std::memset(out + done, 0, len - done);
+            break;
+        }
+
         const Extension &x = slots_[next - 1].extension;
 
         part = len - done < extension_room ? len - done : extension_room;
@@ -588,10 +733,13 @@ size_t Store::key_of(uint32_t i, unsigned char *out) noexcept
 
 
 /*
- * Drops entry i: from its list, its chain and its slots.  The slot keeps
+ * Drops entry i: from its chain, its list and its slots.  The slot keeps
  * 16 bits of the hash, not the whole, for a row and a key of 32 bytes to
  * fit in one: the chain is found by hashing the key again, once for an
- * entry's life, where its lookups are many.
+ * entry's life, where its lookups are many.  The chain goes first: a
+ * holder killed between the two leaves an entry no lookup finds, which
+ * its list's next walk drops again; the other way round would leave one
+ * found forever that no walk ever drops.
  */
 void Store::remove(uint32_t i) noexcept
 {
@@ -603,9 +751,9 @@ void Store::remove(uint32_t i) noexcept
     unsigned char key[NGX_HTTP_RATE_LIMIT_KEY_MAX];
     key_of(i, key);
 
-    unlink(list_of(e), i);
+    uint32_t *link = &chain_of(hash(key, len));
 
-    for (uint32_t *link = &chain_of(hash(key, len)); *link;
+    for (uint32_t n = sh_.nslots; valid(*link) && n--;
          link = &entry(*link).chain)
     {
         if (*link == i) {
@@ -614,12 +762,14 @@ void Store::remove(uint32_t i) noexcept
         }
     }
 
+    unlink(list_of(e), i);
+
     if (len > room) {
         uint32_t x;
         std::memcpy(&x, reinterpret_cast<unsigned char *>(&e)
                         + key_offset[kind], sizeof(x));
 
-        while (x) {
+        for (size_t n = slots_for(kind, len) - 1; n-- && valid(x); ) {
             const uint32_t next = slots_[x - 1].extension.next;
             give_slot(x);
             x = next;
@@ -634,12 +784,13 @@ void Store::push(ListId l, uint32_t i) noexcept
 {
     List &list = sh_.list[l];
     Entry &e = entry(i);
+    const uint32_t head = valid(list.head) ? list.head : 0;
 
     e.prev = 0;
-    e.next = list.head;
+    e.next = head;
 
-    if (list.head) {
-        entry(list.head).prev = i;
+    if (head) {
+        entry(head).prev = i;
 
     } else {
         list.tail = i;
@@ -653,29 +804,53 @@ void Store::unlink(ListId l, uint32_t i) noexcept
 {
     List &list = sh_.list[l];
     Entry &e = entry(i);
+    const uint32_t prev = valid(e.prev) ? e.prev : 0;
+    const uint32_t next = valid(e.next) ? e.next : 0;
 
-    (e.prev ? entry(e.prev).next : list.head) = e.next;
-    (e.next ? entry(e.next).prev : list.tail) = e.prev;
+    /* an end is moved only when it is i: an entry unlinked already, its
+     * links zeroed, must not empty its list */
+    if (prev) {
+        entry(prev).next = next;
+
+    } else if (list.head == i) {
+        list.head = next;
+    }
+
+    if (next) {
+        entry(next).prev = prev;
+
+    } else if (list.tail == i) {
+        list.tail = prev;
+    }
+
+    e.prev = 0;
+    e.next = 0;
 }
 
-/*
- * A bucket whose tat has passed is full, the same as no bucket at all, so
- * dropping it loses nothing.  Under memory pressure ("force") the least
- * recently used bucket goes even if it is not full, as with limit_req.
- */
-void Store::forget_lru(int64_t now_us, bool force) noexcept
+/* a bucket whose tat has passed is full, the same as no bucket at all, so
+ * dropping it loses nothing */
+void Store::forget_lru(int64_t now_us) noexcept
 {
     for (unsigned n = 0; n < expire_per_take; n++) {
         const uint32_t i = sh_.list[list_lru].tail;
 
-        if (i == 0 || (!force && entry(i).u.bucket.tat_us > now_us)) {
+        if (!valid(i) || entry(i).u.bucket.tat_us > now_us) {
             return;
         }
 
-        force = false;
-        remove(i);
-        add(sh_.nbuckets, -1);
+        forget_bucket(i);
     }
+}
+
+
+void Store::forget_bucket(uint32_t i) noexcept
+{
+    const uint32_t slots =
+        uint32_t(slots_for(kind_bucket, entry(i).meta & meta_len_mask));
+
+    remove(i);
+    add(sh_.nbuckets, -1);
+    sh_.bucket_slots -= slots < sh_.bucket_slots ? slots : sh_.bucket_slots;
 }
 
 
@@ -686,7 +861,7 @@ void Store::unblock(int64_t now_us, unsigned n) noexcept
     while (n--) {
         const uint32_t i = sh_.list[list_blocked].tail;
 
-        if (i == 0) {
+        if (!valid(i)) {
             return;
         }
 
@@ -714,8 +889,7 @@ int Store::row_put(uint32_t i, const rl_store_key_t &key,
     bool was_row = false;
 
     if (i == 0) {
-        i = leaves_reserve(free_slots(), slots_for(kind_row, key.len))
-            ? insert(kind_row, key) : 0;
+        i = insert_beside_buckets(kind_row, key);
 
         if (i == 0) {
             if (sh_.rows_full) {
@@ -781,6 +955,7 @@ bool Store::check() noexcept
     uint64_t seen = 0;
     uint32_t counts[lists] = {};
     uint32_t policy_slots = 0;
+    uint32_t bucket_slots = 0;
     uint32_t used = 0;
 
     for (unsigned l = 0; l < lists; l++) {
@@ -813,6 +988,9 @@ bool Store::check() noexcept
 
             if (kind == kind_policy) {
                 policy_slots += slots;
+
+            } else if (kind == kind_bucket) {
+                bucket_slots += slots;
             }
 
             prev = i;
@@ -849,12 +1027,18 @@ bool Store::check() noexcept
            && used == sh_.used.load(relaxed)
            && used + nfree + (n - sh_.high_water) == n
            && policy_slots == sh_.policy_slots
+           && bucket_slots == sh_.bucket_slots
            && counts[list_lru] == sh_.nbuckets.load(relaxed)
            && counts[list_rows] == sh_.nrows.load(relaxed)
            && counts[list_policy] == sh_.npolicy.load(relaxed)
            && counts[list_blocked] == sh_.nblocked.load(relaxed)
            && counts[list_nofit] == sh_.nnofit;
 }
+
+
+static_assert(max_slots == Store::slots_for(kind_row,
+                                            NGX_HTTP_RATE_LIMIT_KEY_MAX),
+              "a row of the longest key takes the most slots");
 
 
 /* holds the host's lock for a scope */
@@ -971,7 +1155,7 @@ rl_store_take(const rl_store_t *store, const rl_store_key_t *key,
     Store s(store->shared);
     Hold hold(store);
 
-    s.expire(now_us, false);
+    s.expire(now_us);
 
     uint32_t i = s.find(kind_bucket, *key);
 
@@ -999,9 +1183,16 @@ rl_store_take(const rl_store_t *store, const rl_store_key_t *key,
 
     i = s.insert(kind_bucket, *key);
 
-    /* a key too long to store is no reason to forget another bucket */
-    if (i == 0 && key->len <= NGX_HTTP_RATE_LIMIT_KEY_MAX) {
-        s.expire(now_us, true);
+    const size_t slots = Store::slots_for(kind_bucket, key->len);
+
+    /* a key too long to store is no reason to forget another bucket; one
+     * that needs more slots than the buckets hold, neither */
+    if (i == 0 && key->len <= NGX_HTTP_RATE_LIMIT_KEY_MAX
+        && s.free_slots() + s.sh().bucket_slots >= slots)
+    {
+        /* under memory pressure the least recently used go even if not
+         * full, as with limit_req */
+        s.make_room(slots);
 
         i = s.insert(kind_bucket, *key);
     }
@@ -1016,6 +1207,7 @@ rl_store_take(const rl_store_t *store, const rl_store_key_t *key,
 
     s.push(list_lru, i);
     add(s.sh().nbuckets, 1);
+    s.sh().bucket_slots += uint32_t(slots);
 
     return RL_STORE_OK;
 }
@@ -1114,16 +1306,26 @@ rl_store_policy_replace(const rl_store_t *store,
     Hold hold(store);
     Shared &sh = s.sh();
 
-    if (!s.leaves_reserve(uint64_t(s.free_slots()) + sh.policy_slots, need)) {
+    if (n == 0 && sh.list[list_policy].head == 0) {
+        return RL_STORE_OK;
+    }
+
+    if (!s.leaves_reserve(need, sh.policy_slots)) {
         return RL_STORE_FULL;
     }
 
-    while (sh.list[list_policy].head) {
+    for (uint32_t left = sh.nslots;
+         s.valid(sh.list[list_policy].head) && left--; )
+    {
         s.remove(sh.list[list_policy].head);
     }
 
+    sh.list[list_policy] = List {};
+    s.make_room(need);
+
     uint32_t count = 0;
     uint32_t slots = 0;
+    int rc = RL_STORE_OK;
 
     for (size_t k = 0; k < n; k++) {
         const rl_store_key_t &key = entries[k].key;
@@ -1133,6 +1335,14 @@ rl_store_policy_replace(const rl_store_t *store,
 
         if (i == 0) {
             i = s.insert(kind_policy, key);
+
+            if (i == 0) {
+                /* only counts a killed holder left off come here: keep
+                 * what fitted */
+                rc = RL_STORE_FULL;
+                break;
+            }
+
             s.push(list_policy, i);
             count++;
             slots += uint32_t(Store::slots_for(kind_policy, key.len));
@@ -1145,7 +1355,7 @@ rl_store_policy_replace(const rl_store_t *store,
     sh.policy_slots = slots;
     sh.limits_version++;
 
-    return RL_STORE_OK;
+    return rc;
 }
 
 
@@ -1198,9 +1408,7 @@ rl_store_row_write(const rl_store_t *store, const rl_store_key_t *key,
         s.entry(i).meta |= meta_tombstone;
 
     } else if (i == 0) {
-        i = s.leaves_reserve(s.free_slots(),
-                             Store::slots_for(kind_row, key->len))
-            ? s.insert(kind_row, *key) : 0;
+        i = s.insert_beside_buckets(kind_row, *key);
 
         if (i == 0) {
             /* no tombstone: a sync already running may restore the row */
@@ -1256,7 +1464,11 @@ rl_store_row_sweep(const rl_store_t *store, uint64_t generation,
     Hold hold(store);
     Shared &sh = s.sh();
 
-    for (uint32_t i = sh.list[list_rows].head, next; i; i = next) {
+    uint32_t next;
+
+    for (uint32_t i = sh.list[list_rows].head, left = sh.nslots;
+         s.valid(i) && left--; i = next)
+    {
         const Row &row = s.entry(i).u.row;
 
         next = s.entry(i).next;
@@ -1287,7 +1499,11 @@ rl_store_row_forget(const rl_store_t *store, uint64_t xmin) noexcept
     Store s(store->shared);
     Hold hold(store);
 
-    for (uint32_t i = s.sh().list[list_tombstones].head, next; i; i = next) {
+    uint32_t next;
+
+    for (uint32_t i = s.sh().list[list_tombstones].head,
+         left = s.sh().nslots; s.valid(i) && left--; i = next)
+    {
         next = s.entry(i).next;
 
         if (s.entry(i).u.row.txid < xmin) {
@@ -1363,9 +1579,7 @@ rl_store_block(const rl_store_t *store, const rl_store_key_t *key,
     uint32_t i = s.find(kind_blocked, *key);
 
     if (i == 0) {
-        i = s.leaves_reserve(s.free_slots(),
-                             Store::slots_for(kind_blocked, key->len))
-            ? s.insert(kind_blocked, *key) : 0;
+        i = s.insert_beside_buckets(kind_blocked, *key);
 
         if (i == 0) {
             return;
@@ -1404,8 +1618,8 @@ rl_store_nofit(const rl_store_t *store, const rl_store_key_t *key,
     Shared &sh = s.sh();
 
     /* logged in turn, so the oldest are last */
-    for (uint32_t i = sh.list[list_nofit].tail; i;
-         i = sh.list[list_nofit].tail)
+    for (uint32_t i = sh.list[list_nofit].tail, left = sh.nslots;
+         s.valid(i) && left--; i = sh.list[list_nofit].tail)
     {
         if (now_us - s.entry(i).u.nofit.logged_us
             < RL_STORE_NOFIT_PERIOD_US)
@@ -1414,18 +1628,18 @@ rl_store_nofit(const rl_store_t *store, const rl_store_key_t *key,
         }
 
         s.remove(i);
-        sh.nnofit--;
+
+        if (sh.nnofit) {
+            sh.nnofit--;
+        }
     }
 
     if (s.find(kind_nofit, *key)) {
         return RL_STORE_NOFIT_QUIET;
     }
 
-    const uint32_t i =
-        sh.nnofit < RL_STORE_NOFIT_KEYS
-        && s.leaves_reserve(s.free_slots(),
-                            Store::slots_for(kind_nofit, key->len))
-        ? s.insert(kind_nofit, *key) : 0;
+    const uint32_t i = sh.nnofit < RL_STORE_NOFIT_KEYS
+                       ? s.insert_beside_buckets(kind_nofit, *key) : 0;
 
     if (i) {
         s.entry(i).u.nofit.logged_us = now_us;
