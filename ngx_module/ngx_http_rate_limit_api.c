@@ -37,7 +37,6 @@ typedef struct {
 
 static ngx_int_t ngx_http_rate_limit_api_handler(ngx_http_request_t *r);
 static void *ngx_http_rate_limit_api_alloc(void *pool, size_t size);
-static rl_api_alloc_t ngx_http_rate_limit_api_allocator(ngx_pool_t *pool);
 static void *ngx_http_rate_limit_api_zone(void *rmcf, const u_char *name,
     size_t len);
 static ngx_int_t ngx_http_rate_limit_api_authorized(ngx_http_request_t *r,
@@ -264,7 +263,7 @@ ngx_http_rate_limit_api_alloc(void *pool, size_t size)
 
 
 /* what the core gives lives as long as the request: in its pool */
-static rl_api_alloc_t
+rl_api_alloc_t
 ngx_http_rate_limit_api_allocator(ngx_pool_t *pool)
 {
     rl_api_alloc_t  a;
@@ -389,6 +388,9 @@ ngx_http_rate_limit_api_get(ngx_http_request_t *r, rl_api_plan_t *plan)
     check->key.len = ngx_http_rate_limit_encode_key(key.data, key.len,
                                                     check->key.data);
 
+    rl_store_key(&zone->store, check->key.data, check->key.len,
+                 &check->store_key);
+
     ctx->api_key = key;
 
     if (ngx_http_rate_limit_find_limit(r, check) != NGX_OK) {
@@ -396,13 +398,9 @@ ngx_http_rate_limit_api_get(ngx_http_request_t *r, rl_api_plan_t *plan)
     }
 
     if (zone->backend == NGX_HTTP_RATE_LIMIT_BACKEND_LOCAL) {
-        if (ngx_http_rate_limit_shm_peek(zone, &check->key,
-                                         &check->verdict_in->params,
-                                         ngx_http_rate_limit_now_us(), &d)
-            != NGX_OK)
-        {
-            return ngx_http_rate_limit_api_bucket(r, check, &key, -1);
-        }
+        rl_store_peek(&zone->store, &check->store_key,
+                      &check->verdict_in->params, ngx_http_rate_limit_now_us(),
+                      &d);
 
         return ngx_http_rate_limit_api_bucket(r, check, &key,
                                               (ngx_int_t) d.remaining);

@@ -370,7 +370,8 @@ ngx_http_rate_limit_pg_snapshot(ngx_http_rate_limit_pg_snapshot_t *snapshot,
         snapshot->room = count;
     }
 
-    snapshot->nxip = 0;
+    snapshot->view.xip = snapshot->xip;
+    snapshot->view.nxip = 0;
     p = text;
 
     for (field = 0; field < 2; field++) {
@@ -381,10 +382,10 @@ ngx_http_rate_limit_pg_snapshot(ngx_http_rate_limit_pg_snapshot_t *snapshot,
         }
 
         if (field == 0) {
-            snapshot->xmin = n;
+            snapshot->view.xmin = n;
 
         } else {
-            snapshot->xmax = n;
+            snapshot->view.xmax = n;
         }
 
         p = end + 1;
@@ -402,7 +403,7 @@ ngx_http_rate_limit_pg_snapshot(ngx_http_rate_limit_pg_snapshot_t *snapshot,
             return NGX_ERROR;
         }
 
-        snapshot->xip[snapshot->nxip++] = n;
+        snapshot->xip[snapshot->view.nxip++] = n;
         p = end + 1;
     }
 
@@ -430,31 +431,6 @@ ngx_http_rate_limit_pg_xid(u_char *p, u_char *last, uint64_t *xid)
     *xid = n;
 
     return NGX_OK;
-}
-
-
-/* as pg_visible_in_snapshot() says of a transaction that has committed */
-ngx_uint_t
-ngx_http_rate_limit_pg_visible(ngx_http_rate_limit_pg_snapshot_t *snapshot,
-    uint64_t txid)
-{
-    ngx_uint_t  i;
-
-    if (txid < snapshot->xmin) {
-        return 1;
-    }
-
-    if (txid >= snapshot->xmax) {
-        return 0;
-    }
-
-    for (i = 0; i < snapshot->nxip; i++) {
-        if (snapshot->xip[i] == txid) {
-            return 0;
-        }
-    }
-
-    return 1;
 }
 
 

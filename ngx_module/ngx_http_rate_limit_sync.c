@@ -83,6 +83,8 @@ static void ngx_http_rate_limit_sync_ignored(PGresult *res, ngx_uint_t level,
 static u_char *ngx_http_rate_limit_sync_text(u_char *p, PGresult *res,
     int column, size_t shown);
 static void ngx_http_rate_limit_sync_done(void);
+static void ngx_http_rate_limit_sync_full(ngx_http_rate_limit_zone_t *zone,
+    int rc, ngx_log_t *log);
 
 
 static ngx_http_rate_limit_sync_t  ngx_http_rate_limit_sync;
@@ -521,7 +523,9 @@ ngx_http_rate_limit_sync_need_full(void)
     zones = sync->rmcf->zones.elts;
 
     for (i = 0; i < sync->rmcf->zones.nelts; i++) {
-        if (zones[i]->sh->pg_generation != sync->sh->generation) {
+        if (rl_store_row_generation(&zones[i]->store)
+            != sync->sh->generation)
+        {
             return 1;
         }
     }
@@ -580,6 +584,7 @@ ngx_http_rate_limit_sync_row(PGresult *res)
     uint64_t                       burst;
     ngx_int_t                      n;
     ngx_str_t                      key;
+    rl_store_key_t                 stored;
     ngx_http_rate_limit_spec_t     spec;
     ngx_http_rate_limit_zone_t    *zone;
     ngx_http_rate_limit_sync_t    *sync = &ngx_http_rate_limit_sync;
@@ -605,8 +610,8 @@ ngx_http_rate_limit_sync_row(PGresult *res)
 
         sync->snapshot_read = 1;
 
-        if ((int64_t) sync->snapshot.xmin > sync->cursor) {
-            sync->cursor = (int64_t) sync->snapshot.xmin;
+        if ((int64_t) sync->snapshot.view.xmin > sync->cursor) {
+            sync->cursor = (int64_t) sync->snapshot.view.xmin;
         }
     }
 
@@ -651,9 +656,11 @@ ngx_http_rate_limit_sync_row(PGresult *res)
                                (u_char *) PQgetvalue(res, 0, 1),
                                PQgetlength(res, 0, 1), encoded);
 
+    rl_store_key(&zone->store, key.data, key.len, &stored);
+
     if (PQgetvalue(res, 0, 5)[0] == 't') {
-        ngx_http_rate_limit_shm_row_sync(zone, &key, NULL, sync->generation,
-                                         &sync->snapshot, sync->pc.log);
+        (void) rl_store_row_sync(&zone->store, &stored, NULL,
+                                 sync->generation, &sync->snapshot.view);
         return;
     }
 
@@ -689,8 +696,10 @@ ngx_http_rate_limit_sync_row(PGresult *res)
         goto invalid;
     }
 
-    ngx_http_rate_limit_shm_row_sync(zone, &key, &spec, sync->generation,
-                                     &sync->snapshot, sync->pc.log);
+    ngx_http_rate_limit_sync_full(zone,
+        rl_store_row_sync(&zone->store, &stored, &spec, sync->generation,
+                          &sync->snapshot.view),
+        sync->pc.log);
     return;
 
 invalid:
@@ -810,9 +819,8 @@ ngx_http_rate_limit_sync_done(void)
     if (counted && state == NGX_HTTP_RATE_LIMIT_SYNC_FULL) {
 
         for (i = 0; i < sync->rmcf->zones.nelts; i++) {
-            ngx_http_rate_limit_shm_row_sweep(zones[i], sync->generation,
-                                              &sync->snapshot);
-            zones[i]->sh->pg_generation = sync->generation;
+            rl_store_row_sweep(&zones[i]->store, sync->generation,
+                               &sync->snapshot.view);
         }
 
         ngx_log_error(NGX_LOG_INFO, sync->pc.log, 0,
@@ -834,8 +842,7 @@ ngx_http_rate_limit_sync_done(void)
         ngx_shmtx_unlock(&sync->shpool->mutex);
 
         for (i = 0; i < sync->rmcf->zones.nelts; i++) {
-            ngx_http_rate_limit_shm_row_forget(zones[i],
-                                               sync->snapshot.xmin);
+            rl_store_row_forget(&zones[i]->store, sync->snapshot.view.xmin);
         }
     }
 
@@ -860,11 +867,38 @@ ngx_http_rate_limit_sync_apply(ngx_http_rate_limit_zone_t *zone,
     ngx_str_t *key, ngx_http_rate_limit_spec_t *spec, uint64_t txid,
     ngx_log_t *log)
 {
-    u_char     encoded[NGX_HTTP_RATE_LIMIT_KEY_MAX];
-    ngx_str_t  stored;
+    u_char          encoded[NGX_HTTP_RATE_LIMIT_KEY_MAX];
+    rl_store_key_t  stored;
 
-    stored.data = encoded;
-    stored.len = ngx_http_rate_limit_encode_key(key->data, key->len, encoded);
+    rl_store_key(&zone->store, encoded,
+                 ngx_http_rate_limit_encode_key(key->data, key->len, encoded),
+                 &stored);
 
-    (void) ngx_http_rate_limit_shm_row_write(zone, &stored, spec, txid, log);
+    ngx_http_rate_limit_sync_full(zone,
+                                  rl_store_row_write(&zone->store, &stored,
+                                                     spec, txid),
+                                  log);
+}
+
+
+/*
+ * A full zone keeps the rows it has, and says so once, until a row fits
+ * again.
+ */
+static void
+ngx_http_rate_limit_sync_full(ngx_http_rate_limit_zone_t *zone, int rc,
+    ngx_log_t *log)
+{
+    rl_store_stats_t  stats;
+
+    if (rc != RL_STORE_FULL_NEWLY) {
+        return;
+    }
+
+    rl_store_stats(&zone->store, &stats);
+
+    ngx_log_error(NGX_LOG_ALERT, log, 0,
+                  "rate_limit_zone \"%V\" is full at %uL per-client limits: "
+                  "the rows already held and the defaults keep applying; "
+                  "give the zone more memory", &zone->name, stats.rows);
 }

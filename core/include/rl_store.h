@@ -78,6 +78,8 @@ rl_store_shared_t *rl_store_layout(void *memory, size_t bytes,
  * A key as stored (at most NGX_HTTP_RATE_LIMIT_KEY_MAX bytes, see
  * ngx_http_rate_limit_encode_key()), with its hash, computed once by
  * rl_store_key() for every call about that key.  data must outlive them.
+ * A longer key is never stored nor found: a take() of it decides as for a
+ * key never seen and says RL_STORE_FULL.
  */
 typedef struct {
     const unsigned char         *data;
@@ -136,8 +138,9 @@ ngx_http_rate_limit_source_e rl_store_find_limit(const rl_store_t *store,
 /*
  * The policy file's entries, replacing those the store held, all at once
  * under one hold of the lock, so that no check sees a half-loaded file.
- * RL_STORE_FULL: they do not fit (with the room left to buckets, see
- * rl_store_stats_t.scarce), and the store is left as it was.
+ * RL_STORE_FULL: they do not fit, with the last eighth of the slots left
+ * to the buckets (the old entries' slots count as free), and the store is
+ * left as it was.  A key given twice takes the last entry's limit.
  */
 typedef struct {
     rl_store_key_t               key;
@@ -279,9 +282,29 @@ typedef struct {
     uint64_t                     bytes;         /* laid out, in all */
 } rl_store_stats_t;
 
+/*
+ * Memory: bytes is what rl_store_layout() laid out (at most what it was
+ * given): the header, then one chain head and one slot for each of slots.
+ * Every slot costs slot_bytes, whether in use or not, so the bytes in use
+ * are (slots - free_slots) * slot_bytes.  An entry takes one slot, and
+ * extension slots when its key is longer than the room its kind leaves in
+ * one: 68 bytes for a bucket, 32 for a row or a tombstone, 48 for a
+ * policy entry, 56 for a cached rejection, 72 for a nofit key; each
+ * extension holds 92 bytes more (the first slot then keeps 4 bytes less).
+ */
+
 /* the counters and the occupancy, read without the lock (each value is
  * exact, their sum a moment's picture) */
 void rl_store_stats(const rl_store_t *store, rl_store_stats_t *stats)
+    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
+
+
+/*
+ * 1 when the store is consistent: every slot is held by exactly one entry
+ * or extension, or is free; each entry is found by its key; the lists and
+ * the counts agree.  O(slots), under the lock: for tests and the fuzzer.
+ */
+int rl_store_check(const rl_store_t *store)
     NGX_HTTP_RATE_LIMIT_NOEXCEPT;
 
 
