@@ -337,6 +337,8 @@ void Sync::failed(const char *reason)
 
     if (owner_ && reconnect_at_ == kNever) {
         reconnect_at_ = host_.now() + backoff_;
+        host_.log(RL_PG_LOG_DEBUG, "rate_limit_postgres: connecting again "
+                  "in %llu ms", static_cast<unsigned long long>(backoff_));
     }
 }
 
