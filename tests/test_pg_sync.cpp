@@ -424,10 +424,15 @@ struct Answers {
     std::vector<std::unique_ptr<One>>  ops;
     std::vector<std::string>           done;   /* names, as answered */
 
-    static void *alloc(void *, size_t size)
+    /* as a request's pool: freed with the test's answers */
+    std::vector<std::unique_ptr<char[]>>  pool;
+
+    static void *alloc(void *data, size_t size)
     {
-        return std::malloc(size);     /* the test leaks it, as a pool would
-                                         hold it */
+        auto &pool = *static_cast<std::vector<std::unique_ptr<char[]>> *>(
+            data);
+        pool.push_back(std::make_unique<char[]>(size));
+        return pool.back().get();
     }
 
     One &add(const std::string &name, rl_api_action_e action,
@@ -460,7 +465,7 @@ struct Answers {
 
     void run(rl_pg_api_t *api, One &one, const rl_store_t *store = nullptr)
     {
-        rl_api_alloc_t a {alloc, nullptr};
+        rl_api_alloc_t a {alloc, &pool};
         ASSERT_EQ(rl_pg_api_run(api, &one.plan, store, &a, &one.reply,
                                 answered, &one, &one.op),
                   RL_PG_OK);
