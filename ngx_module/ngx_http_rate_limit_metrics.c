@@ -122,6 +122,7 @@ ngx_http_rate_limit_metrics_handler(ngx_http_request_t *r)
 {
     u_char                            *body;
     size_t                             len;
+    uint64_t                           synced;
     ngx_int_t                          rc;
     ngx_uint_t                         i;
     rl_metrics_t                       m;
@@ -158,8 +159,9 @@ ngx_http_rate_limit_metrics_handler(ngx_http_request_t *r)
     m.zones = mz;
     m.nzones = rmcf->zones.nelts;
     m.redis = rmcf->redis ? rmcf->redis_shared : NULL;
-    m.pg_synced = rmcf->pg_sh && rmcf->pg_sh->synced;
-    m.pg_sync_age_s = m.pg_synced ? ngx_time() - rmcf->pg_sh->synced : 0;
+    synced = rmcf->pg_lease ? rl_pg_lease_synced_ms(rmcf->pg_lease) : 0;
+    m.pg_synced = (synced != 0);
+    m.pg_sync_age_s = m.pg_synced ? (ngx_current_msec - synced) / 1000 : 0;
 
     a = ngx_http_rate_limit_api_allocator(r->pool);
 

@@ -12,11 +12,10 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
-#include <libpq-fe.h>
-
 #include <ngx_http_rate_limit_core.h>
 #include <rate_limit_verdict.h>
 #include <rl_api.h>
+#include <rl_pg.h>
 #include <rl_redis.h>
 #include <rl_store.h>
 
@@ -66,24 +65,6 @@ typedef enum {
     NGX_HTTP_RATE_LIMIT_OUTCOMES = RL_VERDICT_OUTCOMES,
     NGX_HTTP_RATE_LIMIT_OUTCOME_NONE = RL_VERDICT_OUTCOME_NONE
 } ngx_http_rate_limit_outcome_e;
-
-
-/* the PostgreSQL sync of one node, shared by its workers */
-typedef struct {
-    ngx_pid_t                        owner;          /* the syncing worker */
-    ngx_msec_t                       heartbeat;
-    ngx_uint_t                       generation;     /* 0: never synced */
-    int64_t                          cursor;    /* see the sync's queries */
-    time_t                           synced;
-} ngx_http_rate_limit_pg_shctx_t;
-
-
-/* a PostgreSQL snapshot: which transactions the rows of a query saw */
-typedef struct {
-    rl_store_snapshot_t              view;
-    uint64_t                        *xip;       /* view.xip, writable */
-    ngx_uint_t                       room;      /* of xip */
-} ngx_http_rate_limit_pg_snapshot_t;
 
 
 /* a limit as the Redis script and the response headers take it */
@@ -168,7 +149,7 @@ typedef struct {
     ngx_str_t                        pg_conninfo_env;
     ngx_msec_t                       pg_interval;
     ngx_shm_zone_t                  *pg_shm_zone;
-    ngx_http_rate_limit_pg_shctx_t  *pg_sh;
+    rl_pg_lease_t                   *pg_lease;
     ngx_slab_pool_t                 *pg_shpool;
 
     /* its slab pool holds what the core's Redis clients share */
@@ -205,29 +186,18 @@ typedef struct {
     unsigned                         redis:1;
 } ngx_http_rate_limit_check_t;
 
-typedef struct ngx_http_rate_limit_pg_conn_s  ngx_http_rate_limit_pg_conn_t;
 
-
-/* an asynchronous PostgreSQL connection; its owner sets the first six */
-struct ngx_http_rate_limit_pg_conn_s {
-    char                            *conninfo;
+/* the host of one core PostgreSQL object: the sync, or the API's queue */
+typedef struct {
+    rl_pg_adapter_t                  adapter;
+    rl_pg_sync_t                    *sync;
+    rl_pg_api_t                     *api;
+    ngx_connection_t                *connection;   /* watches libpq's fd */
+    ngx_event_t                      timer;
+    ngx_event_t                      posted;
     ngx_log_t                       *log;
-    void                           (*ready)(ngx_http_rate_limit_pg_conn_t *pc);
-    /* each result of a query, then NULL once the query is over */
-    void                           (*result)(ngx_http_rate_limit_pg_conn_t *pc,
-                                             PGresult *res);
-    /* the connection is closed already */
-    void                           (*failed)(ngx_http_rate_limit_pg_conn_t *pc,
-                                             const char *reason);
-    void                           (*notified)(
-                                        ngx_http_rate_limit_pg_conn_t *pc);
-
-    PGconn                          *conn;
-    ngx_connection_t                *connection;
-    ngx_event_t                      stall;
-    unsigned                         connecting:1;
-    unsigned                         busy:1;
-};
+    ngx_slab_pool_t                 *shpool;       /* the lease's lock */
+} ngx_http_rate_limit_pg_host_t;
 
 
 typedef struct {
@@ -275,14 +245,10 @@ char *ngx_http_rate_limit_policy_file(ngx_conf_t *cf, ngx_command_t *cmd,
 ngx_int_t ngx_http_rate_limit_policy_load_file(ngx_conf_t *cf,
     ngx_http_rate_limit_main_conf_t *rmcf);
 
-/* postgres */
-ngx_int_t ngx_http_rate_limit_pg_connect(ngx_http_rate_limit_pg_conn_t *pc);
-ngx_int_t ngx_http_rate_limit_pg_send(ngx_http_rate_limit_pg_conn_t *pc,
-    const char *sql, int nparams, const char *const *params,
-    ngx_uint_t single_row);
-void ngx_http_rate_limit_pg_close(ngx_http_rate_limit_pg_conn_t *pc);
-ngx_int_t ngx_http_rate_limit_pg_snapshot(
-    ngx_http_rate_limit_pg_snapshot_t *snapshot, u_char *text, size_t len);
+/* the core's PostgreSQL objects on nginx's event loop */
+void ngx_http_rate_limit_pg_host_init(ngx_http_rate_limit_pg_host_t *host,
+    ngx_log_t *log, ngx_slab_pool_t *shpool);
+void ngx_http_rate_limit_pg_host_close(ngx_http_rate_limit_pg_host_t *host);
 
 /* sync */
 char *ngx_http_rate_limit_postgres(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -290,9 +256,6 @@ char *ngx_http_rate_limit_postgres(ngx_conf_t *cf, ngx_command_t *cmd,
 ngx_int_t ngx_http_rate_limit_sync_init_process(ngx_cycle_t *cycle,
     ngx_http_rate_limit_main_conf_t *rmcf);
 void ngx_http_rate_limit_sync_exit_process(void);
-void ngx_http_rate_limit_sync_apply(ngx_http_rate_limit_zone_t *zone,
-    ngx_str_t *key, ngx_http_rate_limit_spec_t *spec, uint64_t txid,
-    ngx_log_t *log);
 
 /* metrics */
 ngx_int_t ngx_http_rate_limit_metrics_add_zone(ngx_conf_t *cf,
