@@ -161,7 +161,9 @@ ngx_http_rate_limit_metrics_handler(ngx_http_request_t *r)
     m.redis = rmcf->redis ? rmcf->redis_shared : NULL;
     synced = rmcf->pg_lease ? rl_pg_lease_synced_ms(rmcf->pg_lease) : 0;
     m.pg_synced = (synced != 0);
-    m.pg_sync_age_s = m.pg_synced ? (ngx_current_msec - synced) / 1000 : 0;
+    /* another worker's cached clock may be a little ahead of this one */
+    m.pg_sync_age_s = (m.pg_synced && ngx_current_msec > synced)
+                      ? (ngx_current_msec - synced) / 1000 : 0;
 
     a = ngx_http_rate_limit_api_allocator(r->pool);
 

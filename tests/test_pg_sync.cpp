@@ -549,6 +549,51 @@ TEST_F(PgTest, ApiDropsACancelledQuery)
 }
 
 
+/*
+ * A request that goes away while its query runs leaves its reply behind
+ * in a freed pool: when the connection then fails, the reply is not
+ * written to.
+ */
+TEST_F(PgTest, ApiLeavesACancelledRunningQueryAloneWhenPostgresFails)
+{
+    PgHost host;
+    ApiPtr api = api_for(host, conninfo_);
+    Answers answers;
+
+    Answers::One &first = answers.add("first", RL_API_CREATE, "first");
+    answers.run(api.get(), first);
+    ASSERT_TRUE(run_until(host, [&] { return answers.done.size() == 1; }));
+
+    /* the next write waits for this lock: it is running, unanswered */
+    Session session(conninfo_);
+    session.exec("BEGIN");
+    session.exec("LOCK TABLE rate_limit_buckets IN ACCESS EXCLUSIVE MODE");
+
+    Answers::One &x = answers.add("x", RL_API_CREATE, "x");
+    answers.run(api.get(), x);
+    PgHost::run_until({&host}, [] { return false; }, 300);
+
+    rl_pg_api_cancel(api.get(), x.op);
+    const int freed = 12345;
+    x.reply.status = freed;
+
+    /* the API's backend, waiting for the lock */
+    ASSERT_EQ(server_->exec(db_, "SELECT count(pg_terminate_backend(pid)) "
+                                 "FROM pg_stat_activity "
+                                 "WHERE wait_event_type = 'Lock' "
+                                 "AND datname = current_database()"),
+              "1");
+
+    ASSERT_TRUE(run_until(host, [&] {
+        return host.logged("rate_limit_api: PostgreSQL is unavailable") == 1;
+    }, 5000));
+    PgHost::run_until({&host}, [] { return false; }, 100);
+
+    EXPECT_EQ(x.reply.status, freed);
+    EXPECT_EQ(answers.done, (std::vector<std::string>{"first"}));
+}
+
+
 TEST_F(PgTest, ApiAnswersUnavailableWhenPostgresIsAway)
 {
     PgHost host;

@@ -355,7 +355,11 @@ void Api::failed(const char *reason)
     setting_up_ = 0;
 
     if (running_) {
-        running_->reply->status = 0;
+        /* a cancelled query's reply lies in a request's freed pool */
+        if (!running_->cancelled) {
+            running_->reply->status = 0;
+        }
+
         finish(std::move(running_));
     }
 
@@ -430,8 +434,9 @@ int rl_pg_api_run(rl_pg_api_t *api, const rl_api_plan_t *plan,
             return RL_PG_ERROR;
         }
 
-        *op = o.get();
+        rl_pg_api_op_t *const started = o.get();
         api->api.run(std::move(o));
+        *op = started;
         return RL_PG_OK;
 
     } catch (const std::bad_alloc &) {

@@ -10,6 +10,7 @@
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 
 
 namespace rl {
@@ -316,8 +317,10 @@ void Conn::read()
             continue;
         }
 
-        owner_.result(res);
-        PQclear(res);
+        /* cleared even when the owner runs out of memory reading it */
+        const std::unique_ptr<PGresult, decltype(&PQclear)> held(res,
+                                                                  PQclear);
+        owner_.result(held.get());
     }
 
     if (conn_ == nullptr) {
