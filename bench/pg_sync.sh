@@ -28,6 +28,8 @@ set -euo pipefail
 
 # shellcheck source=scripts/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../scripts/common.sh"
+# shellcheck source=bench/lib.sh
+. "$REPO_ROOT/bench/lib.sh"
 
 ROWS=${BENCH_PG_ROWS:-1000000}
 ZONE_MB=${BENCH_PG_ZONE_MB:-1000}
@@ -36,79 +38,18 @@ CHECK=${BENCH_PG_CHECK:-1}
 WRK=${BENCH_PG_WRK:-1}
 SYNC_TIMEOUT=120          # seconds to wait for the full sync line
 
-if [ -z "${PG_BINDIR:-}" ]; then
-    PG_BINDIR=$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
-fi
-[ -x "$PG_BINDIR/initdb" ] || die "PostgreSQL not found (apt-get install postgresql-15, or set PG_BINDIR)"
 need_cmd curl "$NGINX_BIN"
 need_module
 [ "$KEY_LEN" -ge 8 ] || die "BENCH_PG_KEY_LEN must be at least 8"
-
-WORK=
-PG_DATA=
-AS_PG=()
-
-pg_stop() {
-    if [ -n "$PG_DATA" ] && [ -f "$PG_DATA/postmaster.pid" ]; then
-        "${AS_PG[@]}" "$PG_BINDIR/pg_ctl" -D "$PG_DATA" -m immediate -w -t 20 stop \
-            >/dev/null 2>&1 || true
-    fi
-}
-
-cleanup() {
-    stop_all
-    pg_stop
-    if [ -n "$WORK" ]; then
-        if [ "${BENCH_KEEP:-0}" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-WORK=$(make_workdir pgsync)
-mapfile -t PORTS < <(free_ports 2)
-PG_PORT=${PORTS[0]} NGINX_PORT=${PORTS[1]}
-PG_DIR=$WORK/pg
-PG_DATA=$PG_DIR/data
-mkdir -p "$PG_DIR"
-if [ "$(id -u)" -eq 0 ]; then
-    chown postgres: "$PG_DIR"
-    AS_PG=(runuser -u postgres --)
-fi
-
-log "PostgreSQL: initdb in $PG_DIR, 127.0.0.1:$PG_PORT"
-"${AS_PG[@]}" "$PG_BINDIR/initdb" -D "$PG_DATA" -U postgres -A trust -E UTF8 --no-locale \
-    --no-sync --no-instructions >"$WORK/initdb.log" 2>&1 || { cat "$WORK/initdb.log" >&2; die "initdb failed"; }
-cat >>"$PG_DATA/postgresql.conf" <<EOF
-listen_addresses = '127.0.0.1'
-port = $PG_PORT
-unix_socket_directories = '$PG_DIR'
-fsync = off
-full_page_writes = off
-shared_buffers = 256MB
-max_wal_size = 4GB
-EOF
-"${AS_PG[@]}" "$PG_BINDIR/pg_ctl" -D "$PG_DATA" -l "$PG_DIR/postgres.log" -w -t 60 start \
-    >/dev/null || { tail -n 20 "$PG_DIR/postgres.log" >&2; die "PostgreSQL did not start"; }
-
-psql_do() {
-    "$PG_BINDIR/psql" -X -q -A -t -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres \
-        -d bench "$@"
-}
-"$PG_BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres \
-    -c "CREATE DATABASE bench;"
-psql_do -f "$REPO_ROOT/config/rate_limit_schema.sql"
+pg_bench_begin pgsync
 
 log "loading $ROWS rows (keys of $KEY_LEN bytes) in one INSERT"
 t0=$(date +%s%N)
-psql_do -c "INSERT INTO rate_limit_buckets (zone, key, rate, burst)
-            SELECT z, 'k' || lpad(g::text, $KEY_LEN - 1, '0'),
-                   (g % 100 + 1) || 'r/s', g % 1000 + 1
-            FROM generate_series(1, $ROWS) AS g,
-                 (VALUES ('api'), ('fast')) AS zones (z)
-            WHERE z = 'api' OR $WRK = 1;"
+zones=(api)
+if [ "$WRK" = 1 ]; then zones+=(fast); fi
+pg_load_rows bench "$ROWS" "$KEY_LEN" "${zones[@]}"
 load_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
-table_size=$(psql_do -c "SELECT pg_size_pretty(pg_total_relation_size('rate_limit_buckets'));")
+table_size=$(pg_psql bench -c "SELECT pg_size_pretty(pg_total_relation_size('rate_limit_buckets'));")
 log "loaded in $load_ms ms (table with indexes: $table_size)"
 
 # run_nginx NAME ZONE_SIZE: starts nginx, waits for the full sync, checks a
@@ -118,16 +59,10 @@ run_nginx() {
     local name=$1 zone=$2 prefix=$WORK/$1 i t_start pid line sample worker
     mkdir -p "$prefix/html" "$prefix/logs" "$prefix/tmp"
     echo ok >"$prefix/html/ok.txt"
-    cat >"$prefix/nginx.conf" <<EOF
-load_module $MODULE_SO;
-worker_processes 2;
-error_log $prefix/logs/error.log info;
-pid $prefix/nginx.pid;
-events { worker_connections 256; }
-http {
-    access_log off;
-    client_body_temp_path $prefix/tmp;
-    rate_limit_postgres "host=127.0.0.1 port=$PG_PORT user=postgres dbname=bench" interval=60s;
+    {
+        nginx_conf_head "$prefix" 2
+        cat <<EOF
+    rate_limit_postgres "$(pg_conninfo bench)" interval=60s;
     rate_limit_zone \$http_x_key zone=api:$zone rate=100r/s burst=100;
     rate_limit_zone \$http_x_key zone=fast:$((${zone%m} + 1))m rate=1000000r/s burst=1000000;
     rate_limit_zone \$http_x_key zone=none:1m rate=1000000r/s burst=1000000;
@@ -140,17 +75,10 @@ http {
     }
 }
 EOF
+    } >"$prefix/nginx.conf"
     t_start=$(date +%s%N)
     start_nginx "$prefix" "$prefix/nginx.conf" "$NGINX_PORT"
-    SYNC_LINE=
-    for ((i = 0; i < SYNC_TIMEOUT * 10; i++)); do
-        SYNC_LINE=$(grep -o 'rate_limit_postgres: full sync of [0-9]* rows in [0-9]* ms' \
-            "$prefix/logs/error.log" | head -n 1 || true)
-        [ -n "$SYNC_LINE" ] && break
-        kill -0 "$NGINX_PID" 2>/dev/null || die "nginx exited: $(tail -n 5 "$prefix/logs/error.log")"
-        sleep 0.1
-    done
-    [ -n "$SYNC_LINE" ] || die "no full sync line after ${SYNC_TIMEOUT}s"
+    wait_full_sync "$prefix/logs/error.log" "$NGINX_PID" "$SYNC_TIMEOUT"
     SYNC_WALL_MS=$(( ($(date +%s%N) - t_start) / 1000000 ))
 
     # a few keys must show their own burst

@@ -11,6 +11,18 @@
 #             request: every request decided by Redis
 #   abuse     the module, backend=redis, one key far     bench/redis.conf
 #             over its limit: the requests are rejected
+#   rows      local, plus a zone of BENCH_PROFILE_ROWS   bench/rows.conf
+#             per-client rows synced from PostgreSQL;
+#             the requests' keys are not among them
+#   norows    the same conf, zone size and sync, on a    bench/rows.conf
+#             database of no rows
+# rows and norows share one throw-away PostgreSQL (bench/lib.sh), a database
+# each; they are meant to run side by side (BENCH_PROFILE_SETUPS="norows
+# rows"), and the table ends with their ratio of total instructions.  Before
+# the warm-up, nginx must log "full sync of N rows", N all the rows.  Under
+# valgrind a full sync of 1,000,000 rows is slow (PostgreSQL's rows parsed
+# and stored at callgrind's pace, a minute or more), so the wait is bounded
+# by a generous BENCH_PROFILE_SYNC_TIMEOUT.
 # bench/http_load.py sends BENCH_PROFILE_WARMUP requests, then callgrind's
 # counters are zeroed (callgrind_control -z), then it sends exactly
 # BENCH_PROFILE_REQUESTS requests on BENCH_PROFILE_CONNECTIONS keep-alive
@@ -29,10 +41,18 @@
 #   BENCH_PROFILE_WARMUP        requests before the counters are zeroed (default 1000)
 #   BENCH_PROFILE_CONNECTIONS   connections of the client (default 8)
 #   BENCH_PROFILE_TOP           functions listed per setup (default 15)
+#   BENCH_PROFILE_ROWS          rows of the rows setup (default 1000000)
+#   BENCH_PROFILE_ROWS_ZONE     size of the zone that holds them, in both
+#                               setups (default 256m: today a row takes
+#                               128 bytes, and rows leave an eighth of the
+#                               zone to buckets)
+#   BENCH_PROFILE_SYNC_TIMEOUT  seconds to wait for the full sync under
+#                               valgrind (default 1200)
 #   BENCH_PROFILE_OUT           a folder to keep the dumps and summaries in,
 #                               for callgrind_annotate (default: none)
 #   BENCH_KEEP=1                keep the temp folder
-# Takes about 2 minutes with the defaults.
+# Takes about 2 minutes with the default setups; "norows rows" about 6
+# (the full sync of 1,000,000 rows under valgrind takes 4 of them).
 set -euo pipefail
 
 # shellcheck source=scripts/common.sh
@@ -46,21 +66,18 @@ WARMUP_REQUESTS=${BENCH_PROFILE_WARMUP:-1000}
 CONNECTIONS=${BENCH_PROFILE_CONNECTIONS:-8}
 TOP=${BENCH_PROFILE_TOP:-15}
 OUT=${BENCH_PROFILE_OUT:-}
+ROWS=${BENCH_PROFILE_ROWS:-1000000}
+ROWS_ZONE=${BENCH_PROFILE_ROWS_ZONE:-256m}
+SYNC_TIMEOUT=${BENCH_PROFILE_SYNC_TIMEOUT:-1200}
 START_TIMEOUT=60          # seconds for nginx to answer under valgrind
 
-declare -A CONF=([plain]=plain [limit_req]=limit_req [local]=local [redis]=redis [abuse]=redis)
+declare -A CONF=([plain]=plain [limit_req]=limit_req [local]=local [redis]=redis [abuse]=redis
+                 [rows]=rows [norows]=rows)
+declare -A PG_ROWS=([rows]=$ROWS [norows]=0)   # the setups with PostgreSQL
 declare -A URI=([abuse]=/abuse/hello.txt)
 declare -A KEYS=([abuse]=one)
 declare -A STATUSES=([abuse]="200,429")
 declare -A TOTAL MODULE
-
-WORK=
-cleanup() {
-    stop_all
-    if [ -n "$WORK" ]; then
-        if [ "${BENCH_KEEP:-0}" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
-    fi
-}
 
 # load SETUP COUNT SALT: COUNT requests of SETUP's kind
 load() {
@@ -73,7 +90,12 @@ profile() {
     local setup=$1 prefix=$WORK/$1 pid i code dump summary
     case $setup in plain|limit_req) ;; *) need_module ;; esac
     redis-cli -h 127.0.0.1 -p "$REDIS_PORT" FLUSHALL >/dev/null
-    bench_site "$prefix" "${CONF[$setup]}" 0
+    if [ -n "${PG_ROWS[$setup]:-}" ]; then
+        bench_site "$prefix" "${CONF[$setup]}" 0 PG="$(pg_conninfo "$setup")" \
+            ROWS_ZONE="$ROWS_ZONE"
+    else
+        bench_site "$prefix" "${CONF[$setup]}" 0
+    fi
     "$NGINX_BIN" -t -q -p "$prefix" -e "$prefix/logs/error.log" -c "$prefix/nginx.conf" \
         || die "nginx -t failed for $setup"
     valgrind --tool=callgrind --callgrind-out-file="$prefix/callgrind.out.%p" \
@@ -92,6 +114,14 @@ profile() {
     if [ -z "$code" ] || [ "$code" = 000 ]; then
         cat "$prefix/valgrind.log" "$prefix/logs/error.log" >&2
         die "$setup: nginx did not start"
+    fi
+    if [ -n "${PG_ROWS[$setup]:-}" ]; then
+        wait_full_sync "$prefix/logs/error.log" "$pid" "$SYNC_TIMEOUT"
+        log "$setup: $SYNC_LINE (under valgrind)"
+        case $SYNC_LINE in
+            *"full sync of ${PG_ROWS[$setup]} rows "*) ;;
+            *) die "$setup: expected a full sync of ${PG_ROWS[$setup]} rows" ;;
+        esac
     fi
 
     load "$setup" "$WARMUP_REQUESTS" wup >"$prefix/warmup.txt" \
@@ -124,11 +154,24 @@ profile() {
 
 main() {
     need_cmd valgrind callgrind_control redis-server redis-cli curl "$NGINX_BIN"
-    local setup
+    local setup pg=0
     for setup in "${SETUPS[@]}"; do
-        [ -n "${CONF[$setup]:-}" ] || die "unknown setup '$setup' (plain limit_req local redis abuse)"
+        [ -n "${CONF[$setup]:-}" ] \
+            || die "unknown setup '$setup' (plain limit_req local redis abuse rows norows)"
+        [ -z "${PG_ROWS[$setup]:-}" ] || pg=1
     done
+    [ "$pg" = 0 ] || pg_find
     bench_begin profile
+    if [ "$pg" = 1 ]; then
+        pg_start "$WORK/pg" "$(free_ports 1)"
+        for setup in "${SETUPS[@]}"; do
+            [ -n "${PG_ROWS[$setup]:-}" ] || continue
+            pg_create_db "$setup"
+            [ "${PG_ROWS[$setup]}" = 0 ] && continue
+            log "$setup: loading ${PG_ROWS[$setup]} rows into PostgreSQL"
+            pg_load_rows "$setup" "${PG_ROWS[$setup]}" 16 rows
+        done
+    fi
     log "callgrind, $REQUESTS requests after $WARMUP_REQUESTS, $CONNECTIONS connections;" \
         "setups: ${SETUPS[*]}"
     for setup in "${SETUPS[@]}"; do
@@ -148,6 +191,12 @@ main() {
         printf '| %-6s | %10s | %10s | %10s |\n' "$setup" "${TOTAL[$setup]}" "$delta" \
             "${MODULE[$setup]}"
     done
+    if [ -n "${TOTAL[rows]:-}" ] && [ -n "${TOTAL[norows]:-}" ]; then
+        log ""
+        awk -v a="${TOTAL[rows]}" -v b="${TOTAL[norows]}" -v n="$ROWS" 'BEGIN {
+            printf "rows vs norows: %+.1f%% (total instructions a request, %d rows vs none)\n",
+                (a / b - 1) * 100, n }'
+    fi
 }
 
 main "$@"

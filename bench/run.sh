@@ -116,19 +116,11 @@ DESC[active1m]="7a ours, redis, $(awk -v n="$ACTIVE_KEYS" 'BEGIN {
     if (n >= 1000000 && n % 1000000 == 0) printf "%dM", n / 1000000;
     else printf "%d", n }') active keys"
 
-WORK=
 TINY_CODES=
 FAILURES=()
 declare -A RPS P50 P99 REJ CALLS CMDS NOTE BROKEN
 declare -A RUN_RPS RUN_P50 RUN_P99 RUN_REJ RUN_CALLS RUN_CMDS RUN_HITS RUN_MISSES
 declare -A ROUND_RPS       # [SETUP,ROUND]: requests/s, for ratios within a round
-
-cleanup() {
-    stop_all
-    if [ -n "$WORK" ]; then
-        if [ "${BENCH_KEEP:-0}" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
-    fi
-}
 
 fail() {   # fail SETUP WORDS...: records a failed check
     local setup=$1

@@ -2,11 +2,11 @@
 /*
  * The bucket API's content handler: the glue between nginx and the core's
  * bucket API (core/include/rl_api.h), which routes, checks and writes every
- * answer.  Here are the I/O it asks for: the request body, the worker's
- * PostgreSQL connection with its queue of queries run one after another,
- * the tokens of a bucket (the local zone or Redis) and the applying of a
- * write to this node's rows at once; the other nodes hear of a write
- * through NOTIFY.
+ * answer.  Here are the I/O it asks for: the request body, and the tokens
+ * of a bucket (the local zone or Redis).  The queries run in the core's
+ * queue (rl_pg.h) on the worker's PostgreSQL connection, which applies a
+ * write to this node's rows at once; the other nodes hear of it through
+ * NOTIFY.
  */
 
 
@@ -15,29 +15,17 @@
 #include <rl_api.h>
 
 
-/* a query waiting for, or in, the worker's API connection */
+/* a request of the API, and its query in the core's queue */
 typedef struct {
-    ngx_queue_t                        queue;
-    ngx_http_request_t                *request;   /* NULL once gone */
+    ngx_http_request_t                *request;
     rl_api_plan_t                      plan;
-    rl_api_query_t                     query;
-    rl_api_reply_t                     reply;     /* status 0: none yet */
+    rl_api_reply_t                     reply;
+    rl_pg_api_op_t                    *query;     /* NULL once answered */
 } ngx_http_rate_limit_api_op_t;
-
-
-typedef struct {
-    ngx_http_rate_limit_pg_conn_t      pc;
-    ngx_queue_t                        ops;
-    ngx_http_rate_limit_api_op_t      *running;
-    unsigned                           ready:1;
-    unsigned                           setting_up:2;    /* 1, 2: recovering */
-    unsigned                           setup_failed:1;
-} ngx_http_rate_limit_api_pg_t;
 
 
 static ngx_int_t ngx_http_rate_limit_api_handler(ngx_http_request_t *r);
 static void *ngx_http_rate_limit_api_alloc(void *pool, size_t size);
-static rl_api_alloc_t ngx_http_rate_limit_api_allocator(ngx_pool_t *pool);
 static void *ngx_http_rate_limit_api_zone(void *rmcf, const u_char *name,
     size_t len);
 static ngx_int_t ngx_http_rate_limit_api_authorized(ngx_http_request_t *r,
@@ -52,17 +40,7 @@ static void ngx_http_rate_limit_api_body(ngx_http_request_t *r);
 static ngx_int_t ngx_http_rate_limit_api_enqueue(ngx_http_request_t *r,
     ngx_http_rate_limit_api_op_t *op);
 static void ngx_http_rate_limit_api_cleanup(void *data);
-static void ngx_http_rate_limit_api_next(void);
-static void ngx_http_rate_limit_api_ready(ngx_http_rate_limit_pg_conn_t *pc);
-static void ngx_http_rate_limit_api_result(ngx_http_rate_limit_pg_conn_t *pc,
-    PGresult *res);
-static void ngx_http_rate_limit_api_failed(ngx_http_rate_limit_pg_conn_t *pc,
-    const char *reason);
-static void ngx_http_rate_limit_api_finish(ngx_http_rate_limit_api_op_t *op);
-static ngx_int_t ngx_http_rate_limit_api_rows(ngx_http_rate_limit_api_op_t *op,
-    PGresult *res);
-static void ngx_http_rate_limit_api_apply(ngx_http_rate_limit_api_op_t *op,
-    uint64_t txid);
+static void ngx_http_rate_limit_api_answered(void *data);
 static ngx_int_t ngx_http_rate_limit_api_refuse(ngx_http_request_t *r,
     rl_api_refusal_e why);
 static ngx_int_t ngx_http_rate_limit_api_send(ngx_http_request_t *r,
@@ -71,7 +49,7 @@ static ngx_int_t ngx_http_rate_limit_api_header(ngx_http_request_t *r,
     const char *name, const char *value);
 
 
-static ngx_http_rate_limit_api_pg_t  ngx_http_rate_limit_api_pg;
+static ngx_http_rate_limit_pg_host_t  ngx_http_rate_limit_api_host;
 
 
 char *
@@ -144,7 +122,13 @@ ngx_http_rate_limit_api_init_process(ngx_cycle_t *cycle,
 void
 ngx_http_rate_limit_api_exit_process(void)
 {
-    ngx_http_rate_limit_pg_close(&ngx_http_rate_limit_api_pg.pc);
+    ngx_http_rate_limit_pg_host_t  *host = &ngx_http_rate_limit_api_host;
+
+    if (host->api) {
+        rl_pg_api_destroy(host->api);
+        host->api = NULL;
+        ngx_http_rate_limit_pg_host_close(host);
+    }
 }
 
 
@@ -264,7 +248,7 @@ ngx_http_rate_limit_api_alloc(void *pool, size_t size)
 
 
 /* what the core gives lives as long as the request: in its pool */
-static rl_api_alloc_t
+rl_api_alloc_t
 ngx_http_rate_limit_api_allocator(ngx_pool_t *pool)
 {
     rl_api_alloc_t  a;
@@ -389,6 +373,9 @@ ngx_http_rate_limit_api_get(ngx_http_request_t *r, rl_api_plan_t *plan)
     check->key.len = ngx_http_rate_limit_encode_key(key.data, key.len,
                                                     check->key.data);
 
+    rl_store_key(&zone->store, check->key.data, check->key.len,
+                 &check->store_key);
+
     ctx->api_key = key;
 
     if (ngx_http_rate_limit_find_limit(r, check) != NGX_OK) {
@@ -396,13 +383,9 @@ ngx_http_rate_limit_api_get(ngx_http_request_t *r, rl_api_plan_t *plan)
     }
 
     if (zone->backend == NGX_HTTP_RATE_LIMIT_BACKEND_LOCAL) {
-        if (ngx_http_rate_limit_shm_peek(zone, &check->key,
-                                         &check->verdict_in->params,
-                                         ngx_http_rate_limit_now_us(), &d)
-            != NGX_OK)
-        {
-            return ngx_http_rate_limit_api_bucket(r, check, &key, -1);
-        }
+        rl_store_peek(&zone->store, &check->store_key,
+                      &check->verdict_in->params, ngx_http_rate_limit_now_us(),
+                      &d);
 
         return ngx_http_rate_limit_api_bucket(r, check, &key,
                                               (ngx_int_t) d.remaining);
@@ -534,9 +517,11 @@ static ngx_int_t
 ngx_http_rate_limit_api_enqueue(ngx_http_request_t *r,
     ngx_http_rate_limit_api_op_t *op)
 {
+    char                              err[RL_PG_ERR_LEN];
     rl_api_alloc_t                    a;
     ngx_pool_cleanup_t               *cln;
-    ngx_http_rate_limit_api_pg_t     *api = &ngx_http_rate_limit_api_pg;
+    ngx_http_rate_limit_zone_t       *zone;
+    ngx_http_rate_limit_pg_host_t    *host = &ngx_http_rate_limit_api_host;
     ngx_http_rate_limit_main_conf_t  *rmcf;
 
     rmcf = ngx_http_get_module_main_conf(r, ngx_http_rate_limit_module);
@@ -545,13 +530,16 @@ ngx_http_rate_limit_api_enqueue(ngx_http_request_t *r,
         return ngx_http_rate_limit_api_refuse(r, RL_API_NO_POSTGRES);
     }
 
-    a = ngx_http_rate_limit_api_allocator(r->pool);
+    if (host->api == NULL) {
+        ngx_http_rate_limit_pg_host_init(host, ngx_cycle->log, NULL);
 
-    /* built once, for ready() */
-    if (rl_api_setup_sql() == NULL
-        || rl_api_query(&op->plan, &a, &op->query) != RL_API_OK)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        host->api = rl_pg_api_create((char *) rmcf->pg_conninfo.data,
+                                     &host->adapter, err);
+        if (host->api == NULL) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "rate_limit_api: %s", err);
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
     }
 
     cln = ngx_pool_cleanup_add(r->pool, 0);
@@ -559,33 +547,21 @@ ngx_http_rate_limit_api_enqueue(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    a = ngx_http_rate_limit_api_allocator(r->pool);
+    zone = op->plan.host_zone;
+    op->request = r;
+
+    if (rl_pg_api_run(host->api, &op->plan, &zone->store, &a, &op->reply,
+                      ngx_http_rate_limit_api_answered, op, &op->query)
+        != RL_PG_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     cln->handler = ngx_http_rate_limit_api_cleanup;
     cln->data = op;
 
-    op->request = r;
-
-    if (api->pc.log == NULL) {
-        ngx_queue_init(&api->ops);
-
-        api->pc.log = ngx_cycle->log;
-        api->pc.ready = ngx_http_rate_limit_api_ready;
-        api->pc.result = ngx_http_rate_limit_api_result;
-        api->pc.failed = ngx_http_rate_limit_api_failed;
-    }
-
-    api->pc.conninfo = (char *) rmcf->pg_conninfo.data;
-
-    ngx_queue_insert_tail(&api->ops, &op->queue);
-
     r->main->count++;
-
-    if (api->pc.conn == NULL) {
-        api->ready = 0;
-        (void) ngx_http_rate_limit_pg_connect(&api->pc);
-
-    } else {
-        ngx_http_rate_limit_api_next();
-    }
 
     return NGX_DONE;
 }
@@ -596,274 +572,29 @@ static void
 ngx_http_rate_limit_api_cleanup(void *data)
 {
     ngx_http_rate_limit_api_op_t  *op = data;
-    ngx_http_rate_limit_api_pg_t  *api = &ngx_http_rate_limit_api_pg;
 
-    op->request = NULL;
-
-    if (api->running != op) {
-        ngx_queue_remove(&op->queue);
-        return;
+    if (op->query) {
+        rl_pg_api_cancel(ngx_http_rate_limit_api_host.api, op->query);
     }
-
-    /* the running op lives in the request's pool: forget it */
-    api->running = NULL;
 }
 
 
+/* reply status 0: the core ran out of memory */
 static void
-ngx_http_rate_limit_api_next(void)
+ngx_http_rate_limit_api_answered(void *data)
 {
-    ngx_queue_t                   *q;
-    ngx_http_rate_limit_api_op_t  *op;
-    ngx_http_rate_limit_api_pg_t  *api = &ngx_http_rate_limit_api_pg;
+    ngx_http_rate_limit_api_op_t  *op = data;
 
-    if (!api->ready || api->pc.busy || ngx_queue_empty(&api->ops)) {
-        return;
-    }
-
-    q = ngx_queue_head(&api->ops);
-    ngx_queue_remove(q);
-
-    op = ngx_queue_data(q, ngx_http_rate_limit_api_op_t, queue);
-    api->running = op;
-
-    /* the op joins no queue while it runs: its cleanup must not unlink */
-    ngx_queue_init(&op->queue);
-
-    if (ngx_http_rate_limit_pg_send(&api->pc, op->query.sql,
-                                    op->query.nparams, op->query.params, 0)
-        != NGX_OK)
-    {
-        /* failed() has answered every op already */
-        return;
-    }
-}
-
-
-/* the writes wait for the settings and the schema: see rl_api_setup_sql() */
-static void
-ngx_http_rate_limit_api_ready(ngx_http_rate_limit_pg_conn_t *pc)
-{
-    ngx_http_rate_limit_api_pg_t  *api = &ngx_http_rate_limit_api_pg;
-
-    api->ready = 1;
-    api->setting_up = 1;
-    api->setup_failed = 0;
-
-    (void) ngx_http_rate_limit_pg_send(pc, rl_api_setup_sql(), 0, NULL, 0);
-}
-
-
-static void
-ngx_http_rate_limit_api_result(ngx_http_rate_limit_pg_conn_t *pc,
-    PGresult *res)
-{
-    rl_api_alloc_t                 a;
-    ngx_http_rate_limit_api_op_t  *op;
-    ngx_http_rate_limit_api_pg_t  *api = &ngx_http_rate_limit_api_pg;
-
-    if (api->setting_up) {
-
-        if (res) {
-            if (PQresultStatus(res) == PGRES_FATAL_ERROR
-                && api->setting_up == 1)
-            {
-                /* a role that may not create tables may write a table made */
-                ngx_log_error(NGX_LOG_ERR, pc->log, 0,
-                              "rate_limit_api: cannot create the schema: %s",
-                              PQresultErrorMessage(res));
-                api->setup_failed = 1;
-            }
-
-            return;
-        }
-
-        if (api->setting_up == 1 && api->setup_failed) {
-            api->setting_up = 2;
-            (void) ngx_http_rate_limit_pg_send(pc, rl_api_recover_sql(),
-                                               0, NULL, 0);
-            return;
-        }
-
-        api->setting_up = 0;
-        ngx_http_rate_limit_api_next();
-        return;
-    }
-
-    op = api->running;
-
-    if (res == NULL) {
-        api->running = NULL;
-
-        if (op) {
-            ngx_http_rate_limit_api_finish(op);
-        }
-
-        ngx_http_rate_limit_api_next();
-        return;
-    }
-
-    if (op == NULL || op->reply.status) {
-        return;
-    }
-
-    if (PQresultStatus(res) == PGRES_TUPLES_OK) {
-        if (ngx_http_rate_limit_api_rows(op, res) != NGX_OK) {
-            op->reply.status = 0;
-        }
-
-        return;
-    }
-
-    a = ngx_http_rate_limit_api_allocator(op->request->pool);
-
-    if (rl_api_busy(PQresultErrorField(res, PG_DIAG_SQLSTATE))) {
-        (void) rl_api_refuse(RL_API_BUSY, &a, &op->reply);
-        return;
-    }
-
-    ngx_log_error(NGX_LOG_ERR, pc->log, 0,
-                  "rate_limit_api: query failed: %s",
-                  PQresultErrorMessage(res));
-
-    (void) rl_api_refuse(RL_API_UNAVAILABLE, &a, &op->reply);
-}
-
-
-/* the rows as text, for the core to read */
-static ngx_int_t
-ngx_http_rate_limit_api_rows(ngx_http_rate_limit_api_op_t *op, PGresult *res)
-{
-    int                   i, j, n, ncols;
-    uint64_t              txid;
-    rl_api_row_t         *rows;
-    rl_api_alloc_t        a;
-    ngx_http_request_t   *r;
-
-    r = op->request;
-    n = PQntuples(res);
-    ncols = ngx_min(PQnfields(res), 3);
-
-    rows = ngx_pcalloc(r->pool, (n + 1) * sizeof(rl_api_row_t));
-    if (rows == NULL) {
-        return NGX_ERROR;
-    }
-
-    for (i = 0; i < n; i++) {
-        for (j = 0; j < ncols; j++) {
-            if (!PQgetisnull(res, i, j)) {
-                rows[i].value[j] = PQgetvalue(res, i, j);
-                rows[i].len[j] = PQgetlength(res, i, j);
-            }
-        }
-    }
-
-    a = ngx_http_rate_limit_api_allocator(r->pool);
-
-    if (op->plan.action == RL_API_LIST) {
-        return rl_api_listed(&op->plan, rows, n, &a, &op->reply) == RL_API_OK
-               ? NGX_OK : NGX_ERROR;
-    }
-
-    if (rl_api_written(&op->plan, rows, n, &txid, &a, &op->reply)
-        != RL_API_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    if (n > 0) {
-        ngx_http_rate_limit_api_apply(op, txid);
-    }
-
-    return NGX_OK;
-}
-
-
-/* the serving node applies its own write at once */
-static void
-ngx_http_rate_limit_api_apply(ngx_http_rate_limit_api_op_t *op,
-    uint64_t txid)
-{
-    char                          err[NGX_HTTP_RATE_LIMIT_ERR_LEN];
-    ngx_str_t                     key;
-    ngx_http_rate_limit_spec_t    spec;
-    ngx_http_rate_limit_zone_t   *zone;
-
-    zone = op->plan.host_zone;
-    key.data = (u_char *) op->plan.key;
-    key.len = op->plan.key_len;
-
-    if (op->plan.action == RL_API_DELETE) {
-        ngx_http_rate_limit_sync_apply(zone, &key, NULL, txid,
-                                       op->request->connection->log);
-        return;
-    }
-
-    spec.rate = op->plan.rate;
-
-    if (ngx_http_rate_limit_make_params_blocking(&op->plan.rate,
-                                                 op->plan.burst,
-                                                 &spec.params, err,
-                                                 sizeof(err))
-        == NGX_HTTP_RATE_LIMIT_OK)
-    {
-        ngx_http_rate_limit_sync_apply(zone, &key, &spec, txid,
-                                       op->request->connection->log);
-    }
-}
-
-
-static void
-ngx_http_rate_limit_api_failed(ngx_http_rate_limit_pg_conn_t *pc,
-    const char *reason)
-{
-    ngx_queue_t                   *q;
-    ngx_http_rate_limit_api_op_t  *op;
-    ngx_http_rate_limit_api_pg_t  *api = &ngx_http_rate_limit_api_pg;
-
-    ngx_log_error(NGX_LOG_ERR, pc->log, 0,
-                  "rate_limit_api: PostgreSQL is unavailable (%s)", reason);
-
-    api->ready = 0;
-
-    op = api->running;
-    api->running = NULL;
-
-    if (op) {
-        op->reply.status = 0;
-        ngx_http_rate_limit_api_finish(op);
-    }
-
-    while (!ngx_queue_empty(&api->ops)) {
-        q = ngx_queue_head(&api->ops);
-        ngx_queue_remove(q);
-        ngx_queue_init(q);
-
-        op = ngx_queue_data(q, ngx_http_rate_limit_api_op_t, queue);
-        ngx_http_rate_limit_api_finish(op);
-    }
-}
-
-
-/* an op with no reply yet had no answer from PostgreSQL */
-static void
-ngx_http_rate_limit_api_finish(ngx_http_rate_limit_api_op_t *op)
-{
     ngx_int_t            rc;
     ngx_connection_t    *c;
     ngx_http_request_t  *r;
 
+    op->query = NULL;
     r = op->request;
-
-    if (r == NULL) {
-        return;
-    }
-
     c = r->connection;
 
-    rc = op->reply.status
-         ? ngx_http_rate_limit_api_send(r, &op->reply)
-         : ngx_http_rate_limit_api_refuse(r, RL_API_UNAVAILABLE);
+    rc = op->reply.status ? ngx_http_rate_limit_api_send(r, &op->reply)
+                          : NGX_HTTP_INTERNAL_SERVER_ERROR;
 
     ngx_http_finalize_request(r, rc);
     ngx_http_run_posted_requests(c);

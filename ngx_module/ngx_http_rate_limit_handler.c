@@ -127,6 +127,9 @@ ngx_http_rate_limit_handler(ngx_http_request_t *r)
         check->key.len = ngx_http_rate_limit_encode_key(key.data, key.len,
                                                         check->key.data);
 
+        rl_store_key(&limits[i].zone->store, check->key.data, check->key.len,
+                     &check->store_key);
+
         if (ngx_http_rate_limit_find_limit(r, check) != NGX_OK) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
@@ -194,42 +197,23 @@ ngx_int_t
 ngx_http_rate_limit_find_limit(ngx_http_request_t *r,
     ngx_http_rate_limit_check_t *check)
 {
-    ngx_http_rate_limit_zone_t          *zone;
-    ngx_http_rate_limit_spec_t           row, entry, *spec;
-    const ngx_http_rate_limit_params_t  *params;
+    ngx_http_rate_limit_zone_t  *zone;
+    ngx_http_rate_limit_spec_t   spec;
 
     zone = check->limit->zone;
 
-    /* an unlocked peek: most zones hold no per-client limits at all */
-    params = ngx_http_rate_limit_pick_params(
-                 (zone->sh->nrows
-                  && ngx_http_rate_limit_shm_row_get(zone, &check->key, &row)
-                     == NGX_OK)
-                 ? &row.params : NULL,
-                 (ngx_http_rate_limit_policy_find(zone, &check->key, &entry)
-                  == NGX_OK)
-                 ? &entry.params : NULL,
-                 &zone->params, &check->source);
-
-    check->verdict_in->params = *params;
+    check->source = rl_store_find_limit(&zone->store, &check->store_key,
+                                        &spec);
     check->texts = &zone->texts;
 
-    switch (check->source) {
-
-    case NGX_HTTP_RATE_LIMIT_SOURCE_POSTGRES:
-        spec = &row;
-        break;
-
-    case NGX_HTTP_RATE_LIMIT_SOURCE_YAML:
-        spec = &entry;
-        break;
-
-    default:
+    if (check->source == NGX_HTTP_RATE_LIMIT_SOURCE_DEFAULT) {
+        check->verdict_in->params = zone->params;
         check->rate = zone->rate;
         return NGX_OK;
     }
 
-    check->rate = spec->rate;
+    check->verdict_in->params = spec.params;
+    check->rate = spec.rate;
 
     check->texts = ngx_palloc(r->pool, sizeof(ngx_http_rate_limit_texts_t));
     if (check->texts == NULL) {
@@ -300,10 +284,9 @@ ngx_http_rate_limit_take_local(ngx_http_request_t *r,
         zone = check->limit->zone;
         in = check->verdict_in;
 
-        if (ngx_http_rate_limit_shm_take(zone, &check->key, &in->params,
-                                         check->limit->cost, now_us,
-                                         &in->decision)
-            != NGX_OK)
+        if (rl_store_take(&zone->store, &check->store_key, &in->params,
+                          check->limit->cost, now_us, &in->decision)
+            != RL_STORE_OK)
         {
             if (!zone->local_full_logged) {
                 zone->local_full_logged = 1;
@@ -365,10 +348,9 @@ ngx_http_rate_limit_take_degraded(ngx_http_rate_limit_ctx_t *ctx,
             params.burst = ngx_max(params.burst / nodes, 1);
         }
 
-        if (ngx_http_rate_limit_shm_take(zone, &check->key, &params,
-                                         check->limit->cost, now_us,
-                                         &in->decision)
-            != NGX_OK)
+        if (rl_store_take(&zone->store, &check->store_key, &params,
+                          check->limit->cost, now_us, &in->decision)
+            != RL_STORE_OK)
         {
             continue;
         }
@@ -405,11 +387,10 @@ ngx_http_rate_limit_take_blocked(ngx_http_rate_limit_ctx_t *ctx,
         in = check->verdict_in;
 
         if (check->redis
-            && ngx_http_rate_limit_shm_blocked(check->limit->zone,
-                   &check->key, check->limit->cost,
+            && rl_store_blocked(&check->limit->zone->store,
+                   &check->store_key, check->limit->cost,
                    ngx_http_rate_limit_token_us(&in->params), now_us,
-                   &in->decision)
-               == NGX_OK)
+                   &in->decision))
         {
             in->decided = 1;
             return NGX_OK;
@@ -574,10 +555,10 @@ ngx_http_rate_limit_remember(ngx_http_rate_limit_ctx_t *ctx,
         return;
     }
 
-    ngx_http_rate_limit_shm_block(check->limit->zone, &check->key,
-                                  ctx->redis_asked_us + first_us,
-                                  ctx->redis_asked_us + d->reset_us,
-                                  ngx_http_rate_limit_now_us());
+    rl_store_block(&check->limit->zone->store, &check->store_key,
+                   ctx->redis_asked_us + first_us,
+                   ctx->redis_asked_us + d->reset_us,
+                   ngx_http_rate_limit_now_us());
 }
 
 
@@ -621,9 +602,9 @@ ngx_http_rate_limit_finish(ngx_http_request_t *r,
                 now_us = ngx_http_rate_limit_now_us();
             }
 
-            ngx_http_rate_limit_shm_refund(check->limit->zone, &check->key,
-                                           &check->verdict_in->params,
-                                           check->limit->cost, now_us);
+            rl_store_refund(&check->limit->zone->store, &check->store_key,
+                            &check->verdict_in->params, check->limit->cost,
+                            now_us);
             check->verdict_in->taken = 0;
         }
     }
@@ -687,8 +668,8 @@ ngx_http_rate_limit_log_never_fits(ngx_http_request_t *r,
 {
     u_char                        sha1[NGX_HTTP_RATE_LIMIT_SHA1_HEX + 1];
     int64_t                       now_us;
-    ngx_int_t                     rc;
     ngx_uint_t                    i;
+    rl_store_nofit_e              nofit;
     ngx_http_rate_limit_zone_t   *zone;
     ngx_http_rate_limit_check_t  *check;
 
@@ -708,9 +689,9 @@ ngx_http_rate_limit_log_never_fits(ngx_http_request_t *r,
 
         zone = check->limit->zone;
 
-        rc = ngx_http_rate_limit_shm_nofit(zone, &check->key, now_us);
+        nofit = rl_store_nofit(&zone->store, &check->store_key, now_us);
 
-        if (rc == NGX_BUSY) {
+        if (nofit == RL_STORE_NOFIT_UNNAMED) {
             ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                           "rate_limit_zone \"%V\": requests whose cost "
                           "exceeds their burst came from more keys in the "
@@ -718,7 +699,7 @@ ngx_http_rate_limit_log_never_fits(ngx_http_request_t *r,
             continue;
         }
 
-        if (rc != NGX_OK) {
+        if (nofit != RL_STORE_NOFIT_NAME) {
             continue;
         }
 

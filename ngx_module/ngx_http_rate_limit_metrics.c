@@ -1,27 +1,22 @@
 
 /*
- * Counters shared by every worker, and their Prometheus text exposition.
- * Per-zone counters live in the zone's shared memory; the node-wide ones
+ * Counters shared by every worker, and where their Prometheus text is
+ * served.  Per-zone counters live in the zone's store; the node-wide ones
  * (the Redis round trips, circuits and live nodes) in what the core's
  * Redis clients share, in a small zone of its own.  Both survive a
- * reload, as shared memory does.
+ * reload, as shared memory does.  The core writes the text (rl_metrics.h):
+ * this gathers its inputs and sends it.
  */
 
 
 #include "ngx_http_rate_limit_module.h"
 
-
-static const char  *ngx_http_rate_limit_outcome_names[] = {
-    "passed", "rejected", "rejected_dry_run", "failed_open", "failed_closed",
-    "degraded_local", "degraded_local_rejected"
-};
+#include <rl_metrics.h>
 
 
 static ngx_int_t ngx_http_rate_limit_metrics_init_zone(
     ngx_shm_zone_t *shm_zone, void *data);
 static ngx_int_t ngx_http_rate_limit_metrics_handler(ngx_http_request_t *r);
-static u_char *ngx_http_rate_limit_metrics_redis(u_char *p,
-    rl_redis_shared_t *shared);
 
 
 static rl_redis_shared_t  *ngx_http_rate_limit_metrics_sh;
@@ -94,11 +89,7 @@ void
 ngx_http_rate_limit_metrics_count(ngx_http_rate_limit_zone_t *zone,
     ngx_http_rate_limit_outcome_e outcome)
 {
-    (void) ngx_atomic_fetch_add(&zone->sh->requests, 1);
-
-    if (outcome != NGX_HTTP_RATE_LIMIT_OUTCOME_NONE) {
-        (void) ngx_atomic_fetch_add(&zone->sh->outcomes[outcome], 1);
-    }
+    rl_store_count(&zone->store, (rl_verdict_outcome_e) outcome);
 }
 
 
@@ -129,13 +120,15 @@ ngx_http_rate_limit_metrics(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 static ngx_int_t
 ngx_http_rate_limit_metrics_handler(ngx_http_request_t *r)
 {
-    u_char                            *body, *p;
+    u_char                            *body;
     size_t                             len;
-    uint64_t                           cumulative;
+    uint64_t                           synced;
     ngx_int_t                          rc;
-    ngx_uint_t                         i, o, pages, free;
-    rl_redis_latency_t                 latency;
-    ngx_http_rate_limit_zone_t       **zones, *zone;
+    ngx_uint_t                         i;
+    rl_metrics_t                       m;
+    rl_api_alloc_t                     a;
+    rl_metrics_zone_t                 *mz;
+    ngx_http_rate_limit_zone_t       **zones;
     ngx_http_rate_limit_main_conf_t   *rmcf;
 
     static ngx_str_t  type = ngx_string("text/plain; version=0.0.4");
@@ -152,181 +145,32 @@ ngx_http_rate_limit_metrics_handler(ngx_http_request_t *r)
     rmcf = ngx_http_get_module_main_conf(r, ngx_http_rate_limit_module);
     zones = rmcf->zones.elts;
 
-    len = 4096 + RL_REDIS_LATENCY_BOUNDS * 96
-          + RL_REDIS_ADDRESSES * (4 * RL_REDIS_ADDRESS_LEN + 256);
-
-    for (i = 0; i < rmcf->zones.nelts; i++) {
-        len += 16 * (zones[i]->name.len + 128);
+    mz = ngx_palloc(r->pool, rmcf->zones.nelts * sizeof(rl_metrics_zone_t));
+    if (mz == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    body = ngx_pnalloc(r->pool, len);
+    for (i = 0; i < rmcf->zones.nelts; i++) {
+        mz[i].name = zones[i]->name.data;
+        mz[i].name_len = zones[i]->name.len;
+        rl_store_stats(&zones[i]->store, &mz[i].stats);
+    }
+
+    m.zones = mz;
+    m.nzones = rmcf->zones.nelts;
+    m.redis = rmcf->redis ? rmcf->redis_shared : NULL;
+    synced = rmcf->pg_lease ? rl_pg_lease_synced_ms(rmcf->pg_lease) : 0;
+    m.pg_synced = (synced != 0);
+    /* another worker's cached clock may be a little ahead of this one */
+    m.pg_sync_age_s = (m.pg_synced && ngx_current_msec > synced)
+                      ? (ngx_current_msec - synced) / 1000 : 0;
+
+    a = ngx_http_rate_limit_api_allocator(r->pool);
+
+    body = rl_metrics_text(&m, &a, &len);
     if (body == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    p = ngx_cpymem(body,
-        "# HELP nginx_rate_limit_requests_total Requests a zone's limit "
-        "applied to.\n"
-        "# TYPE nginx_rate_limit_requests_total counter\n",
-        sizeof("# HELP nginx_rate_limit_requests_total Requests a zone's "
-               "limit applied to.\n"
-               "# TYPE nginx_rate_limit_requests_total counter\n") - 1);
-
-    for (i = 0; i < rmcf->zones.nelts; i++) {
-        p = ngx_sprintf(p, "nginx_rate_limit_requests_total{zone=\"%V\"} %uA\n",
-                        &zones[i]->name, zones[i]->sh->requests);
-    }
-
-    p = ngx_sprintf(p,
-        "# HELP nginx_rate_limit_decisions_total Decisions of a zone, by "
-        "outcome.\n"
-        "# TYPE nginx_rate_limit_decisions_total counter\n");
-
-    for (i = 0; i < rmcf->zones.nelts; i++) {
-        for (o = 0; o < NGX_HTTP_RATE_LIMIT_OUTCOMES; o++) {
-            p = ngx_sprintf(p, "nginx_rate_limit_decisions_total{zone=\"%V\","
-                            "outcome=\"%s\"} %uA\n", &zones[i]->name,
-                            ngx_http_rate_limit_outcome_names[o],
-                            zones[i]->sh->outcomes[o]);
-        }
-    }
-
-    p = ngx_sprintf(p,
-        "# HELP nginx_rate_limit_cached_rejections_total Rejections "
-        "served from the zone's cache of what Redis rejected, with no "
-        "round trip.\n"
-        "# TYPE nginx_rate_limit_cached_rejections_total counter\n");
-
-    for (i = 0; i < rmcf->zones.nelts; i++) {
-        p = ngx_sprintf(p, "nginx_rate_limit_cached_rejections_total"
-                        "{zone=\"%V\"} %uA\n",
-                        &zones[i]->name, zones[i]->sh->cached);
-    }
-
-    p = ngx_sprintf(p,
-        "# HELP nginx_rate_limit_dynamic_limits Per-client limits from "
-        "PostgreSQL held in a zone.\n"
-        "# TYPE nginx_rate_limit_dynamic_limits gauge\n");
-
-    for (i = 0; i < rmcf->zones.nelts; i++) {
-        p = ngx_sprintf(p, "nginx_rate_limit_dynamic_limits{zone=\"%V\"} %ui\n",
-                        &zones[i]->name, zones[i]->sh->nrows);
-    }
-
-    p = ngx_sprintf(p,
-        "# HELP nginx_rate_limit_zone_memory_bytes A zone's shared memory, "
-        "used and free.\n"
-        "# TYPE nginx_rate_limit_zone_memory_bytes gauge\n");
-
-    for (i = 0; i < rmcf->zones.nelts; i++) {
-        zone = zones[i];
-        pages = (zone->shpool->end - zone->shpool->start) / ngx_pagesize;
-        free = zone->shpool->pfree;
-
-        p = ngx_sprintf(p, "nginx_rate_limit_zone_memory_bytes{zone=\"%V\","
-                        "state=\"used\"} %ui\n"
-                        "nginx_rate_limit_zone_memory_bytes{zone=\"%V\","
-                        "state=\"free\"} %ui\n",
-                        &zone->name, (pages - free) * ngx_pagesize,
-                        &zone->name, free * ngx_pagesize);
-    }
-
-    if (rmcf->redis) {
-        p = ngx_http_rate_limit_metrics_redis(p, rmcf->redis_shared);
-        rl_redis_shared_latency(rmcf->redis_shared, &latency);
-
-        p = ngx_sprintf(p,
-            "# HELP nginx_rate_limit_redis_latency_seconds Redis round "
-            "trips of decisions.\n"
-            "# TYPE nginx_rate_limit_redis_latency_seconds histogram\n");
-
-        cumulative = 0;
-
-        for (i = 0; i < RL_REDIS_LATENCY_BOUNDS; i++) {
-            cumulative += latency.counts[i];
-            p = ngx_sprintf(p, "nginx_rate_limit_redis_latency_seconds_bucket"
-                            "{le=\"%uL.%06uL\"} %uL\n",
-                            latency.bounds_us[i] / 1000000,
-                            latency.bounds_us[i] % 1000000, cumulative);
-        }
-
-        cumulative += latency.counts[RL_REDIS_LATENCY_BOUNDS];
-
-        p = ngx_sprintf(p, "nginx_rate_limit_redis_latency_seconds_bucket"
-                        "{le=\"+Inf\"} %uL\n"
-                        "nginx_rate_limit_redis_latency_seconds_sum "
-                        "%uL.%06uL\n"
-                        "nginx_rate_limit_redis_latency_seconds_count %uL\n",
-                        cumulative, latency.sum_us / 1000000,
-                        latency.sum_us % 1000000, cumulative);
-    }
-
-    if (rmcf->pg_sh && rmcf->pg_sh->synced) {
-        p = ngx_sprintf(p,
-            "# HELP nginx_rate_limit_postgres_sync_age_seconds Time since "
-            "the last successful sync.\n"
-            "# TYPE nginx_rate_limit_postgres_sync_age_seconds gauge\n"
-            "nginx_rate_limit_postgres_sync_age_seconds %T\n",
-            ngx_time() - rmcf->pg_sh->synced);
-    }
-
-    return ngx_http_rate_limit_send(r, NGX_HTTP_OK, &type, body, p - body);
-}
-
-
-/*
- * Each Redis address: whether it answers, its circuit, and the fleet size.
- * The circuits are read once, so that the three families agree.
- */
-static u_char *
-ngx_http_rate_limit_metrics_redis(u_char *p, rl_redis_shared_t *shared)
-{
-    size_t                   i, n;
-    rl_redis_circuit_info_t  cb[RL_REDIS_ADDRESSES];
-
-    n = ngx_min(rl_redis_shared_circuits(shared), RL_REDIS_ADDRESSES);
-
-    for (i = 0; i < n; i++) {
-        rl_redis_shared_circuit(shared, i, &cb[i]);
-    }
-
-    p = ngx_sprintf(p,
-        "# HELP nginx_rate_limit_redis_up Whether the Redis address "
-        "answered this node last time.\n"
-        "# TYPE nginx_rate_limit_redis_up gauge\n");
-
-    for (i = 0; i < n; i++) {
-        p = ngx_sprintf(p, "nginx_rate_limit_redis_up{address=\"%s\"} %d\n",
-                        cb[i].address, cb[i].up);
-    }
-
-    p = ngx_sprintf(p,
-        "# HELP nginx_rate_limit_redis_circuit_open Whether this node "
-        "has stopped asking the Redis address.\n"
-        "# TYPE nginx_rate_limit_redis_circuit_open gauge\n");
-
-    for (i = 0; i < n; i++) {
-        p = ngx_sprintf(p, "nginx_rate_limit_redis_circuit_open{address="
-                        "\"%s\"} %d\n", cb[i].address, cb[i].open);
-    }
-
-    p = ngx_sprintf(p,
-        "# HELP nginx_rate_limit_redis_circuit_transitions_total Times the "
-        "circuit of a Redis address opened or closed.\n"
-        "# TYPE nginx_rate_limit_redis_circuit_transitions_total counter\n");
-
-    for (i = 0; i < n; i++) {
-        p = ngx_sprintf(p, "nginx_rate_limit_redis_circuit_transitions_total"
-                        "{address=\"%s\",to=\"open\"} %uL\n"
-                        "nginx_rate_limit_redis_circuit_transitions_total"
-                        "{address=\"%s\",to=\"closed\"} %uL\n",
-                        cb[i].address, cb[i].opened, cb[i].address,
-                        cb[i].closed);
-    }
-
-    return ngx_sprintf(p,
-        "# HELP nginx_rate_limit_nodes Live nginx nodes sharing the Redis "
-        "buckets, as the registry last said.\n"
-        "# TYPE nginx_rate_limit_nodes gauge\n"
-        "nginx_rate_limit_nodes %uL\n", rl_redis_shared_nodes(shared));
+    return ngx_http_rate_limit_send(r, NGX_HTTP_OK, &type, body, len);
 }

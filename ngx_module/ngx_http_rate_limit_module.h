@@ -12,11 +12,12 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
-#include <libpq-fe.h>
-
 #include <ngx_http_rate_limit_core.h>
 #include <rate_limit_verdict.h>
+#include <rl_api.h>
+#include <rl_pg.h>
 #include <rl_redis.h>
+#include <rl_store.h>
 
 
 /*
@@ -66,59 +67,6 @@ typedef enum {
 } ngx_http_rate_limit_outcome_e;
 
 
-/* the shared part of a zone: local buckets, and per-client limits */
-typedef struct {
-    ngx_rbtree_t                     rbtree;
-    ngx_rbtree_node_t                sentinel;
-    ngx_queue_t                      queue;          /* oldest last */
-
-    ngx_rbtree_t                     rows;
-    ngx_rbtree_node_t                rows_sentinel;
-    ngx_queue_t                      rows_queue;
-    ngx_queue_t                      tombstones;     /* of the API's deletes */
-    ngx_uint_t                       nrows;
-    ngx_uint_t                       rows_full;
-    ngx_uint_t                       pg_generation;  /* of the last full sync */
-
-    ngx_rbtree_t                     blocked;
-    ngx_rbtree_node_t                blocked_sentinel;
-    ngx_queue_t                      blocked_queue;  /* oldest last */
-    ngx_uint_t                       nblocked;
-    ngx_uint_t                       limits_version; /* of rows and config */
-    ngx_atomic_t                     cached;    /* rejections served */
-
-    /* the keys whose cost could not fit, logged in the last minute */
-    ngx_rbtree_t                     nofit;
-    ngx_rbtree_node_t                nofit_sentinel;
-    ngx_queue_t                      nofit_queue;    /* oldest last */
-    ngx_uint_t                       nnofit;
-    int64_t                          nofit_unnamed_us;
-
-    ngx_atomic_t                     requests;
-    ngx_atomic_t                     outcomes[NGX_HTTP_RATE_LIMIT_OUTCOMES];
-} ngx_http_rate_limit_shctx_t;
-
-
-/* the PostgreSQL sync of one node, shared by its workers */
-typedef struct {
-    ngx_pid_t                        owner;          /* the syncing worker */
-    ngx_msec_t                       heartbeat;
-    ngx_uint_t                       generation;     /* 0: never synced */
-    int64_t                          cursor;    /* see the sync's queries */
-    time_t                           synced;
-} ngx_http_rate_limit_pg_shctx_t;
-
-
-/* a PostgreSQL snapshot: which transactions the rows of a query saw */
-typedef struct {
-    uint64_t                         xmin;      /* all below were done */
-    uint64_t                         xmax;      /* none from here on */
-    uint64_t                        *xip;       /* running, in between */
-    ngx_uint_t                       nxip;
-    ngx_uint_t                       room;      /* of xip */
-} ngx_http_rate_limit_pg_snapshot_t;
-
-
 /* a limit as the Redis script and the response headers take it */
 typedef struct {
     ngx_str_t                        interval_arg;
@@ -128,24 +76,14 @@ typedef struct {
 
 
 /* a per-client limit: as written, and as the arithmetic takes it */
-typedef struct {
-    ngx_http_rate_limit_rate_t       rate;
-    ngx_http_rate_limit_params_t     params;
-} ngx_http_rate_limit_spec_t;
-
-
-/* a per-client limit from the policy file */
-typedef struct {
-    ngx_str_t                        key;       /* as stored */
-    ngx_http_rate_limit_spec_t       spec;
-} ngx_http_rate_limit_policy_row_t;
+typedef rl_store_limit_t  ngx_http_rate_limit_spec_t;
 
 
 typedef struct {
     ngx_str_t                        name;
     ngx_shm_zone_t                  *shm_zone;
-    ngx_http_rate_limit_shctx_t     *sh;
     ngx_slab_pool_t                 *shpool;
+    rl_store_t                       store;    /* in the zone's memory */
 
     ngx_http_complex_value_t         key;
     ngx_http_rate_limit_rate_t       rate;
@@ -156,7 +94,9 @@ typedef struct {
     ngx_str_t                        redis_prefix;    /* "<prefix>:<zone>:" */
     ngx_http_rate_limit_texts_t      texts;           /* of the defaults */
 
-    ngx_array_t                      policy;   /* sorted policy file rows */
+    /* the policy file's entries, of rl_store_policy_entry_t, until the
+     * store takes them */
+    ngx_array_t                      policy;
 
     /* where the zone was first named, for errors found after parsing */
     ngx_str_t                        file;
@@ -209,7 +149,7 @@ typedef struct {
     ngx_str_t                        pg_conninfo_env;
     ngx_msec_t                       pg_interval;
     ngx_shm_zone_t                  *pg_shm_zone;
-    ngx_http_rate_limit_pg_shctx_t  *pg_sh;
+    rl_pg_lease_t                   *pg_lease;
     ngx_slab_pool_t                 *pg_shpool;
 
     /* its slab pool holds what the core's Redis clients share */
@@ -238,6 +178,7 @@ typedef struct {
     ngx_http_rate_limit_limit_t     *limit;
     rl_verdict_limit_t              *verdict_in;
     ngx_str_t                        key;       /* as stored */
+    rl_store_key_t                   store_key;
     ngx_http_rate_limit_rate_t       rate;      /* as written */
     ngx_http_rate_limit_texts_t     *texts;
     ngx_http_rate_limit_source_e     source;
@@ -245,29 +186,18 @@ typedef struct {
     unsigned                         redis:1;
 } ngx_http_rate_limit_check_t;
 
-typedef struct ngx_http_rate_limit_pg_conn_s  ngx_http_rate_limit_pg_conn_t;
 
-
-/* an asynchronous PostgreSQL connection; its owner sets the first six */
-struct ngx_http_rate_limit_pg_conn_s {
-    char                            *conninfo;
+/* the host of one core PostgreSQL object: the sync, or the API's queue */
+typedef struct {
+    rl_pg_adapter_t                  adapter;
+    rl_pg_sync_t                    *sync;
+    rl_pg_api_t                     *api;
+    ngx_connection_t                *connection;   /* watches libpq's fd */
+    ngx_event_t                      timer;
+    ngx_event_t                      posted;
     ngx_log_t                       *log;
-    void                           (*ready)(ngx_http_rate_limit_pg_conn_t *pc);
-    /* each result of a query, then NULL once the query is over */
-    void                           (*result)(ngx_http_rate_limit_pg_conn_t *pc,
-                                             PGresult *res);
-    /* the connection is closed already */
-    void                           (*failed)(ngx_http_rate_limit_pg_conn_t *pc,
-                                             const char *reason);
-    void                           (*notified)(
-                                        ngx_http_rate_limit_pg_conn_t *pc);
-
-    PGconn                          *conn;
-    ngx_connection_t                *connection;
-    ngx_event_t                      stall;
-    unsigned                         connecting:1;
-    unsigned                         busy:1;
-};
+    ngx_slab_pool_t                 *shpool;       /* the lease's lock */
+} ngx_http_rate_limit_pg_host_t;
 
 
 typedef struct {
@@ -314,19 +244,11 @@ char *ngx_http_rate_limit_policy_file(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_int_t ngx_http_rate_limit_policy_load_file(ngx_conf_t *cf,
     ngx_http_rate_limit_main_conf_t *rmcf);
-ngx_int_t ngx_http_rate_limit_policy_find(ngx_http_rate_limit_zone_t *zone,
-    ngx_str_t *key, ngx_http_rate_limit_spec_t *spec);
 
-/* postgres */
-ngx_int_t ngx_http_rate_limit_pg_connect(ngx_http_rate_limit_pg_conn_t *pc);
-ngx_int_t ngx_http_rate_limit_pg_send(ngx_http_rate_limit_pg_conn_t *pc,
-    const char *sql, int nparams, const char *const *params,
-    ngx_uint_t single_row);
-void ngx_http_rate_limit_pg_close(ngx_http_rate_limit_pg_conn_t *pc);
-ngx_int_t ngx_http_rate_limit_pg_snapshot(
-    ngx_http_rate_limit_pg_snapshot_t *snapshot, u_char *text, size_t len);
-ngx_uint_t ngx_http_rate_limit_pg_visible(
-    ngx_http_rate_limit_pg_snapshot_t *snapshot, uint64_t txid);
+/* the core's PostgreSQL objects on nginx's event loop */
+void ngx_http_rate_limit_pg_host_init(ngx_http_rate_limit_pg_host_t *host,
+    ngx_log_t *log, ngx_slab_pool_t *shpool);
+void ngx_http_rate_limit_pg_host_close(ngx_http_rate_limit_pg_host_t *host);
 
 /* sync */
 char *ngx_http_rate_limit_postgres(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -334,9 +256,6 @@ char *ngx_http_rate_limit_postgres(ngx_conf_t *cf, ngx_command_t *cmd,
 ngx_int_t ngx_http_rate_limit_sync_init_process(ngx_cycle_t *cycle,
     ngx_http_rate_limit_main_conf_t *rmcf);
 void ngx_http_rate_limit_sync_exit_process(void);
-void ngx_http_rate_limit_sync_apply(ngx_http_rate_limit_zone_t *zone,
-    ngx_str_t *key, ngx_http_rate_limit_spec_t *spec, uint64_t txid,
-    ngx_log_t *log);
 
 /* metrics */
 ngx_int_t ngx_http_rate_limit_metrics_add_zone(ngx_conf_t *cf,
@@ -353,6 +272,7 @@ char *ngx_http_rate_limit_api(ngx_conf_t *cf, ngx_command_t *cmd,
 ngx_int_t ngx_http_rate_limit_api_init_process(ngx_cycle_t *cycle,
     ngx_http_rate_limit_main_conf_t *rmcf);
 void ngx_http_rate_limit_api_exit_process(void);
+rl_api_alloc_t ngx_http_rate_limit_api_allocator(ngx_pool_t *pool);
 
 /* handler */
 ngx_int_t ngx_http_rate_limit_handler(ngx_http_request_t *r);
@@ -370,34 +290,6 @@ ngx_int_t ngx_http_rate_limit_status_variable(ngx_http_request_t *r,
 /* shared memory */
 ngx_int_t ngx_http_rate_limit_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
-ngx_int_t ngx_http_rate_limit_shm_take(ngx_http_rate_limit_zone_t *zone,
-    ngx_str_t *key, ngx_http_rate_limit_params_t *params, ngx_uint_t cost,
-    int64_t now_us, ngx_http_rate_limit_decision_t *d);
-ngx_int_t ngx_http_rate_limit_shm_peek(ngx_http_rate_limit_zone_t *zone,
-    ngx_str_t *key, ngx_http_rate_limit_params_t *params, int64_t now_us,
-    ngx_http_rate_limit_decision_t *d);
-void ngx_http_rate_limit_shm_refund(ngx_http_rate_limit_zone_t *zone,
-    ngx_str_t *key, ngx_http_rate_limit_params_t *params, ngx_uint_t cost,
-    int64_t now_us);
-ngx_int_t ngx_http_rate_limit_shm_row_get(ngx_http_rate_limit_zone_t *zone,
-    ngx_str_t *key, ngx_http_rate_limit_spec_t *spec);
-ngx_int_t ngx_http_rate_limit_shm_row_write(ngx_http_rate_limit_zone_t *zone,
-    ngx_str_t *key, ngx_http_rate_limit_spec_t *spec, uint64_t txid,
-    ngx_log_t *log);
-void ngx_http_rate_limit_shm_row_sync(ngx_http_rate_limit_zone_t *zone,
-    ngx_str_t *key, ngx_http_rate_limit_spec_t *spec, ngx_uint_t generation,
-    ngx_http_rate_limit_pg_snapshot_t *snapshot, ngx_log_t *log);
-void ngx_http_rate_limit_shm_row_sweep(ngx_http_rate_limit_zone_t *zone,
-    ngx_uint_t generation, ngx_http_rate_limit_pg_snapshot_t *snapshot);
-void ngx_http_rate_limit_shm_row_forget(ngx_http_rate_limit_zone_t *zone,
-    uint64_t xmin);
-ngx_int_t ngx_http_rate_limit_shm_blocked(ngx_http_rate_limit_zone_t *zone,
-    ngx_str_t *key, ngx_uint_t cost, int64_t interval_us, int64_t now_us,
-    ngx_http_rate_limit_decision_t *d);
-void ngx_http_rate_limit_shm_block(ngx_http_rate_limit_zone_t *zone,
-    ngx_str_t *key, int64_t until_us, int64_t full_us, int64_t now_us);
-ngx_int_t ngx_http_rate_limit_shm_nofit(ngx_http_rate_limit_zone_t *zone,
-    ngx_str_t *key, int64_t now_us);
 int64_t ngx_http_rate_limit_now_us(void);
 
 /* the core's Redis client on nginx's event loop */

@@ -1,8 +1,9 @@
 
 /*
  * Static per-client limits from a YAML policy file, read with the
- * configuration: at start, at reload and by "nginx -t".  Each zone keeps its
- * entries sorted in configuration memory, so a lookup is a binary search.
+ * configuration: at start, at reload and by "nginx -t".  Each zone holds its
+ * entries in configuration memory until its store takes them, when the
+ * zone's shared memory is set up (ngx_http_rate_limit_init_zone()).
  */
 
 
@@ -12,8 +13,6 @@
 static ngx_int_t ngx_http_rate_limit_policy_add(ngx_conf_t *cf,
     ngx_http_rate_limit_main_conf_t *rmcf,
     ngx_http_rate_limit_policy_entry_t *entry);
-static ngx_int_t ngx_http_rate_limit_policy_cmp(const void *one,
-    const void *two);
 
 
 char *
@@ -48,8 +47,6 @@ ngx_http_rate_limit_policy_load_file(ngx_conf_t *cf,
     char                                err[NGX_HTTP_RATE_LIMIT_POLICY_ERR_LEN];
     size_t                              i, n;
     ngx_int_t                           rc;
-    ngx_uint_t                          z;
-    ngx_http_rate_limit_zone_t        **zones;
     ngx_http_rate_limit_policy_t       *policy;
     ngx_http_rate_limit_policy_zone_t   zone;
     ngx_http_rate_limit_policy_entry_t  entry;
@@ -102,21 +99,7 @@ ngx_http_rate_limit_policy_load_file(ngx_conf_t *cf,
 
     ngx_http_rate_limit_policy_free(policy);
 
-    if (rc != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    zones = rmcf->zones.elts;
-
-    for (z = 0; z < rmcf->zones.nelts; z++) {
-        if (zones[z]->policy.nelts > 1) {
-            ngx_sort(zones[z]->policy.elts, zones[z]->policy.nelts,
-                     sizeof(ngx_http_rate_limit_policy_row_t),
-                     ngx_http_rate_limit_policy_cmp);
-        }
-    }
-
-    return NGX_OK;
+    return rc;
 }
 
 
@@ -125,9 +108,10 @@ ngx_http_rate_limit_policy_add(ngx_conf_t *cf,
     ngx_http_rate_limit_main_conf_t *rmcf,
     ngx_http_rate_limit_policy_entry_t *entry)
 {
-    char                               err[NGX_HTTP_RATE_LIMIT_ERR_LEN];
-    ngx_http_rate_limit_zone_t        *zone;
-    ngx_http_rate_limit_policy_row_t  *row;
+    u_char                      *key;
+    char                         err[NGX_HTTP_RATE_LIMIT_ERR_LEN];
+    rl_store_policy_entry_t     *row;
+    ngx_http_rate_limit_zone_t  *zone;
 
     /* the zones of the file were all found already */
     zone = ngx_http_rate_limit_zone_find(rmcf, (u_char *) entry->zone,
@@ -135,7 +119,7 @@ ngx_http_rate_limit_policy_add(ngx_conf_t *cf,
 
     if (zone->policy.elts == NULL
         && ngx_array_init(&zone->policy, cf->pool, 8,
-                          sizeof(ngx_http_rate_limit_policy_row_t))
+                          sizeof(rl_store_policy_entry_t))
            != NGX_OK)
     {
         return NGX_ERROR;
@@ -146,18 +130,20 @@ ngx_http_rate_limit_policy_add(ngx_conf_t *cf,
         return NGX_ERROR;
     }
 
-    row->key.data = ngx_pnalloc(cf->pool, NGX_HTTP_RATE_LIMIT_KEY_MAX);
-    if (row->key.data == NULL) {
+    key = ngx_pnalloc(cf->pool, NGX_HTTP_RATE_LIMIT_KEY_MAX);
+    if (key == NULL) {
         return NGX_ERROR;
     }
 
+    /* hashed with the store's seed once the store exists */
+    row->key.data = key;
     row->key.len = ngx_http_rate_limit_encode_key(entry->key, entry->key_len,
-                                                  row->key.data);
+                                                  key);
 
-    row->spec.rate = entry->rate;
+    row->limit.rate = entry->rate;
 
     if (ngx_http_rate_limit_make_params_blocking(&entry->rate, entry->burst,
-                                                 &row->spec.params, err,
+                                                 &row->limit.params, err,
                                                  sizeof(err))
         != NGX_HTTP_RATE_LIMIT_OK)
     {
@@ -168,49 +154,4 @@ ngx_http_rate_limit_policy_add(ngx_conf_t *cf,
     }
 
     return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_rate_limit_policy_cmp(const void *one, const void *two)
-{
-    const ngx_http_rate_limit_policy_row_t  *a = one;
-    const ngx_http_rate_limit_policy_row_t  *b = two;
-
-    return ngx_memn2cmp(a->key.data, b->key.data, a->key.len, b->key.len);
-}
-
-
-ngx_int_t
-ngx_http_rate_limit_policy_find(ngx_http_rate_limit_zone_t *zone,
-    ngx_str_t *key, ngx_http_rate_limit_spec_t *spec)
-{
-    ngx_int_t                          rc;
-    ngx_uint_t                         low, high, middle;
-    ngx_http_rate_limit_policy_row_t  *rows;
-
-    rows = zone->policy.elts;
-    low = 0;
-    high = zone->policy.nelts;
-
-    while (low < high) {
-        middle = low + (high - low) / 2;
-
-        rc = ngx_memn2cmp(key->data, rows[middle].key.data, key->len,
-                          rows[middle].key.len);
-
-        if (rc == 0) {
-            *spec = rows[middle].spec;
-            return NGX_OK;
-        }
-
-        if (rc < 0) {
-            high = middle;
-
-        } else {
-            low = middle + 1;
-        }
-    }
-
-    return NGX_DECLINED;
 }

@@ -13,6 +13,7 @@ PACKAGES=(
     # build
     build-essential cmake pkg-config
     nginx nginx-dev libhiredis-dev libyaml-dev libpq-dev nlohmann-json3-dev
+    libssl-dev
     # unit tests and micro-benchmarks
     libgtest-dev googletest libbenchmark-dev libasan8 libubsan1
     # fuzzing (scripts/fuzz.sh): clang, libFuzzer, and llvm-symbolizer

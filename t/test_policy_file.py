@@ -215,6 +215,31 @@ def test_bad_file_fails_nginx_t(nginx_factory, text, needle, word):
     assert "test failed" in out
 
 
+def test_policy_larger_than_its_zone_fails_nginx_t(nginx_factory):
+    """The entries live in the zone's shared memory: a zone without room
+    for them fails the start, as a mistake in nginx.conf does."""
+    clients = "".join("      key-%d: { rate: 1r/m }\n" % i for i in range(1000))
+    n = make(nginx_factory, "zones:\n  api:\n    clients:\n" + clients,
+             zones=["rate_limit_zone $http_x_key zone=api:32k rate=100r/s;"] + ZONES[1:])
+    rc, out = n.test_config()
+    assert rc != 0, out
+    assert 'rate_limit_zone "api" has no room for the 1000 limits of the policy file' in out, out
+
+
+def test_reload_of_a_zone_full_of_buckets(nginx_factory):
+    """Buckets fill a zone and are forgotten as it needs room: a reload
+    that brings a policy file's entries takes that room from them."""
+    zones = ["rate_limit_zone $http_x_key zone=api:32k rate=1r/m burst=5 backend=local;"] + ZONES[1:]
+    n = make(nginx_factory, "", zones=zones).start()
+    for i in range(600):
+        assert n.get("/api/x", key="fill-%d" % i).status == 200
+    key = unique_key()
+    n.policy.write_text("zones:\n  api:\n    clients:\n      %s: { rate: 1r/m, burst: 3 }\n" % key)
+    n.reload()
+    assert limit(n, key) == "3"
+    assert limit(n, unique_key()) == "5"
+
+
 def test_missing_file_fails(nginx_factory):
     n = make(nginx_factory, "")
     n.policy.unlink()

@@ -195,13 +195,20 @@ double ngx_http_rate_limit_token_code_us(uint32_t code)
  * Writes the key as stored: itself when it is at most
  * NGX_HTTP_RATE_LIMIT_KEY_MAX bytes and does not start with '#', else '#'
  * and its SHA-1 in hex.  out must hold NGX_HTTP_RATE_LIMIT_KEY_MAX bytes.
- * Returns the length written.
+ * Returns the length written: 0 for no key, or when libcrypto could not
+ * compute the SHA-1 (see ngx_http_rate_limit_sha1_hex()).
  */
 size_t ngx_http_rate_limit_encode_key(const unsigned char *key, size_t len,
     unsigned char *out)
     NGX_HTTP_RATE_LIMIT_NOEXCEPT;
 
-/* SHA-1 of data in lower case hex, NGX_HTTP_RATE_LIMIT_SHA1_HEX + 1 bytes */
+/*
+ * SHA-1 of data in lower case hex, NGX_HTTP_RATE_LIMIT_SHA1_HEX + 1 bytes,
+ * from libcrypto's EVP_Digest().  Should libcrypto fail (it cannot fetch
+ * SHA-1, or allocate), out is the empty string: no Redis script has that
+ * name, so EVALSHA meets NOSCRIPT and the decision fails as on_failure
+ * says.
+ */
 void ngx_http_rate_limit_sha1_hex(const unsigned char *data, size_t len,
     char *out)
     NGX_HTTP_RATE_LIMIT_NOEXCEPT;
@@ -319,21 +326,6 @@ typedef enum {
     NGX_HTTP_RATE_LIMIT_SOURCE_YAML,            /* the policy file */
     NGX_HTTP_RATE_LIMIT_SOURCE_POSTGRES
 } ngx_http_rate_limit_source_e;
-
-/*
- * The limit that applies to a client: its PostgreSQL row, else its entry
- * in the policy file, else the zone's default.  NULL stands for a source
- * that has nothing for the client; a blocked limit is a limit like any
- * other and wins by the same order.  Returns the chosen parameters, NULL
- * only when all three are NULL (decide() rejects NULL parameters), and
- * writes where they came from into *source unless source is NULL.
- */
-const ngx_http_rate_limit_params_t *ngx_http_rate_limit_pick_params(
-    const ngx_http_rate_limit_params_t *postgres,
-    const ngx_http_rate_limit_params_t *yaml,
-    const ngx_http_rate_limit_params_t *zone_default,
-    ngx_http_rate_limit_source_e *source)
-    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
 
 /* "default", "yaml" or "postgres", for headers, logs and the API */
 const char *ngx_http_rate_limit_source_name(

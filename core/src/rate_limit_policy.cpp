@@ -795,35 +795,6 @@ ngx_http_rate_limit_policy_free(ngx_http_rate_limit_policy_t *policy) noexcept
 }
 
 
-extern "C" const ngx_http_rate_limit_params_t *
-ngx_http_rate_limit_pick_params(const ngx_http_rate_limit_params_t *postgres,
-    const ngx_http_rate_limit_params_t *yaml,
-    const ngx_http_rate_limit_params_t *zone_default,
-    ngx_http_rate_limit_source_e *source) noexcept
-{
-    /*
-     * The database is what operators change at run time, so it overrides
-     * the file deployed with the configuration, which overrides the zone.
-     */
-    ngx_http_rate_limit_source_e picked = NGX_HTTP_RATE_LIMIT_SOURCE_DEFAULT;
-    const ngx_http_rate_limit_params_t *params = zone_default;
-
-    if (postgres != nullptr) {
-        picked = NGX_HTTP_RATE_LIMIT_SOURCE_POSTGRES;
-        params = postgres;
-    } else if (yaml != nullptr) {
-        picked = NGX_HTTP_RATE_LIMIT_SOURCE_YAML;
-        params = yaml;
-    }
-
-    if (source != nullptr) {
-        *source = picked;
-    }
-
-    return params;
-}
-
-
 extern "C" const char *
 ngx_http_rate_limit_source_name(ngx_http_rate_limit_source_e source) noexcept
 {
