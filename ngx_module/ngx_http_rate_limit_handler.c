@@ -594,8 +594,7 @@ ngx_http_rate_limit_finish(ngx_http_request_t *r,
     for (i = 0; i < ctx->nchecks; i++) {
         check = &ctx->checks[i];
 
-        ngx_http_rate_limit_metrics_count(check->limit->zone,
-            (ngx_http_rate_limit_outcome_e) out[i].outcome);
+        ngx_http_rate_limit_metrics_count(check->limit->zone, out[i].outcome);
 
         if (out[i].refund) {
             if (now_us == 0) {

@@ -87,9 +87,9 @@ ngx_http_rate_limit_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 /* one decision of one zone */
 void
 ngx_http_rate_limit_metrics_count(ngx_http_rate_limit_zone_t *zone,
-    ngx_http_rate_limit_outcome_e outcome)
+    rl_verdict_outcome_e outcome)
 {
-    rl_store_count(&zone->store, (rl_verdict_outcome_e) outcome);
+    rl_store_count(&zone->store, outcome);
 }
 
 

@@ -49,24 +49,6 @@ typedef enum {
 } ngx_http_rate_limit_status_e;
 
 
-/* what one zone decided for one request, as the metrics count it */
-typedef enum {
-    NGX_HTTP_RATE_LIMIT_OUTCOME_PASSED = RL_VERDICT_OUTCOME_PASSED,
-    NGX_HTTP_RATE_LIMIT_OUTCOME_REJECTED = RL_VERDICT_OUTCOME_REJECTED,
-    NGX_HTTP_RATE_LIMIT_OUTCOME_REJECTED_DRY_RUN =
-        RL_VERDICT_OUTCOME_REJECTED_DRY_RUN,
-    NGX_HTTP_RATE_LIMIT_OUTCOME_FAILED_OPEN = RL_VERDICT_OUTCOME_FAILED_OPEN,
-    NGX_HTTP_RATE_LIMIT_OUTCOME_FAILED_CLOSED =
-        RL_VERDICT_OUTCOME_FAILED_CLOSED,
-    NGX_HTTP_RATE_LIMIT_OUTCOME_DEGRADED_LOCAL =
-        RL_VERDICT_OUTCOME_DEGRADED_LOCAL,
-    NGX_HTTP_RATE_LIMIT_OUTCOME_DEGRADED_LOCAL_REJECTED =
-        RL_VERDICT_OUTCOME_DEGRADED_LOCAL_REJECTED,
-    NGX_HTTP_RATE_LIMIT_OUTCOMES = RL_VERDICT_OUTCOMES,
-    NGX_HTTP_RATE_LIMIT_OUTCOME_NONE = RL_VERDICT_OUTCOME_NONE
-} ngx_http_rate_limit_outcome_e;
-
-
 /* a limit as the Redis script and the response headers take it */
 typedef struct {
     ngx_str_t                        interval_arg;
@@ -263,7 +245,7 @@ ngx_int_t ngx_http_rate_limit_metrics_add_zone(ngx_conf_t *cf,
 char *ngx_http_rate_limit_metrics(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 void ngx_http_rate_limit_metrics_count(ngx_http_rate_limit_zone_t *zone,
-    ngx_http_rate_limit_outcome_e outcome);
+    rl_verdict_outcome_e outcome);
 ngx_uint_t ngx_http_rate_limit_nodes_live(void);
 
 /* bucket API */
