@@ -315,13 +315,12 @@ ngx_http_rate_limit_api_zones(ngx_http_request_t *r)
 
         list[i].name = zone->name.data;
         list[i].name_len = zone->name.len;
-        list[i].rate = zone->rate;
-        list[i].burst = zone->params.burst;
-        list[i].backend = zone->backend == NGX_HTTP_RATE_LIMIT_BACKEND_REDIS
+        list[i].rate = zone->core.rate;
+        list[i].burst = zone->core.params.burst;
+        list[i].backend = zone->core.backend == RL_ZONE_BACKEND_REDIS
                           ? "redis" : "local";
-        list[i].on_failure = ngx_http_rate_limit_on_failure_name(
-                                 zone->on_failure);
-        list[i].policy_entries = zone->policy.nelts;
+        list[i].on_failure = rl_zone_failure_name(zone->core.on_failure);
+        list[i].policy_entries = zone->core.policy_entries;
     }
 
     a = ngx_http_rate_limit_api_allocator(r->pool);
@@ -373,7 +372,7 @@ ngx_http_rate_limit_api_get(ngx_http_request_t *r, rl_api_plan_t *plan)
     check->key.len = ngx_http_rate_limit_encode_key(key.data, key.len,
                                                     check->key.data);
 
-    rl_store_key(&zone->store, check->key.data, check->key.len,
+    rl_store_key(&zone->core.store, check->key.data, check->key.len,
                  &check->store_key);
 
     ctx->api_key = key;
@@ -382,8 +381,8 @@ ngx_http_rate_limit_api_get(ngx_http_request_t *r, rl_api_plan_t *plan)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (zone->backend == NGX_HTTP_RATE_LIMIT_BACKEND_LOCAL) {
-        rl_store_peek(&zone->store, &check->store_key,
+    if (zone->core.backend == RL_ZONE_BACKEND_LOCAL) {
+        rl_store_peek(&zone->core.store, &check->store_key,
                       &check->verdict_in->params, ngx_http_rate_limit_now_us(),
                       &d);
 
@@ -551,7 +550,7 @@ ngx_http_rate_limit_api_enqueue(ngx_http_request_t *r,
     zone = op->plan.host_zone;
     op->request = r;
 
-    if (rl_pg_api_run(host->api, &op->plan, &zone->store, &a, &op->reply,
+    if (rl_pg_api_run(host->api, &op->plan, &zone->core.store, &a, &op->reply,
                       ngx_http_rate_limit_api_answered, op, &op->query)
         != RL_PG_OK)
     {

@@ -116,8 +116,8 @@ ngx_http_rate_limit_handler(ngx_http_request_t *r)
 
         in = check->verdict_in;
         in->cost = limits[i].cost;
-        in->closed = (limits[i].zone->on_failure
-                      == NGX_HTTP_RATE_LIMIT_FAILURE_CLOSED);
+        in->closed = (limits[i].zone->core.on_failure
+                      == RL_ZONE_FAILURE_CLOSED);
 
         check->key.data = ngx_pnalloc(r->pool, NGX_HTTP_RATE_LIMIT_KEY_MAX);
         if (check->key.data == NULL) {
@@ -127,14 +127,14 @@ ngx_http_rate_limit_handler(ngx_http_request_t *r)
         check->key.len = ngx_http_rate_limit_encode_key(key.data, key.len,
                                                         check->key.data);
 
-        rl_store_key(&limits[i].zone->store, check->key.data, check->key.len,
+        rl_store_key(&limits[i].zone->core.store, check->key.data, check->key.len,
                      &check->store_key);
 
         if (ngx_http_rate_limit_find_limit(r, check) != NGX_OK) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        if (limits[i].zone->backend == NGX_HTTP_RATE_LIMIT_BACKEND_REDIS) {
+        if (limits[i].zone->core.backend == RL_ZONE_BACKEND_REDIS) {
             check->redis = 1;
             ctx->nredis++;
         }
@@ -202,59 +202,25 @@ ngx_http_rate_limit_find_limit(ngx_http_request_t *r,
 
     zone = check->limit->zone;
 
-    check->source = rl_store_find_limit(&zone->store, &check->store_key,
+    check->source = rl_store_find_limit(&zone->core.store, &check->store_key,
                                         &spec);
-    check->texts = &zone->texts;
+    check->texts = &zone->core.texts;
 
     if (check->source == NGX_HTTP_RATE_LIMIT_SOURCE_DEFAULT) {
-        check->verdict_in->params = zone->params;
-        check->rate = zone->rate;
+        check->verdict_in->params = zone->core.params;
+        check->rate = zone->core.rate;
         return NGX_OK;
     }
 
     check->verdict_in->params = spec.params;
     check->rate = spec.rate;
 
-    check->texts = ngx_palloc(r->pool, sizeof(ngx_http_rate_limit_texts_t));
+    check->texts = ngx_palloc(r->pool, sizeof(rl_zone_texts_t));
     if (check->texts == NULL) {
         return NGX_ERROR;
     }
 
-    return ngx_http_rate_limit_format_limit(r->pool,
-                                            &check->verdict_in->params,
-                                            check->texts);
-}
-
-
-/*
- * The arguments of the Redis script for a limit, formatted once per zone,
- * and per request only for a per-client limit.
- */
-ngx_int_t
-ngx_http_rate_limit_format_limit(ngx_pool_t *pool,
-    ngx_http_rate_limit_params_t *params, ngx_http_rate_limit_texts_t *texts)
-{
-    u_char  *p;
-
-    p = ngx_pnalloc(pool, 3 * NGX_INT64_LEN);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    /* the script counts whole microseconds a token, rounded as the core does */
-    texts->interval_arg.data = p;
-    p = ngx_sprintf(p, "%L", (int64_t) (params->interval_us + 0.5));
-    texts->interval_arg.len = p - texts->interval_arg.data;
-
-    texts->burst_arg.data = p;
-    p = ngx_sprintf(p, "%uL", params->burst);
-    texts->burst_arg.len = p - texts->burst_arg.data;
-
-    /* the script stores it with the TAT: a changed limit converts the TAT */
-    texts->token_code_arg.data = p;
-    p = ngx_sprintf(p, "%uD", ngx_http_rate_limit_token_code(
-                                  ngx_http_rate_limit_token_us(params)));
-    texts->token_code_arg.len = p - texts->token_code_arg.data;
+    rl_zone_texts(&spec.params, check->texts);
 
     return NGX_OK;
 }
@@ -284,12 +250,12 @@ ngx_http_rate_limit_take_local(ngx_http_request_t *r,
         zone = check->limit->zone;
         in = check->verdict_in;
 
-        if (rl_store_take(&zone->store, &check->store_key, &in->params,
+        if (rl_store_take(&zone->core.store, &check->store_key, &in->params,
                           check->limit->cost, now_us, &in->decision)
             != RL_STORE_OK)
         {
-            if (!zone->local_full_logged) {
-                zone->local_full_logged = 1;
+            if (!zone->core.full_logged) {
+                zone->core.full_logged = 1;
                 ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                               "rate_limit_zone \"%V\" is full: new keys "
                               "follow its \"on_failure\" policy until "
@@ -335,7 +301,7 @@ ngx_http_rate_limit_take_degraded(ngx_http_rate_limit_ctx_t *ctx,
         in = check->verdict_in;
 
         if (!in->failed || !check->redis
-            || zone->on_failure != NGX_HTTP_RATE_LIMIT_FAILURE_LOCAL)
+            || zone->core.on_failure != RL_ZONE_FAILURE_LOCAL)
         {
             continue;
         }
@@ -348,7 +314,7 @@ ngx_http_rate_limit_take_degraded(ngx_http_rate_limit_ctx_t *ctx,
             params.burst = ngx_max(params.burst / nodes, 1);
         }
 
-        if (rl_store_take(&zone->store, &check->store_key, &params,
+        if (rl_store_take(&zone->core.store, &check->store_key, &params,
                           check->limit->cost, now_us, &in->decision)
             != RL_STORE_OK)
         {
@@ -387,7 +353,7 @@ ngx_http_rate_limit_take_blocked(ngx_http_rate_limit_ctx_t *ctx,
         in = check->verdict_in;
 
         if (check->redis
-            && rl_store_blocked(&check->limit->zone->store,
+            && rl_store_blocked(&check->limit->zone->core.store,
                    &check->store_key, check->limit->cost,
                    ngx_http_rate_limit_token_us(&in->params), now_us,
                    &in->decision))
@@ -440,7 +406,8 @@ ngx_http_rate_limit_ask_redis(ngx_http_request_t *r,
         zone = check->limit->zone;
 
         /* "<prefix>:<zone>:<key>" */
-        p = ngx_pnalloc(r->pool, zone->redis_prefix.len + check->key.len);
+        p = ngx_pnalloc(r->pool, zone->core.redis_prefix_len
+                                 + check->key.len);
         if (p == NULL) {
             return NGX_ERROR;
         }
@@ -448,18 +415,18 @@ ngx_http_rate_limit_ask_redis(ngx_http_request_t *r,
         key = &keys[n++];
 
         key->key = p;
-        key->key_len = ngx_cpymem(ngx_cpymem(p, zone->redis_prefix.data,
-                                             zone->redis_prefix.len),
+        key->key_len = ngx_cpymem(ngx_cpymem(p, zone->core.redis_prefix,
+                                             zone->core.redis_prefix_len),
                                   check->key.data, check->key.len)
                        - p;
-        key->interval = (const char *) check->texts->interval_arg.data;
-        key->interval_len = check->texts->interval_arg.len;
-        key->burst = (const char *) check->texts->burst_arg.data;
-        key->burst_len = check->texts->burst_arg.len;
+        key->interval = check->texts->interval;
+        key->interval_len = check->texts->interval_len;
+        key->burst = check->texts->burst;
+        key->burst_len = check->texts->burst_len;
         key->cost = (const char *) check->limit->cost_arg.data;
         key->cost_len = check->limit->cost_arg.len;
-        key->token_code = (const char *) check->texts->token_code_arg.data;
-        key->token_code_len = check->texts->token_code_arg.len;
+        key->token_code = check->texts->token_code;
+        key->token_code_len = check->texts->token_code_len;
 
         check->redis_key = key;
     }
@@ -555,7 +522,7 @@ ngx_http_rate_limit_remember(ngx_http_rate_limit_ctx_t *ctx,
         return;
     }
 
-    rl_store_block(&check->limit->zone->store, &check->store_key,
+    rl_store_block(&check->limit->zone->core.store, &check->store_key,
                    ctx->redis_asked_us + first_us,
                    ctx->redis_asked_us + d->reset_us,
                    ngx_http_rate_limit_now_us());
@@ -601,7 +568,7 @@ ngx_http_rate_limit_finish(ngx_http_request_t *r,
                 now_us = ngx_http_rate_limit_now_us();
             }
 
-            rl_store_refund(&check->limit->zone->store, &check->store_key,
+            rl_store_refund(&check->limit->zone->core.store, &check->store_key,
                             &check->verdict_in->params, check->limit->cost,
                             now_us);
             check->verdict_in->taken = 0;
@@ -688,7 +655,7 @@ ngx_http_rate_limit_log_never_fits(ngx_http_request_t *r,
 
         zone = check->limit->zone;
 
-        nofit = rl_store_nofit(&zone->store, &check->store_key, now_us);
+        nofit = rl_store_nofit(&zone->core.store, &check->store_key, now_us);
 
         if (nofit == RL_STORE_NOFIT_UNNAMED) {
             ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,

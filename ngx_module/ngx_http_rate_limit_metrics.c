@@ -89,7 +89,7 @@ void
 ngx_http_rate_limit_metrics_count(ngx_http_rate_limit_zone_t *zone,
     rl_verdict_outcome_e outcome)
 {
-    rl_store_count(&zone->store, outcome);
+    rl_store_count(&zone->core.store, outcome);
 }
 
 
@@ -153,7 +153,7 @@ ngx_http_rate_limit_metrics_handler(ngx_http_request_t *r)
     for (i = 0; i < rmcf->zones.nelts; i++) {
         mz[i].name = zones[i]->name.data;
         mz[i].name_len = zones[i]->name.len;
-        rl_store_stats(&zones[i]->store, &mz[i].stats);
+        rl_store_stats(&zones[i]->core.store, &mz[i].stats);
     }
 
     m.zones = mz;

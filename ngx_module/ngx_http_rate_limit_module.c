@@ -258,6 +258,7 @@ ngx_http_rate_limit_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_http_rate_limit_main_conf_t *rmcf = conf;
 
+    u_char                       *p;
     ngx_uint_t                    i;
     ngx_http_rate_limit_zone_t   *zone, **zones;
     ngx_http_rate_limit_limit_t  *limit;
@@ -274,12 +275,12 @@ ngx_http_rate_limit_init_main_conf(ngx_conf_t *cf, void *conf)
             return NGX_CONF_ERROR;
         }
 
-        if (zone->backend == NGX_HTTP_RATE_LIMIT_BACKEND_UNSET) {
-            zone->backend = rmcf->redis ? NGX_HTTP_RATE_LIMIT_BACKEND_REDIS
-                                        : NGX_HTTP_RATE_LIMIT_BACKEND_LOCAL;
+        if (zone->core.backend == RL_ZONE_BACKEND_UNSET) {
+            zone->core.backend = rmcf->redis ? RL_ZONE_BACKEND_REDIS
+                                        : RL_ZONE_BACKEND_LOCAL;
         }
 
-        if (zone->backend != NGX_HTTP_RATE_LIMIT_BACKEND_REDIS) {
+        if (zone->core.backend != RL_ZONE_BACKEND_REDIS) {
             continue;
         }
 
@@ -292,15 +293,15 @@ ngx_http_rate_limit_init_main_conf(ngx_conf_t *cf, void *conf)
             return NGX_CONF_ERROR;
         }
 
-        zone->redis_prefix.len = rmcf->redis->prefix.len + zone->name.len + 2;
-        zone->redis_prefix.data = ngx_pnalloc(cf->pool,
-                                              zone->redis_prefix.len);
-        if (zone->redis_prefix.data == NULL) {
+        zone->core.redis_prefix_len = rmcf->redis->prefix.len
+                                      + zone->name.len + 2;
+        p = ngx_pnalloc(cf->pool, zone->core.redis_prefix_len);
+        if (p == NULL) {
             return NGX_CONF_ERROR;
         }
 
-        ngx_sprintf(zone->redis_prefix.data, "%V:%V:",
-                    &rmcf->redis->prefix, &zone->name);
+        ngx_sprintf(p, "%V:%V:", &rmcf->redis->prefix, &zone->name);
+        zone->core.redis_prefix = p;
 
         rmcf->redis_zones++;
     }
@@ -317,12 +318,12 @@ ngx_http_rate_limit_init_main_conf(ngx_conf_t *cf, void *conf)
 
     for (i = 0; i < rmcf->refs.nelts; i++, limit++) {
 
-        if (limit->cost > limit->zone->params.burst) {
+        if (limit->cost > limit->zone->core.params.burst) {
             ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                           "invalid cost \"%ui\" in \"rate_limit\" directive: "
                           "it exceeds the burst %uL of zone \"%V\", so no "
                           "request could ever pass, in %V:%ui", limit->cost,
-                          limit->zone->params.burst, &limit->zone->name,
+                          limit->zone->core.params.burst, &limit->zone->name,
                           &limit->file, limit->line);
             return NGX_CONF_ERROR;
         }
@@ -410,6 +411,9 @@ ngx_http_rate_limit_zone_get(ngx_conf_t *cf,
     }
 
     zone->name = *name;
+    zone->core.name = name->data;
+    zone->core.name_len = name->len;
+    zone->core.host = zone;
     zone->file = cf->conf_file->file.name;
     zone->line = cf->conf_file->line;
 
@@ -675,7 +679,9 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     char                               err[NGX_HTTP_RATE_LIMIT_ERR_LEN];
     uint64_t                           size, burst;
     ngx_str_t                         *value, name, s;
-    ngx_uint_t                         i, backend, on_failure;
+    ngx_uint_t                         i;
+    rl_zone_backend_e                  backend;
+    rl_zone_failure_e                  on_failure;
     ngx_http_rate_limit_rate_t         rate;
     ngx_http_rate_limit_zone_t        *zone;
     ngx_http_compile_complex_value_t   ccv;
@@ -685,8 +691,8 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     size = 0;
     burst = 0;
     rate.count = 0;
-    backend = NGX_HTTP_RATE_LIMIT_BACKEND_UNSET;
-    on_failure = NGX_HTTP_RATE_LIMIT_FAILURE_OPEN;
+    backend = RL_ZONE_BACKEND_UNSET;
+    on_failure = RL_ZONE_FAILURE_OPEN;
     ngx_str_null(&name);
 
     for (i = 2; i < cf->args->nelts; i++) {
@@ -768,27 +774,27 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
 
         if (ngx_strcmp(value[i].data, "backend=redis") == 0) {
-            backend = NGX_HTTP_RATE_LIMIT_BACKEND_REDIS;
+            backend = RL_ZONE_BACKEND_REDIS;
             continue;
         }
 
         if (ngx_strcmp(value[i].data, "backend=local") == 0) {
-            backend = NGX_HTTP_RATE_LIMIT_BACKEND_LOCAL;
+            backend = RL_ZONE_BACKEND_LOCAL;
             continue;
         }
 
         if (ngx_strcmp(value[i].data, "on_failure=open") == 0) {
-            on_failure = NGX_HTTP_RATE_LIMIT_FAILURE_OPEN;
+            on_failure = RL_ZONE_FAILURE_OPEN;
             continue;
         }
 
         if (ngx_strcmp(value[i].data, "on_failure=closed") == 0) {
-            on_failure = NGX_HTTP_RATE_LIMIT_FAILURE_CLOSED;
+            on_failure = RL_ZONE_FAILURE_CLOSED;
             continue;
         }
 
         if (ngx_strcmp(value[i].data, "on_failure=local") == 0) {
-            on_failure = NGX_HTTP_RATE_LIMIT_FAILURE_LOCAL;
+            on_failure = RL_ZONE_FAILURE_LOCAL;
             continue;
         }
 
@@ -829,12 +835,12 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     zone->defined = 1;
-    zone->rate = rate;
-    zone->backend = backend;
-    zone->on_failure = on_failure;
+    zone->core.rate = rate;
+    zone->core.backend = backend;
+    zone->core.on_failure = on_failure;
 
-    if (ngx_http_rate_limit_make_params(&zone->rate, burst,
-                                        &zone->params, err, sizeof(err))
+    if (ngx_http_rate_limit_make_params(&zone->core.rate, burst,
+                                        &zone->core.params, err, sizeof(err))
         != NGX_HTTP_RATE_LIMIT_OK)
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -843,12 +849,7 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (ngx_http_rate_limit_format_limit(cf->pool, &zone->params,
-                                         &zone->texts)
-        != NGX_OK)
-    {
-        return NGX_CONF_ERROR;
-    }
+    rl_zone_texts(&zone->core.params, &zone->core.texts);
 
     ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
 
@@ -1509,23 +1510,6 @@ ngx_http_rate_limit_decimal(u_char *p, uint64_t n)
     }
 
     return last;
-}
-
-
-const char *
-ngx_http_rate_limit_on_failure_name(ngx_uint_t on_failure)
-{
-    switch (on_failure) {
-
-    case NGX_HTTP_RATE_LIMIT_FAILURE_CLOSED:
-        return "closed";
-
-    case NGX_HTTP_RATE_LIMIT_FAILURE_LOCAL:
-        return "local";
-
-    default:
-        return "open";
-    }
 }
 
 

@@ -18,6 +18,7 @@
 #include <rl_pg.h>
 #include <rl_redis.h>
 #include <rl_store.h>
+#include <rl_zone.h>
 
 
 /*
@@ -26,14 +27,6 @@
  */
 #define NGX_HTTP_RATE_LIMIT_CONF_MSEC_MAX   NGX_MAX_INT32_VALUE
 
-
-#define NGX_HTTP_RATE_LIMIT_BACKEND_UNSET   0
-#define NGX_HTTP_RATE_LIMIT_BACKEND_LOCAL   1
-#define NGX_HTTP_RATE_LIMIT_BACKEND_REDIS   2
-
-#define NGX_HTTP_RATE_LIMIT_FAILURE_OPEN    1
-#define NGX_HTTP_RATE_LIMIT_FAILURE_CLOSED  2
-#define NGX_HTTP_RATE_LIMIT_FAILURE_LOCAL   3
 
 /* the verdict's values: the core decides them (rate_limit_verdict.h) */
 typedef enum {
@@ -49,32 +42,16 @@ typedef enum {
 } ngx_http_rate_limit_status_e;
 
 
-/* a limit as the Redis script and the response headers take it */
-typedef struct {
-    ngx_str_t                        interval_arg;
-    ngx_str_t                        burst_arg;
-    ngx_str_t                        token_code_arg;
-} ngx_http_rate_limit_texts_t;
-
-
 /* a per-client limit: as written, and as the arithmetic takes it */
 typedef rl_store_limit_t  ngx_http_rate_limit_spec_t;
 
 
 typedef struct {
-    ngx_str_t                        name;
+    rl_zone_t                        core;     /* what the core reads */
+    ngx_str_t                        name;     /* core.name, for the log */
     ngx_shm_zone_t                  *shm_zone;
     ngx_slab_pool_t                 *shpool;
-    rl_store_t                       store;    /* in the zone's memory */
-
     ngx_http_complex_value_t         key;
-    ngx_http_rate_limit_rate_t       rate;
-    ngx_http_rate_limit_params_t     params;
-    ngx_uint_t                       backend;
-    ngx_uint_t                       on_failure;
-
-    ngx_str_t                        redis_prefix;    /* "<prefix>:<zone>:" */
-    ngx_http_rate_limit_texts_t      texts;           /* of the defaults */
 
     /* the policy file's entries, of rl_store_policy_entry_t, until the
      * store takes them */
@@ -84,7 +61,6 @@ typedef struct {
     ngx_str_t                        file;
     ngx_uint_t                       line;
     unsigned                         defined:1;
-    unsigned                         local_full_logged:1;
 } ngx_http_rate_limit_zone_t;
 
 
@@ -162,7 +138,7 @@ typedef struct {
     ngx_str_t                        key;       /* as stored */
     rl_store_key_t                   store_key;
     ngx_http_rate_limit_rate_t       rate;      /* as written */
-    ngx_http_rate_limit_texts_t     *texts;
+    rl_zone_texts_t                 *texts;
     ngx_http_rate_limit_source_e     source;
     rl_redis_key_t                  *redis_key;  /* while Redis decides */
     unsigned                         redis:1;
@@ -217,7 +193,6 @@ void ngx_http_rate_limit_release_connection(ngx_connection_t *c);
 ngx_int_t ngx_http_rate_limit_send(ngx_http_request_t *r, ngx_int_t status,
     ngx_str_t *type, u_char *body, size_t len);
 u_char *ngx_http_rate_limit_decimal(u_char *p, uint64_t n);
-const char *ngx_http_rate_limit_on_failure_name(ngx_uint_t on_failure);
 void ngx_http_rate_limit_timer_init(ngx_event_t *ev,
     ngx_event_handler_pt handler, void *data, ngx_log_t *log);
 
@@ -264,8 +239,6 @@ ngx_int_t ngx_http_rate_limit_find_limit(ngx_http_request_t *r,
     ngx_http_rate_limit_check_t *check);
 ngx_int_t ngx_http_rate_limit_ask_redis(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx);
-ngx_int_t ngx_http_rate_limit_format_limit(ngx_pool_t *pool,
-    ngx_http_rate_limit_params_t *params, ngx_http_rate_limit_texts_t *texts);
 ngx_int_t ngx_http_rate_limit_status_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 

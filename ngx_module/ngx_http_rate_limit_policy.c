@@ -130,6 +130,8 @@ ngx_http_rate_limit_policy_add(ngx_conf_t *cf,
         return NGX_ERROR;
     }
 
+    zone->core.policy_entries = zone->policy.nelts;
+
     key = ngx_pnalloc(cf->pool, NGX_HTTP_RATE_LIMIT_KEY_MAX);
     if (key == NULL) {
         return NGX_ERROR;

@@ -251,7 +251,7 @@ ngx_http_rate_limit_redis_policy(ngx_cycle_t *cycle,
     p = policy;
 
     for (i = 0; i < rmcf->zones.nelts; i++) {
-        if (zones[i]->backend != NGX_HTTP_RATE_LIMIT_BACKEND_REDIS) {
+        if (zones[i]->core.backend != RL_ZONE_BACKEND_REDIS) {
             continue;
         }
 
@@ -260,8 +260,8 @@ ngx_http_rate_limit_redis_policy(ngx_cycle_t *cycle,
         }
 
         p = ngx_sprintf(p, "%V=%s", &zones[i]->name,
-                        ngx_http_rate_limit_on_failure_name(
-                            zones[i]->on_failure));
+                        rl_zone_failure_name(
+                            zones[i]->core.on_failure));
     }
 
     *p = '\0';

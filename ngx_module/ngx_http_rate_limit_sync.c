@@ -160,7 +160,7 @@ ngx_http_rate_limit_sync_init_process(ngx_cycle_t *cycle,
     for (i = 0; i < rmcf->zones.nelts; i++) {
         zones[i].name = zone[i]->name.data;
         zones[i].name_len = zone[i]->name.len;
-        zones[i].store = zone[i]->store;
+        zones[i].store = zone[i]->core.store;
     }
 
     config.conninfo = (char *) rmcf->pg_conninfo.data;
