@@ -16,20 +16,18 @@ static char *ngx_http_rate_limit_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_rate_limit_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_rate_limit_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
+static char *ngx_http_rate_limit_conf(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_rate_limit_conf_uint(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-static char *ngx_http_rate_limit_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static int ngx_http_rate_limit_resolve(void *data, const u_char *address,
     size_t len, unsigned default_port, rl_conf_resolved_t *out);
 static char *ngx_http_rate_limit_policy_file(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
-static char *ngx_http_rate_limit_status(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-static char *ngx_http_rate_limit_log_level(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
 static char *ngx_http_rate_limit_api_token(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static void ngx_http_rate_limit_log_error(void *data, const char *msg);
@@ -56,7 +54,7 @@ static ngx_command_t  ngx_http_rate_limit_commands[] = {
 
     { ngx_string("rate_limit_redis"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
-      ngx_http_rate_limit_redis,
+      ngx_http_rate_limit_conf,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
@@ -98,7 +96,7 @@ static ngx_command_t  ngx_http_rate_limit_commands[] = {
 
     { ngx_string("rate_limit_status"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_http_rate_limit_status,
+      ngx_http_rate_limit_conf_uint,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_rate_limit_loc_conf_t, status),
       NULL },
@@ -119,7 +117,7 @@ static ngx_command_t  ngx_http_rate_limit_commands[] = {
 
     { ngx_string("rate_limit_log_level"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_http_rate_limit_log_level,
+      ngx_http_rate_limit_conf_uint,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_rate_limit_loc_conf_t, log_level),
       NULL },
@@ -313,18 +311,23 @@ ngx_http_rate_limit_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 }
 
 
-/* the directive's arguments as the core takes them; NULL: no memory */
-rl_conf_t *
-ngx_http_rate_limit_conf_line(ngx_conf_t *cf, rl_conf_line_t *line)
+/*
+ * The directive's line into the core, which reads it; nginx appends
+ * " in FILE:LINE" to the core's message.
+ */
+char *
+ngx_http_rate_limit_conf_read(ngx_conf_t *cf, rl_conf_result_t *result)
 {
+    int                               rc;
     ngx_str_t                        *value;
     ngx_uint_t                        i;
     rl_conf_arg_t                    *args;
+    rl_conf_line_t                    line;
     ngx_http_rate_limit_main_conf_t  *rmcf;
 
     args = ngx_palloc(cf->temp_pool, cf->args->nelts * sizeof(rl_conf_arg_t));
     if (args == NULL) {
-        return NULL;
+        return NGX_CONF_ERROR;
     }
 
     value = cf->args->elts;
@@ -334,22 +337,17 @@ ngx_http_rate_limit_conf_line(ngx_conf_t *cf, rl_conf_line_t *line)
         args[i].len = value[i].len;
     }
 
-    line->args = args;
-    line->nargs = cf->args->nelts;
-    line->file.data = cf->conf_file->file.name.data;
-    line->file.len = cf->conf_file->file.name.len;
-    line->line = cf->conf_file->line;
+    line.args = args;
+    line.nargs = cf->args->nelts;
+    line.file.data = cf->conf_file->file.name.data;
+    line.file.len = cf->conf_file->file.name.len;
+    line.line = cf->conf_file->line;
 
     rmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_rate_limit_module);
 
-    return rmcf->conf;
-}
+    rc = rl_conf_directive(rmcf->conf, &line, ngx_http_rate_limit_resolve, cf,
+                           result);
 
-
-/* nginx appends " in FILE:LINE" to the core's message */
-char *
-ngx_http_rate_limit_conf_result(ngx_conf_t *cf, rl_conf_t *conf, int rc)
-{
     if (rc == RL_CONF_OK) {
         return NGX_CONF_OK;
     }
@@ -358,9 +356,43 @@ ngx_http_rate_limit_conf_result(ngx_conf_t *cf, rl_conf_t *conf, int rc)
         return "is duplicate";
     }
 
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s", rl_conf_error(conf));
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s", rl_conf_error(rmcf->conf));
 
     return NGX_CONF_ERROR;
+}
+
+
+/* the core's directives that need nothing of the host */
+static char *
+ngx_http_rate_limit_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    rl_conf_result_t  result;
+
+    return ngx_http_rate_limit_conf_read(cf, &result);
+}
+
+
+/* a number of the location's configuration, at cmd->offset */
+static char *
+ngx_http_rate_limit_conf_uint(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    char              *rv;
+    ngx_uint_t        *field;
+    rl_conf_result_t   result;
+
+    field = (ngx_uint_t *) ((char *) conf + cmd->offset);
+
+    if (*field != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    rv = ngx_http_rate_limit_conf_read(cf, &result);
+
+    if (rv == NGX_CONF_OK) {
+        *field = result.value;
+    }
+
+    return rv;
 }
 
 
@@ -368,26 +400,17 @@ static char *
 ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     char                              *rv;
-    uint64_t                           size;
     ngx_str_t                         *value;
-    rl_conf_t                         *rc;
-    rl_zone_t                         *core;
-    rl_conf_line_t                     line;
+    rl_conf_result_t                   result;
     ngx_http_rate_limit_zone_t        *zone;
     ngx_http_compile_complex_value_t   ccv;
 
-    rc = ngx_http_rate_limit_conf_line(cf, &line);
-    if (rc == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    rv = ngx_http_rate_limit_conf_result(cf, rc,
-                                         rl_conf_zone(rc, &line, &core, &size));
+    rv = ngx_http_rate_limit_conf_read(cf, &result);
     if (rv != NGX_CONF_OK) {
         return rv;
     }
 
-    zone = core->host;
+    zone = result.zone->host;
     value = cf->args->elts;
 
     ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
@@ -400,7 +423,8 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    zone->shm_zone = ngx_shared_memory_add(cf, &zone->name, (size_t) size,
+    zone->shm_zone = ngx_shared_memory_add(cf, &zone->name,
+                                           (size_t) result.size,
                                            &ngx_http_rate_limit_module);
     if (zone->shm_zone == NULL) {
         return NGX_CONF_ERROR;
@@ -427,18 +451,10 @@ ngx_http_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     char                         *rv;
     ngx_uint_t                    i;
-    rl_conf_t                    *rc;
-    rl_conf_line_t                line;
-    rl_conf_limit_t               parsed;
+    rl_conf_result_t              result;
     ngx_http_rate_limit_limit_t  *limit;
 
-    rc = ngx_http_rate_limit_conf_line(cf, &line);
-    if (rc == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    rv = ngx_http_rate_limit_conf_result(cf, rc,
-                                         rl_conf_limit(rc, &line, &parsed));
+    rv = ngx_http_rate_limit_conf_read(cf, &result);
     if (rv != NGX_CONF_OK) {
         return rv;
     }
@@ -454,7 +470,7 @@ ngx_http_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     limit = rlcf->limits->elts;
 
     for (i = 0; i < rlcf->limits->nelts; i++) {
-        if (limit[i].zone == parsed.zone->host) {
+        if (limit[i].zone == result.limit.zone->host) {
             return "is duplicate";
         }
     }
@@ -464,28 +480,12 @@ ngx_http_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    limit->zone = parsed.zone->host;
-    limit->cost = (ngx_uint_t) parsed.cost;
-    limit->cost_arg.data = (u_char *) parsed.cost_text;
-    limit->cost_arg.len = parsed.cost_text_len;
+    limit->zone = result.limit.zone->host;
+    limit->cost = (ngx_uint_t) result.limit.cost;
+    limit->cost_arg.data = (u_char *) result.limit.cost_text;
+    limit->cost_arg.len = result.limit.cost_text_len;
 
     return NGX_CONF_OK;
-}
-
-
-static char *
-ngx_http_rate_limit_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    rl_conf_t       *rc;
-    rl_conf_line_t   line;
-
-    rc = ngx_http_rate_limit_conf_line(cf, &line);
-    if (rc == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    return ngx_http_rate_limit_conf_result(cf, rc,
-               rl_conf_redis(rc, &line, ngx_http_rate_limit_resolve, cf));
 }
 
 
@@ -518,84 +518,20 @@ ngx_http_rate_limit_resolve(void *data, const u_char *address, size_t len,
 }
 
 
+/* the core reads the path made absolute */
 static char *
 ngx_http_rate_limit_policy_file(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
-    ngx_str_t       *value, path;
-    rl_conf_t       *rc;
-    rl_conf_line_t   line;
-
-    rc = ngx_http_rate_limit_conf_line(cf, &line);
-    if (rc == NULL) {
-        return NGX_CONF_ERROR;
-    }
+    ngx_str_t  *value;
 
     value = cf->args->elts;
-    path = value[1];
 
-    if (ngx_conf_full_name(cf->cycle, &path, 1) != NGX_OK) {
+    if (ngx_conf_full_name(cf->cycle, &value[1], 1) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 
-    return ngx_http_rate_limit_conf_result(cf, rc,
-               rl_conf_policy_file(rc, path.data, path.len));
-}
-
-
-static char *
-ngx_http_rate_limit_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_rate_limit_loc_conf_t *rlcf = conf;
-
-    unsigned         status;
-    rl_conf_t       *rc;
-    rl_conf_line_t   line;
-
-    if (rlcf->status != NGX_CONF_UNSET_UINT) {
-        return "is duplicate";
-    }
-
-    rc = ngx_http_rate_limit_conf_line(cf, &line);
-    if (rc == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    if (rl_conf_status(rc, &line, &status) != RL_CONF_OK) {
-        return ngx_http_rate_limit_conf_result(cf, rc, RL_CONF_ERROR);
-    }
-
-    rlcf->status = status;
-
-    return NGX_CONF_OK;
-}
-
-
-static char *
-ngx_http_rate_limit_log_level(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_rate_limit_loc_conf_t *rlcf = conf;
-
-    unsigned         level;
-    rl_conf_t       *rc;
-    rl_conf_line_t   line;
-
-    if (rlcf->log_level != NGX_CONF_UNSET_UINT) {
-        return "is duplicate";
-    }
-
-    rc = ngx_http_rate_limit_conf_line(cf, &line);
-    if (rc == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    if (rl_conf_log_level(rc, &line, &level) != RL_CONF_OK) {
-        return ngx_http_rate_limit_conf_result(cf, rc, RL_CONF_ERROR);
-    }
-
-    rlcf->log_level = level;
-
-    return NGX_CONF_OK;
+    return ngx_http_rate_limit_conf(cf, cmd, conf);
 }
 
 
@@ -604,28 +540,22 @@ ngx_http_rate_limit_api_token(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_rate_limit_loc_conf_t *rlcf = conf;
 
-    rl_conf_t       *rc;
-    rl_conf_arg_t    env;
-    rl_conf_line_t   line;
+    char              *rv;
+    rl_conf_result_t   result;
 
     if (rlcf->api_token_env.data) {
         return "is duplicate";
     }
 
-    rc = ngx_http_rate_limit_conf_line(cf, &line);
-    if (rc == NULL) {
-        return NGX_CONF_ERROR;
+    rv = ngx_http_rate_limit_conf_read(cf, &result);
+
+    if (rv == NGX_CONF_OK) {
+        /* NUL ended, as nginx's arguments are, for getenv() */
+        rlcf->api_token_env.data = (u_char *) result.env.data;
+        rlcf->api_token_env.len = result.env.len;
     }
 
-    if (rl_conf_api_token(rc, &line, &env) != RL_CONF_OK) {
-        return ngx_http_rate_limit_conf_result(cf, rc, RL_CONF_ERROR);
-    }
-
-    /* NUL ended, as nginx's arguments are, for getenv() */
-    rlcf->api_token_env.data = (u_char *) env.data;
-    rlcf->api_token_env.len = env.len;
-
-    return NGX_CONF_OK;
+    return rv;
 }
 
 

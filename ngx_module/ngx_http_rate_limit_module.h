@@ -142,9 +142,8 @@ extern ngx_module_t  ngx_http_rate_limit_module;
 
 
 /* configuration */
-rl_conf_t *ngx_http_rate_limit_conf_line(ngx_conf_t *cf, rl_conf_line_t *line);
-char *ngx_http_rate_limit_conf_result(ngx_conf_t *cf, rl_conf_t *conf,
-    int rc);
+char *ngx_http_rate_limit_conf_read(ngx_conf_t *cf,
+    rl_conf_result_t *result);
 void ngx_http_rate_limit_conf_process(ngx_cycle_t *cycle,
     rl_conf_process_t *process);
 void ngx_http_rate_limit_release_connection(ngx_connection_t *c);

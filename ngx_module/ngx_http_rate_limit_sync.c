@@ -21,17 +21,11 @@ ngx_http_rate_limit_postgres(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_rate_limit_main_conf_t *rmcf = conf;
 
-    char            *rv;
-    ngx_str_t        name;
-    rl_conf_t       *rc;
-    rl_conf_line_t   line;
+    char              *rv;
+    ngx_str_t          name;
+    rl_conf_result_t   result;
 
-    rc = ngx_http_rate_limit_conf_line(cf, &line);
-    if (rc == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    rv = ngx_http_rate_limit_conf_result(cf, rc, rl_conf_postgres(rc, &line));
+    rv = ngx_http_rate_limit_conf_read(cf, &result);
     if (rv != NGX_CONF_OK) {
         return rv;
     }

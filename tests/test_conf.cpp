@@ -150,17 +150,16 @@ protected:
     {
         params.insert(params.begin(), {"rate_limit_zone", "$key"});
         Line       l(params, "/etc/n.conf", line);
-        rl_zone_t  *z = nullptr;
-        uint64_t    size = 0;
+        rl_conf_result_t  r;
 
         last_zone_ = nullptr;
 
-        if (rl_conf_zone(conf_, l.get(), &z, &size) != RL_CONF_OK) {
+        if (run(l, &r) != RL_CONF_OK) {
             return rl_conf_error(conf_);
         }
 
-        last_zone_ = z;
-        last_size_ = size;
+        last_zone_ = r.zone;
+        last_size_ = r.size;
         return "";
     }
 
@@ -169,10 +168,13 @@ protected:
         params.insert(params.begin(), "rate_limit");
         Line  l(params, "/etc/n.conf", line);
 
-        if (rl_conf_limit(conf_, l.get(), &limit_) != RL_CONF_OK) {
+        rl_conf_result_t  r;
+
+        if (run(l, &r) != RL_CONF_OK) {
             return rl_conf_error(conf_);
         }
 
+        limit_ = r.limit;
         return "";
     }
 
@@ -180,8 +182,8 @@ protected:
     {
         params.insert(params.begin(), "rate_limit_redis");
         Line  l(params);
-        int   rc = rl_conf_redis(conf_, l.get(), Resolver::resolve,
-                                 &resolver_);
+        rl_conf_result_t  r;
+        int               rc = run(l, &r);
 
         return rc == RL_CONF_OK ? ""
                : rc == RL_CONF_DUPLICATE ? "is duplicate"
@@ -192,11 +194,18 @@ protected:
     {
         params.insert(params.begin(), "rate_limit_postgres");
         Line  l(params);
-        int   rc = rl_conf_postgres(conf_, l.get());
+        rl_conf_result_t  r;
+        int               rc = run(l, &r);
 
         return rc == RL_CONF_OK ? ""
                : rc == RL_CONF_DUPLICATE ? "is duplicate"
                : rl_conf_error(conf_);
+    }
+
+    int run(const Line &l, rl_conf_result_t *r)
+    {
+        return rl_conf_directive(conf_, l.get(), Resolver::resolve,
+                                 &resolver_, r);
     }
 
     std::string finish()
@@ -719,21 +728,21 @@ TEST_F(Conf, PostgresFromTheEnvironment)
 
 TEST_F(Conf, StatusAndLogLevel)
 {
-    unsigned  n = 0;
+    rl_conf_result_t  r;
 
     for (const std::string &bad : std::vector<std::string>{"399", "600", "abc", "", "-429", "4 29",
                                    "99999999999999999999999", "429x"}) {
         Line  l({"rate_limit_status", bad});
 
-        ASSERT_EQ(rl_conf_status(conf_, l.get(), &n), RL_CONF_ERROR);
+        ASSERT_EQ(run(l, &r), RL_CONF_ERROR);
         EXPECT_EQ(std::string(rl_conf_error(conf_)),
                   "invalid status \"" + bad + "\" in \"rate_limit_status\" "
                   "directive, expected a code from 400 to 599");
     }
 
     Line  ok({"rate_limit_status", "503"});
-    ASSERT_EQ(rl_conf_status(conf_, ok.get(), &n), RL_CONF_OK);
-    EXPECT_EQ(n, 503u);
+    ASSERT_EQ(run(ok, &r), RL_CONF_OK);
+    EXPECT_EQ(r.value, 503u);
 
     const std::vector<std::pair<std::string, unsigned>>  levels = {
         {"info", 7}, {"notice", 6}, {"warn", 5}, {"error", 4}};
@@ -741,12 +750,12 @@ TEST_F(Conf, StatusAndLogLevel)
     for (const auto &[name, level] : levels) {
         Line  l({"rate_limit_log_level", name});
 
-        ASSERT_EQ(rl_conf_log_level(conf_, l.get(), &n), RL_CONF_OK);
-        EXPECT_EQ(n, level);
+        ASSERT_EQ(run(l, &r), RL_CONF_OK);
+        EXPECT_EQ(r.value, level);
     }
 
     Line  bad({"rate_limit_log_level", "debug"});
-    ASSERT_EQ(rl_conf_log_level(conf_, bad.get(), &n), RL_CONF_ERROR);
+    ASSERT_EQ(run(bad, &r), RL_CONF_ERROR);
     EXPECT_STREQ(rl_conf_error(conf_), "invalid log level \"debug\" in "
                  "\"rate_limit_log_level\" directive, expected \"info\", "
                  "\"notice\", \"warn\" or \"error\"");
@@ -755,12 +764,12 @@ TEST_F(Conf, StatusAndLogLevel)
 
 TEST_F(Conf, ApiTokens)
 {
-    rl_conf_arg_t  env{};
+    rl_conf_result_t  r;
 
     for (const std::string &bad : std::vector<std::string>{"env:", "secret", "ENV:X"}) {
         Line  l({"rate_limit_api_token", bad});
 
-        ASSERT_EQ(rl_conf_api_token(conf_, l.get(), &env), RL_CONF_ERROR);
+        ASSERT_EQ(run(l, &r), RL_CONF_ERROR);
         /* a token written by mistake is not shown */
         EXPECT_STREQ(rl_conf_error(conf_), "invalid token source in "
                      "\"rate_limit_api_token\" directive, expected "
@@ -770,10 +779,10 @@ TEST_F(Conf, ApiTokens)
     for (const std::string &name : std::vector<std::string>{"T1", "T2", "T1", "T3"}) {
         Line  l({"rate_limit_api_token", "env:" + name});
 
-        ASSERT_EQ(rl_conf_api_token(conf_, l.get(), &env), RL_CONF_OK);
-        EXPECT_EQ(std::string(reinterpret_cast<const char *>(env.data),
-                              env.len), name);
-        EXPECT_EQ(env.data[env.len], '\0');
+        ASSERT_EQ(run(l, &r), RL_CONF_OK);
+        EXPECT_EQ(std::string(reinterpret_cast<const char *>(r.env.data),
+                              r.env.len), name);
+        EXPECT_EQ(r.env.data[r.env.len], '\0');
     }
 
     Process::env["T2"] = "";
@@ -799,11 +808,10 @@ protected:
     std::string policy(const std::string &text)
     {
         const std::string  path = folder_.write("policy.yaml", text);
-        int                rc = rl_conf_policy_file(
-            conf_, reinterpret_cast<const unsigned char *>(path.data()),
-            path.size());
+        rl_conf_result_t   r;
 
-        EXPECT_EQ(rc, RL_CONF_OK);
+        EXPECT_EQ(run(Line({"rate_limit_policy_file", path}), &r),
+                  RL_CONF_OK);
         return path;
     }
 
@@ -831,10 +839,9 @@ TEST_F(ConfPolicy, FileErrors)
     EXPECT_EQ(err.rfind("\"rate_limit_policy_file\" directive: " + path + ":",
                         0), 0u) << err;
 
-    const std::string  again = path;
-    EXPECT_EQ(rl_conf_policy_file(
-                  conf_, reinterpret_cast<const unsigned char *>(
-                      again.data()), again.size()),
+    rl_conf_result_t  r;
+
+    EXPECT_EQ(run(Line({"rate_limit_policy_file", path}), &r),
               RL_CONF_DUPLICATE);
 }
 

@@ -87,16 +87,6 @@ const char *rl_conf_error(const rl_conf_t *conf)
     NGX_HTTP_RATE_LIMIT_NOEXCEPT;
 
 
-/*
- * rate_limit_zone KEY zone=NAME:SIZE rate=R [burst=N] [backend=...]
- * [on_failure=...]: the zone, now defined, and its size in bytes.  The
- * host compiles KEY (args[1]) and adds the shared memory.
- */
-int rl_conf_zone(rl_conf_t *conf, const rl_conf_line_t *line,
-    rl_zone_t **zone, uint64_t *size)
-    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
-
-
 /* a rate_limit line: its zone, which may be defined further on */
 typedef struct {
     rl_zone_t                  *zone;
@@ -105,9 +95,22 @@ typedef struct {
     size_t                      cost_text_len;
 } rl_conf_limit_t;
 
-int rl_conf_limit(rl_conf_t *conf, const rl_conf_line_t *line,
-    rl_conf_limit_t *limit)
-    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
+/* what a directive gives the host */
+typedef struct {
+    /* rate_limit_zone: the zone, now defined, and its size in bytes; the
+     * host compiles its key (args[1]) and adds its shared memory */
+    rl_zone_t                  *zone;
+    uint64_t                    size;
+
+    /* rate_limit */
+    rl_conf_limit_t             limit;
+
+    /* rate_limit_status: the code; rate_limit_log_level: nginx's number */
+    unsigned                    value;
+
+    /* rate_limit_api_token env:NAME: NAME, in the argument (NUL ended) */
+    rl_conf_arg_t               env;
+} rl_conf_result_t;
 
 
 /*
@@ -127,33 +130,15 @@ typedef struct {
 typedef int (*rl_conf_resolve_pt)(void *data, const unsigned char *address,
     size_t len, unsigned default_port, rl_conf_resolved_t *out);
 
-/* rate_limit_redis; each TCP address is resolved as it is read */
-int rl_conf_redis(rl_conf_t *conf, const rl_conf_line_t *line,
-    rl_conf_resolve_pt resolve, void *data)
-    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
-
-/* rate_limit_postgres */
-int rl_conf_postgres(rl_conf_t *conf, const rl_conf_line_t *line)
-    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
-
-/* rate_limit_policy_file, its path made absolute by the host */
-int rl_conf_policy_file(rl_conf_t *conf, const unsigned char *path,
-    size_t len)
-    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
-
-/* rate_limit_status: the code */
-int rl_conf_status(rl_conf_t *conf, const rl_conf_line_t *line,
-    unsigned *status)
-    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
-
-/* rate_limit_log_level: nginx's number of the level */
-int rl_conf_log_level(rl_conf_t *conf, const rl_conf_line_t *line,
-    unsigned *level)
-    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
-
-/* rate_limit_api_token env:NAME: NAME, in the argument (NUL ended) */
-int rl_conf_api_token(rl_conf_t *conf, const rl_conf_line_t *line,
-    rl_conf_arg_t *env)
+/*
+ * One directive of the module (its name is args[0]), into the
+ * configuration: RL_CONF_OK with what it gives in result, RL_CONF_ERROR
+ * with the message, or RL_CONF_DUPLICATE.  rate_limit_redis resolves each
+ * TCP address as it reads it, with resolve; rate_limit_policy_file takes
+ * its path made absolute by the host.
+ */
+int rl_conf_directive(rl_conf_t *conf, const rl_conf_line_t *line,
+    rl_conf_resolve_pt resolve, void *data, rl_conf_result_t *result)
     NGX_HTTP_RATE_LIMIT_NOEXCEPT;
 
 

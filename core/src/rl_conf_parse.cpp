@@ -683,11 +683,137 @@ postgres_line(rl_conf_t *conf, const rl_conf_line_t *line)
 }
 
 
-/* every directive takes what nginx's count of its arguments allows */
-bool
-has_args(const rl_conf_line_t *line, size_t min)
+int
+policy_file_line(rl_conf_t *conf, const rl_conf_line_t *line)
 {
-    return line != nullptr && line->nargs >= min && line->args != nullptr;
+    if (conf->has_policy) {
+        return RL_CONF_DUPLICATE;
+    }
+
+    conf->policy_file = view(line->args[1]);
+    conf->has_policy = true;
+
+    return RL_CONF_OK;
+}
+
+
+int
+status_line(rl_conf_t *conf, const rl_conf_line_t *line, unsigned *status)
+{
+    /* as ngx_atoi(): digits only, and no overflow */
+    std::string_view  v = view(line->args[1]);
+    uint64_t          code = 0;
+    auto              r = std::from_chars(v.data(), v.data() + v.size(),
+                                          code);
+
+    if (!v.empty() && r.ec == std::errc() && r.ptr == v.data() + v.size()
+        && code >= 400 && code <= 599)
+    {
+        *status = static_cast<unsigned>(code);
+        return RL_CONF_OK;
+    }
+
+    return conf->fail("invalid status \"", v, "\" in \"", view(line->args[0]),
+                      "\" directive, expected a code from 400 to 599");
+}
+
+
+int
+log_level_line(rl_conf_t *conf, const rl_conf_line_t *line, unsigned *level)
+{
+    static const struct {
+        std::string_view  name;
+        unsigned          level;
+    } levels[] = {
+        { "info", RL_REDIS_LOG_INFO },
+        { "notice", RL_REDIS_LOG_NOTICE },
+        { "warn", RL_REDIS_LOG_WARN },
+        { "error", RL_REDIS_LOG_ERR },
+    };
+
+    for (const auto &l : levels) {
+        if (view(line->args[1]) == l.name) {
+            *level = l.level;
+            return RL_CONF_OK;
+        }
+    }
+
+    return conf->fail("invalid log level \"", view(line->args[1]), "\" in \"",
+                      view(line->args[0]), "\" directive, expected \"info\", "
+                      "\"notice\", \"warn\" or \"error\"");
+}
+
+
+/* env:NAME only: a token written in nginx.conf would sit in backups */
+int
+api_token_line(rl_conf_t *conf, const rl_conf_line_t *line,
+    rl_conf_arg_t *env)
+{
+    const rl_conf_arg_t  &arg = line->args[1];
+
+    if (arg.len <= 4 || !starts(arg, "env:")) {
+        return conf->fail("invalid token source in \"", view(line->args[0]),
+                          "\" directive, expected \"env:NAME\"");
+    }
+
+    *env = after(arg, 4);
+
+    /* each variable is checked once, when the workers start */
+    std::string  name(view(*env));
+
+    for (const std::string &known : conf->token_envs) {
+        if (known == name) {
+            return RL_CONF_OK;
+        }
+    }
+
+    conf->token_envs.push_back(std::move(name));
+
+    return RL_CONF_OK;
+}
+
+
+int
+directive(rl_conf_t *conf, const rl_conf_line_t *line,
+    rl_conf_resolve_pt resolve, void *data, rl_conf_result_t *result)
+{
+    std::string_view  name = view(line->args[0]);
+
+    if (name == "rate_limit_zone" && line->nargs >= 3) {
+        return zone_line(conf, line, &result->zone, &result->size);
+    }
+
+    if (name == "rate_limit" && line->nargs >= 2) {
+        return limit_line(conf, line, &result->limit);
+    }
+
+    if (name == "rate_limit_redis" && line->nargs >= 2) {
+        return conf->has_redis ? RL_CONF_DUPLICATE
+                               : redis_line(conf, line, resolve, data);
+    }
+
+    if (name == "rate_limit_postgres" && line->nargs >= 2) {
+        return conf->has_postgres ? RL_CONF_DUPLICATE
+                                  : postgres_line(conf, line);
+    }
+
+    if (name == "rate_limit_policy_file" && line->nargs == 2) {
+        return policy_file_line(conf, line);
+    }
+
+    if (name == "rate_limit_status" && line->nargs == 2) {
+        return status_line(conf, line, &result->value);
+    }
+
+    if (name == "rate_limit_log_level" && line->nargs == 2) {
+        return log_level_line(conf, line, &result->value);
+    }
+
+    if (name == "rate_limit_api_token" && line->nargs == 2) {
+        return api_token_line(conf, line, &result->env);
+    }
+
+    return conf->fail("unknown directive \"", name, "\" or its arguments");
 }
 
 }  // namespace
@@ -819,188 +945,16 @@ rl_conf_parse_time(const unsigned char *text, size_t len) noexcept
 
 
 extern "C" int
-rl_conf_zone(rl_conf_t *conf, const rl_conf_line_t *line, rl_zone_t **zone,
-    uint64_t *size) noexcept
+rl_conf_directive(rl_conf_t *conf, const rl_conf_line_t *line,
+    rl_conf_resolve_pt resolve, void *data, rl_conf_result_t *result) noexcept
 {
-    try {
-        return has_args(line, 3) ? zone_line(conf, line, zone, size)
-                                 : conf->fail("invalid arguments");
-
-    } catch (...) {
-        return conf->fail("out of memory");
-    }
-}
-
-
-extern "C" int
-rl_conf_limit(rl_conf_t *conf, const rl_conf_line_t *line,
-    rl_conf_limit_t *limit) noexcept
-{
-    try {
-        return has_args(line, 2) ? limit_line(conf, line, limit)
-                                 : conf->fail("invalid arguments");
-
-    } catch (...) {
-        return conf->fail("out of memory");
-    }
-}
-
-
-extern "C" int
-rl_conf_redis(rl_conf_t *conf, const rl_conf_line_t *line,
-    rl_conf_resolve_pt resolve, void *data) noexcept
-{
-    if (conf->has_redis) {
-        return RL_CONF_DUPLICATE;
+    if (line == nullptr || line->nargs == 0 || line->args == nullptr) {
+        return conf->fail("no directive");
     }
 
     try {
-        return has_args(line, 2) ? redis_line(conf, line, resolve, data)
-                                 : conf->fail("invalid arguments");
-
-    } catch (...) {
-        return conf->fail("out of memory");
-    }
-}
-
-
-extern "C" int
-rl_conf_postgres(rl_conf_t *conf, const rl_conf_line_t *line) noexcept
-{
-    if (conf->has_postgres) {
-        return RL_CONF_DUPLICATE;
-    }
-
-    try {
-        return has_args(line, 2) ? postgres_line(conf, line)
-                                 : conf->fail("invalid arguments");
-
-    } catch (...) {
-        return conf->fail("out of memory");
-    }
-}
-
-
-extern "C" int
-rl_conf_policy_file(rl_conf_t *conf, const unsigned char *path, size_t len)
-    noexcept
-{
-    if (conf->has_policy) {
-        return RL_CONF_DUPLICATE;
-    }
-
-    try {
-        conf->policy_file.assign(reinterpret_cast<const char *>(path), len);
-        conf->has_policy = true;
-        return RL_CONF_OK;
-
-    } catch (...) {
-        return conf->fail("out of memory");
-    }
-}
-
-
-extern "C" int
-rl_conf_status(rl_conf_t *conf, const rl_conf_line_t *line, unsigned *status)
-    noexcept
-{
-    try {
-        if (!has_args(line, 2)) {
-            return conf->fail("invalid arguments");
-        }
-
-        /* as ngx_atoi(): digits only, and no overflow */
-        std::string_view  v = view(line->args[1]);
-        uint64_t          code = 0;
-        auto              r = std::from_chars(v.data(), v.data() + v.size(),
-                                              code);
-
-        if (!v.empty() && r.ec == std::errc()
-            && r.ptr == v.data() + v.size() && code >= 400 && code <= 599)
-        {
-            *status = static_cast<unsigned>(code);
-            return RL_CONF_OK;
-        }
-
-        return conf->fail("invalid status \"", v, "\" in \"",
-                          view(line->args[0]), "\" directive, expected a "
-                          "code from 400 to 599");
-
-    } catch (...) {
-        return conf->fail("out of memory");
-    }
-}
-
-
-extern "C" int
-rl_conf_log_level(rl_conf_t *conf, const rl_conf_line_t *line,
-    unsigned *level) noexcept
-{
-    static const struct {
-        std::string_view  name;
-        unsigned          level;
-    } levels[] = {
-        { "info", RL_REDIS_LOG_INFO },
-        { "notice", RL_REDIS_LOG_NOTICE },
-        { "warn", RL_REDIS_LOG_WARN },
-        { "error", RL_REDIS_LOG_ERR },
-    };
-
-    try {
-        if (!has_args(line, 2)) {
-            return conf->fail("invalid arguments");
-        }
-
-        for (const auto &l : levels) {
-            if (view(line->args[1]) == l.name) {
-                *level = l.level;
-                return RL_CONF_OK;
-            }
-        }
-
-        return conf->fail("invalid log level \"", view(line->args[1]),
-                          "\" in \"", view(line->args[0]),
-                          "\" directive, expected \"info\", \"notice\", "
-                          "\"warn\" or \"error\"");
-
-    } catch (...) {
-        return conf->fail("out of memory");
-    }
-}
-
-
-/* env:NAME only: a token written in nginx.conf would sit in backups */
-extern "C" int
-rl_conf_api_token(rl_conf_t *conf, const rl_conf_line_t *line,
-    rl_conf_arg_t *env) noexcept
-{
-    try {
-        if (!has_args(line, 2)) {
-            return conf->fail("invalid arguments");
-        }
-
-        const rl_conf_arg_t  &arg = line->args[1];
-
-        if (arg.len <= 4 || !starts(arg, "env:")) {
-            return conf->fail("invalid token source in \"",
-                              view(line->args[0]),
-                              "\" directive, expected \"env:NAME\"");
-        }
-
-        *env = after(arg, 4);
-
-        /* each variable is checked once, when the workers start */
-        std::string  name(view(*env));
-
-        for (const std::string &known : conf->token_envs) {
-            if (known == name) {
-                return RL_CONF_OK;
-            }
-        }
-
-        conf->token_envs.push_back(std::move(name));
-
-        return RL_CONF_OK;
+        *result = rl_conf_result_t{};
+        return directive(conf, line, resolve, data, result);
 
     } catch (...) {
         return conf->fail("out of memory");
