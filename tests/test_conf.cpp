@@ -178,28 +178,26 @@ protected:
         return "";
     }
 
-    std::string redis(std::vector<std::string> params)
+    /* "" when accepted, "is duplicate" as nginx says it, or the message */
+    std::string directive(const char *name, std::vector<std::string> params)
     {
-        params.insert(params.begin(), "rate_limit_redis");
-        Line  l(params);
+        params.insert(params.begin(), name);
         rl_conf_result_t  r;
-        int               rc = run(l, &r);
+        int               rc = run(Line(params), &r);
 
         return rc == RL_CONF_OK ? ""
                : rc == RL_CONF_DUPLICATE ? "is duplicate"
                : rl_conf_error(conf_);
     }
 
+    std::string redis(std::vector<std::string> params)
+    {
+        return directive("rate_limit_redis", std::move(params));
+    }
+
     std::string postgres(std::vector<std::string> params)
     {
-        params.insert(params.begin(), "rate_limit_postgres");
-        Line  l(params);
-        rl_conf_result_t  r;
-        int               rc = run(l, &r);
-
-        return rc == RL_CONF_OK ? ""
-               : rc == RL_CONF_DUPLICATE ? "is duplicate"
-               : rl_conf_error(conf_);
+        return directive("rate_limit_postgres", std::move(params));
     }
 
     int run(const Line &l, rl_conf_result_t *r)
@@ -723,6 +721,22 @@ TEST_F(Conf, PostgresFromTheEnvironment)
     EXPECT_STREQ(config.conninfo, "host=db");
     EXPECT_EQ(config.interval_ms, 10000u);
     EXPECT_STREQ(rl_conf_pg_conninfo(conf_), "host=db");
+}
+
+
+/* nginx counts the arguments first; what it lets through, the core checks */
+TEST_F(Conf, UnknownDirectiveOrArguments)
+{
+    rl_conf_result_t  r;
+
+    EXPECT_EQ(run(Line({"rate_limit_nosuch", "x"}), &r), RL_CONF_ERROR);
+    EXPECT_STREQ(rl_conf_error(conf_), "unknown directive "
+                 "\"rate_limit_nosuch\" or its arguments");
+    EXPECT_EQ(run(Line({"rate_limit_status"}), &r), RL_CONF_ERROR);
+    EXPECT_EQ(run(Line({"rate_limit_zone", "$key"}), &r), RL_CONF_ERROR);
+    EXPECT_EQ(rl_conf_directive(conf_, nullptr, nullptr, nullptr, &r),
+              RL_CONF_ERROR);
+    EXPECT_STREQ(rl_conf_error(conf_), "no directive");
 }
 
 

@@ -179,6 +179,17 @@ log_error(const rl_conf_process_t *process, const std::string &msg)
 }
 
 
+/* the variable holding a directive's secret is missing */
+void
+log_unset(const rl_conf_process_t *process, const char *directive,
+    const std::string &name, const char *holding)
+{
+    log_error(process, std::string(directive) + ": environment variable \""
+              + name + "\" holding the " + holding + " is not set; add \"env "
+              + name + ";\" to nginx.conf");
+}
+
+
 /* "z=open, api=local": what the node does while a circuit is open */
 std::string
 failure_policy(const rl_conf_t *conf)
@@ -408,10 +419,8 @@ rl_conf_redis_config(rl_conf_t *conf, const rl_conf_process_t *process,
             const char  *value = env(process, redis.password_env);
 
             if (value == nullptr) {
-                log_error(process, "rate_limit_redis: environment variable "
-                          "\"" + redis.password_env + "\" holding the "
-                          "password is not set; add \"env "
-                          + redis.password_env + ";\" to nginx.conf");
+                log_unset(process, "rate_limit_redis", redis.password_env,
+                          "password");
 
             } else {
                 config->password = value;
@@ -461,10 +470,8 @@ rl_conf_pg_sync_config(rl_conf_t *conf, const rl_conf_process_t *process,
             const char  *value = env(process, pg.conninfo_env);
 
             if (value == nullptr) {
-                log_error(process, "rate_limit_postgres: environment "
-                          "variable \"" + pg.conninfo_env + "\" holding the "
-                          "connection string is not set; add \"env "
-                          + pg.conninfo_env + ";\" to nginx.conf");
+                log_unset(process, "rate_limit_postgres", pg.conninfo_env,
+                          "connection string");
                 return RL_CONF_DECLINED;
             }
 
