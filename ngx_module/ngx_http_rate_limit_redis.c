@@ -18,7 +18,6 @@
 /* a link of the core's client: at most one connection at a time */
 typedef struct {
     ngx_connection_t                  *connection;
-    ngx_sockaddr_t                     sockaddr;
     unsigned                           connected:1;
 } ngx_http_rate_limit_redis_link_t;
 
@@ -38,9 +37,6 @@ typedef struct {
 
 static int ngx_http_rate_limit_redis_open(void *data, unsigned link,
     const rl_redis_endpoint_t *endpoint, char *err);
-static ngx_int_t ngx_http_rate_limit_redis_sockaddr(
-    ngx_http_rate_limit_redis_link_t *link,
-    const rl_redis_endpoint_t *endpoint, socklen_t *socklen, char *err);
 static void ngx_http_rate_limit_redis_want_write(void *data, unsigned link);
 static void ngx_http_rate_limit_redis_close(void *data, unsigned link);
 static void ngx_http_rate_limit_redis_set_timer(void *data,
@@ -177,16 +173,11 @@ ngx_http_rate_limit_redis_open(void *data, unsigned n,
 
     ngx_memzero(&pc, sizeof(ngx_peer_connection_t));
 
-    if (ngx_http_rate_limit_redis_sockaddr(link, endpoint, &pc.socklen, err)
-        != NGX_OK)
-    {
-        return RL_REDIS_ERROR;
-    }
-
     name.data = (u_char *) endpoint->address;
     name.len = ngx_strlen(endpoint->address);
 
-    pc.sockaddr = &link->sockaddr.sockaddr;
+    pc.sockaddr = (struct sockaddr *) endpoint->sockaddr;
+    pc.socklen = endpoint->socklen;
     pc.name = &name;
     pc.get = ngx_event_get_peer;
     pc.log = &rd->connection_log;
@@ -242,70 +233,6 @@ ngx_http_rate_limit_redis_open(void *data, unsigned n,
     }
 
     return RL_REDIS_OK;
-}
-
-
-/*
- * The link keeps the address it connects to.  The host is numeric: the
- * configuration resolved names, and a cluster names its nodes by address.
- */
-static ngx_int_t
-ngx_http_rate_limit_redis_sockaddr(ngx_http_rate_limit_redis_link_t *link,
-    const rl_redis_endpoint_t *endpoint, socklen_t *socklen, char *err)
-{
-    size_t               len;
-    ngx_int_t            rc;
-    ngx_addr_t           addr;
-    ngx_pool_t          *pool;
-    struct sockaddr_un  *sun;
-
-    if (endpoint->unix_path) {
-        len = ngx_strlen(endpoint->unix_path);
-        sun = &link->sockaddr.sockaddr_un;
-
-        if (len >= sizeof(sun->sun_path)) {
-            ngx_cpystrn((u_char *) err,
-                        (u_char *) "the unix socket path is too long",
-                        RL_REDIS_ERR_LEN);
-            return NGX_ERROR;
-        }
-
-        ngx_memzero(sun, sizeof(struct sockaddr_un));
-        sun->sun_family = AF_UNIX;
-        ngx_memcpy(sun->sun_path, endpoint->unix_path, len);
-
-        *socklen = sizeof(struct sockaddr_un);
-
-        return NGX_OK;
-    }
-
-    /* ngx_parse_addr() allocates: a pool of its own lives as long as a
-     * connect, where the cycle's would grow with each reconnection */
-    pool = ngx_create_pool(256, ngx_http_rate_limit_redis_worker.log);
-    if (pool == NULL) {
-        ngx_cpystrn((u_char *) err, (u_char *) "out of memory",
-                    RL_REDIS_ERR_LEN);
-        return NGX_ERROR;
-    }
-
-    rc = ngx_parse_addr(pool, &addr, (u_char *) endpoint->host,
-                        ngx_strlen(endpoint->host));
-
-    if (rc == NGX_OK) {
-        ngx_memcpy(&link->sockaddr, addr.sockaddr, addr.socklen);
-        *socklen = addr.socklen;
-        ngx_inet_set_port(&link->sockaddr.sockaddr,
-                          (in_port_t) endpoint->port);
-
-    } else {
-        ngx_cpystrn((u_char *) err, (u_char *) "not a numeric address",
-                    RL_REDIS_ERR_LEN);
-        rc = NGX_ERROR;
-    }
-
-    ngx_destroy_pool(pool);
-
-    return rc;
 }
 
 
