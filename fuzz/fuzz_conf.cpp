@@ -146,9 +146,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 "a refused configuration says why");
     }
 
-    /* nginx's time syntax is total: a number, or -1 */
-    require(rl_conf_parse_time(data, size) >= -1,
-            "a time is a number or a refusal");
+    /* nginx caps the total at each unit; only a last number without one
+     * goes unchecked (and wraps, as nginx's arithmetic does) */
+    const int64_t  ms = rl_conf_parse_time(data, size);
+
+    if (ms != -1 && (data[size - 1] < '0' || data[size - 1] > '9')) {
+        require(ms >= 0 && ms <= 2147483647,
+                "a time that ends with a unit is within nginx's cap");
+    }
 
     rl_conf_destroy(conf);
 
