@@ -25,6 +25,7 @@
 namespace {
 
 using rate_limit_test::TempFolder;
+using Words = std::vector<std::string>;
 
 
 /* the arguments of one directive, NUL ended as nginx's */
@@ -546,7 +547,7 @@ TEST_F(Conf, RedisClusterSeeds)
     resolver_.hosts["b"] = {"10.0.0.2", 0};
 
     ASSERT_EQ(redis({"a:7000", "cluster", "b"}), "");
-    EXPECT_EQ(resolver_.asked, (std::vector<std::string>{"a:7000", "b"}));
+    EXPECT_EQ(resolver_.asked, (Words{"a:7000", "b"}));
 
     Process            p;
     rl_redis_config_t  config;
@@ -603,7 +604,7 @@ TEST_F(Conf, RedisPasswordFromTheEnvironment)
 
     ASSERT_EQ(rl_conf_redis_config(conf_, &p.process, &config), RL_CONF_OK);
     EXPECT_EQ(config.password, nullptr);
-    EXPECT_EQ(p.logged, (std::vector<std::string>{
+    EXPECT_EQ(p.logged, (Words{
         "rate_limit_redis: environment variable \"RL_PW\" holding the "
         "password is not set; add \"env RL_PW;\" to nginx.conf"}));
 
@@ -617,10 +618,7 @@ TEST_F(Conf, RedisPasswordFromTheEnvironment)
 
 TEST_F(Conf, TimeParameters)
 {
-    uint64_t           ms = 0;
-    const std::string  in = "\" in \"rate_limit_redis\" directive";
-    const std::string  expected = ", expected a time above zero like 50ms "
-                                  "or 2s";
+    uint64_t  ms = 0;
 
     EXPECT_EQ(redis_timeout("1m30s", &ms), "");
     EXPECT_EQ(ms, 90000u);
@@ -637,13 +635,13 @@ TEST_F(Conf, TimeRefusals)
 
     resolver_.hosts["127.0.0.1"] = {"127.0.0.1", 0};
 
-    for (const std::string &bad : std::vector<std::string>{"abc", "0", "0ms", "", "1y", "1x",
+    for (const std::string &bad : Words{"abc", "0", "0ms", "", "1y", "1x",
                                    "500ms1s", "-5s"}) {
         EXPECT_EQ(redis({"127.0.0.1", "timeout=" + bad}),
                   "invalid timeout \"timeout=" + bad + in + expected) << bad;
     }
 
-    for (const std::string &huge : std::vector<std::string>{"2147483648ms", "25d", "3000000",
+    for (const std::string &huge : Words{"2147483648ms", "25d", "3000000",
                                     "99999999999999999999999s", "24d21h",
                                     "1h99999999999999999999ms"}) {
         EXPECT_EQ(redis({"127.0.0.1", "timeout=" + huge}),
@@ -710,7 +708,7 @@ TEST_F(Conf, PostgresFromTheEnvironment)
 
     EXPECT_EQ(rl_conf_pg_sync_config(conf_, &p.process, &config),
               RL_CONF_DECLINED);
-    EXPECT_EQ(p.logged, (std::vector<std::string>{
+    EXPECT_EQ(p.logged, (Words{
         "rate_limit_postgres: environment variable \"RL_PG\" holding the "
         "connection string is not set; add \"env RL_PG;\" to nginx.conf"}));
     EXPECT_EQ(rl_conf_pg_conninfo(conf_), nullptr);
@@ -744,7 +742,7 @@ TEST_F(Conf, StatusAndLogLevel)
 {
     rl_conf_result_t  r;
 
-    for (const std::string &bad : std::vector<std::string>{"399", "600", "abc", "", "-429", "4 29",
+    for (const std::string &bad : Words{"399", "600", "abc", "", "-429", "4 29",
                                    "99999999999999999999999", "429x"}) {
         Line  l({"rate_limit_status", bad});
 
@@ -780,7 +778,7 @@ TEST_F(Conf, ApiTokens)
 {
     rl_conf_result_t  r;
 
-    for (const std::string &bad : std::vector<std::string>{"env:", "secret", "ENV:X"}) {
+    for (const std::string &bad : Words{"env:", "secret", "ENV:X"}) {
         Line  l({"rate_limit_api_token", bad});
 
         ASSERT_EQ(run(l, &r), RL_CONF_ERROR);
@@ -790,7 +788,7 @@ TEST_F(Conf, ApiTokens)
                      "\"env:NAME\"");
     }
 
-    for (const std::string &name : std::vector<std::string>{"T1", "T2", "T1", "T3"}) {
+    for (const std::string &name : Words{"T1", "T2", "T1", "T3"}) {
         Line  l({"rate_limit_api_token", "env:" + name});
 
         ASSERT_EQ(run(l, &r), RL_CONF_OK);
@@ -804,7 +802,7 @@ TEST_F(Conf, ApiTokens)
 
     Process  first(0);
     rl_conf_check_api_tokens(conf_, &first.process);
-    EXPECT_EQ(first.logged, (std::vector<std::string>{
+    EXPECT_EQ(first.logged, (Words{
         "rate_limit_api_token: environment variable \"T1\" is not set, so "
         "its API locations refuse every request; add \"env T1;\" to "
         "nginx.conf",

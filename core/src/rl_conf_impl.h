@@ -100,26 +100,28 @@ view(const rl_conf_arg_t &arg)
 
 
 struct rl_conf_s {
-    rl_conf_host_t                                          host;
-    std::string                                             error;
+    using Zone = ngx_http_rate_limit::conf::Zone;
 
-    std::deque<ngx_http_rate_limit::conf::Zone>             zones;
-    std::deque<ngx_http_rate_limit::conf::Ref>              refs;
-    bool                                                    has_redis = false;
-    ngx_http_rate_limit::conf::Redis                        redis;
-    size_t                                                  redis_zones = 0;
-    bool                                                    has_postgres = false;
-    ngx_http_rate_limit::conf::Postgres                     postgres;
-    bool                                                    has_policy = false;
-    std::string                                             policy_file;
-    std::vector<std::string>                                token_envs;
+    rl_conf_host_t                              host;
+    std::string                                 error;
+
+    std::deque<Zone>                            zones;
+    std::deque<ngx_http_rate_limit::conf::Ref>  refs;
+    bool                                        has_redis = false;
+    ngx_http_rate_limit::conf::Redis            redis;
+    size_t                                      redis_zones = 0;
+    bool                                        has_postgres = false;
+    ngx_http_rate_limit::conf::Postgres         postgres;
+    bool                                        has_policy = false;
+    std::string                                 policy_file;
+    std::vector<std::string>                    token_envs;
 
     /* what a process built, living as long as the configuration */
-    std::vector<rl_redis_endpoint_t>                        endpoints;
-    std::string                                             heartbeat_key;
-    std::string                                             heartbeat_id;
-    std::string                                             failure_policy;
-    std::vector<rl_pg_zone_t>                               pg_zones;
+    std::vector<rl_redis_endpoint_t>            endpoints;
+    std::string                                 heartbeat_key;
+    std::string                                 heartbeat_id;
+    std::string                                 failure_policy;
+    std::vector<rl_pg_zone_t>                   pg_zones;
 
     /* the message of a refusal, its parts in a row */
     template <typename... Part>
@@ -130,10 +132,9 @@ struct rl_conf_s {
         return RL_CONF_ERROR;
     }
 
-    ngx_http_rate_limit::conf::Zone *find(std::string_view name);
+    Zone *find(std::string_view name);
     /* finds the zone, or makes a placeholder for one defined further on */
-    ngx_http_rate_limit::conf::Zone *get(std::string_view name,
-                                         const rl_conf_line_t *line);
+    Zone *get(std::string_view name, const rl_conf_line_t *line);
 };
 
 
