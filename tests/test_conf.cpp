@@ -430,6 +430,32 @@ TEST_F(Conf, RedisBackendNeedsRateLimitRedis)
 }
 
 
+/* a zone's errors after parsing point at the line that named it first */
+TEST_F(Conf, ErrorsPointAtTheFirstUse)
+{
+    ASSERT_EQ(limit({"zone=api"}, 3), "");
+    ASSERT_EQ(zone({"zone=api:1m", "rate=1r/s", "backend=redis"}, 8), "");
+    EXPECT_EQ(finish(), "\"rate_limit_zone\" directive: zone \"api\" uses "
+              "\"backend=redis\" but \"rate_limit_redis\" is not set in "
+              "/etc/n.conf:3");
+}
+
+
+TEST_F(Conf, ZoneNameRule)
+{
+    const std::string  longest(NGX_HTTP_RATE_LIMIT_ZONE_NAME_MAX, 'z');
+
+    EXPECT_EQ(zone({"zone=" + longest + ":1m", "rate=1r/s"}), "");
+    EXPECT_EQ(zone({"zone=A-Z_a.z-09:1m", "rate=1r/s"}), "");
+    EXPECT_EQ(limit({"zone=" + longest + "z"}),
+              "invalid zone name \"" + longest + "z\" in \"rate_limit\" "
+              "directive: a zone name is 1 to 64 bytes of A-Z, a-z, 0-9, "
+              "\"_\", \".\" and \"-\"");
+    EXPECT_NE(limit({"zone=caf\xc3\xa9"}), "");
+    EXPECT_NE(limit({"zone="}), "");
+}
+
+
 TEST_F(Conf, RedisIsTheDefaultBackendOnceSet)
 {
     resolver_.hosts["10.0.0.1:7000"] = {"10.0.0.1", 7000};
