@@ -504,7 +504,7 @@ ngx_http_rate_limit_resolve(void *data, const u_char *address, size_t len,
     u.url.len = len;
     u.default_port = (in_port_t) default_port;
 
-    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0 || u.no_port) {
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
         out->err = u.err;
         return RL_CONF_ERROR;
     }

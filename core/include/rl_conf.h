@@ -225,8 +225,9 @@ int rl_conf_api_zones(const rl_conf_t *conf, const rl_api_alloc_t *a,
 
 
 /*
- * nginx's time syntax in milliseconds, as ngx_parse_time(line, 0) reads it
- * ("50ms", "2s", "1m30s", "1h 2m"), with its result: -1 when it refuses.
+ * nginx's time syntax in milliseconds, as ngx_parse_time(line, 0) of
+ * nginx 1.22 reads it ("50ms", "2s", "1m30s", "1h 2m"), with its result:
+ * -1 when it refuses, what would overflow its 64-bit arithmetic too.
  */
 int64_t rl_conf_parse_time(const unsigned char *text, size_t len)
     NGX_HTTP_RATE_LIMIT_NOEXCEPT;

@@ -822,125 +822,106 @@ directive(rl_conf_t *conf, const rl_conf_line_t *line,
 extern "C" int64_t
 rl_conf_parse_time(const unsigned char *text, size_t len) noexcept
 {
-    /* nginx's ngx_int_t arithmetic, which wraps as unsigned words do */
-    enum { st_month = 2, st_week, st_day, st_hour, st_min, st_sec, st_msec,
-           st_last };
+    /*
+     * nginx (1.7.11 on) refuses what would overflow its ngx_int_t, a
+     * 64-bit word: each number as it is read, each number times its unit,
+     * and the running total.  Units go from the longest to the shortest,
+     * each at most once; years and months are for times in seconds only.
+     */
+    constexpr int64_t  word_max = INT64_MAX;
+
+    enum { by_week = 1, by_day, by_hour, by_minute, by_second, by_msec,
+           by_space };
 
     const unsigned char  *p = text;
     const unsigned char  *last = text + len;
-    uint64_t              value = 0, total = 0, scale = 1000, max = 0;
+    int64_t               value = 0, total = 0;
     bool                  valid = false;
-    int                   step = st_month;
+    int                   step = 0;
 
     while (p < last) {
 
         if (*p >= '0' && *p <= '9') {
-            value = value * 10 + (*p++ - '0');
+            int  digit = *p++ - '0';
+
+            if (value > (word_max - digit) / 10) {
+                return -1;
+            }
+
+            value = value * 10 + digit;
             valid = true;
             continue;
         }
 
+        int      unit;
+        int64_t  unit_ms;
+
         switch (*p++) {
-
         case 'w':
-            if (step >= st_week) {
-                return -1;
-            }
-            step = st_week;
-            max = msec_max / (60 * 60 * 24 * 7);
-            scale = 60 * 60 * 24 * 7;
+            unit = by_week;
+            unit_ms = 7 * 24 * 3600 * 1000LL;
             break;
-
         case 'd':
-            if (step >= st_day) {
-                return -1;
-            }
-            step = st_day;
-            max = msec_max / (60 * 60 * 24);
-            scale = 60 * 60 * 24;
+            unit = by_day;
+            unit_ms = 24 * 3600 * 1000LL;
             break;
-
         case 'h':
-            if (step >= st_hour) {
-                return -1;
-            }
-            step = st_hour;
-            max = msec_max / (60 * 60);
-            scale = 60 * 60;
+            unit = by_hour;
+            unit_ms = 3600 * 1000LL;
             break;
-
         case 'm':
             if (p < last && *p == 's') {
-                if (step >= st_msec) {
-                    return -1;
-                }
                 p++;
-                step = st_msec;
-                max = msec_max;
-                scale = 1;
-                break;
+                unit = by_msec;
+                unit_ms = 1;
+            } else {
+                unit = by_minute;
+                unit_ms = 60 * 1000LL;
             }
-
-            if (step >= st_min) {
-                return -1;
-            }
-            step = st_min;
-            max = msec_max / 60;
-            scale = 60;
             break;
-
         case 's':
-            if (step >= st_sec) {
-                return -1;
-            }
-            step = st_sec;
-            max = msec_max;
-            scale = 1;
+            unit = by_second;
+            unit_ms = 1000;
             break;
-
         case ' ':
-            if (step >= st_sec) {
+            /* a space ends a number of seconds, but for "ms" */
+            if (step >= by_second) {
                 return -1;
             }
-            step = st_last;
-            max = msec_max;
-            scale = 1;
+            unit = by_space;
+            unit_ms = 1000;
             break;
-
         default:
-            /* 'y' and 'M' too: nginx allows years and months in seconds
-             * only */
             return -1;
         }
 
-        if (step != st_msec) {
-            scale *= 1000;
-            max /= 1000;
-        }
-
-        if (value > max) {
+        if (unit != by_space && step >= unit) {
             return -1;
         }
 
-        total += value * scale;
+        step = unit;
 
-        if (total > static_cast<uint64_t>(msec_max)) {
+        if (value > word_max / unit_ms
+            || total > word_max - value * unit_ms)
+        {
             return -1;
         }
 
+        total += value * unit_ms;
         value = 0;
-        scale = 1000;
 
         while (p < last && *p == ' ') {
             p++;
         }
     }
 
-    if (valid) {
-        return static_cast<int64_t>(total + value * scale);
+    /* a last number without a unit counts seconds */
+    if (!valid || value > word_max / 1000 || total > word_max - value * 1000)
+    {
+        return -1;
     }
 
-    return -1;
+    return total + value * 1000;
 }
 
 
