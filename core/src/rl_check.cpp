@@ -1,0 +1,900 @@
+/*
+ * The check of one request (see rl_check.h): what the nginx handler used
+ * to do between evaluating the keys and pushing the headers.  It runs on
+ * every request: no heap, no std::string, no printf on the passing path,
+ * one hash of each key for all the store's calls about it.
+ */
+
+#include <rl_check.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+#include <new>
+
+
+namespace {
+
+/* one limit applied to one request; its verdict's input is apart, in the
+ * array that rl_verdict_judge() reads */
+struct Limit {
+    rl_zone_t                     *zone;
+    const unsigned char           *key;          /* as nginx evaluated it */
+    size_t                         key_len;
+    rl_store_key_t                 store_key;    /* as stored, hashed */
+    const char                    *cost_text;
+    size_t                         cost_text_len;
+    ngx_http_rate_limit_rate_t     rate;         /* in force, as written */
+    const rl_zone_texts_t         *texts;        /* of Redis's arguments */
+    ngx_http_rate_limit_source_e   source;
+    rl_redis_key_t                *redis_key;    /* while Redis decides */
+    unsigned char                  redis;
+};
+
+}  // namespace
+
+
+struct rl_check_s {
+    const rl_check_host_t         *host;
+    rl_api_alloc_t                 alloc;
+    void                         (*done)(void *data);
+    void                          *data;
+    Limit                         *limits;
+    rl_verdict_limit_t            *in;           /* one for each limit */
+    rl_verdict_limit_out_t        *out;
+    size_t                         n;
+    size_t                         capacity;
+    size_t                         nredis;
+    rl_redis_request_t            *request;      /* in flight */
+    int64_t                        asked_us;
+};
+
+
+namespace {
+
+constexpr int  log_warn = RL_REDIS_LOG_WARN;
+
+
+/* the host's allocator gives bytes, not aligned ones */
+void *alloc_aligned(const rl_api_alloc_t &a, size_t size) noexcept
+{
+    auto *p = static_cast<unsigned char *>(a.alloc(a.data, size + 7));
+
+    if (p == nullptr) {
+        return nullptr;
+    }
+
+    return p + (-reinterpret_cast<uintptr_t>(p) & 7);
+}
+
+
+int64_t now_us(const rl_check_t *c) noexcept
+{
+    return c->host->now_us(c->data);
+}
+
+
+void log_line(const rl_check_t *c, int level, const char *msg, int len)
+    noexcept
+{
+    if (len > 0) {
+        c->host->log(c->data, level, msg, static_cast<size_t>(len));
+    }
+}
+
+
+/*
+ * Local limits are taken all or nothing: when one rejects, the tokens the
+ * others took are given back (by rl_check_finish()).  True when a local
+ * limit rejected and nothing more needs asking.
+ */
+bool take_local(rl_check_t *c, int64_t now) noexcept
+{
+    for (size_t i = 0; i < c->n; i++) {
+        Limit               &l = c->limits[i];
+        rl_verdict_limit_t  &in = c->in[i];
+
+        if (l.redis) {
+            continue;
+        }
+
+        if (rl_store_take(&l.zone->store, &l.store_key, &in.params, in.cost,
+                          now, &in.decision)
+            != RL_STORE_OK)
+        {
+            if (!l.zone->full_logged) {
+                l.zone->full_logged = 1;
+
+                char  msg[192];
+                int   len = std::snprintf(msg, sizeof(msg),
+                                "rate_limit_zone \"%.*s\" is full: new keys "
+                                "follow its \"on_failure\" policy until "
+                                "buckets expire",
+                                static_cast<int>(l.zone->name_len),
+                                reinterpret_cast<const char *>(
+                                    l.zone->name));
+                log_line(c, log_warn, msg, len);
+            }
+
+            in.failed = 1;
+            continue;
+        }
+
+        in.decided = 1;
+
+        if (!in.decision.allowed) {
+            return true;
+        }
+
+        in.taken = 1;
+    }
+
+    return false;
+}
+
+
+/*
+ * A key that Redis rejected a moment ago is rejected again here, until
+ * the time Redis gave, which it cannot have moved: the cache never lets
+ * through what Redis would reject.  The other limits are not asked.
+ */
+bool take_blocked(rl_check_t *c, int64_t now) noexcept
+{
+    for (size_t i = 0; i < c->n; i++) {
+        Limit               &l = c->limits[i];
+        rl_verdict_limit_t  &in = c->in[i];
+
+        if (l.redis
+            && rl_store_blocked(&l.zone->store, &l.store_key, in.cost,
+                                ngx_http_rate_limit_token_us(&in.params), now,
+                                &in.decision))
+        {
+            in.decided = 1;
+            return true;
+        }
+    }
+
+    return false;
+}
+
+
+/*
+ * While Redis cannot answer, an on_failure=local zone decides in this
+ * node's shared memory, its limit divided among the live nodes so that the
+ * fleet as a whole stays near it.  All or nothing, as take_local().  A
+ * limit whose zone is full stays failed, and passes as with open.
+ */
+void take_degraded(rl_check_t *c, const rl_redis_shared_t *shared,
+    int64_t now) noexcept
+{
+    for (size_t i = 0; i < c->n; i++) {
+        Limit               &l = c->limits[i];
+        rl_verdict_limit_t  &in = c->in[i];
+
+        if (!in.failed || !l.redis
+            || l.zone->on_failure != RL_ZONE_FAILURE_LOCAL)
+        {
+            continue;
+        }
+
+        ngx_http_rate_limit_params_t  params = in.params;
+
+        if (!ngx_http_rate_limit_params_blocked(&params)) {
+            /* never 0, even before any heartbeat */
+            const uint64_t  nodes = std::max<uint64_t>(
+                shared ? rl_redis_shared_nodes(shared) : 0, 1);
+
+            params.interval_us *= static_cast<double>(nodes);
+            params.burst = std::max<uint64_t>(params.burst / nodes, 1);
+        }
+
+        if (rl_store_take(&l.zone->store, &l.store_key, &params, in.cost,
+                          now, &in.decision)
+            != RL_STORE_OK)
+        {
+            continue;
+        }
+
+        in.params = params;
+        in.failed = 0;
+        in.decided = 1;
+        in.degraded = 1;
+
+        if (!in.decision.allowed) {
+            return;
+        }
+
+        in.taken = 1;
+    }
+}
+
+
+void redis_done(void *data) noexcept;
+
+
+/*
+ * The Redis limits go to the client in one call.  RL_CHECK_WAIT: done()
+ * follows; RL_CHECK_OK: no key is on its way, and every Redis limit
+ * failed; RL_CHECK_ERROR: no memory.
+ */
+int ask_redis(rl_check_t *c, rl_redis_client_t *client) noexcept
+{
+    if (client == nullptr) {
+        return RL_CHECK_OK;
+    }
+
+    auto *keys = static_cast<rl_redis_key_t *>(
+        alloc_aligned(c->alloc, c->nredis * sizeof(rl_redis_key_t)));
+    if (keys == nullptr) {
+        return RL_CHECK_ERROR;
+    }
+
+    size_t  n = 0;
+
+    for (size_t i = 0; i < c->n; i++) {
+        Limit  &l = c->limits[i];
+
+        if (!l.redis || c->in[i].failed) {
+            continue;
+        }
+
+        const rl_zone_t  &zone = *l.zone;
+
+        /* "<prefix>:<zone>:<key>" */
+        auto *p = static_cast<unsigned char *>(
+            c->alloc.alloc(c->alloc.data, zone.redis_prefix_len
+                                          + l.store_key.len));
+        if (p == nullptr) {
+            return RL_CHECK_ERROR;
+        }
+
+        std::memcpy(p, zone.redis_prefix, zone.redis_prefix_len);
+        std::memcpy(p + zone.redis_prefix_len, l.store_key.data,
+                    l.store_key.len);
+
+        rl_redis_key_t  &key = keys[n++];
+
+        key.key = p;
+        key.key_len = zone.redis_prefix_len + l.store_key.len;
+        key.interval = l.texts->interval;
+        key.interval_len = l.texts->interval_len;
+        key.burst = l.texts->burst;
+        key.burst_len = l.texts->burst_len;
+        key.cost = l.cost_text;
+        key.cost_len = l.cost_text_len;
+        key.token_code = l.texts->token_code;
+        key.token_code_len = l.texts->token_code_len;
+        key.status = RL_REDIS_KEY_PENDING;
+
+        l.redis_key = &key;
+    }
+
+    if (n == 0) {
+        return RL_CHECK_OK;
+    }
+
+    /* before Redis reads its clock: see remember() */
+    c->asked_us = now_us(c);
+
+    if (rl_redis_decide(client, keys, n, redis_done, c, &c->request)
+        != RL_REDIS_OK)
+    {
+        c->request = nullptr;
+
+        for (size_t i = 0; i < c->n; i++) {
+            c->limits[i].redis_key = nullptr;
+        }
+
+        return RL_CHECK_OK;
+    }
+
+    return RL_CHECK_WAIT;
+}
+
+
+/*
+ * A rejection is kept in the zone's shared memory, so that the node's
+ * next requests of the key are rejected without a round trip.  Times
+ * count from when the request was asked, before Redis read its clock: the
+ * cache may forget a rejection early, never hold one too long.
+ */
+void remember(rl_check_t *c, size_t i) noexcept
+{
+    const rl_verdict_limit_t              &in = c->in[i];
+    const ngx_http_rate_limit_decision_t  &d = in.decision;
+
+    if (ngx_http_rate_limit_params_blocked(&in.params)) {
+        return;
+    }
+
+    /* until a request of cost 1 fits: the cache serves every cost */
+    const int64_t  first_us = d.retry_after_us
+                              - static_cast<int64_t>(in.cost - 1)
+                                * ngx_http_rate_limit_token_us(&in.params);
+
+    /* a wait shorter than the clock's millisecond is not worth keeping */
+    if (first_us < 2000) {
+        return;
+    }
+
+    const Limit  &l = c->limits[i];
+
+    rl_store_block(&l.zone->store, &l.store_key, c->asked_us + first_us,
+                   c->asked_us + d.reset_us, now_us(c));
+}
+
+
+/* every key is decided or failed: the request goes on */
+void redis_done(void *data) noexcept
+{
+    auto *c = static_cast<rl_check_t *>(data);
+
+    c->request = nullptr;
+
+    for (size_t i = 0; i < c->n; i++) {
+        Limit               &l = c->limits[i];
+        rl_verdict_limit_t  &in = c->in[i];
+
+        if (l.redis_key == nullptr) {
+            continue;
+        }
+
+        if (l.redis_key->status == RL_REDIS_KEY_DECIDED) {
+            in.decision = l.redis_key->decision;
+            in.decided = 1;
+
+            if (!in.decision.allowed) {
+                remember(c, i);
+            }
+
+        } else {
+            in.failed = 1;
+            in.decided = 0;
+        }
+
+        l.redis_key = nullptr;
+    }
+
+    c->done(c->data);
+}
+
+
+/* n in decimal, written at p; returns the end */
+unsigned char *decimal(unsigned char *p, uint64_t n) noexcept
+{
+    char  *at = reinterpret_cast<char *>(p);
+
+    return reinterpret_cast<unsigned char *>(
+        std::to_chars(at, at + RL_ZONE_DECIMAL_LEN, n).ptr);
+}
+
+
+unsigned char *copy(unsigned char *p, const void *data, size_t len) noexcept
+{
+    std::memcpy(p, data, len);
+    return p + len;
+}
+
+
+template <size_t N>
+unsigned char *text(unsigned char *p, const char (&s)[N]) noexcept
+{
+    return copy(p, s, N - 1);
+}
+
+
+template <size_t N>
+void add_header(rl_check_result_t *result, const char (&name)[N],
+    const unsigned char *value, const unsigned char *last) noexcept
+{
+    rl_check_header_t  &h = result->headers[result->nheaders++];
+
+    h.name = name;
+    h.name_len = N - 1;
+    h.value = value;
+    h.value_len = static_cast<size_t>(last - value);
+}
+
+
+/*
+ * The headers of draft-ietf-httpapi-ratelimit-headers-11, and the older
+ * X-RateLimit-* and Retry-After, from the verdict's numbers.
+ * RateLimit-Policy lists every limit the request went through, in the
+ * order of its lines, so that it stays the same from one response to the
+ * next; RateLimit, as the draft's B.1.2 allows, only the closest.  A limit
+ * that Redis failed to decide, and that this node does not decide either,
+ * enforces nothing now and is left out.
+ */
+int write_headers(const rl_check_t *c, const rl_verdict_t &v,
+    rl_check_result_t *result) noexcept
+{
+    const rl_zone_t  &zone = *c->limits[v.closest].zone;
+
+    /* the policies, RateLimit, then the numbers of the headers after it */
+    size_t  len = zone.name_len + sizeof("\"\";r=;t=") - 1
+                  + 6 * RL_ZONE_DECIMAL_LEN;
+
+    for (size_t i = 0; i < c->n; i++) {
+        len += c->limits[i].zone->name_len + sizeof(", \"\";q=;w=") - 1
+               + 2 * RL_ZONE_DECIMAL_LEN;
+    }
+
+    auto *p = static_cast<unsigned char *>(c->alloc.alloc(c->alloc.data,
+                                                          len));
+    if (p == nullptr) {
+        return RL_CHECK_ERROR;
+    }
+
+    unsigned char  *last = p;
+
+    for (size_t i = 0; i < c->n; i++) {
+
+        if (!c->out[i].listed) {
+            continue;
+        }
+
+        if (last != p) {
+            last = text(last, ", ");
+        }
+
+        /* "zone";q=Q;w=W */
+        const rl_zone_t  &z = *c->limits[i].zone;
+
+        *last++ = '"';
+        last = copy(last, z.name, z.name_len);
+        last = text(last, "\";q=");
+        last = decimal(last, c->out[i].quota);
+        last = text(last, ";w=");
+        last = decimal(last, c->out[i].window_s);
+    }
+
+    add_header(result, "RateLimit-Policy", p, last);
+
+    /*
+     * "zone";r=N;t=N.  A request that can never fit gets no "t": no wait
+     * brings it quota.
+     */
+    p = last;
+    *last++ = '"';
+    last = copy(last, zone.name, zone.name_len);
+    last = text(last, "\";r=");
+    last = decimal(last, v.remaining);
+
+    if (!v.never_fits) {
+        last = text(last, ";t=");
+        last = decimal(last, v.window_s);
+    }
+
+    add_header(result, "RateLimit", p, last);
+
+    p = last;
+    last = decimal(p, v.limit);
+    add_header(result, "X-RateLimit-Limit", p, last);
+
+    p = last;
+    last = decimal(p, v.remaining);
+    add_header(result, "X-RateLimit-Remaining", p, last);
+
+    if (v.never_fits) {
+        return RL_CHECK_OK;
+    }
+
+    p = last;
+    last = decimal(p, v.reset_s);
+    add_header(result, "X-RateLimit-Reset", p, last);
+
+    if (v.retry_after) {
+        p = last;
+        last = decimal(p, v.retry_after_s);
+        add_header(result, "Retry-After", p, last);
+    }
+
+    return RL_CHECK_OK;
+}
+
+
+void log_rejection(const rl_check_t *c, const rl_verdict_t &v,
+    const rl_check_conf_t &conf) noexcept
+{
+    const Limit               &l = c->limits[v.closest];
+    const rl_verdict_limit_t  &in = c->in[v.closest];
+    const int                  name_len = static_cast<int>(l.zone->name_len);
+    const char                *name = reinterpret_cast<const char *>(
+                                          l.zone->name);
+    const char                *degraded = in.degraded
+        ? ", decided locally while Redis is unreachable" : "";
+    const char                *dry_run = conf.dry_run ? ", dry run" : "";
+    const int64_t              retry_us = in.decision.retry_after_us;
+
+    char  msg[256];
+    int   len;
+
+    if (v.never_fits) {
+        len = std::snprintf(msg, sizeof(msg),
+                  "rate limit exceeded in zone \"%.*s\", the cost exceeds "
+                  "the burst: no retry can pass%s%s",
+                  name_len, name, degraded, dry_run);
+
+    } else {
+        len = std::snprintf(msg, sizeof(msg),
+                  "rate limit exceeded in zone \"%.*s\", retry in "
+                  "%" PRId64 ".%03" PRId64 "s%s%s",
+                  name_len, name, retry_us / 1000000,
+                  retry_us % 1000000 / 1000, degraded, dry_run);
+    }
+
+    log_line(c, conf.reject_level, msg, len);
+}
+
+
+/*
+ * The operator learns of such a request once a minute for each zone and
+ * key, whichever worker of the node served it.  The key may be a
+ * credential, and is user input anyway: the log names its SHA-1 only.
+ */
+void log_never_fits(const rl_check_t *c, const rl_check_conf_t &conf)
+    noexcept
+{
+    /* most rejections fit in time: the clock is read for the others only */
+    int64_t  now = 0;
+
+    for (size_t i = 0; i < c->n; i++) {
+        if (!c->out[i].never_fits) {
+            continue;
+        }
+
+        if (now == 0) {
+            now = now_us(c);
+        }
+
+        const Limit               &l = c->limits[i];
+        const rl_verdict_limit_t  &in = c->in[i];
+        const int                  name_len =
+                                       static_cast<int>(l.zone->name_len);
+        const char                *name = reinterpret_cast<const char *>(
+                                              l.zone->name);
+
+        const rl_store_nofit_e  nofit = rl_store_nofit(&l.zone->store,
+                                                       &l.store_key, now);
+
+        if (conf.log_level < log_warn) {
+            continue;
+        }
+
+        char  msg[384];
+        int   len;
+
+        if (nofit == RL_STORE_NOFIT_UNNAMED) {
+            len = std::snprintf(msg, sizeof(msg),
+                      "rate_limit_zone \"%.*s\": requests whose cost exceeds "
+                      "their burst came from more keys in the last minute "
+                      "than the log names", name_len, name);
+            log_line(c, log_warn, msg, len);
+            continue;
+        }
+
+        if (nofit != RL_STORE_NOFIT_NAME) {
+            continue;
+        }
+
+        char  sha1[NGX_HTTP_RATE_LIMIT_SHA1_HEX + 1];
+
+        /* a stored key of '#' and a SHA-1 is the hash of the key given */
+        if (l.store_key.len == NGX_HTTP_RATE_LIMIT_HASHED_LEN
+            && l.store_key.data[0] == '#')
+        {
+            std::memcpy(sha1, l.store_key.data + 1,
+                        NGX_HTTP_RATE_LIMIT_SHA1_HEX);
+            sha1[NGX_HTTP_RATE_LIMIT_SHA1_HEX] = '\0';
+
+        } else {
+            ngx_http_rate_limit_sha1_hex(l.store_key.data, l.store_key.len,
+                                         sha1);
+        }
+
+        len = std::snprintf(msg, sizeof(msg),
+                  "rate_limit_zone \"%.*s\": a request of cost %" PRIu64
+                  " can never pass for the key of SHA-1 %s, whose burst is "
+                  "%" PRIu64 " (%s limit%s): it is rejected without "
+                  "Retry-After", name_len, name, in.cost, sha1,
+                  in.params.burst, ngx_http_rate_limit_source_name(l.source),
+                  in.degraded ? ", divided among the live nodes while Redis "
+                                "is unreachable"
+                              : "");
+        log_line(c, log_warn, msg, len);
+    }
+}
+
+}  // namespace
+
+
+extern "C" rl_check_t *
+rl_check_create(const rl_check_host_t *host, const rl_api_alloc_t *alloc,
+    size_t nlimits, void (*done)(void *data), void *data) noexcept
+{
+    /*
+     * One block for the object, its limits and the verdict's arrays, as
+     * every request takes them all; the verdict's output is filled before
+     * it is read, and is not zeroed.  Each part is a multiple of 8 bytes.
+     */
+    static_assert(sizeof(rl_check_t) % 8 == 0 && sizeof(Limit) % 8 == 0
+                  && sizeof(rl_verdict_limit_t) % 8 == 0,
+                  "the parts of the block stay aligned");
+
+    const size_t  zeroed = sizeof(rl_check_t)
+                           + nlimits * (sizeof(Limit)
+                                        + sizeof(rl_verdict_limit_t));
+
+    auto *block = static_cast<unsigned char *>(
+        alloc_aligned(*alloc, zeroed
+                              + nlimits * sizeof(rl_verdict_limit_out_t)));
+    if (block == nullptr) {
+        return nullptr;
+    }
+
+    std::memset(block, 0, zeroed);
+
+    auto *c = reinterpret_cast<rl_check_t *>(block);
+
+    c->host = host;
+    c->alloc = *alloc;
+    c->done = done;
+    c->data = data;
+    c->limits = reinterpret_cast<Limit *>(block + sizeof(rl_check_t));
+    c->in = reinterpret_cast<rl_verdict_limit_t *>(&c->limits[nlimits]);
+    c->out = reinterpret_cast<rl_verdict_limit_out_t *>(&c->in[nlimits]);
+    c->capacity = nlimits;
+
+    return c;
+}
+
+
+extern "C" int
+rl_check_add(rl_check_t *c, rl_zone_t *zone, uint64_t cost,
+    const char *cost_text, size_t cost_text_len, const unsigned char *key,
+    size_t key_len) noexcept
+{
+    if (key_len == 0) {
+        return RL_CHECK_OK;
+    }
+
+    if (c->n == c->capacity) {
+        return RL_CHECK_ERROR;
+    }
+
+    Limit               &l = c->limits[c->n];
+    rl_verdict_limit_t  &in = c->in[c->n];
+
+    c->n++;
+
+    l.zone = zone;
+    l.key = key;
+    l.key_len = key_len;
+    l.cost_text = cost_text;
+    l.cost_text_len = cost_text_len;
+
+    in.cost = cost;
+    in.closed = (zone->on_failure == RL_ZONE_FAILURE_CLOSED);
+
+    /* a key stored as it is needs no copy: it outlives the object */
+    const unsigned char  *stored = key;
+    size_t                stored_len = key_len;
+
+    if (key_len > NGX_HTTP_RATE_LIMIT_KEY_MAX || key[0] == '#') {
+        auto *out = static_cast<unsigned char *>(
+            c->alloc.alloc(c->alloc.data, NGX_HTTP_RATE_LIMIT_KEY_MAX));
+        if (out == nullptr) {
+            return RL_CHECK_ERROR;
+        }
+
+        stored = out;
+        stored_len = ngx_http_rate_limit_encode_key(key, key_len, out);
+    }
+
+    rl_store_key(&zone->store, stored, stored_len, &l.store_key);
+
+    /* the limit in force: a row, else the policy file, else the zone's */
+    rl_store_limit_t  spec;
+
+    l.source = rl_store_find_limit(&zone->store, &l.store_key, &spec);
+
+    if (zone->backend == RL_ZONE_BACKEND_REDIS) {
+        l.redis = 1;
+        c->nredis++;
+    }
+
+    if (l.source == NGX_HTTP_RATE_LIMIT_SOURCE_DEFAULT) {
+        in.params = zone->params;
+        l.rate = zone->rate;
+        l.texts = &zone->texts;
+        return RL_CHECK_OK;
+    }
+
+    in.params = spec.params;
+    l.rate = spec.rate;
+    l.texts = &zone->texts;
+
+    if (l.redis) {
+        auto *texts = static_cast<rl_zone_texts_t *>(
+            c->alloc.alloc(c->alloc.data, sizeof(rl_zone_texts_t)));
+        if (texts == nullptr) {
+            return RL_CHECK_ERROR;
+        }
+
+        rl_zone_texts(&spec.params, texts);
+        l.texts = texts;
+    }
+
+    return RL_CHECK_OK;
+}
+
+
+extern "C" int
+rl_check_decide(rl_check_t *c, rl_redis_client_t *client) noexcept
+{
+    const int64_t  now = now_us(c);
+
+    if (take_local(c, now) || c->nredis == 0 || take_blocked(c, now)) {
+        return RL_CHECK_OK;
+    }
+
+    const int  rc = ask_redis(c, client);
+
+    if (rc != RL_CHECK_OK) {
+        return rc;
+    }
+
+    for (size_t i = 0; i < c->n; i++) {
+        c->in[i].failed |= c->limits[i].redis;
+    }
+
+    return RL_CHECK_OK;
+}
+
+
+extern "C" int
+rl_check_finish(rl_check_t *c, const rl_check_conf_t *conf,
+    rl_check_result_t *result) noexcept
+{
+    result->status = static_cast<rl_verdict_status_e>(0);
+    result->reject = 0;
+    result->nheaders = 0;
+
+    if (c->n == 0) {
+        return RL_CHECK_OK;
+    }
+
+    if (c->nredis) {
+        take_degraded(c, conf->shared, now_us(c));
+    }
+
+    rl_verdict_t  v;
+
+    rl_verdict_judge(c->in, c->n, conf->dry_run, &v, c->out);
+
+    /* one clock for all the refunds, and none when there is nothing to do */
+    int64_t  now = 0;
+
+    for (size_t i = 0; i < c->n; i++) {
+        Limit               &l = c->limits[i];
+        rl_verdict_limit_t  &in = c->in[i];
+
+        rl_store_count(&l.zone->store, c->out[i].outcome);
+
+        if (c->out[i].refund) {
+            if (now == 0) {
+                now = now_us(c);
+            }
+
+            rl_store_refund(&l.zone->store, &l.store_key, &in.params,
+                            in.cost, now);
+            in.taken = 0;
+        }
+    }
+
+    result->status = v.status;
+    result->reject = v.reject;
+
+    if (v.rejected) {
+        if (conf->log_level >= conf->reject_level) {
+            log_rejection(c, v, *conf);
+        }
+
+        log_never_fits(c, *conf);
+    }
+
+    if (conf->headers && v.closest != RL_VERDICT_NO_LIMIT) {
+        return write_headers(c, v, result);
+    }
+
+    return RL_CHECK_OK;
+}
+
+
+extern "C" void
+rl_check_cancel(rl_check_t *c, rl_redis_client_t *client) noexcept
+{
+    if (c->request == nullptr) {
+        return;
+    }
+
+    if (client) {
+        rl_redis_cancel(client, c->request);
+    }
+
+    c->request = nullptr;
+}
+
+
+extern "C" const char *
+rl_check_status_name(rl_verdict_status_e status, size_t *len) noexcept
+{
+    static constexpr const char  *names[] = {
+        "", "PASSED", "REJECTED", "REJECTED_DRY_RUN", "FAILED_OPEN",
+        "FAILED_CLOSED", "DEGRADED_LOCAL", "DEGRADED_LOCAL_REJECTED"
+    };
+
+    const auto  i = static_cast<size_t>(status);
+    const char *name = i < sizeof(names) / sizeof(names[0]) ? names[i] : "";
+
+    *len = std::strlen(name);
+    return name;
+}
+
+
+extern "C" int
+rl_check_peek(rl_check_t *c, rl_redis_client_t *client) noexcept
+{
+    if (c->n == 0) {
+        return RL_CHECK_OK;
+    }
+
+    Limit               &l = c->limits[0];
+    rl_verdict_limit_t  &in = c->in[0];
+
+    if (!l.redis) {
+        rl_store_peek(&l.zone->store, &l.store_key, &in.params, now_us(c),
+                      &in.decision);
+        in.decided = 1;
+        return RL_CHECK_OK;
+    }
+
+    /* a blocked key has no tokens, and Redis is not asked for it */
+    if (ngx_http_rate_limit_params_blocked(&in.params)) {
+        in.decision.remaining = 0;
+        in.decided = 1;
+        return RL_CHECK_OK;
+    }
+
+    return ask_redis(c, client) == RL_CHECK_WAIT ? RL_CHECK_WAIT
+                                                 : RL_CHECK_OK;
+}
+
+
+extern "C" int
+rl_check_bucket(const rl_check_t *c, const rl_api_alloc_t *alloc,
+    rl_api_reply_t *reply) noexcept
+{
+    if (c->n == 0) {
+        return RL_CHECK_ERROR;
+    }
+
+    const Limit               &l = c->limits[0];
+    const rl_verdict_limit_t  &in = c->in[0];
+    rl_api_bucket_t            bucket;
+
+    bucket.zone = l.zone->name;
+    bucket.zone_len = l.zone->name_len;
+    bucket.key = l.key;
+    bucket.key_len = l.key_len;
+    bucket.rate = l.rate;
+    bucket.burst = in.params.burst;
+    bucket.source = ngx_http_rate_limit_source_name(l.source);
+    bucket.tokens = in.decided ? static_cast<int64_t>(in.decision.remaining)
+                               : -1;
+
+    return rl_api_bucket(&bucket, alloc, reply) == RL_API_OK
+           ? RL_CHECK_OK : RL_CHECK_ERROR;
+}
