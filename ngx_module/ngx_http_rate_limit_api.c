@@ -358,6 +358,7 @@ ngx_http_rate_limit_api_get(ngx_http_request_t *r, rl_api_plan_t *plan)
     if (rl_check_peek(ctx->check, ngx_http_rate_limit_redis_client())
         == RL_CHECK_WAIT)
     {
+        ctx->done = 0;
         r->main->count++;
         return NGX_DONE;
     }
@@ -375,6 +376,7 @@ ngx_http_rate_limit_api_tokens(void *data)
     ngx_http_rate_limit_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_rate_limit_module);
+    ctx->done = 1;
 
     ngx_http_finalize_request(r, ngx_http_rate_limit_api_bucket(r,
                                                                 ctx->check));

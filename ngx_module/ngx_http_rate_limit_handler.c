@@ -17,8 +17,10 @@ static ngx_http_rate_limit_ctx_t *ngx_http_rate_limit_get_ctx(
     ngx_http_request_t *r);
 static void ngx_http_rate_limit_cleanup(void *data);
 static void ngx_http_rate_limit_resume(void *data);
-static void ngx_http_rate_limit_finish(ngx_http_request_t *r,
-    ngx_http_rate_limit_ctx_t *ctx);
+static void ngx_http_rate_limit_conf(ngx_http_request_t *r,
+    rl_check_conf_t *conf);
+static void ngx_http_rate_limit_apply(ngx_http_request_t *r,
+    ngx_http_rate_limit_ctx_t *ctx, rl_check_result_t *result);
 
 
 static const rl_check_host_t  ngx_http_rate_limit_check_host = {
@@ -33,6 +35,8 @@ ngx_http_rate_limit_handler(ngx_http_request_t *r)
     ngx_int_t                        rc;
     ngx_str_t                        key;
     ngx_uint_t                       i;
+    rl_check_conf_t                  conf;
+    rl_check_result_t                result;
     ngx_http_rate_limit_ctx_t       *ctx;
     ngx_http_rate_limit_limit_t     *limits;
     ngx_http_rate_limit_loc_conf_t  *rlcf;
@@ -80,18 +84,18 @@ ngx_http_rate_limit_handler(ngx_http_request_t *r)
         }
     }
 
-    switch (rl_check_decide(ctx->check, ngx_http_rate_limit_redis_client())) {
+    ngx_http_rate_limit_conf(r, &conf);
 
-    case RL_CHECK_WAIT:
+    if (rl_check_decide(ctx->check, ngx_http_rate_limit_redis_client(), &conf,
+                        &result)
+        == RL_CHECK_WAIT)
+    {
         ctx->done = 0;
         r->read_event_handler = ngx_http_test_reading;
         return NGX_AGAIN;
-
-    case RL_CHECK_ERROR:
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ngx_http_rate_limit_finish(r, ctx);
+    ngx_http_rate_limit_apply(r, ctx, &result);
 
     rc = ctx->rc;
     ctx->rc = NGX_DECLINED;
@@ -106,12 +110,17 @@ ngx_http_rate_limit_resume(void *data)
 {
     ngx_http_request_t *r = data;
 
-    ngx_connection_t  *c;
+    rl_check_conf_t             conf;
+    ngx_connection_t           *c;
+    rl_check_result_t           result;
+    ngx_http_rate_limit_ctx_t  *ctx;
 
     c = r->connection;
+    ctx = ngx_http_get_module_ctx(r, ngx_http_rate_limit_module);
 
-    ngx_http_rate_limit_finish(r,
-        ngx_http_get_module_ctx(r, ngx_http_rate_limit_module));
+    ngx_http_rate_limit_conf(r, &conf);
+    rl_check_finish(ctx->check, &conf, &result);
+    ngx_http_rate_limit_apply(r, ctx, &result);
 
     r->read_event_handler = ngx_http_block_reading;
     r->write_event_handler = ngx_http_core_run_phases;
@@ -122,41 +131,40 @@ ngx_http_rate_limit_resume(void *data)
 
 
 static void
-ngx_http_rate_limit_finish(ngx_http_request_t *r,
-    ngx_http_rate_limit_ctx_t *ctx)
+ngx_http_rate_limit_conf(ngx_http_request_t *r, rl_check_conf_t *conf)
 {
-    int                               rc;
-    ngx_uint_t                        i;
-    ngx_table_elt_t                  *h;
-    rl_check_conf_t                   conf;
-    rl_check_header_t                *header;
-    rl_check_result_t                 result;
     ngx_http_rate_limit_loc_conf_t   *rlcf;
     ngx_http_rate_limit_main_conf_t  *rmcf;
 
     rlcf = ngx_http_get_module_loc_conf(r, ngx_http_rate_limit_module);
     rmcf = ngx_http_get_module_main_conf(r, ngx_http_rate_limit_module);
 
-    conf.dry_run = rlcf->dry_run;
-    conf.headers = rlcf->headers;
-    conf.reject_level = (int) rlcf->log_level;
-    conf.log_level = (int) r->connection->log->log_level;
-    conf.shared = rmcf->redis_shared;
+    conf->dry_run = rlcf->dry_run;
+    conf->headers = rlcf->headers;
+    conf->reject_level = (int) rlcf->log_level;
+    conf->log_level = (int) r->connection->log->log_level;
+    conf->shared = rmcf->redis_shared;
+}
 
-    rc = rl_check_finish(ctx->check, &conf, &result);
+
+/* the verdict: the status to answer with, or none, and the headers */
+static void
+ngx_http_rate_limit_apply(ngx_http_request_t *r,
+    ngx_http_rate_limit_ctx_t *ctx, rl_check_result_t *result)
+{
+    ngx_table_elt_t                 *h;
+    rl_check_header_t               *header, *last;
+    ngx_http_rate_limit_loc_conf_t  *rlcf;
+
+    rlcf = ngx_http_get_module_loc_conf(r, ngx_http_rate_limit_module);
 
     ctx->done = 1;
-    ctx->status = result.status;
-    ctx->rc = result.reject ? (ngx_int_t) rlcf->status : NGX_DECLINED;
+    ctx->status = result->status;
+    ctx->rc = result->reject ? (ngx_int_t) rlcf->status : NGX_DECLINED;
 
-    if (rc != RL_CHECK_OK) {
-        ctx->rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
-        return;
-    }
+    last = result->headers + result->nheaders;
 
-    for (i = 0; i < result.nheaders; i++) {
-        header = &result.headers[i];
-
+    for (header = result->headers; header < last; header++) {
         h = ngx_list_push(&r->headers_out.headers);
         if (h == NULL) {
             ctx->rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -204,10 +212,14 @@ ngx_http_rate_limit_create_ctx(ngx_http_request_t *r, ngx_uint_t nlimits,
     ngx_pool_cleanup_t         *cln;
     ngx_http_rate_limit_ctx_t  *ctx;
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_rate_limit_ctx_t));
+    /* one block for the ctx and the check */
+    ctx = ngx_palloc(r->pool, sizeof(ngx_http_rate_limit_ctx_t)
+                              + (done ? rl_check_size(nlimits) : 0));
     if (ctx == NULL) {
         return NULL;
     }
+
+    ngx_memzero(ctx, sizeof(ngx_http_rate_limit_ctx_t));
 
     /* nothing pending: after an internal redirect, the request goes on */
     ctx->rc = NGX_DECLINED;
@@ -215,12 +227,8 @@ ngx_http_rate_limit_create_ctx(ngx_http_request_t *r, ngx_uint_t nlimits,
 
     if (done) {
         a = ngx_http_rate_limit_api_allocator(r->pool);
-
-        ctx->check = rl_check_create(&ngx_http_rate_limit_check_host, &a,
-                                     nlimits, done, r);
-        if (ctx->check == NULL) {
-            return NULL;
-        }
+        ctx->check = rl_check_init(&ctx[1], &ngx_http_rate_limit_check_host,
+                                   &a, nlimits, done, r);
     }
 
     /*
@@ -271,7 +279,7 @@ ngx_http_rate_limit_cleanup(void *data)
     ngx_http_rate_limit_ctx_t  *ctx = data;
 
     /* no client once the worker has destroyed it: the decision went too */
-    if (ctx->check) {
+    if (!ctx->done) {
         rl_check_cancel(ctx->check, ngx_http_rate_limit_redis_client());
     }
 }

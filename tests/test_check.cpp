@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <utility>
@@ -180,11 +181,16 @@ private:
  */
 class Request {
 public:
-    Request(FakeClock &clock, size_t nlimits) : clock_(clock)
+    Request(FakeClock &clock, size_t nlimits)
+        : clock_(clock), memory_(rl_check_size(nlimits) / 8 + 1)
     {
+        EXPECT_EQ(rl_check_size(nlimits) % 8, 0u);
         alloc_.alloc = pool_alloc;
         alloc_.data = this;
-        check_ = rl_check_create(&host_, &alloc_, nlimits, done_cb, this);
+        /* the object is laid out in memory that need not be zeroed */
+        std::memset(memory_.data(), 0xa5, memory_.size() * 8);
+        check_ = rl_check_init(memory_.data(), &host_, &alloc_, nlimits,
+                               done_cb, this);
         EXPECT_NE(check_, nullptr);
     }
 
@@ -206,22 +212,27 @@ public:
                   RL_CHECK_OK);
     }
 
-    rl_check_result_t finish(int dry_run = 0,
-                             const rl_redis_shared_t *shared = nullptr,
-                             int log_level = log_info)
+    /* rl_check_decide(): the result, when it is decided at once */
+    int decide(rl_redis_client_t *client)
     {
-        rl_check_conf_t    conf {};
-        rl_check_result_t  result {};
-
-        conf.dry_run = dry_run;
-        conf.headers = 1;
-        conf.reject_level = log_err;
-        conf.log_level = log_level;
-        conf.shared = shared;
-
-        EXPECT_EQ(rl_check_finish(check_, &conf, &result), RL_CHECK_OK);
-        return result;
+        const rl_check_conf_t  c = conf();
+        return rl_check_decide(check_, client, &c, &result_);
     }
+
+    /* rl_check_finish(), once done() is called */
+    const rl_check_result_t &finish()
+    {
+        const rl_check_conf_t  c = conf();
+        rl_check_finish(check_, &c, &result_);
+        return result_;
+    }
+
+    const rl_check_result_t &result() const { return result_; }
+
+    /* the location's settings, and the request's log */
+    int                      dry_run = 0;
+    int                      log_level = log_info;
+    const rl_redis_shared_t *shared = nullptr;
 
     unsigned done_calls() const { return done_; }
     const std::vector<LogLine> &logs() const { return logs_; }
@@ -252,9 +263,23 @@ private:
         static_cast<Request *>(data)->done_++;
     }
 
+    rl_check_conf_t conf() const
+    {
+        rl_check_conf_t  c {};
+
+        c.dry_run = dry_run;
+        c.headers = 1;
+        c.reject_level = log_err;
+        c.log_level = log_level;
+        c.shared = shared;
+        return c;
+    }
+
     static constexpr rl_check_host_t  host_ = { now_cb, log_cb };
 
     FakeClock                                      &clock_;
+    std::vector<uint64_t>                           memory_;
+    rl_check_result_t                               result_ {};
     rl_api_alloc_t                                  alloc_ {};
     std::vector<std::unique_ptr<unsigned char[]>>   pool_;
     std::vector<std::unique_ptr<std::string>>       keys_, costs_;
@@ -305,8 +330,9 @@ protected:
     /* decides a request of local limits and finishes it */
     rl_check_result_t run(Request &r, int dry_run = 0)
     {
-        EXPECT_EQ(rl_check_decide(r.get(), nullptr), RL_CHECK_OK);
-        return r.finish(dry_run);
+        r.dry_run = dry_run;
+        EXPECT_EQ(r.decide(nullptr), RL_CHECK_OK);
+        return r.result();
     }
 };
 
@@ -333,6 +359,27 @@ TEST_F(Check, LocalPassWritesTheHeaders)
     EXPECT_EQ(api.stats().outcomes[RL_VERDICT_OUTCOME_PASSED], 1u);
     EXPECT_EQ(api.tokens("k", clock.now_us), 9u);
     EXPECT_FALSE(api.held());
+}
+
+
+/* the numbers of the headers, in decimal whatever their length */
+TEST_F(Check, HeadersWriteEveryNumberOfDigits)
+{
+    for (uint64_t burst : {1ULL, 9ULL, 10ULL, 11ULL, 99ULL, 100ULL, 101ULL,
+                           999ULL, 1000ULL, 65535ULL, 100000ULL,
+                           999999999ULL, 1000000000ULL, 123456789012345ULL,
+                           1000000000000000ULL})
+    {
+        Zone     z("z", "1000000r/s", burst);
+        Request  r(clock, 1);
+
+        r.add(z, "k");
+        Headers  h = headers(run(r));
+
+        ASSERT_EQ(h.size(), 5u) << burst;
+        EXPECT_EQ(h[2].second, std::to_string(burst));
+        EXPECT_EQ(h[3].second, std::to_string(burst - 1));
+    }
 }
 
 
@@ -530,8 +577,8 @@ TEST_F(Check, ALogAboveItsLevelIsNotWritten)
     Request  r(clock, 1);
 
     r.add(nf, "k", 6);
-    EXPECT_EQ(rl_check_decide(r.get(), nullptr), RL_CHECK_OK);
-    r.finish(0, nullptr, log_err - 1);
+    r.log_level = log_err - 1;
+    EXPECT_EQ(r.decide(nullptr), RL_CHECK_OK);
 
     EXPECT_TRUE(r.logs().empty());
 }
@@ -654,7 +701,7 @@ TEST_F(CheckRedis, RedisDecidesLater)
     start();
     r.add(red, "k");
 
-    ASSERT_EQ(rl_check_decide(r.get(), host.client()), RL_CHECK_WAIT);
+    ASSERT_EQ(r.decide(host.client()), RL_CHECK_WAIT);
     EXPECT_EQ(r.done_calls(), 0u);
     host.end_pass();
     EXPECT_EQ(host.take_one(0), script(red, "rl:r:k"));
@@ -689,7 +736,7 @@ TEST_F(CheckRedis, ALocalRejectionAsksNoRedis)
         r.add(red, "k");
 
         if (i == 0) {
-            ASSERT_EQ(rl_check_decide(r.get(), host.client()),
+            ASSERT_EQ(r.decide(host.client()),
                       RL_CHECK_WAIT);
             host.end_pass();
             host.take_one(0);
@@ -698,10 +745,10 @@ TEST_F(CheckRedis, ALocalRejectionAsksNoRedis)
             continue;
         }
 
-        ASSERT_EQ(rl_check_decide(r.get(), host.client()), RL_CHECK_OK);
+        ASSERT_EQ(r.decide(host.client()), RL_CHECK_OK);
         host.end_pass();
         EXPECT_TRUE(host.take(0).empty());
-        EXPECT_EQ(status(r.finish()), "REJECTED");
+        EXPECT_EQ(status(r.result()), "REJECTED");
     }
 }
 
@@ -716,7 +763,7 @@ TEST_F(CheckRedis, ARejectionIsCached)
     {
         Request  r(clock, 1);
         r.add(red, "k");
-        ASSERT_EQ(rl_check_decide(r.get(), host.client()), RL_CHECK_WAIT);
+        ASSERT_EQ(r.decide(host.client()), RL_CHECK_WAIT);
         host.end_pass();
         host.take_one(0);
         host.reply(0, resp::decision({{false, 0, 5000000, 10000000}}));
@@ -741,11 +788,11 @@ TEST_F(CheckRedis, ARejectionIsCached)
 
     Request  r(clock, 1);
     r.add(red, "k");
-    ASSERT_EQ(rl_check_decide(r.get(), host.client()), RL_CHECK_OK);
+    ASSERT_EQ(r.decide(host.client()), RL_CHECK_OK);
     host.end_pass();
     EXPECT_TRUE(host.take(0).empty());
 
-    rl_check_result_t  res = r.finish();
+    rl_check_result_t  res = r.result();
 
     EXPECT_EQ(status(res), "REJECTED");
     EXPECT_EQ(headers(res).back(),
@@ -763,7 +810,7 @@ TEST_F(CheckRedis, APerClientLimitSendsItsOwnArguments)
     red.policy("vip", "100r/s", 50);
     r.add(red, "vip", 3);
 
-    ASSERT_EQ(rl_check_decide(r.get(), host.client()), RL_CHECK_WAIT);
+    ASSERT_EQ(r.decide(host.client()), RL_CHECK_WAIT);
     host.end_pass();
 
     Command  c = host.take_one(0);
@@ -811,7 +858,7 @@ TEST_F(CheckRedis, AnErrorReplyFailsTheKey)
 
     start();
     r.add(closed, "k");
-    ASSERT_EQ(rl_check_decide(r.get(), host.client()), RL_CHECK_WAIT);
+    ASSERT_EQ(r.decide(host.client()), RL_CHECK_WAIT);
     host.end_pass();
     host.take_one(0);
     host.reply(0, resp::error("ERR boom"));
@@ -831,8 +878,9 @@ TEST_F(CheckRedis, DegradedShareDividesAmongTheLiveNodes)
     for (int i = 0; i < 3; i++) {
         Request  r(clock, 1);
         r.add(deg, "k");
-        ASSERT_EQ(rl_check_decide(r.get(), nullptr), RL_CHECK_OK);
-        rl_check_result_t  res = r.finish(0, memory.shared());
+        r.shared = memory.shared();
+        ASSERT_EQ(r.decide(nullptr), RL_CHECK_OK);
+        rl_check_result_t  res = r.result();
 
         if (i < 2) {
             EXPECT_EQ(status(res), "DEGRADED_LOCAL");
@@ -865,8 +913,9 @@ TEST_F(CheckRedis, DegradedShareBeforeAnyHeartbeatIsTheWholeLimit)
     Request  r(clock, 1);
 
     r.add(deg, "k");
-    ASSERT_EQ(rl_check_decide(r.get(), nullptr), RL_CHECK_OK);
-    rl_check_result_t  res = r.finish(0, memory.shared());
+    r.shared = memory.shared();
+    ASSERT_EQ(r.decide(nullptr), RL_CHECK_OK);
+    rl_check_result_t  res = r.result();
 
     EXPECT_EQ(status(res), "DEGRADED_LOCAL");
     EXPECT_EQ(headers(res)[2],
@@ -882,8 +931,8 @@ TEST_F(CheckRedis, DegradedNeverFitsSaysTheShare)
 
     nodes(3);
     r.add(deg, "k", 4);
-    ASSERT_EQ(rl_check_decide(r.get(), nullptr), RL_CHECK_OK);
-    r.finish(0, memory.shared());
+    r.shared = memory.shared();
+    ASSERT_EQ(r.decide(nullptr), RL_CHECK_OK);
 
     ASSERT_EQ(r.logs().size(), 2u);
     EXPECT_EQ(r.logs()[0].msg,
@@ -905,7 +954,7 @@ TEST_F(CheckRedis, ACancelledCheckIsNeverDone)
 
     start();
     r.add(red, "k");
-    ASSERT_EQ(rl_check_decide(r.get(), host.client()), RL_CHECK_WAIT);
+    ASSERT_EQ(r.decide(host.client()), RL_CHECK_WAIT);
     host.end_pass();
     host.take_one(0);
 

@@ -7,16 +7,18 @@
  * zones' counters, the refunds, the log lines and the headers' text.
  *
  * The host (ngx_module/ngx_http_rate_limit_handler.c) evaluates each
- * limit's key, then: rl_check_create(), rl_check_add() for each limit,
- * rl_check_decide(), and once it is decided, rl_check_finish(), which
- * gives the status, whether to reject and the headers to send.  Nothing
- * here blocks: a Redis decision ends in a later event, with the host's
- * done(data).  The bucket API reads a key's tokens through the same
- * object with rl_check_peek() and rl_check_bucket().
+ * limit's key, then: rl_check_init(), rl_check_add() for each limit, and
+ * rl_check_decide(), which gives the status, whether to reject and the
+ * headers to send; or, when Redis decides, rl_check_finish() gives them
+ * once the host's done(data) is called.  Nothing here blocks: a Redis
+ * decision ends in a later event.  The bucket API reads a key's tokens
+ * through the same object with rl_check_peek() and rl_check_bucket().
  *
- * Memory comes from the host's allocator (the request's pool) and lives
- * as long as the request: nothing here needs freeing.  No heap, no lock
- * beyond the stores' own.  Names start with rl_check_.  No exception
+ * The object lives in memory the host gives, rl_check_size() bytes, and
+ * what more it needs (a long key's hash, Redis's keys) comes from the
+ * host's allocator (the request's pool): it lives as long as the request,
+ * and nothing here needs freeing.  No heap, no lock beyond the stores'
+ * own.  Names start with rl_check_.  No exception
  * crosses this boundary.  Not thread-safe: one request, one thread.
  */
 
@@ -56,13 +58,19 @@ typedef struct {
 typedef struct rl_check_s  rl_check_t;
 
 
+/* the bytes of an object for up to nlimits limits, its headers' text
+ * included: a multiple of 8 */
+size_t rl_check_size(size_t nlimits)
+    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
+
 /*
- * An object for up to nlimits limits, in memory from alloc.  done(data)
- * is called once, from a later event, when a decision that
- * rl_check_decide() or rl_check_peek() left waiting is in; data is also
- * what host's functions get.  NULL when out of memory.
+ * Lays an object for up to nlimits limits out in memory, rl_check_size()
+ * bytes aligned to 8, which need not be zeroed.  host and alloc are kept
+ * (host must outlive the object).  done(data) is called once, from a
+ * later event, when a decision that rl_check_decide() or rl_check_peek()
+ * left waiting is in; data is also what host's functions get.
  */
-rl_check_t *rl_check_create(const rl_check_host_t *host,
+rl_check_t *rl_check_init(void *memory, const rl_check_host_t *host,
     const rl_api_alloc_t *alloc, size_t nlimits, void (*done)(void *data),
     void *data)
     NGX_HTTP_RATE_LIMIT_NOEXCEPT;
@@ -70,24 +78,14 @@ rl_check_t *rl_check_create(const rl_check_host_t *host,
 /*
  * One limit of the request: its zone, the cost of a request and the
  * cost's text for the Redis script, and the key as nginx evaluated it
- * (key and zone must outlive the object).  An empty key does not limit
- * the request, and is not added.  RL_CHECK_ERROR: out of memory, or more
- * than nlimits limits.
+ * (key, cost_text and zone must outlive the object).  An empty key does
+ * not limit the request, and is not added.  RL_CHECK_ERROR: out of
+ * memory, or more than nlimits limits.
  */
 int rl_check_add(rl_check_t *check, rl_zone_t *zone, uint64_t cost,
     const char *cost_text, size_t cost_text_len, const unsigned char *key,
     size_t key_len)
     NGX_HTTP_RATE_LIMIT_NOEXCEPT;
-
-/*
- * Decides the local limits, then the Redis ones when none rejected, with
- * the worker's client (NULL: none, and the Redis limits fail).
- * RL_CHECK_OK: decided, rl_check_finish() follows; RL_CHECK_WAIT: done()
- * will say, and rl_check_finish() follows then; RL_CHECK_ERROR.
- */
-int rl_check_decide(rl_check_t *check, rl_redis_client_t *client)
-    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
-
 
 /* what the location says of its limits */
 typedef struct {
@@ -122,13 +120,24 @@ typedef struct {
 } rl_check_result_t;
 
 /*
+ * Decides the local limits, then the Redis ones when none rejected, with
+ * the worker's client (NULL: none, or no memory for the keys: the Redis
+ * limits fail).  RL_CHECK_OK: decided and judged as rl_check_finish()
+ * does, *result written; RL_CHECK_WAIT: done() will say, and
+ * rl_check_finish() follows then.
+ */
+int rl_check_decide(rl_check_t *check, rl_redis_client_t *client,
+    const rl_check_conf_t *conf, rl_check_result_t *result)
+    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
+
+/*
  * Judges the request once every answer is in: the degraded share for a
  * Redis limit that failed, the verdict, each zone's counters, the tokens
  * given back, the log lines (through the host's log()) and the headers
- * (when conf->headers), all in *result.  RL_CHECK_ERROR: no memory for
- * the headers, *result holding the rest.
+ * (when conf->headers), all in *result.  With no limit added, status 0
+ * and nothing else.
  */
-int rl_check_finish(rl_check_t *check, const rl_check_conf_t *conf,
+void rl_check_finish(rl_check_t *check, const rl_check_conf_t *conf,
     rl_check_result_t *result)
     NGX_HTTP_RATE_LIMIT_NOEXCEPT;
 

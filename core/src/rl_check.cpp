@@ -8,7 +8,6 @@
 #include <rl_check.h>
 
 #include <algorithm>
-#include <charconv>
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
@@ -44,6 +43,7 @@ struct rl_check_s {
     Limit                         *limits;
     rl_verdict_limit_t            *in;           /* one for each limit */
     rl_verdict_limit_out_t        *out;
+    unsigned char                 *text;         /* of the headers */
     size_t                         n;
     size_t                         capacity;
     size_t                         nredis;
@@ -55,6 +55,23 @@ struct rl_check_s {
 namespace {
 
 constexpr int  log_warn = RL_REDIS_LOG_WARN;
+
+/*
+ * The headers' text: RateLimit-Policy lists every limit, "name";q=Q;w=W
+ * and a comma; RateLimit one, "name";r=R;t=T; then four numbers.
+ */
+constexpr size_t  text_fixed = NGX_HTTP_RATE_LIMIT_ZONE_NAME_MAX
+                               + sizeof("\"\";r=;t=") - 1
+                               + 6 * RL_ZONE_DECIMAL_LEN;
+constexpr size_t  text_per_limit = NGX_HTTP_RATE_LIMIT_ZONE_NAME_MAX
+                                   + sizeof(", \"\";q=;w=") - 1
+                                   + 2 * RL_ZONE_DECIMAL_LEN;
+
+
+constexpr size_t align8(size_t n) noexcept
+{
+    return (n + 7) & ~size_t(7);
+}
 
 
 /* the host's allocator gives bytes, not aligned ones */
@@ -214,21 +231,34 @@ void take_degraded(rl_check_t *c, const rl_redis_shared_t *shared,
 void redis_done(void *data) noexcept;
 
 
+/* no key is on its way */
+bool not_asked(rl_check_t *c) noexcept
+{
+    c->request = nullptr;
+
+    for (size_t i = 0; i < c->n; i++) {
+        c->limits[i].redis_key = nullptr;
+    }
+
+    return false;
+}
+
+
 /*
- * The Redis limits go to the client in one call.  RL_CHECK_WAIT: done()
- * follows; RL_CHECK_OK: no key is on its way, and every Redis limit
- * failed; RL_CHECK_ERROR: no memory.
+ * The Redis limits go to the client in one call.  True: done() follows;
+ * false: no key is on its way (no client, no memory, no connection), and
+ * the Redis limits fail.
  */
-int ask_redis(rl_check_t *c, rl_redis_client_t *client) noexcept
+bool ask_redis(rl_check_t *c, rl_redis_client_t *client) noexcept
 {
     if (client == nullptr) {
-        return RL_CHECK_OK;
+        return false;
     }
 
     auto *keys = static_cast<rl_redis_key_t *>(
         alloc_aligned(c->alloc, c->nredis * sizeof(rl_redis_key_t)));
     if (keys == nullptr) {
-        return RL_CHECK_ERROR;
+        return false;
     }
 
     size_t  n = 0;
@@ -247,7 +277,7 @@ int ask_redis(rl_check_t *c, rl_redis_client_t *client) noexcept
             c->alloc.alloc(c->alloc.data, zone.redis_prefix_len
                                           + l.store_key.len));
         if (p == nullptr) {
-            return RL_CHECK_ERROR;
+            return not_asked(c);
         }
 
         std::memcpy(p, zone.redis_prefix, zone.redis_prefix_len);
@@ -272,25 +302,15 @@ int ask_redis(rl_check_t *c, rl_redis_client_t *client) noexcept
     }
 
     if (n == 0) {
-        return RL_CHECK_OK;
+        return false;
     }
 
     /* before Redis reads its clock: see remember() */
     c->asked_us = now_us(c);
 
-    if (rl_redis_decide(client, keys, n, redis_done, c, &c->request)
-        != RL_REDIS_OK)
-    {
-        c->request = nullptr;
-
-        for (size_t i = 0; i < c->n; i++) {
-            c->limits[i].redis_key = nullptr;
-        }
-
-        return RL_CHECK_OK;
-    }
-
-    return RL_CHECK_WAIT;
+    return rl_redis_decide(client, keys, n, redis_done, c, &c->request)
+               == RL_REDIS_OK
+           || not_asked(c);
 }
 
 
@@ -361,13 +381,55 @@ void redis_done(void *data) noexcept
 }
 
 
-/* n in decimal, written at p; returns the end */
+/*
+ * n in decimal, written at p; returns the end.  Every response carries
+ * several numbers: the length comes from the highest bit, not a loop, and
+ * the digits two a division, written in place from the end.
+ */
 unsigned char *decimal(unsigned char *p, uint64_t n) noexcept
 {
-    char  *at = reinterpret_cast<char *>(p);
+    static constexpr char  pairs[] =
+        "00010203040506070809101112131415161718192021222324252627282930313233"
+        "34353637383940414243444546474849505152535455565758596061626364656667"
+        "6869707172737475767778798081828384858687888990919293949596979899";
 
-    return reinterpret_cast<unsigned char *>(
-        std::to_chars(at, at + RL_ZONE_DECIMAL_LEN, n).ptr);
+    static constexpr uint64_t  powers[] = {
+        1ULL, 10ULL, 100ULL, 1000ULL, 10000ULL, 100000ULL, 1000000ULL,
+        10000000ULL, 100000000ULL, 1000000000ULL, 10000000000ULL,
+        100000000000ULL, 1000000000000ULL, 10000000000000ULL,
+        100000000000000ULL, 1000000000000000ULL, 10000000000000000ULL,
+        100000000000000000ULL, 1000000000000000000ULL,
+        10000000000000000000ULL
+    };
+
+    if (n < 10) {
+        *p = static_cast<unsigned char>('0' + n);
+        return p + 1;
+    }
+
+    /* log10 from log2: 1233 / 4096 is just above log10(2) */
+    const unsigned  bits = 64 - static_cast<unsigned>(__builtin_clzll(n));
+    const unsigned  t = (bits * 1233) >> 12;
+    unsigned char  *last = p + t + (n >= powers[t]);
+
+    p = last;
+
+    while (n >= 100) {
+        const uint64_t  pair = n % 100 * 2;
+
+        n /= 100;
+        p -= 2;
+        std::memcpy(p, pairs + pair, 2);
+    }
+
+    if (n >= 10) {
+        std::memcpy(p - 2, pairs + n * 2, 2);
+
+    } else {
+        p[-1] = static_cast<unsigned char>('0' + n);
+    }
+
+    return last;
 }
 
 
@@ -385,16 +447,17 @@ unsigned char *text(unsigned char *p, const char (&s)[N]) noexcept
 }
 
 
+/* the next header at h */
 template <size_t N>
-void add_header(rl_check_result_t *result, const char (&name)[N],
+rl_check_header_t *add_header(rl_check_header_t *h, const char (&name)[N],
     const unsigned char *value, const unsigned char *last) noexcept
 {
-    rl_check_header_t  &h = result->headers[result->nheaders++];
+    h->name = name;
+    h->name_len = N - 1;
+    h->value = value;
+    h->value_len = static_cast<size_t>(last - value);
 
-    h.name = name;
-    h.name_len = N - 1;
-    h.value = value;
-    h.value_len = static_cast<size_t>(last - value);
+    return h + 1;
 }
 
 
@@ -407,27 +470,13 @@ void add_header(rl_check_result_t *result, const char (&name)[N],
  * that Redis failed to decide, and that this node does not decide either,
  * enforces nothing now and is left out.
  */
-int write_headers(const rl_check_t *c, const rl_verdict_t &v,
+void write_headers(const rl_check_t *c, const rl_verdict_t &v,
     rl_check_result_t *result) noexcept
 {
-    const rl_zone_t  &zone = *c->limits[v.closest].zone;
-
-    /* the policies, RateLimit, then the numbers of the headers after it */
-    size_t  len = zone.name_len + sizeof("\"\";r=;t=") - 1
-                  + 6 * RL_ZONE_DECIMAL_LEN;
-
-    for (size_t i = 0; i < c->n; i++) {
-        len += c->limits[i].zone->name_len + sizeof(", \"\";q=;w=") - 1
-               + 2 * RL_ZONE_DECIMAL_LEN;
-    }
-
-    auto *p = static_cast<unsigned char *>(c->alloc.alloc(c->alloc.data,
-                                                          len));
-    if (p == nullptr) {
-        return RL_CHECK_ERROR;
-    }
-
-    unsigned char  *last = p;
+    const rl_zone_t    &zone = *c->limits[v.closest].zone;
+    unsigned char      *p = c->text;
+    unsigned char      *last = p;
+    rl_check_header_t  *h = result->headers;
 
     for (size_t i = 0; i < c->n; i++) {
 
@@ -450,7 +499,7 @@ int write_headers(const rl_check_t *c, const rl_verdict_t &v,
         last = decimal(last, c->out[i].window_s);
     }
 
-    add_header(result, "RateLimit-Policy", p, last);
+    h = add_header(h, "RateLimit-Policy", p, last);
 
     /*
      * "zone";r=N;t=N.  A request that can never fit gets no "t": no wait
@@ -467,31 +516,29 @@ int write_headers(const rl_check_t *c, const rl_verdict_t &v,
         last = decimal(last, v.window_s);
     }
 
-    add_header(result, "RateLimit", p, last);
+    h = add_header(h, "RateLimit", p, last);
 
     p = last;
     last = decimal(p, v.limit);
-    add_header(result, "X-RateLimit-Limit", p, last);
+    h = add_header(h, "X-RateLimit-Limit", p, last);
 
     p = last;
     last = decimal(p, v.remaining);
-    add_header(result, "X-RateLimit-Remaining", p, last);
+    h = add_header(h, "X-RateLimit-Remaining", p, last);
 
-    if (v.never_fits) {
-        return RL_CHECK_OK;
-    }
-
-    p = last;
-    last = decimal(p, v.reset_s);
-    add_header(result, "X-RateLimit-Reset", p, last);
-
-    if (v.retry_after) {
+    if (!v.never_fits) {
         p = last;
-        last = decimal(p, v.retry_after_s);
-        add_header(result, "Retry-After", p, last);
+        last = decimal(p, v.reset_s);
+        h = add_header(h, "X-RateLimit-Reset", p, last);
+
+        if (v.retry_after) {
+            p = last;
+            last = decimal(p, v.retry_after_s);
+            h = add_header(h, "Retry-After", p, last);
+        }
     }
 
-    return RL_CHECK_OK;
+    result->nheaders = static_cast<size_t>(h - result->headers);
 }
 
 
@@ -607,155 +654,8 @@ void log_never_fits(const rl_check_t *c, const rl_check_conf_t &conf)
     }
 }
 
-}  // namespace
-
-
-extern "C" rl_check_t *
-rl_check_create(const rl_check_host_t *host, const rl_api_alloc_t *alloc,
-    size_t nlimits, void (*done)(void *data), void *data) noexcept
-{
-    /*
-     * One block for the object, its limits and the verdict's arrays, as
-     * every request takes them all; the verdict's output is filled before
-     * it is read, and is not zeroed.  Each part is a multiple of 8 bytes.
-     */
-    static_assert(sizeof(rl_check_t) % 8 == 0 && sizeof(Limit) % 8 == 0
-                  && sizeof(rl_verdict_limit_t) % 8 == 0,
-                  "the parts of the block stay aligned");
-
-    const size_t  zeroed = sizeof(rl_check_t)
-                           + nlimits * (sizeof(Limit)
-                                        + sizeof(rl_verdict_limit_t));
-
-    auto *block = static_cast<unsigned char *>(
-        alloc_aligned(*alloc, zeroed
-                              + nlimits * sizeof(rl_verdict_limit_out_t)));
-    if (block == nullptr) {
-        return nullptr;
-    }
-
-    std::memset(block, 0, zeroed);
-
-    auto *c = reinterpret_cast<rl_check_t *>(block);
-
-    c->host = host;
-    c->alloc = *alloc;
-    c->done = done;
-    c->data = data;
-    c->limits = reinterpret_cast<Limit *>(block + sizeof(rl_check_t));
-    c->in = reinterpret_cast<rl_verdict_limit_t *>(&c->limits[nlimits]);
-    c->out = reinterpret_cast<rl_verdict_limit_out_t *>(&c->in[nlimits]);
-    c->capacity = nlimits;
-
-    return c;
-}
-
-
-extern "C" int
-rl_check_add(rl_check_t *c, rl_zone_t *zone, uint64_t cost,
-    const char *cost_text, size_t cost_text_len, const unsigned char *key,
-    size_t key_len) noexcept
-{
-    if (key_len == 0) {
-        return RL_CHECK_OK;
-    }
-
-    if (c->n == c->capacity) {
-        return RL_CHECK_ERROR;
-    }
-
-    Limit               &l = c->limits[c->n];
-    rl_verdict_limit_t  &in = c->in[c->n];
-
-    c->n++;
-
-    l.zone = zone;
-    l.key = key;
-    l.key_len = key_len;
-    l.cost_text = cost_text;
-    l.cost_text_len = cost_text_len;
-
-    in.cost = cost;
-    in.closed = (zone->on_failure == RL_ZONE_FAILURE_CLOSED);
-
-    /* a key stored as it is needs no copy: it outlives the object */
-    const unsigned char  *stored = key;
-    size_t                stored_len = key_len;
-
-    if (key_len > NGX_HTTP_RATE_LIMIT_KEY_MAX || key[0] == '#') {
-        auto *out = static_cast<unsigned char *>(
-            c->alloc.alloc(c->alloc.data, NGX_HTTP_RATE_LIMIT_KEY_MAX));
-        if (out == nullptr) {
-            return RL_CHECK_ERROR;
-        }
-
-        stored = out;
-        stored_len = ngx_http_rate_limit_encode_key(key, key_len, out);
-    }
-
-    rl_store_key(&zone->store, stored, stored_len, &l.store_key);
-
-    /* the limit in force: a row, else the policy file, else the zone's */
-    rl_store_limit_t  spec;
-
-    l.source = rl_store_find_limit(&zone->store, &l.store_key, &spec);
-
-    if (zone->backend == RL_ZONE_BACKEND_REDIS) {
-        l.redis = 1;
-        c->nredis++;
-    }
-
-    if (l.source == NGX_HTTP_RATE_LIMIT_SOURCE_DEFAULT) {
-        in.params = zone->params;
-        l.rate = zone->rate;
-        l.texts = &zone->texts;
-        return RL_CHECK_OK;
-    }
-
-    in.params = spec.params;
-    l.rate = spec.rate;
-    l.texts = &zone->texts;
-
-    if (l.redis) {
-        auto *texts = static_cast<rl_zone_texts_t *>(
-            c->alloc.alloc(c->alloc.data, sizeof(rl_zone_texts_t)));
-        if (texts == nullptr) {
-            return RL_CHECK_ERROR;
-        }
-
-        rl_zone_texts(&spec.params, texts);
-        l.texts = texts;
-    }
-
-    return RL_CHECK_OK;
-}
-
-
-extern "C" int
-rl_check_decide(rl_check_t *c, rl_redis_client_t *client) noexcept
-{
-    const int64_t  now = now_us(c);
-
-    if (take_local(c, now) || c->nredis == 0 || take_blocked(c, now)) {
-        return RL_CHECK_OK;
-    }
-
-    const int  rc = ask_redis(c, client);
-
-    if (rc != RL_CHECK_OK) {
-        return rc;
-    }
-
-    for (size_t i = 0; i < c->n; i++) {
-        c->in[i].failed |= c->limits[i].redis;
-    }
-
-    return RL_CHECK_OK;
-}
-
-
-extern "C" int
-rl_check_finish(rl_check_t *c, const rl_check_conf_t *conf,
+/* rl_check_finish(), inlined in rl_check_decide() */
+inline void finish(rl_check_t *c, const rl_check_conf_t *conf,
     rl_check_result_t *result) noexcept
 {
     result->status = static_cast<rl_verdict_status_e>(0);
@@ -763,7 +663,7 @@ rl_check_finish(rl_check_t *c, const rl_check_conf_t *conf,
     result->nheaders = 0;
 
     if (c->n == 0) {
-        return RL_CHECK_OK;
+        return;
     }
 
     if (c->nredis) {
@@ -806,10 +706,167 @@ rl_check_finish(rl_check_t *c, const rl_check_conf_t *conf,
     }
 
     if (conf->headers && v.closest != RL_VERDICT_NO_LIMIT) {
-        return write_headers(c, v, result);
+        write_headers(c, v, result);
+    }
+}
+
+
+}  // namespace
+
+
+extern "C" size_t
+rl_check_size(size_t nlimits) noexcept
+{
+    return align8(sizeof(rl_check_t)
+                  + nlimits * (sizeof(Limit) + sizeof(rl_verdict_limit_t)
+                               + sizeof(rl_verdict_limit_out_t))
+                  + text_fixed + nlimits * text_per_limit);
+}
+
+
+extern "C" rl_check_t *
+rl_check_init(void *memory, const rl_check_host_t *host,
+    const rl_api_alloc_t *alloc, size_t nlimits, void (*done)(void *data),
+    void *data) noexcept
+{
+    /*
+     * One block for the object, the verdict's arrays, its limits and the
+     * headers' text, as every request takes them all.  Only the verdict's
+     * input is zeroed: rl_check_add() writes a limit whole, and the
+     * verdict's output is written before it is read.
+     */
+    static_assert(sizeof(rl_check_t) % 8 == 0 && sizeof(Limit) % 8 == 0
+                  && sizeof(rl_verdict_limit_t) % 8 == 0
+                  && sizeof(rl_verdict_limit_out_t) % 8 == 0,
+                  "the parts of the block stay aligned");
+
+    auto *c = static_cast<rl_check_t *>(memory);
+
+    c->host = host;
+    c->alloc = *alloc;
+    c->done = done;
+    c->data = data;
+    c->in = reinterpret_cast<rl_verdict_limit_t *>(&c[1]);
+    c->out = reinterpret_cast<rl_verdict_limit_out_t *>(&c->in[nlimits]);
+    c->limits = reinterpret_cast<Limit *>(&c->out[nlimits]);
+    c->text = reinterpret_cast<unsigned char *>(&c->limits[nlimits]);
+    c->n = 0;
+    c->capacity = nlimits;
+    c->nredis = 0;
+    c->request = nullptr;
+
+    std::memset(c->in, 0, nlimits * sizeof(rl_verdict_limit_t));
+
+    return c;
+}
+
+
+extern "C" int
+rl_check_add(rl_check_t *c, rl_zone_t *zone, uint64_t cost,
+    const char *cost_text, size_t cost_text_len, const unsigned char *key,
+    size_t key_len) noexcept
+{
+    if (key_len == 0) {
+        return RL_CHECK_OK;
+    }
+
+    if (c->n == c->capacity) {
+        return RL_CHECK_ERROR;
+    }
+
+    Limit               &l = c->limits[c->n];
+    rl_verdict_limit_t  &in = c->in[c->n];
+
+    c->n++;
+
+    l.zone = zone;
+    l.key = key;
+    l.key_len = key_len;
+    l.cost_text = cost_text;
+    l.cost_text_len = cost_text_len;
+    l.redis_key = nullptr;
+    l.redis = (zone->backend == RL_ZONE_BACKEND_REDIS);
+    c->nredis += l.redis;
+
+    in.cost = cost;
+    in.closed = (zone->on_failure == RL_ZONE_FAILURE_CLOSED);
+
+    /* a key stored as it is needs no copy: it outlives the object */
+    const unsigned char  *stored = key;
+    size_t                stored_len = key_len;
+
+    if (key_len > NGX_HTTP_RATE_LIMIT_KEY_MAX || key[0] == '#') {
+        auto *out = static_cast<unsigned char *>(
+            c->alloc.alloc(c->alloc.data, NGX_HTTP_RATE_LIMIT_KEY_MAX));
+        if (out == nullptr) {
+            return RL_CHECK_ERROR;
+        }
+
+        stored = out;
+        stored_len = ngx_http_rate_limit_encode_key(key, key_len, out);
+    }
+
+    rl_store_key(&zone->store, stored, stored_len, &l.store_key);
+
+    /* the limit in force: a row, else the policy file, else the zone's */
+    rl_store_limit_t  spec;
+
+    l.source = rl_store_find_limit(&zone->store, &l.store_key, &spec);
+
+    if (l.source == NGX_HTTP_RATE_LIMIT_SOURCE_DEFAULT) {
+        in.params = zone->params;
+        l.rate = zone->rate;
+        l.texts = &zone->texts;
+        return RL_CHECK_OK;
+    }
+
+    in.params = spec.params;
+    l.rate = spec.rate;
+    l.texts = &zone->texts;
+
+    if (l.redis) {
+        auto *texts = static_cast<rl_zone_texts_t *>(
+            c->alloc.alloc(c->alloc.data, sizeof(rl_zone_texts_t)));
+        if (texts == nullptr) {
+            return RL_CHECK_ERROR;
+        }
+
+        rl_zone_texts(&spec.params, texts);
+        l.texts = texts;
     }
 
     return RL_CHECK_OK;
+}
+
+
+extern "C" int
+rl_check_decide(rl_check_t *c, rl_redis_client_t *client,
+    const rl_check_conf_t *conf, rl_check_result_t *result) noexcept
+{
+    const int64_t  now = now_us(c);
+
+    if (!take_local(c, now) && c->nredis && !take_blocked(c, now)) {
+
+        if (ask_redis(c, client)) {
+            return RL_CHECK_WAIT;
+        }
+
+        for (size_t i = 0; i < c->n; i++) {
+            c->in[i].failed |= c->limits[i].redis;
+        }
+    }
+
+    finish(c, conf, result);
+
+    return RL_CHECK_OK;
+}
+
+
+extern "C" void
+rl_check_finish(rl_check_t *c, const rl_check_conf_t *conf,
+    rl_check_result_t *result) noexcept
+{
+    finish(c, conf, result);
 }
 
 
@@ -868,8 +925,7 @@ rl_check_peek(rl_check_t *c, rl_redis_client_t *client) noexcept
         return RL_CHECK_OK;
     }
 
-    return ask_redis(c, client) == RL_CHECK_WAIT ? RL_CHECK_WAIT
-                                                 : RL_CHECK_OK;
+    return ask_redis(c, client) ? RL_CHECK_WAIT : RL_CHECK_OK;
 }
 
 
