@@ -471,7 +471,18 @@ TEST_F(Check, ARejectionLeavesTheNextLimitsUnasked)
         Request  r(clock, 2);
         r.add(a, "k");
         r.add(b, "k");
-        run(r);
+        rl_check_result_t  res = run(r);
+
+        if (i == 1) {
+            /* the first limit is the closest, the numbers are its own */
+            EXPECT_EQ(headers(res), (Headers {
+                {"RateLimit-Policy", "\"a\";q=1;w=1, \"b\";q=10;w=1"},
+                {"RateLimit", "\"a\";r=0;t=1"},
+                {"X-RateLimit-Limit", "1"},
+                {"X-RateLimit-Remaining", "0"},
+                {"X-RateLimit-Reset", "1"},
+                {"Retry-After", "1"}}));
+        }
     }
 
     EXPECT_EQ(b.tokens("k", clock.now_us), 9u);

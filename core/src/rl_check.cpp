@@ -473,10 +473,17 @@ rl_check_header_t *add_header(rl_check_header_t *h, const char (&name)[N],
 void write_headers(const rl_check_t *c, const rl_verdict_t &v,
     rl_check_result_t *result) noexcept
 {
+    /* a number the headers repeat is written once, its bytes shared */
+    struct Number {
+        const unsigned char  *first = nullptr;
+        const unsigned char  *last = nullptr;
+    };
+
     const rl_zone_t    &zone = *c->limits[v.closest].zone;
     unsigned char      *p = c->text;
     unsigned char      *last = p;
     rl_check_header_t  *h = result->headers;
+    Number              quota, remaining, window;
 
     for (size_t i = 0; i < c->n; i++) {
 
@@ -494,7 +501,16 @@ void write_headers(const rl_check_t *c, const rl_verdict_t &v,
         *last++ = '"';
         last = copy(last, z.name, z.name_len);
         last = text(last, "\";q=");
+
+        unsigned char  *q = last;
+
         last = decimal(last, c->out[i].quota);
+
+        if (i == v.closest) {
+            quota.first = q;
+            quota.last = last;
+        }
+
         last = text(last, ";w=");
         last = decimal(last, c->out[i].window_s);
     }
@@ -509,29 +525,40 @@ void write_headers(const rl_check_t *c, const rl_verdict_t &v,
     *last++ = '"';
     last = copy(last, zone.name, zone.name_len);
     last = text(last, "\";r=");
+    remaining.first = last;
     last = decimal(last, v.remaining);
+    remaining.last = last;
 
     if (!v.never_fits) {
         last = text(last, ";t=");
+        window.first = last;
         last = decimal(last, v.window_s);
+        window.last = last;
     }
 
     h = add_header(h, "RateLimit", p, last);
 
-    p = last;
-    last = decimal(p, v.limit);
-    h = add_header(h, "X-RateLimit-Limit", p, last);
+    if (quota.first && v.limit == c->out[v.closest].quota) {
+        h = add_header(h, "X-RateLimit-Limit", quota.first, quota.last);
 
-    p = last;
-    last = decimal(p, v.remaining);
-    h = add_header(h, "X-RateLimit-Remaining", p, last);
+    } else {
+        p = last;
+        last = decimal(p, v.limit);
+        h = add_header(h, "X-RateLimit-Limit", p, last);
+    }
+
+    h = add_header(h, "X-RateLimit-Remaining", remaining.first,
+                   remaining.last);
 
     if (!v.never_fits) {
         p = last;
         last = decimal(p, v.reset_s);
         h = add_header(h, "X-RateLimit-Reset", p, last);
 
-        if (v.retry_after) {
+        if (v.retry_after && v.retry_after_s == v.window_s) {
+            h = add_header(h, "Retry-After", window.first, window.last);
+
+        } else if (v.retry_after) {
             p = last;
             last = decimal(p, v.retry_after_s);
             h = add_header(h, "Retry-After", p, last);
