@@ -306,6 +306,27 @@ Headers headers(const rl_check_result_t &r)
 }
 
 
+/* the headers in the order the check writes them; "" leaves one out */
+Headers expected(const std::string &policy, const std::string &ratelimit,
+    const std::string &limit, const std::string &remaining,
+    const std::string &reset = "", const std::string &retry_after = "")
+{
+    Headers  h {{"RateLimit-Policy", policy}, {"RateLimit", ratelimit},
+                {"X-RateLimit-Limit", limit},
+                {"X-RateLimit-Remaining", remaining}};
+
+    if (!reset.empty()) {
+        h.emplace_back("X-RateLimit-Reset", reset);
+    }
+
+    if (!retry_after.empty()) {
+        h.emplace_back("Retry-After", retry_after);
+    }
+
+    return h;
+}
+
+
 std::string status(const rl_check_result_t &r)
 {
     size_t  len;
@@ -334,6 +355,17 @@ protected:
         EXPECT_EQ(r.decide(nullptr), RL_CHECK_OK);
         return r.result();
     }
+
+    /* a request of key "k" in zones a and b, decided */
+    std::unique_ptr<Request> run_both(Zone &a, Zone &b, int dry_run = 0)
+    {
+        auto  r = std::make_unique<Request>(clock, 2);
+
+        r->add(a, "k");
+        r->add(b, "k");
+        run(*r, dry_run);
+        return r;
+    }
 };
 
 
@@ -349,12 +381,8 @@ TEST_F(Check, LocalPassWritesTheHeaders)
 
     EXPECT_EQ(status(res), "PASSED");
     EXPECT_EQ(res.reject, 0);
-    EXPECT_EQ(headers(res), (Headers {
-        {"RateLimit-Policy", "\"api\";q=10;w=1"},
-        {"RateLimit", "\"api\";r=9;t=1"},
-        {"X-RateLimit-Limit", "10"},
-        {"X-RateLimit-Remaining", "9"},
-        {"X-RateLimit-Reset", "1"}}));
+    EXPECT_EQ(headers(res),
+        expected("\"api\";q=10;w=1", "\"api\";r=9;t=1", "10", "9", "1"));
     EXPECT_TRUE(r.logs().empty());
     EXPECT_EQ(api.stats().outcomes[RL_VERDICT_OUTCOME_PASSED], 1u);
     EXPECT_EQ(api.tokens("k", clock.now_us), 9u);
@@ -418,35 +446,17 @@ TEST_F(Check, LocalLimitsAllOrNothing)
     Zone  a("a", "10r/s", 10);
     Zone  b("b", "1r/s", 1);
 
-    {
-        Request  r(clock, 2);
-        r.add(a, "k");
-        r.add(b, "k");
-        rl_check_result_t  res = run(r);
+    EXPECT_EQ(status(run_both(a, b)->result()), "PASSED");
 
-        EXPECT_EQ(status(res), "PASSED");
-        EXPECT_EQ(headers(res), (Headers {
-            {"RateLimit-Policy", "\"a\";q=10;w=1, \"b\";q=1;w=1"},
-            {"RateLimit", "\"b\";r=0;t=1"},
-            {"X-RateLimit-Limit", "1"},
-            {"X-RateLimit-Remaining", "0"},
-            {"X-RateLimit-Reset", "1"}}));
-    }
-
-    Request  r(clock, 2);
-    r.add(a, "k");
-    r.add(b, "k");
-    rl_check_result_t  res = run(r);
+    auto                      request = run_both(a, b);
+    Request                  &r = *request;
+    const rl_check_result_t  &res = r.result();
 
     EXPECT_EQ(status(res), "REJECTED");
     EXPECT_EQ(res.reject, 1);
-    EXPECT_EQ(headers(res), (Headers {
-        {"RateLimit-Policy", "\"a\";q=10;w=1, \"b\";q=1;w=1"},
-        {"RateLimit", "\"b\";r=0;t=1"},
-        {"X-RateLimit-Limit", "1"},
-        {"X-RateLimit-Remaining", "0"},
-        {"X-RateLimit-Reset", "1"},
-        {"Retry-After", "1"}}));
+    EXPECT_EQ(headers(res),
+              expected("\"a\";q=10;w=1, \"b\";q=1;w=1", "\"b\";r=0;t=1",
+                       "1", "0", "1", "1"));
 
     /* a's token of the rejected request came back */
     EXPECT_EQ(a.tokens("k", clock.now_us), 9u);
@@ -467,23 +477,12 @@ TEST_F(Check, ARejectionLeavesTheNextLimitsUnasked)
     Zone  a("a", "1r/s", 1);
     Zone  b("b", "10r/s", 10);
 
-    for (int i = 0; i < 2; i++) {
-        Request  r(clock, 2);
-        r.add(a, "k");
-        r.add(b, "k");
-        rl_check_result_t  res = run(r);
+    run_both(a, b);
 
-        if (i == 1) {
-            /* the first limit is the closest, the numbers are its own */
-            EXPECT_EQ(headers(res), (Headers {
-                {"RateLimit-Policy", "\"a\";q=1;w=1, \"b\";q=10;w=1"},
-                {"RateLimit", "\"a\";r=0;t=1"},
-                {"X-RateLimit-Limit", "1"},
-                {"X-RateLimit-Remaining", "0"},
-                {"X-RateLimit-Reset", "1"},
-                {"Retry-After", "1"}}));
-        }
-    }
+    /* the first limit is the closest, the numbers are its own */
+    EXPECT_EQ(headers(run_both(a, b)->result()),
+              expected("\"a\";q=1;w=1, \"b\";q=10;w=1", "\"a\";r=0;t=1",
+                       "1", "0", "1", "1"));
 
     EXPECT_EQ(b.tokens("k", clock.now_us), 9u);
     EXPECT_EQ(b.stats().outcomes[RL_VERDICT_OUTCOME_PASSED], 1u);
@@ -496,29 +495,20 @@ TEST_F(Check, DryRunPassesWhatItWouldReject)
     Zone  a("a", "10r/s", 10);
     Zone  b("b", "1r/s", 1);
 
-    for (int i = 0; i < 2; i++) {
-        Request  r(clock, 2);
-        r.add(a, "k");
-        r.add(b, "k");
-        rl_check_result_t  res = run(r, 1);
+    run_both(a, b, 1);
 
-        if (i == 0) {
-            continue;
-        }
+    auto                      r = run_both(a, b, 1);
+    const rl_check_result_t  &res = r->result();
 
-        EXPECT_EQ(status(res), "REJECTED_DRY_RUN");
-        EXPECT_EQ(res.reject, 0);
-        /* no Retry-After: the request is not rejected */
-        EXPECT_EQ(headers(res), (Headers {
-            {"RateLimit-Policy", "\"a\";q=10;w=1, \"b\";q=1;w=1"},
-            {"RateLimit", "\"b\";r=0;t=1"},
-            {"X-RateLimit-Limit", "1"},
-            {"X-RateLimit-Remaining", "0"},
-            {"X-RateLimit-Reset", "1"}}));
-        ASSERT_EQ(r.logs().size(), 1u);
-        EXPECT_EQ(r.logs()[0].msg, "rate limit exceeded in zone \"b\", "
-                                   "retry in 1.000s, dry run");
-    }
+    EXPECT_EQ(status(res), "REJECTED_DRY_RUN");
+    EXPECT_EQ(res.reject, 0);
+    /* no Retry-After: the request is not rejected */
+    EXPECT_EQ(headers(res),
+              expected("\"a\";q=10;w=1, \"b\";q=1;w=1", "\"b\";r=0;t=1",
+                       "1", "0", "1"));
+    ASSERT_EQ(r->logs().size(), 1u);
+    EXPECT_EQ(r->logs()[0].msg, "rate limit exceeded in zone \"b\", "
+                                "retry in 1.000s, dry run");
 
     EXPECT_EQ(a.tokens("k", clock.now_us), 9u);
 }
@@ -536,11 +526,8 @@ TEST_F(Check, NeverFitsHasNoWaitAndIsNamedOnceAMinute)
 
         EXPECT_EQ(status(res), "REJECTED");
         EXPECT_EQ(res.reject, 1);
-        EXPECT_EQ(headers(res), (Headers {
-            {"RateLimit-Policy", "\"nf\";q=10;w=1"},
-            {"RateLimit", "\"nf\";r=5"},
-            {"X-RateLimit-Limit", "5"},
-            {"X-RateLimit-Remaining", "5"}}));
+        EXPECT_EQ(headers(res),
+            expected("\"nf\";q=10;w=1", "\"nf\";r=5", "5", "5"));
 
         ASSERT_EQ(r.logs().size(), i == 0 ? 2u : 1u);
         EXPECT_EQ(r.logs()[0].level, log_err);
@@ -691,6 +678,15 @@ protected:
                   static_cast<uint64_t>(n));
     }
 
+    /* r, sent to Redis: its one command */
+    Command asked(Request &r)
+    {
+        EXPECT_EQ(r.decide(host.client()), RL_CHECK_WAIT);
+        EXPECT_EQ(r.done_calls(), 0u);
+        host.end_pass();
+        return host.take_one(0);
+    }
+
     static Command script(const Zone &zone, const std::string &key,
                           const std::string &cost = "1")
     {
@@ -712,10 +708,7 @@ TEST_F(CheckRedis, RedisDecidesLater)
     start();
     r.add(red, "k");
 
-    ASSERT_EQ(r.decide(host.client()), RL_CHECK_WAIT);
-    EXPECT_EQ(r.done_calls(), 0u);
-    host.end_pass();
-    EXPECT_EQ(host.take_one(0), script(red, "rl:r:k"));
+    EXPECT_EQ(asked(r), script(red, "rl:r:k"));
 
     host.reply(0, resp::decision({{true, 9, 0, 100000}}));
     ASSERT_EQ(r.done_calls(), 1u);
@@ -723,12 +716,8 @@ TEST_F(CheckRedis, RedisDecidesLater)
     rl_check_result_t  res = r.finish();
 
     EXPECT_EQ(status(res), "PASSED");
-    EXPECT_EQ(headers(res), (Headers {
-        {"RateLimit-Policy", "\"r\";q=10;w=1"},
-        {"RateLimit", "\"r\";r=9;t=1"},
-        {"X-RateLimit-Limit", "10"},
-        {"X-RateLimit-Remaining", "9"},
-        {"X-RateLimit-Reset", "1"}}));
+    EXPECT_EQ(headers(res),
+        expected("\"r\";q=10;w=1", "\"r\";r=9;t=1", "10", "9", "1"));
     EXPECT_EQ(red.stats().outcomes[RL_VERDICT_OUTCOME_PASSED], 1u);
 }
 
@@ -747,10 +736,7 @@ TEST_F(CheckRedis, ALocalRejectionAsksNoRedis)
         r.add(red, "k");
 
         if (i == 0) {
-            ASSERT_EQ(r.decide(host.client()),
-                      RL_CHECK_WAIT);
-            host.end_pass();
-            host.take_one(0);
+            asked(r);
             host.reply(0, resp::decision({{true, 9, 0, 100000}}));
             EXPECT_EQ(status(r.finish()), "PASSED");
             continue;
@@ -774,22 +760,15 @@ TEST_F(CheckRedis, ARejectionIsCached)
     {
         Request  r(clock, 1);
         r.add(red, "k");
-        ASSERT_EQ(r.decide(host.client()), RL_CHECK_WAIT);
-        host.end_pass();
-        host.take_one(0);
+        asked(r);
         host.reply(0, resp::decision({{false, 0, 5000000, 10000000}}));
 
         rl_check_result_t  res = r.finish();
 
         EXPECT_EQ(status(res), "REJECTED");
         EXPECT_EQ(res.reject, 1);
-        EXPECT_EQ(headers(res), (Headers {
-            {"RateLimit-Policy", "\"r\";q=10;w=1"},
-            {"RateLimit", "\"r\";r=0;t=5"},
-            {"X-RateLimit-Limit", "10"},
-            {"X-RateLimit-Remaining", "0"},
-            {"X-RateLimit-Reset", "10"},
-            {"Retry-After", "5"}}));
+        EXPECT_EQ(headers(res),
+            expected("\"r\";q=10;w=1", "\"r\";r=0;t=5", "10", "0", "10", "5"));
         ASSERT_EQ(r.logs().size(), 1u);
         EXPECT_EQ(r.logs()[0].msg,
                   "rate limit exceeded in zone \"r\", retry in 5.000s");
@@ -821,10 +800,7 @@ TEST_F(CheckRedis, APerClientLimitSendsItsOwnArguments)
     red.policy("vip", "100r/s", 50);
     r.add(red, "vip", 3);
 
-    ASSERT_EQ(r.decide(host.client()), RL_CHECK_WAIT);
-    host.end_pass();
-
-    Command  c = host.take_one(0);
+    Command  c = asked(r);
     ASSERT_EQ(c.size(), 8u);
     EXPECT_EQ(c[3], "rl:r:vip");
     EXPECT_EQ(c[4], "10000");
@@ -835,28 +811,27 @@ TEST_F(CheckRedis, APerClientLimitSendsItsOwnArguments)
 
 TEST_F(CheckRedis, WithoutRedisOnFailureDecides)
 {
-    Zone  open("o", "10r/s", 10, RL_ZONE_BACKEND_REDIS, RL_ZONE_FAILURE_OPEN);
-    Zone  closed("c", "10r/s", 10, RL_ZONE_BACKEND_REDIS,
-                 RL_ZONE_FAILURE_CLOSED);
+    const std::pair<rl_zone_failure_e, const char *>  cases[] = {
+        {RL_ZONE_FAILURE_OPEN, "FAILED_OPEN"},
+        {RL_ZONE_FAILURE_CLOSED, "FAILED_CLOSED"}
+    };
 
-    {
+    for (const auto &[on_failure, name] : cases) {
+        Zone     zone("z", "10r/s", 10, RL_ZONE_BACKEND_REDIS, on_failure);
         Request  r(clock, 1);
-        r.add(open, "k");
+
+        r.add(zone, "k");
         rl_check_result_t  res = run(r);
 
-        EXPECT_EQ(status(res), "FAILED_OPEN");
-        EXPECT_EQ(res.reject, 0);
+        EXPECT_EQ(status(res), name);
+        EXPECT_EQ(res.reject, on_failure == RL_ZONE_FAILURE_CLOSED);
+        /* a limit that enforces nothing now describes nothing */
         EXPECT_EQ(res.nheaders, 0u);
-        EXPECT_EQ(open.stats().outcomes[RL_VERDICT_OUTCOME_FAILED_OPEN], 1u);
+        EXPECT_EQ(zone.stats().outcomes[on_failure == RL_ZONE_FAILURE_OPEN
+                                        ? RL_VERDICT_OUTCOME_FAILED_OPEN
+                                        : RL_VERDICT_OUTCOME_FAILED_CLOSED],
+                  1u);
     }
-
-    Request  r(clock, 1);
-    r.add(closed, "k");
-    rl_check_result_t  res = run(r);
-
-    EXPECT_EQ(status(res), "FAILED_CLOSED");
-    EXPECT_EQ(res.reject, 1);
-    EXPECT_EQ(res.nheaders, 0u);
 }
 
 
@@ -869,9 +844,7 @@ TEST_F(CheckRedis, AnErrorReplyFailsTheKey)
 
     start();
     r.add(closed, "k");
-    ASSERT_EQ(r.decide(host.client()), RL_CHECK_WAIT);
-    host.end_pass();
-    host.take_one(0);
+    asked(r);
     host.reply(0, resp::error("ERR boom"));
     ASSERT_EQ(r.done_calls(), 1u);
 
@@ -896,12 +869,10 @@ TEST_F(CheckRedis, DegradedShareDividesAmongTheLiveNodes)
         if (i < 2) {
             EXPECT_EQ(status(res), "DEGRADED_LOCAL");
             EXPECT_EQ(res.reject, 0);
-            EXPECT_EQ(headers(res), (Headers {
-                {"RateLimit-Policy", "\"d\";q=2;w=1"},
-                {"RateLimit", i == 0 ? "\"d\";r=1;t=1" : "\"d\";r=0;t=1"},
-                {"X-RateLimit-Limit", "2"},
-                {"X-RateLimit-Remaining", i == 0 ? "1" : "0"},
-                {"X-RateLimit-Reset", "1"}})) << i;
+            EXPECT_EQ(headers(res),
+                expected("\"d\";q=2;w=1",
+                         i == 0 ? "\"d\";r=1;t=1" : "\"d\";r=0;t=1", "2",
+                         i == 0 ? "1" : "0", "1")) << i;
             continue;
         }
 
@@ -965,9 +936,7 @@ TEST_F(CheckRedis, ACancelledCheckIsNeverDone)
 
     start();
     r.add(red, "k");
-    ASSERT_EQ(r.decide(host.client()), RL_CHECK_WAIT);
-    host.end_pass();
-    host.take_one(0);
+    asked(r);
 
     rl_check_cancel(r.get(), host.client());
     host.reply(0, resp::decision({{true, 9, 0, 100000}}));
