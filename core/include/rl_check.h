@@ -87,7 +87,7 @@ int rl_check_add(rl_check_t *check, rl_zone_t *zone, uint64_t cost,
     size_t key_len)
     NGX_HTTP_RATE_LIMIT_NOEXCEPT;
 
-/* what the location says of its limits */
+/* what the location, the request's log and the node say */
 typedef struct {
     int                        dry_run;
     int                        headers;          /* send them */

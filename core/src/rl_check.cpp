@@ -11,7 +11,6 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
-#include <new>
 
 
 namespace {
@@ -93,11 +92,14 @@ int64_t now_us(const rl_check_t *c) noexcept
 }
 
 
-void log_line(const rl_check_t *c, int level, const char *msg, int len)
+/* msg as snprintf() wrote it, len as it returned: cut where it cut */
+template <size_t N>
+void log_line(const rl_check_t *c, int level, const char (&msg)[N], int len)
     noexcept
 {
     if (len > 0) {
-        c->host->log(c->data, level, msg, static_cast<size_t>(len));
+        c->host->log(c->data, level, msg,
+                     std::min(static_cast<size_t>(len), N - 1));
     }
 }
 
