@@ -201,8 +201,8 @@ ngx_http_rate_limit_check_log(void *data, int level, const char *msg,
 
 
 /*
- * done: the check, NULL when the request has no limits (the bucket API's
- * writes, which keep their op in the ctx).
+ * done: what the check calls once Redis has answered; NULL makes a ctx
+ * without a check, for the bucket API's writes, which keep their op in it.
  */
 ngx_http_rate_limit_ctx_t *
 ngx_http_rate_limit_create_ctx(ngx_http_request_t *r, ngx_uint_t nlimits,
