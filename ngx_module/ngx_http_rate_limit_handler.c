@@ -19,7 +19,7 @@ static void ngx_http_rate_limit_cleanup(void *data);
 static void ngx_http_rate_limit_resume(void *data);
 static void ngx_http_rate_limit_conf(ngx_http_request_t *r,
     rl_check_conf_t *conf);
-static void ngx_http_rate_limit_apply(ngx_http_request_t *r,
+static ngx_inline void ngx_http_rate_limit_apply(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx, rl_check_result_t *result);
 
 
@@ -35,7 +35,6 @@ ngx_http_rate_limit_handler(ngx_http_request_t *r)
     ngx_int_t                        rc;
     ngx_str_t                        key;
     ngx_uint_t                       i;
-    rl_check_conf_t                  conf;
     rl_check_result_t                result;
     ngx_http_rate_limit_ctx_t       *ctx;
     ngx_http_rate_limit_limit_t     *limits;
@@ -84,10 +83,11 @@ ngx_http_rate_limit_handler(ngx_http_request_t *r)
         }
     }
 
-    ngx_http_rate_limit_conf(r, &conf);
+    /* kept for rl_check_finish() when Redis has answered */
+    ngx_http_rate_limit_conf(r, &ctx->conf);
 
-    if (rl_check_decide(ctx->check, ngx_http_rate_limit_redis_client(), &conf,
-                        &result)
+    if (rl_check_decide(ctx->check, ngx_http_rate_limit_redis_client(),
+                        &ctx->conf, &result)
         == RL_CHECK_WAIT)
     {
         ctx->done = 0;
@@ -110,7 +110,6 @@ ngx_http_rate_limit_resume(void *data)
 {
     ngx_http_request_t *r = data;
 
-    rl_check_conf_t             conf;
     ngx_connection_t           *c;
     rl_check_result_t           result;
     ngx_http_rate_limit_ctx_t  *ctx;
@@ -118,8 +117,7 @@ ngx_http_rate_limit_resume(void *data)
     c = r->connection;
     ctx = ngx_http_get_module_ctx(r, ngx_http_rate_limit_module);
 
-    ngx_http_rate_limit_conf(r, &conf);
-    rl_check_finish(ctx->check, &conf, &result);
+    rl_check_finish(ctx->check, &ctx->conf, &result);
     ngx_http_rate_limit_apply(r, ctx, &result);
 
     r->read_event_handler = ngx_http_block_reading;
@@ -148,7 +146,7 @@ ngx_http_rate_limit_conf(ngx_http_request_t *r, rl_check_conf_t *conf)
 
 
 /* the verdict: the status to answer with, or none, and the headers */
-static void
+static ngx_inline void
 ngx_http_rate_limit_apply(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx, rl_check_result_t *result)
 {
@@ -172,10 +170,10 @@ ngx_http_rate_limit_apply(ngx_http_request_t *r,
         }
 
         h->hash = 1;
-        h->key.data = (u_char *) header->name;
         h->key.len = header->name_len;
-        h->value.data = (u_char *) header->value;
+        h->key.data = (u_char *) header->name;
         h->value.len = header->value_len;
+        h->value.data = (u_char *) header->value;
     }
 }
 

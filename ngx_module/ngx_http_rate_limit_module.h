@@ -125,6 +125,7 @@ typedef struct {
 
 typedef struct {
     rl_check_t                      *check;
+    rl_check_conf_t                  conf;      /* as the check was asked */
     void                            *api_op;
     rl_verdict_status_e              status;    /* 0: not limited */
     ngx_int_t                        rc;

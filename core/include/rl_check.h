@@ -103,11 +103,12 @@ typedef struct {
 /* RateLimit-Policy, RateLimit, X-RateLimit-*, Retry-After */
 #define RL_CHECK_HEADERS             6
 
+/* each a length and its bytes, as nginx's ngx_str_t */
 typedef struct {
-    const char                *name;
     size_t                     name_len;
-    const unsigned char       *value;
+    const char                *name;
     size_t                     value_len;
+    const unsigned char       *value;
 } rl_check_header_t;
 
 typedef struct {

@@ -185,9 +185,11 @@ bool take_blocked(rl_check_t *c, int64_t now) noexcept
  * fleet as a whole stays near it.  All or nothing, as take_local().  A
  * limit whose zone is full stays failed, and passes as with open.
  */
-void take_degraded(rl_check_t *c, const rl_redis_shared_t *shared,
-    int64_t now) noexcept
+void take_degraded(rl_check_t *c, const rl_redis_shared_t *shared) noexcept
 {
+    /* Redis answers most requests: the clock is read for the others only */
+    int64_t  now = 0;
+
     for (size_t i = 0; i < c->n; i++) {
         Limit               &l = c->limits[i];
         rl_verdict_limit_t  &in = c->in[i];
@@ -207,6 +209,10 @@ void take_degraded(rl_check_t *c, const rl_redis_shared_t *shared,
 
             params.interval_us *= static_cast<double>(nodes);
             params.burst = std::max<uint64_t>(params.burst / nodes, 1);
+        }
+
+        if (now == 0) {
+            now = now_us(c);
         }
 
         if (rl_store_take(&l.zone->store, &l.store_key, &params, in.cost,
@@ -251,7 +257,7 @@ bool not_asked(rl_check_t *c) noexcept
  * false: no key is on its way (no client, no memory, no connection), and
  * the Redis limits fail.
  */
-bool ask_redis(rl_check_t *c, rl_redis_client_t *client) noexcept
+bool ask_redis(rl_check_t *c, rl_redis_client_t *client, int64_t now) noexcept
 {
     if (client == nullptr) {
         return false;
@@ -308,7 +314,7 @@ bool ask_redis(rl_check_t *c, rl_redis_client_t *client) noexcept
     }
 
     /* before Redis reads its clock: see remember() */
-    c->asked_us = now_us(c);
+    c->asked_us = now;
 
     return rl_redis_decide(client, keys, n, redis_done, c, &c->request)
                == RL_REDIS_OK
@@ -454,10 +460,10 @@ template <size_t N>
 rl_check_header_t *add_header(rl_check_header_t *h, const char (&name)[N],
     const unsigned char *value, const unsigned char *last) noexcept
 {
-    h->name = name;
     h->name_len = N - 1;
-    h->value = value;
+    h->name = name;
     h->value_len = static_cast<size_t>(last - value);
+    h->value = value;
 
     return h + 1;
 }
@@ -683,8 +689,11 @@ void log_never_fits(const rl_check_t *c, const rl_check_conf_t &conf)
     }
 }
 
-/* rl_check_finish(), inlined in rl_check_decide() */
-inline void finish(rl_check_t *c, const rl_check_conf_t *conf,
+}  // namespace
+
+
+extern "C" void
+rl_check_finish(rl_check_t *c, const rl_check_conf_t *conf,
     rl_check_result_t *result) noexcept
 {
     result->status = static_cast<rl_verdict_status_e>(0);
@@ -696,7 +705,7 @@ inline void finish(rl_check_t *c, const rl_check_conf_t *conf,
     }
 
     if (c->nredis) {
-        take_degraded(c, conf->shared, now_us(c));
+        take_degraded(c, conf->shared);
     }
 
     rl_verdict_t  v;
@@ -740,9 +749,6 @@ inline void finish(rl_check_t *c, const rl_check_conf_t *conf,
 }
 
 
-}  // namespace
-
-
 extern "C" size_t
 rl_check_size(size_t nlimits) noexcept
 {
@@ -760,9 +766,10 @@ rl_check_init(void *memory, const rl_check_host_t *host,
 {
     /*
      * One block for the object, the verdict's arrays, its limits and the
-     * headers' text, as every request takes them all.  Only the verdict's
-     * input is zeroed: rl_check_add() writes a limit whole, and the
-     * verdict's output is written before it is read.
+     * headers' text, as every request takes them all.  Nothing is zeroed:
+     * rl_check_add() writes a limit whole and its verdict's input but for
+     * the decision, which is read only once decided, and the verdict's
+     * output is written before it is read.
      */
     static_assert(sizeof(rl_check_t) % 8 == 0 && sizeof(Limit) % 8 == 0
                   && sizeof(rl_verdict_limit_t) % 8 == 0
@@ -783,8 +790,6 @@ rl_check_init(void *memory, const rl_check_host_t *host,
     c->capacity = nlimits;
     c->nredis = 0;
     c->request = nullptr;
-
-    std::memset(c->in, 0, nlimits * sizeof(rl_verdict_limit_t));
 
     return c;
 }
@@ -818,7 +823,11 @@ rl_check_add(rl_check_t *c, rl_zone_t *zone, uint64_t cost,
     c->nredis += l.redis;
 
     in.cost = cost;
+    in.decided = 0;
+    in.failed = 0;
     in.closed = (zone->on_failure == RL_ZONE_FAILURE_CLOSED);
+    in.degraded = 0;
+    in.taken = 0;
 
     /* a key stored as it is needs no copy: it outlives the object */
     const unsigned char  *stored = key;
@@ -876,7 +885,7 @@ rl_check_decide(rl_check_t *c, rl_redis_client_t *client,
 
     if (!take_local(c, now) && c->nredis && !take_blocked(c, now)) {
 
-        if (ask_redis(c, client)) {
+        if (ask_redis(c, client, now)) {
             return RL_CHECK_WAIT;
         }
 
@@ -885,17 +894,9 @@ rl_check_decide(rl_check_t *c, rl_redis_client_t *client,
         }
     }
 
-    finish(c, conf, result);
+    rl_check_finish(c, conf, result);
 
     return RL_CHECK_OK;
-}
-
-
-extern "C" void
-rl_check_finish(rl_check_t *c, const rl_check_conf_t *conf,
-    rl_check_result_t *result) noexcept
-{
-    finish(c, conf, result);
 }
 
 
@@ -940,8 +941,10 @@ rl_check_peek(rl_check_t *c, rl_redis_client_t *client) noexcept
     Limit               &l = c->limits[0];
     rl_verdict_limit_t  &in = c->in[0];
 
+    const int64_t  now = now_us(c);
+
     if (!l.redis) {
-        rl_store_peek(&l.zone->store, &l.store_key, &in.params, now_us(c),
+        rl_store_peek(&l.zone->store, &l.store_key, &in.params, now,
                       &in.decision);
         in.decided = 1;
         return RL_CHECK_OK;
@@ -954,7 +957,7 @@ rl_check_peek(rl_check_t *c, rl_redis_client_t *client) noexcept
         return RL_CHECK_OK;
     }
 
-    return ask_redis(c, client) ? RL_CHECK_WAIT : RL_CHECK_OK;
+    return ask_redis(c, client, now) ? RL_CHECK_WAIT : RL_CHECK_OK;
 }
 
 
