@@ -86,33 +86,10 @@ ngx_int_t
 ngx_http_rate_limit_api_init_process(ngx_cycle_t *cycle,
     ngx_http_rate_limit_main_conf_t *rmcf)
 {
-    u_char      *value;
-    ngx_str_t   *names;
-    ngx_uint_t   i;
+    rl_conf_process_t  process;
 
-    if (rmcf->api_token_envs == NULL || ngx_worker != 0) {
-        return NGX_OK;
-    }
-
-    names = rmcf->api_token_envs->elts;
-
-    for (i = 0; i < rmcf->api_token_envs->nelts; i++) {
-        value = (u_char *) getenv((char *) names[i].data);
-
-        if (value == NULL) {
-            ngx_log_error(NGX_LOG_ERR, cycle->log, 0,
-                          "rate_limit_api_token: environment variable "
-                          "\"%V\" is not set, so its API locations refuse "
-                          "every request; add \"env %V;\" to nginx.conf",
-                          &names[i], &names[i]);
-
-        } else if (*value == '\0') {
-            ngx_log_error(NGX_LOG_ERR, cycle->log, 0,
-                          "rate_limit_api_token: environment variable "
-                          "\"%V\" is empty, so its API locations refuse "
-                          "every request", &names[i]);
-        }
-    }
+    ngx_http_rate_limit_conf_process(cycle, &process);
+    rl_conf_check_api_tokens(rmcf->conf, &process);
 
     return NGX_OK;
 }
@@ -261,13 +238,11 @@ ngx_http_rate_limit_api_allocator(ngx_pool_t *pool)
 
 
 static void *
-ngx_http_rate_limit_api_zone(void *rmcf, const u_char *name, size_t len)
+ngx_http_rate_limit_api_zone(void *data, const u_char *name, size_t len)
 {
-    ngx_http_rate_limit_zone_t  *zone;
+    ngx_http_rate_limit_main_conf_t *rmcf = data;
 
-    zone = ngx_http_rate_limit_zone_find(rmcf, (u_char *) name, len);
-
-    return (zone && zone->defined) ? zone : NULL;
+    return rl_conf_find_zone(rmcf->conf, name, len);
 }
 
 
@@ -293,39 +268,14 @@ ngx_http_rate_limit_api_authorized(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_rate_limit_api_zones(ngx_http_request_t *r)
 {
-    ngx_uint_t                         i;
     rl_api_alloc_t                     a;
-    rl_api_zone_t                     *list;
     rl_api_reply_t                     reply;
-    ngx_http_rate_limit_zone_t       **zones, *zone;
     ngx_http_rate_limit_main_conf_t   *rmcf;
 
     rmcf = ngx_http_get_module_main_conf(r, ngx_http_rate_limit_module);
-
-    zones = rmcf->zones.elts;
-
-    list = ngx_pnalloc(r->pool,
-                       (rmcf->zones.nelts + 1) * sizeof(rl_api_zone_t));
-    if (list == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    for (i = 0; i < rmcf->zones.nelts; i++) {
-        zone = zones[i];
-
-        list[i].name = zone->name.data;
-        list[i].name_len = zone->name.len;
-        list[i].rate = zone->core.rate;
-        list[i].burst = zone->core.params.burst;
-        list[i].backend = zone->core.backend == RL_ZONE_BACKEND_REDIS
-                          ? "redis" : "local";
-        list[i].on_failure = rl_zone_failure_name(zone->core.on_failure);
-        list[i].policy_entries = zone->core.policy_entries;
-    }
-
     a = ngx_http_rate_limit_api_allocator(r->pool);
 
-    if (rl_api_zones(list, rmcf->zones.nelts, &a, &reply) != RL_API_OK) {
+    if (rl_conf_api_zones(rmcf->conf, &a, &reply) != RL_CONF_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -463,6 +413,7 @@ ngx_http_rate_limit_api_enqueue(ngx_http_request_t *r,
     ngx_http_rate_limit_api_op_t *op)
 {
     char                              err[RL_PG_ERR_LEN];
+    const char                       *conninfo;
     rl_api_alloc_t                    a;
     ngx_pool_cleanup_t               *cln;
     ngx_http_rate_limit_zone_t       *zone;
@@ -471,15 +422,16 @@ ngx_http_rate_limit_api_enqueue(ngx_http_request_t *r,
 
     rmcf = ngx_http_get_module_main_conf(r, ngx_http_rate_limit_module);
 
-    if (rmcf->pg_conninfo.data == NULL) {
+    conninfo = rl_conf_pg_conninfo(rmcf->conf);
+
+    if (conninfo == NULL) {
         return ngx_http_rate_limit_api_refuse(r, RL_API_NO_POSTGRES);
     }
 
     if (host->api == NULL) {
         ngx_http_rate_limit_pg_host_init(host, ngx_cycle->log, NULL);
 
-        host->api = rl_pg_api_create((char *) rmcf->pg_conninfo.data,
-                                     &host->adapter, err);
+        host->api = rl_pg_api_create(conninfo, &host->adapter, err);
         if (host->api == NULL) {
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                           "rate_limit_api: %s", err);

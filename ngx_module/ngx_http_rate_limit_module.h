@@ -16,6 +16,7 @@
 #include <rate_limit_verdict.h>
 #include <rl_api.h>
 #include <rl_check.h>
+#include <rl_conf.h>
 #include <rl_pg.h>
 #include <rl_redis.h>
 #include <rl_store.h>
@@ -35,15 +36,7 @@ typedef struct {
     ngx_shm_zone_t                  *shm_zone;
     ngx_slab_pool_t                 *shpool;
     ngx_http_complex_value_t         key;
-
-    /* the policy file's entries, of rl_store_policy_entry_t, until the
-     * store takes them */
-    ngx_array_t                      policy;
-
-    /* where the zone was first named, for errors found after parsing */
-    ngx_str_t                        file;
-    ngx_uint_t                       line;
-    unsigned                         defined:1;
+    rl_conf_t                       *conf;     /* holds its policy entries */
 } ngx_http_rate_limit_zone_t;
 
 
@@ -51,44 +44,13 @@ typedef struct {
     ngx_http_rate_limit_zone_t      *zone;
     ngx_uint_t                       cost;
     ngx_str_t                        cost_arg;
-    ngx_str_t                        file;
-    ngx_uint_t                       line;
 } ngx_http_rate_limit_limit_t;
 
 
-/* where a Redis server listens */
 typedef struct {
-    ngx_str_t                        address;        /* as written, for logs */
-    ngx_str_t                        host;           /* numeric, NUL ended */
-    ngx_int_t                        port;
-    ngx_str_t                        unix_path;      /* NUL ended */
-} ngx_http_rate_limit_redis_addr_t;
+    rl_conf_t                       *conf;
+    ngx_pool_t                      *pool;     /* the zones' memory */
 
-
-typedef struct {
-    /* of ngx_http_rate_limit_redis_addr_t: the server, or cluster seeds */
-    ngx_array_t                      addresses;
-    ngx_flag_t                       cluster;
-    ngx_str_t                        password;
-    ngx_str_t                        password_env;
-    ngx_uint_t                       db;
-    ngx_msec_t                       timeout;
-    ngx_str_t                        prefix;
-} ngx_http_rate_limit_redis_conf_t;
-
-
-typedef struct {
-    /* of ngx_http_rate_limit_zone_t *, and of ngx_http_rate_limit_limit_t */
-    ngx_array_t                      zones;
-    ngx_array_t                      refs;
-    ngx_http_rate_limit_redis_conf_t *redis;
-    ngx_uint_t                       redis_zones;
-    ngx_str_t                        policy_file;
-    ngx_array_t                     *api_token_envs;    /* of ngx_str_t */
-
-    ngx_str_t                        pg_conninfo;        /* NUL ended */
-    ngx_str_t                        pg_conninfo_env;
-    ngx_msec_t                       pg_interval;
     ngx_shm_zone_t                  *pg_shm_zone;
     rl_pg_lease_t                   *pg_lease;
     ngx_slab_pool_t                 *pg_shpool;
@@ -137,26 +99,15 @@ extern ngx_module_t  ngx_http_rate_limit_module;
 
 
 /* configuration */
-ngx_http_rate_limit_zone_t *ngx_http_rate_limit_zone_find(
-    ngx_http_rate_limit_main_conf_t *rmcf, u_char *name, size_t len);
-
-void ngx_http_rate_limit_conf_unknown_secret(ngx_conf_t *cf,
-    ngx_command_t *cmd, ngx_str_t *value, const char *hint);
-ngx_int_t ngx_http_rate_limit_conf_unique(ngx_conf_t *cf,
-    ngx_command_t *cmd, ngx_uint_t first);
-ngx_int_t ngx_http_rate_limit_conf_msec(ngx_conf_t *cf, ngx_command_t *cmd,
-    ngx_str_t *value, size_t name_len, ngx_msec_t *msec);
+char *ngx_http_rate_limit_conf_read(ngx_conf_t *cf,
+    rl_conf_result_t *result);
+void ngx_http_rate_limit_conf_process(ngx_cycle_t *cycle,
+    rl_conf_process_t *process);
 void ngx_http_rate_limit_release_connection(ngx_connection_t *c);
 ngx_int_t ngx_http_rate_limit_send(ngx_http_request_t *r, ngx_int_t status,
     ngx_str_t *type, u_char *body, size_t len);
 void ngx_http_rate_limit_timer_init(ngx_event_t *ev,
     ngx_event_handler_pt handler, void *data, ngx_log_t *log);
-
-/* policy file */
-char *ngx_http_rate_limit_policy_file(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-ngx_int_t ngx_http_rate_limit_policy_load_file(ngx_conf_t *cf,
-    ngx_http_rate_limit_main_conf_t *rmcf);
 
 /* the core's PostgreSQL objects on nginx's event loop */
 void ngx_http_rate_limit_pg_host_init(ngx_http_rate_limit_pg_host_t *host,

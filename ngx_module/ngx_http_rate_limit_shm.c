@@ -119,23 +119,13 @@ static ngx_int_t
 ngx_http_rate_limit_store_policy(ngx_http_rate_limit_zone_t *zone,
     ngx_log_t *log)
 {
-    ngx_uint_t                i;
-    rl_store_policy_entry_t  *entries;
+    size_t  n;
 
-    entries = zone->policy.elts;
-
-    for (i = 0; i < zone->policy.nelts; i++) {
-        rl_store_key(&zone->core.store, entries[i].key.data, entries[i].key.len,
-                     &entries[i].key);
-    }
-
-    if (rl_store_policy_replace(&zone->core.store, entries, zone->policy.nelts)
-        != RL_STORE_OK)
-    {
+    if (rl_conf_store_policy(zone->conf, &zone->core, &n) != RL_STORE_OK) {
         ngx_log_error(NGX_LOG_EMERG, log, 0,
-                      "rate_limit_zone \"%V\" has no room for the %ui "
+                      "rate_limit_zone \"%V\" has no room for the %uz "
                       "limits of the policy file: give the zone more memory",
-                      &zone->name, zone->policy.nelts);
+                      &zone->name, n);
         return NGX_ERROR;
     }
 
