@@ -33,9 +33,9 @@ static ngx_int_t ngx_http_rate_limit_api_authorized(ngx_http_request_t *r,
 static ngx_int_t ngx_http_rate_limit_api_zones(ngx_http_request_t *r);
 static ngx_int_t ngx_http_rate_limit_api_get(ngx_http_request_t *r,
     rl_api_plan_t *plan);
-static void ngx_http_rate_limit_api_tokens(ngx_http_request_t *r);
+static void ngx_http_rate_limit_api_tokens(void *data);
 static ngx_int_t ngx_http_rate_limit_api_bucket(ngx_http_request_t *r,
-    ngx_http_rate_limit_check_t *check, ngx_str_t *key, ngx_int_t tokens);
+    rl_check_t *check);
 static void ngx_http_rate_limit_api_body(ngx_http_request_t *r);
 static ngx_int_t ngx_http_rate_limit_api_enqueue(ngx_http_request_t *r,
     ngx_http_rate_limit_api_op_t *op);
@@ -180,7 +180,7 @@ ngx_http_rate_limit_api_handler(ngx_http_request_t *r)
 
     case RL_API_CREATE:
     case RL_API_UPDATE:
-        ctx = ngx_http_rate_limit_create_ctx(r, 0);
+        ctx = ngx_http_rate_limit_create_ctx(r, 0, NULL);
         if (ctx == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
@@ -287,115 +287,61 @@ ngx_http_rate_limit_api_zones(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_rate_limit_api_get(ngx_http_request_t *r, rl_api_plan_t *plan)
 {
-    ngx_str_t                        key;
-    ngx_http_rate_limit_ctx_t       *ctx;
-    ngx_http_rate_limit_zone_t      *zone;
-    ngx_http_rate_limit_limit_t     *limit;
-    ngx_http_rate_limit_check_t     *check;
-    ngx_http_rate_limit_decision_t   d;
+    ngx_http_rate_limit_ctx_t   *ctx;
+    ngx_http_rate_limit_zone_t  *zone;
 
     zone = plan->host_zone;
-    key.data = (u_char *) plan->key;
-    key.len = plan->key_len;
 
-    ctx = ngx_http_rate_limit_create_ctx(r, 1);
-    limit = ngx_pcalloc(r->pool, sizeof(ngx_http_rate_limit_limit_t));
-
-    if (ctx == NULL || limit == NULL) {
+    ctx = ngx_http_rate_limit_create_ctx(r, 1, ngx_http_rate_limit_api_tokens);
+    if (ctx == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     /* a cost of 0 reads a bucket without taking from it */
-    limit->zone = zone;
-    ngx_str_set(&limit->cost_arg, "0");
-
-    check = &ctx->checks[0];
-    ctx->nchecks = 1;
-    ctx->resume = ngx_http_rate_limit_api_tokens;
-
-    check->limit = limit;
-    check->key.data = ngx_pnalloc(r->pool, NGX_HTTP_RATE_LIMIT_KEY_MAX);
-    if (check->key.data == NULL) {
+    if (rl_check_add(ctx->check, &zone->core, 0, "0", 1, plan->key,
+                     plan->key_len)
+        != RL_CHECK_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    check->key.len = ngx_http_rate_limit_encode_key(key.data, key.len,
-                                                    check->key.data);
-
-    rl_store_key(&zone->core.store, check->key.data, check->key.len,
-                 &check->store_key);
-
-    ctx->api_key = key;
-
-    if (ngx_http_rate_limit_find_limit(r, check) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    if (rl_check_peek(ctx->check, ngx_http_rate_limit_redis_client())
+        == RL_CHECK_WAIT)
+    {
+        ctx->done = 0;
+        r->main->count++;
+        return NGX_DONE;
     }
 
-    if (zone->core.backend == RL_ZONE_BACKEND_LOCAL) {
-        rl_store_peek(&zone->core.store, &check->store_key,
-                      &check->verdict_in->params, ngx_http_rate_limit_now_us(),
-                      &d);
-
-        return ngx_http_rate_limit_api_bucket(r, check, &key,
-                                              (ngx_int_t) d.remaining);
-    }
-
-    if (ngx_http_rate_limit_params_blocked(&check->verdict_in->params)) {
-        return ngx_http_rate_limit_api_bucket(r, check, &key, 0);
-    }
-
-    check->redis = 1;
-    ctx->nredis = 1;
-
-    if (ngx_http_rate_limit_ask_redis(r, ctx) != NGX_OK) {
-        return ngx_http_rate_limit_api_bucket(r, check, &key, -1);
-    }
-
-    r->main->count++;
-
-    return NGX_DONE;
+    return ngx_http_rate_limit_api_bucket(r, ctx->check);
 }
 
 
+/* Redis has answered, or failed to */
 static void
-ngx_http_rate_limit_api_tokens(ngx_http_request_t *r)
+ngx_http_rate_limit_api_tokens(void *data)
 {
-    ngx_http_rate_limit_ctx_t    *ctx;
-    ngx_http_rate_limit_check_t  *check;
+    ngx_http_request_t *r = data;
+
+    ngx_http_rate_limit_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_rate_limit_module);
-    check = &ctx->checks[0];
+    ctx->done = 1;
 
-    ngx_http_finalize_request(r,
-        ngx_http_rate_limit_api_bucket(r, check, &ctx->api_key,
-                                       check->verdict_in->decided
-                                       ? (ngx_int_t)
-                                         check->verdict_in->decision.remaining
-                                       : -1));
+    ngx_http_finalize_request(r, ngx_http_rate_limit_api_bucket(r,
+                                                                ctx->check));
 }
 
 
-/* tokens -1: unknown, for Redis could not say */
 static ngx_int_t
-ngx_http_rate_limit_api_bucket(ngx_http_request_t *r,
-    ngx_http_rate_limit_check_t *check, ngx_str_t *key, ngx_int_t tokens)
+ngx_http_rate_limit_api_bucket(ngx_http_request_t *r, rl_check_t *check)
 {
-    rl_api_alloc_t    a;
-    rl_api_reply_t    reply;
-    rl_api_bucket_t   bucket;
-
-    bucket.zone = check->limit->zone->name.data;
-    bucket.zone_len = check->limit->zone->name.len;
-    bucket.key = key->data;
-    bucket.key_len = key->len;
-    bucket.rate = check->rate;
-    bucket.burst = check->verdict_in->params.burst;
-    bucket.source = ngx_http_rate_limit_source_name(check->source);
-    bucket.tokens = tokens;
+    rl_api_alloc_t  a;
+    rl_api_reply_t  reply;
 
     a = ngx_http_rate_limit_api_allocator(r->pool);
 
-    if (rl_api_bucket(&bucket, &a, &reply) != RL_API_OK) {
+    if (rl_check_bucket(check, &a, &reply) != RL_CHECK_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 

@@ -19,9 +19,6 @@ static ngx_int_t ngx_http_rate_limit_metrics_init_zone(
 static ngx_int_t ngx_http_rate_limit_metrics_handler(ngx_http_request_t *r);
 
 
-static rl_redis_shared_t  *ngx_http_rate_limit_metrics_sh;
-
-
 /* the node-wide counters: always there, and small */
 ngx_int_t
 ngx_http_rate_limit_metrics_add_zone(ngx_conf_t *cf,
@@ -78,30 +75,7 @@ ngx_http_rate_limit_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         }
     }
 
-    ngx_http_rate_limit_metrics_sh = rmcf->redis_shared;
-
     return NGX_OK;
-}
-
-
-/* one decision of one zone */
-void
-ngx_http_rate_limit_metrics_count(ngx_http_rate_limit_zone_t *zone,
-    rl_verdict_outcome_e outcome)
-{
-    rl_store_count(&zone->core.store, outcome);
-}
-
-
-/* the divisor of degraded limits: never 0, even before any heartbeat */
-ngx_uint_t
-ngx_http_rate_limit_nodes_live(void)
-{
-    uint64_t  nodes;
-
-    nodes = rl_redis_shared_nodes(ngx_http_rate_limit_metrics_sh);
-
-    return nodes ? (ngx_uint_t) nodes : 1;
 }
 
 

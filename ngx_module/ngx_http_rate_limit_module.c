@@ -676,51 +676,6 @@ ngx_http_rate_limit_release_connection(ngx_connection_t *c)
 }
 
 
-/*
- * n in decimal: ngx_sprintf() would parse a format on the hot path.  Two
- * digits a division, written in place from the end, as the headers of
- * every response hold several numbers.
- */
-u_char *
-ngx_http_rate_limit_decimal(u_char *p, uint64_t n)
-{
-    u_char      *last;
-    uint64_t     rest;
-    ngx_uint_t   len, pair;
-
-    static const u_char  pairs[] =
-        "00010203040506070809101112131415161718192021222324252627282930313233"
-        "34353637383940414243444546474849505152535455565758596061626364656667"
-        "6869707172737475767778798081828384858687888990919293949596979899";
-
-    len = 1;
-
-    for (rest = n; rest >= 10; rest /= 10) {
-        len++;
-    }
-
-    last = p + len;
-    p = last;
-
-    while (n >= 100) {
-        pair = (ngx_uint_t) (n % 100) * 2;
-        n /= 100;
-        *--p = pairs[pair + 1];
-        *--p = pairs[pair];
-    }
-
-    if (n >= 10) {
-        *--p = pairs[n * 2 + 1];
-        *--p = pairs[n * 2];
-
-    } else {
-        *--p = (u_char) ('0' + n);
-    }
-
-    return last;
-}
-
-
 /* a worker's background timer: it never holds up a graceful shutdown */
 void
 ngx_http_rate_limit_timer_init(ngx_event_t *ev, ngx_event_handler_pt handler,

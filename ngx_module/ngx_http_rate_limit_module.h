@@ -15,6 +15,7 @@
 #include <ngx_http_rate_limit_core.h>
 #include <rate_limit_verdict.h>
 #include <rl_api.h>
+#include <rl_check.h>
 #include <rl_conf.h>
 #include <rl_pg.h>
 #include <rl_redis.h>
@@ -27,24 +28,6 @@
  * timer to epoll_wait() as an int of milliseconds, and a longer one wraps.
  */
 #define NGX_HTTP_RATE_LIMIT_CONF_MSEC_MAX   NGX_MAX_INT32_VALUE
-
-
-/* the verdict's values: the core decides them (rate_limit_verdict.h) */
-typedef enum {
-    NGX_HTTP_RATE_LIMIT_NONE = 0,
-    NGX_HTTP_RATE_LIMIT_PASSED = RL_VERDICT_PASSED,
-    NGX_HTTP_RATE_LIMIT_REJECTED = RL_VERDICT_REJECTED,
-    NGX_HTTP_RATE_LIMIT_REJECTED_DRY_RUN = RL_VERDICT_REJECTED_DRY_RUN,
-    NGX_HTTP_RATE_LIMIT_FAILED_OPEN = RL_VERDICT_FAILED_OPEN,
-    NGX_HTTP_RATE_LIMIT_FAILED_CLOSED = RL_VERDICT_FAILED_CLOSED,
-    NGX_HTTP_RATE_LIMIT_DEGRADED_LOCAL = RL_VERDICT_DEGRADED_LOCAL,
-    NGX_HTTP_RATE_LIMIT_DEGRADED_LOCAL_REJECTED =
-        RL_VERDICT_DEGRADED_LOCAL_REJECTED
-} ngx_http_rate_limit_status_e;
-
-
-/* a per-client limit: as written, and as the arithmetic takes it */
-typedef rl_store_limit_t  ngx_http_rate_limit_spec_t;
 
 
 typedef struct {
@@ -89,24 +72,6 @@ typedef struct {
 } ngx_http_rate_limit_loc_conf_t;
 
 
-/*
- * One limit applied to one request.  What is decided for it (the params
- * in force, the decision, the flags) is written straight into its entry
- * of the ctx's verdict_in, which rl_verdict_judge() reads as it is.
- */
-typedef struct {
-    ngx_http_rate_limit_limit_t     *limit;
-    rl_verdict_limit_t              *verdict_in;
-    ngx_str_t                        key;       /* as stored */
-    rl_store_key_t                   store_key;
-    ngx_http_rate_limit_rate_t       rate;      /* as written */
-    rl_zone_texts_t                 *texts;
-    ngx_http_rate_limit_source_e     source;
-    rl_redis_key_t                  *redis_key;  /* while Redis decides */
-    unsigned                         redis:1;
-} ngx_http_rate_limit_check_t;
-
-
 /* the host of one core PostgreSQL object: the sync, or the API's queue */
 typedef struct {
     rl_pg_adapter_t                  adapter;
@@ -121,20 +86,12 @@ typedef struct {
 
 
 typedef struct {
-    ngx_http_request_t              *request;
-    ngx_http_rate_limit_check_t     *checks;
-    ngx_uint_t                       nchecks;
-    rl_verdict_limit_t              *verdict_in;    /* one per check */
-    rl_verdict_limit_out_t          *verdict_out;
-    ngx_uint_t                       nredis;
-    rl_redis_request_t              *redis_request;  /* in flight */
-    int64_t                          redis_asked_us;
-    void                           (*resume)(ngx_http_request_t *r);
+    rl_check_t                      *check;
+    rl_check_conf_t                  conf;      /* as the check was asked */
     void                            *api_op;
-    ngx_str_t                        api_key;   /* as the API was given it */
-    ngx_http_rate_limit_status_e     status;
+    rl_verdict_status_e              status;    /* 0: not limited */
     ngx_int_t                        rc;
-    unsigned                         done:1;
+    unsigned                         done:1;    /* no decision pending */
 } ngx_http_rate_limit_ctx_t;
 
 
@@ -149,7 +106,6 @@ void ngx_http_rate_limit_conf_process(ngx_cycle_t *cycle,
 void ngx_http_rate_limit_release_connection(ngx_connection_t *c);
 ngx_int_t ngx_http_rate_limit_send(ngx_http_request_t *r, ngx_int_t status,
     ngx_str_t *type, u_char *body, size_t len);
-u_char *ngx_http_rate_limit_decimal(u_char *p, uint64_t n);
 void ngx_http_rate_limit_timer_init(ngx_event_t *ev,
     ngx_event_handler_pt handler, void *data, ngx_log_t *log);
 
@@ -170,9 +126,6 @@ ngx_int_t ngx_http_rate_limit_metrics_add_zone(ngx_conf_t *cf,
     ngx_http_rate_limit_main_conf_t *rmcf);
 char *ngx_http_rate_limit_metrics(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-void ngx_http_rate_limit_metrics_count(ngx_http_rate_limit_zone_t *zone,
-    rl_verdict_outcome_e outcome);
-ngx_uint_t ngx_http_rate_limit_nodes_live(void);
 
 /* bucket API */
 char *ngx_http_rate_limit_api(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -185,11 +138,7 @@ rl_api_alloc_t ngx_http_rate_limit_api_allocator(ngx_pool_t *pool);
 /* handler */
 ngx_int_t ngx_http_rate_limit_handler(ngx_http_request_t *r);
 ngx_http_rate_limit_ctx_t *ngx_http_rate_limit_create_ctx(
-    ngx_http_request_t *r, ngx_uint_t nlimits);
-ngx_int_t ngx_http_rate_limit_find_limit(ngx_http_request_t *r,
-    ngx_http_rate_limit_check_t *check);
-ngx_int_t ngx_http_rate_limit_ask_redis(ngx_http_request_t *r,
-    ngx_http_rate_limit_ctx_t *ctx);
+    ngx_http_request_t *r, ngx_uint_t nlimits, void (*done)(void *data));
 ngx_int_t ngx_http_rate_limit_status_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 
