@@ -26,8 +26,6 @@ typedef struct {
 
 static ngx_int_t ngx_http_rate_limit_api_handler(ngx_http_request_t *r);
 static void *ngx_http_rate_limit_api_alloc(void *pool, size_t size);
-static void *ngx_http_rate_limit_api_zone(void *rmcf, const u_char *name,
-    size_t len);
 static ngx_int_t ngx_http_rate_limit_api_authorized(ngx_http_request_t *r,
     ngx_http_rate_limit_loc_conf_t *rlcf);
 static ngx_int_t ngx_http_rate_limit_api_zones(ngx_http_request_t *r);
@@ -148,28 +146,10 @@ ngx_http_rate_limit_api_handler(ngx_http_request_t *r)
     req.args = r->args.data;
     req.args_len = r->args.len;
     req.content_length = r->headers_in.content_length_n;
-    req.find_zone = ngx_http_rate_limit_api_zone;
-    req.data = rmcf;
+    req.find_zone = rl_conf_find_zone;
+    req.data = rmcf->conf;
 
-    switch (r->method) {
-    case NGX_HTTP_GET:
-        req.method = RL_API_METHOD_GET;
-        break;
-    case NGX_HTTP_HEAD:
-        req.method = RL_API_METHOD_HEAD;
-        break;
-    case NGX_HTTP_POST:
-        req.method = RL_API_METHOD_POST;
-        break;
-    case NGX_HTTP_PUT:
-        req.method = RL_API_METHOD_PUT;
-        break;
-    case NGX_HTTP_DELETE:
-        req.method = RL_API_METHOD_DELETE;
-        break;
-    default:
-        req.method = RL_API_METHOD_OTHER;
-    }
+    req.method = rl_api_method(r->method_name.data, r->method_name.len);
 
     if (rl_api_route(&req, &a, &op->plan, &reply) != RL_API_OK) {
         ngx_http_discard_request_body(r);
@@ -234,15 +214,6 @@ ngx_http_rate_limit_api_allocator(ngx_pool_t *pool)
     a.data = pool;
 
     return a;
-}
-
-
-static void *
-ngx_http_rate_limit_api_zone(void *data, const u_char *name, size_t len)
-{
-    ngx_http_rate_limit_main_conf_t *rmcf = data;
-
-    return rl_conf_find_zone(rmcf->conf, name, len);
 }
 
 
