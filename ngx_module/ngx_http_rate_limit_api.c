@@ -26,16 +26,14 @@ typedef struct {
 
 static ngx_int_t ngx_http_rate_limit_api_handler(ngx_http_request_t *r);
 static void *ngx_http_rate_limit_api_alloc(void *pool, size_t size);
-static void *ngx_http_rate_limit_api_zone(void *rmcf, const u_char *name,
-    size_t len);
 static ngx_int_t ngx_http_rate_limit_api_authorized(ngx_http_request_t *r,
     ngx_http_rate_limit_loc_conf_t *rlcf);
 static ngx_int_t ngx_http_rate_limit_api_zones(ngx_http_request_t *r);
 static ngx_int_t ngx_http_rate_limit_api_get(ngx_http_request_t *r,
     rl_api_plan_t *plan);
-static void ngx_http_rate_limit_api_tokens(ngx_http_request_t *r);
+static void ngx_http_rate_limit_api_tokens(void *data);
 static ngx_int_t ngx_http_rate_limit_api_bucket(ngx_http_request_t *r,
-    ngx_http_rate_limit_check_t *check, ngx_str_t *key, ngx_int_t tokens);
+    rl_check_t *check);
 static void ngx_http_rate_limit_api_body(ngx_http_request_t *r);
 static ngx_int_t ngx_http_rate_limit_api_enqueue(ngx_http_request_t *r,
     ngx_http_rate_limit_api_op_t *op);
@@ -86,33 +84,10 @@ ngx_int_t
 ngx_http_rate_limit_api_init_process(ngx_cycle_t *cycle,
     ngx_http_rate_limit_main_conf_t *rmcf)
 {
-    u_char      *value;
-    ngx_str_t   *names;
-    ngx_uint_t   i;
+    rl_conf_process_t  process;
 
-    if (rmcf->api_token_envs == NULL || ngx_worker != 0) {
-        return NGX_OK;
-    }
-
-    names = rmcf->api_token_envs->elts;
-
-    for (i = 0; i < rmcf->api_token_envs->nelts; i++) {
-        value = (u_char *) getenv((char *) names[i].data);
-
-        if (value == NULL) {
-            ngx_log_error(NGX_LOG_ERR, cycle->log, 0,
-                          "rate_limit_api_token: environment variable "
-                          "\"%V\" is not set, so its API locations refuse "
-                          "every request; add \"env %V;\" to nginx.conf",
-                          &names[i], &names[i]);
-
-        } else if (*value == '\0') {
-            ngx_log_error(NGX_LOG_ERR, cycle->log, 0,
-                          "rate_limit_api_token: environment variable "
-                          "\"%V\" is empty, so its API locations refuse "
-                          "every request", &names[i]);
-        }
-    }
+    ngx_http_rate_limit_conf_process(cycle, &process);
+    rl_conf_check_api_tokens(rmcf->conf, &process);
 
     return NGX_OK;
 }
@@ -171,28 +146,10 @@ ngx_http_rate_limit_api_handler(ngx_http_request_t *r)
     req.args = r->args.data;
     req.args_len = r->args.len;
     req.content_length = r->headers_in.content_length_n;
-    req.find_zone = ngx_http_rate_limit_api_zone;
-    req.data = rmcf;
+    req.find_zone = rl_conf_find_zone;
+    req.data = rmcf->conf;
 
-    switch (r->method) {
-    case NGX_HTTP_GET:
-        req.method = RL_API_METHOD_GET;
-        break;
-    case NGX_HTTP_HEAD:
-        req.method = RL_API_METHOD_HEAD;
-        break;
-    case NGX_HTTP_POST:
-        req.method = RL_API_METHOD_POST;
-        break;
-    case NGX_HTTP_PUT:
-        req.method = RL_API_METHOD_PUT;
-        break;
-    case NGX_HTTP_DELETE:
-        req.method = RL_API_METHOD_DELETE;
-        break;
-    default:
-        req.method = RL_API_METHOD_OTHER;
-    }
+    req.method = rl_api_method(r->method_name.data, r->method_name.len);
 
     if (rl_api_route(&req, &a, &op->plan, &reply) != RL_API_OK) {
         ngx_http_discard_request_body(r);
@@ -203,7 +160,7 @@ ngx_http_rate_limit_api_handler(ngx_http_request_t *r)
 
     case RL_API_CREATE:
     case RL_API_UPDATE:
-        ctx = ngx_http_rate_limit_create_ctx(r, 0);
+        ctx = ngx_http_rate_limit_create_ctx(r, 0, NULL);
         if (ctx == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
@@ -260,17 +217,6 @@ ngx_http_rate_limit_api_allocator(ngx_pool_t *pool)
 }
 
 
-static void *
-ngx_http_rate_limit_api_zone(void *rmcf, const u_char *name, size_t len)
-{
-    ngx_http_rate_limit_zone_t  *zone;
-
-    zone = ngx_http_rate_limit_zone_find(rmcf, (u_char *) name, len);
-
-    return (zone && zone->defined) ? zone : NULL;
-}
-
-
 static ngx_int_t
 ngx_http_rate_limit_api_authorized(ngx_http_request_t *r,
     ngx_http_rate_limit_loc_conf_t *rlcf)
@@ -293,40 +239,14 @@ ngx_http_rate_limit_api_authorized(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_rate_limit_api_zones(ngx_http_request_t *r)
 {
-    ngx_uint_t                         i;
     rl_api_alloc_t                     a;
-    rl_api_zone_t                     *list;
     rl_api_reply_t                     reply;
-    ngx_http_rate_limit_zone_t       **zones, *zone;
     ngx_http_rate_limit_main_conf_t   *rmcf;
 
     rmcf = ngx_http_get_module_main_conf(r, ngx_http_rate_limit_module);
-
-    zones = rmcf->zones.elts;
-
-    list = ngx_pnalloc(r->pool,
-                       (rmcf->zones.nelts + 1) * sizeof(rl_api_zone_t));
-    if (list == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    for (i = 0; i < rmcf->zones.nelts; i++) {
-        zone = zones[i];
-
-        list[i].name = zone->name.data;
-        list[i].name_len = zone->name.len;
-        list[i].rate = zone->rate;
-        list[i].burst = zone->params.burst;
-        list[i].backend = zone->backend == NGX_HTTP_RATE_LIMIT_BACKEND_REDIS
-                          ? "redis" : "local";
-        list[i].on_failure = ngx_http_rate_limit_on_failure_name(
-                                 zone->on_failure);
-        list[i].policy_entries = zone->policy.nelts;
-    }
-
     a = ngx_http_rate_limit_api_allocator(r->pool);
 
-    if (rl_api_zones(list, rmcf->zones.nelts, &a, &reply) != RL_API_OK) {
+    if (rl_conf_api_zones(rmcf->conf, &a, &reply) != RL_CONF_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -338,115 +258,61 @@ ngx_http_rate_limit_api_zones(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_rate_limit_api_get(ngx_http_request_t *r, rl_api_plan_t *plan)
 {
-    ngx_str_t                        key;
-    ngx_http_rate_limit_ctx_t       *ctx;
-    ngx_http_rate_limit_zone_t      *zone;
-    ngx_http_rate_limit_limit_t     *limit;
-    ngx_http_rate_limit_check_t     *check;
-    ngx_http_rate_limit_decision_t   d;
+    ngx_http_rate_limit_ctx_t   *ctx;
+    ngx_http_rate_limit_zone_t  *zone;
 
     zone = plan->host_zone;
-    key.data = (u_char *) plan->key;
-    key.len = plan->key_len;
 
-    ctx = ngx_http_rate_limit_create_ctx(r, 1);
-    limit = ngx_pcalloc(r->pool, sizeof(ngx_http_rate_limit_limit_t));
-
-    if (ctx == NULL || limit == NULL) {
+    ctx = ngx_http_rate_limit_create_ctx(r, 1, ngx_http_rate_limit_api_tokens);
+    if (ctx == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     /* a cost of 0 reads a bucket without taking from it */
-    limit->zone = zone;
-    ngx_str_set(&limit->cost_arg, "0");
-
-    check = &ctx->checks[0];
-    ctx->nchecks = 1;
-    ctx->resume = ngx_http_rate_limit_api_tokens;
-
-    check->limit = limit;
-    check->key.data = ngx_pnalloc(r->pool, NGX_HTTP_RATE_LIMIT_KEY_MAX);
-    if (check->key.data == NULL) {
+    if (rl_check_add(ctx->check, &zone->core, 0, "0", 1, plan->key,
+                     plan->key_len)
+        != RL_CHECK_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    check->key.len = ngx_http_rate_limit_encode_key(key.data, key.len,
-                                                    check->key.data);
-
-    rl_store_key(&zone->store, check->key.data, check->key.len,
-                 &check->store_key);
-
-    ctx->api_key = key;
-
-    if (ngx_http_rate_limit_find_limit(r, check) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    if (rl_check_peek(ctx->check, ngx_http_rate_limit_redis_client())
+        == RL_CHECK_WAIT)
+    {
+        ctx->done = 0;
+        r->main->count++;
+        return NGX_DONE;
     }
 
-    if (zone->backend == NGX_HTTP_RATE_LIMIT_BACKEND_LOCAL) {
-        rl_store_peek(&zone->store, &check->store_key,
-                      &check->verdict_in->params, ngx_http_rate_limit_now_us(),
-                      &d);
-
-        return ngx_http_rate_limit_api_bucket(r, check, &key,
-                                              (ngx_int_t) d.remaining);
-    }
-
-    if (ngx_http_rate_limit_params_blocked(&check->verdict_in->params)) {
-        return ngx_http_rate_limit_api_bucket(r, check, &key, 0);
-    }
-
-    check->redis = 1;
-    ctx->nredis = 1;
-
-    if (ngx_http_rate_limit_ask_redis(r, ctx) != NGX_OK) {
-        return ngx_http_rate_limit_api_bucket(r, check, &key, -1);
-    }
-
-    r->main->count++;
-
-    return NGX_DONE;
+    return ngx_http_rate_limit_api_bucket(r, ctx->check);
 }
 
 
+/* Redis has answered, or failed to */
 static void
-ngx_http_rate_limit_api_tokens(ngx_http_request_t *r)
+ngx_http_rate_limit_api_tokens(void *data)
 {
-    ngx_http_rate_limit_ctx_t    *ctx;
-    ngx_http_rate_limit_check_t  *check;
+    ngx_http_request_t *r = data;
+
+    ngx_http_rate_limit_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_rate_limit_module);
-    check = &ctx->checks[0];
+    ctx->done = 1;
 
-    ngx_http_finalize_request(r,
-        ngx_http_rate_limit_api_bucket(r, check, &ctx->api_key,
-                                       check->verdict_in->decided
-                                       ? (ngx_int_t)
-                                         check->verdict_in->decision.remaining
-                                       : -1));
+    ngx_http_finalize_request(r, ngx_http_rate_limit_api_bucket(r,
+                                                                ctx->check));
 }
 
 
-/* tokens -1: unknown, for Redis could not say */
 static ngx_int_t
-ngx_http_rate_limit_api_bucket(ngx_http_request_t *r,
-    ngx_http_rate_limit_check_t *check, ngx_str_t *key, ngx_int_t tokens)
+ngx_http_rate_limit_api_bucket(ngx_http_request_t *r, rl_check_t *check)
 {
-    rl_api_alloc_t    a;
-    rl_api_reply_t    reply;
-    rl_api_bucket_t   bucket;
-
-    bucket.zone = check->limit->zone->name.data;
-    bucket.zone_len = check->limit->zone->name.len;
-    bucket.key = key->data;
-    bucket.key_len = key->len;
-    bucket.rate = check->rate;
-    bucket.burst = check->verdict_in->params.burst;
-    bucket.source = ngx_http_rate_limit_source_name(check->source);
-    bucket.tokens = tokens;
+    rl_api_alloc_t  a;
+    rl_api_reply_t  reply;
 
     a = ngx_http_rate_limit_api_allocator(r->pool);
 
-    if (rl_api_bucket(&bucket, &a, &reply) != RL_API_OK) {
+    if (rl_check_bucket(check, &a, &reply) != RL_CHECK_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -518,6 +384,7 @@ ngx_http_rate_limit_api_enqueue(ngx_http_request_t *r,
     ngx_http_rate_limit_api_op_t *op)
 {
     char                              err[RL_PG_ERR_LEN];
+    const char                       *conninfo;
     rl_api_alloc_t                    a;
     ngx_pool_cleanup_t               *cln;
     ngx_http_rate_limit_zone_t       *zone;
@@ -526,15 +393,16 @@ ngx_http_rate_limit_api_enqueue(ngx_http_request_t *r,
 
     rmcf = ngx_http_get_module_main_conf(r, ngx_http_rate_limit_module);
 
-    if (rmcf->pg_conninfo.data == NULL) {
+    conninfo = rl_conf_pg_conninfo(rmcf->conf);
+
+    if (conninfo == NULL) {
         return ngx_http_rate_limit_api_refuse(r, RL_API_NO_POSTGRES);
     }
 
     if (host->api == NULL) {
         ngx_http_rate_limit_pg_host_init(host, ngx_cycle->log, NULL);
 
-        host->api = rl_pg_api_create((char *) rmcf->pg_conninfo.data,
-                                     &host->adapter, err);
+        host->api = rl_pg_api_create(conninfo, &host->adapter, err);
         if (host->api == NULL) {
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                           "rate_limit_api: %s", err);
@@ -551,7 +419,7 @@ ngx_http_rate_limit_api_enqueue(ngx_http_request_t *r,
     zone = op->plan.host_zone;
     op->request = r;
 
-    if (rl_pg_api_run(host->api, &op->plan, &zone->store, &a, &op->reply,
+    if (rl_pg_api_run(host->api, &op->plan, &zone->core.store, &a, &op->reply,
                       ngx_http_rate_limit_api_answered, op, &op->query)
         != RL_PG_OK)
     {

@@ -19,9 +19,6 @@ static ngx_int_t ngx_http_rate_limit_metrics_init_zone(
 static ngx_int_t ngx_http_rate_limit_metrics_handler(ngx_http_request_t *r);
 
 
-static rl_redis_shared_t  *ngx_http_rate_limit_metrics_sh;
-
-
 /* the node-wide counters: always there, and small */
 ngx_int_t
 ngx_http_rate_limit_metrics_add_zone(ngx_conf_t *cf,
@@ -78,30 +75,7 @@ ngx_http_rate_limit_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         }
     }
 
-    ngx_http_rate_limit_metrics_sh = rmcf->redis_shared;
-
     return NGX_OK;
-}
-
-
-/* one decision of one zone */
-void
-ngx_http_rate_limit_metrics_count(ngx_http_rate_limit_zone_t *zone,
-    rl_verdict_outcome_e outcome)
-{
-    rl_store_count(&zone->store, outcome);
-}
-
-
-/* the divisor of degraded limits: never 0, even before any heartbeat */
-ngx_uint_t
-ngx_http_rate_limit_nodes_live(void)
-{
-    uint64_t  nodes;
-
-    nodes = rl_redis_shared_nodes(ngx_http_rate_limit_metrics_sh);
-
-    return nodes ? (ngx_uint_t) nodes : 1;
 }
 
 
@@ -124,11 +98,8 @@ ngx_http_rate_limit_metrics_handler(ngx_http_request_t *r)
     size_t                             len;
     uint64_t                           synced;
     ngx_int_t                          rc;
-    ngx_uint_t                         i;
     rl_metrics_t                       m;
     rl_api_alloc_t                     a;
-    rl_metrics_zone_t                 *mz;
-    ngx_http_rate_limit_zone_t       **zones;
     ngx_http_rate_limit_main_conf_t   *rmcf;
 
     static ngx_str_t  type = ngx_string("text/plain; version=0.0.4");
@@ -143,29 +114,18 @@ ngx_http_rate_limit_metrics_handler(ngx_http_request_t *r)
     }
 
     rmcf = ngx_http_get_module_main_conf(r, ngx_http_rate_limit_module);
-    zones = rmcf->zones.elts;
+    a = ngx_http_rate_limit_api_allocator(r->pool);
 
-    mz = ngx_palloc(r->pool, rmcf->zones.nelts * sizeof(rl_metrics_zone_t));
-    if (mz == NULL) {
+    if (rl_conf_metrics_zones(rmcf->conf, &a, &m) != RL_CONF_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    for (i = 0; i < rmcf->zones.nelts; i++) {
-        mz[i].name = zones[i]->name.data;
-        mz[i].name_len = zones[i]->name.len;
-        rl_store_stats(&zones[i]->store, &mz[i].stats);
-    }
-
-    m.zones = mz;
-    m.nzones = rmcf->zones.nelts;
-    m.redis = rmcf->redis ? rmcf->redis_shared : NULL;
+    m.redis = rl_conf_has_redis(rmcf->conf) ? rmcf->redis_shared : NULL;
     synced = rmcf->pg_lease ? rl_pg_lease_synced_ms(rmcf->pg_lease) : 0;
     m.pg_synced = (synced != 0);
     /* another worker's cached clock may be a little ahead of this one */
     m.pg_sync_age_s = (m.pg_synced && ngx_current_msec > synced)
                       ? (ngx_current_msec - synced) / 1000 : 0;
-
-    a = ngx_http_rate_limit_api_allocator(r->pool);
 
     body = rl_metrics_text(&m, &a, &len);
     if (body == NULL) {

@@ -7,50 +7,30 @@
 #include "ngx_http_rate_limit_module.h"
 
 
-#define NGX_HTTP_RATE_LIMIT_REDIS_PORT     6379
-#define NGX_HTTP_RATE_LIMIT_REDIS_TIMEOUT  50
-#define NGX_HTTP_RATE_LIMIT_REDIS_PREFIX   "rl"
-
-/* Redis' own bound: its "databases" setting is an int */
-#define NGX_HTTP_RATE_LIMIT_REDIS_DB_MAX   NGX_MAX_INT32_VALUE
-
-/* the bytes of a socket path that sockaddr_un holds, with its NUL */
-#define NGX_HTTP_RATE_LIMIT_UNIX_PATH_MAX                                    \
-    (sizeof(((struct sockaddr_un *) 0)->sun_path) - 1)
-
-
 static ngx_int_t ngx_http_rate_limit_add_variables(ngx_conf_t *cf);
 static void *ngx_http_rate_limit_create_main_conf(ngx_conf_t *cf);
+static rl_zone_t *ngx_http_rate_limit_new_zone(void *data, const u_char *name,
+    size_t len);
+static void ngx_http_rate_limit_conf_cleanup(void *data);
 static char *ngx_http_rate_limit_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_rate_limit_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_rate_limit_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
+static char *ngx_http_rate_limit_conf(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_rate_limit_conf_uint(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static char *ngx_http_rate_limit_redis(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-static ngx_int_t ngx_http_rate_limit_redis_address(ngx_conf_t *cf,
-    ngx_command_t *cmd, ngx_http_rate_limit_redis_conf_t *rcf,
-    ngx_str_t *value);
-static char *ngx_http_rate_limit_status(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-static char *ngx_http_rate_limit_log_level(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
+static int ngx_http_rate_limit_resolve(void *data, const u_char *address,
+    size_t len, unsigned default_port, rl_conf_resolved_t *out);
+static char *ngx_http_rate_limit_policy_file(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_http_rate_limit_api_token(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static ngx_http_rate_limit_zone_t *ngx_http_rate_limit_zone_get(
-    ngx_conf_t *cf, ngx_http_rate_limit_main_conf_t *rmcf, ngx_str_t *name);
-static ngx_int_t ngx_http_rate_limit_conf_number(ngx_conf_t *cf,
-    ngx_command_t *cmd, ngx_str_t *value, size_t name_len, uint64_t min,
-    uint64_t max, uint64_t *n);
-static ngx_int_t ngx_http_rate_limit_conf_zone_name(ngx_conf_t *cf,
-    ngx_command_t *cmd, ngx_str_t *name);
-static ngx_int_t ngx_http_rate_limit_conf_escape(ngx_conf_t *cf,
-    ngx_str_t *value, ngx_str_t *shown);
-static void ngx_http_rate_limit_conf_param_name(ngx_str_t *value,
-    ngx_str_t *name);
+static void ngx_http_rate_limit_log_error(void *data, const char *msg);
 static ngx_int_t ngx_http_rate_limit_init(ngx_conf_t *cf);
 static ngx_int_t ngx_http_rate_limit_init_process(ngx_cycle_t *cycle);
 static void ngx_http_rate_limit_exit_process(ngx_cycle_t *cycle);
@@ -74,7 +54,7 @@ static ngx_command_t  ngx_http_rate_limit_commands[] = {
 
     { ngx_string("rate_limit_redis"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
-      ngx_http_rate_limit_redis,
+      ngx_http_rate_limit_conf,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
@@ -116,7 +96,7 @@ static ngx_command_t  ngx_http_rate_limit_commands[] = {
 
     { ngx_string("rate_limit_status"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_http_rate_limit_status,
+      ngx_http_rate_limit_conf_uint,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_rate_limit_loc_conf_t, status),
       NULL },
@@ -137,7 +117,7 @@ static ngx_command_t  ngx_http_rate_limit_commands[] = {
 
     { ngx_string("rate_limit_log_level"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_http_rate_limit_log_level,
+      ngx_http_rate_limit_conf_uint,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_rate_limit_loc_conf_t, log_level),
       NULL },
@@ -177,15 +157,6 @@ ngx_module_t  ngx_http_rate_limit_module = {
 };
 
 
-static ngx_conf_enum_t  ngx_http_rate_limit_log_levels[] = {
-    { ngx_string("info"), NGX_LOG_INFO },
-    { ngx_string("notice"), NGX_LOG_NOTICE },
-    { ngx_string("warn"), NGX_LOG_WARN },
-    { ngx_string("error"), NGX_LOG_ERR },
-    { ngx_null_string, 0 }
-};
-
-
 static ngx_http_variable_t  ngx_http_rate_limit_vars[] = {
 
     { ngx_string("rate_limit_status"), NULL,
@@ -217,6 +188,8 @@ ngx_http_rate_limit_add_variables(ngx_conf_t *cf)
 static void *
 ngx_http_rate_limit_create_main_conf(ngx_conf_t *cf)
 {
+    rl_conf_host_t                    host;
+    ngx_pool_cleanup_t               *cln;
     ngx_http_rate_limit_main_conf_t  *rmcf;
 
     rmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_rate_limit_main_conf_t));
@@ -224,108 +197,75 @@ ngx_http_rate_limit_create_main_conf(ngx_conf_t *cf)
         return NULL;
     }
 
-    /*
-     * set by ngx_pcalloc():
-     *
-     *     rmcf->redis = NULL;
-     *     rmcf->redis_zones = 0;
-     */
-
-    if (ngx_array_init(&rmcf->zones, cf->pool, 4,
-                       sizeof(ngx_http_rate_limit_zone_t *))
-        != NGX_OK)
-    {
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
         return NULL;
     }
 
-    if (ngx_array_init(&rmcf->refs, cf->pool, 4,
-                       sizeof(ngx_http_rate_limit_limit_t))
-        != NGX_OK)
-    {
+    host.data = rmcf;
+    host.page_size = ngx_pagesize;
+    host.new_zone = ngx_http_rate_limit_new_zone;
+
+    rmcf->pool = cf->pool;
+    rmcf->conf = rl_conf_create(&host);
+    if (rmcf->conf == NULL) {
         return NULL;
     }
+
+    cln->handler = ngx_http_rate_limit_conf_cleanup;
+    cln->data = rmcf->conf;
 
     return rmcf;
 }
 
 
+/* a zone the core names: it lives as long as the configuration */
+static rl_zone_t *
+ngx_http_rate_limit_new_zone(void *data, const u_char *name, size_t len)
+{
+    ngx_http_rate_limit_main_conf_t *rmcf = data;
+
+    ngx_http_rate_limit_zone_t  *zone;
+
+    zone = ngx_pcalloc(rmcf->pool, sizeof(ngx_http_rate_limit_zone_t));
+    if (zone == NULL) {
+        return NULL;
+    }
+
+    zone->name.data = (u_char *) name;
+    zone->name.len = len;
+    zone->conf = rmcf->conf;
+    zone->core.host = zone;
+
+    return &zone->core;
+}
+
+
+static void
+ngx_http_rate_limit_conf_cleanup(void *data)
+{
+    rl_conf_destroy(data);
+}
+
+
 /*
  * Runs once the whole http block is parsed: zones may be defined after the
- * lines that use them, so references and backends are checked here.
+ * lines that use them, so references and backends are checked here.  The
+ * core's message names its file and line.
  */
 static char *
 ngx_http_rate_limit_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_http_rate_limit_main_conf_t *rmcf = conf;
 
-    ngx_uint_t                    i;
-    ngx_http_rate_limit_zone_t   *zone, **zones;
-    ngx_http_rate_limit_limit_t  *limit;
-
-    zones = rmcf->zones.elts;
-
-    for (i = 0; i < rmcf->zones.nelts; i++) {
-        zone = zones[i];
-
-        if (!zone->defined) {
-            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                          "unknown zone \"%V\" in \"rate_limit\" directive "
-                          "in %V:%ui", &zone->name, &zone->file, zone->line);
-            return NGX_CONF_ERROR;
-        }
-
-        if (zone->backend == NGX_HTTP_RATE_LIMIT_BACKEND_UNSET) {
-            zone->backend = rmcf->redis ? NGX_HTTP_RATE_LIMIT_BACKEND_REDIS
-                                        : NGX_HTTP_RATE_LIMIT_BACKEND_LOCAL;
-        }
-
-        if (zone->backend != NGX_HTTP_RATE_LIMIT_BACKEND_REDIS) {
-            continue;
-        }
-
-        if (rmcf->redis == NULL) {
-            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                          "\"rate_limit_zone\" directive: zone \"%V\" uses "
-                          "\"backend=redis\" but \"rate_limit_redis\" is not "
-                          "set in %V:%ui", &zone->name, &zone->file,
-                          zone->line);
-            return NGX_CONF_ERROR;
-        }
-
-        zone->redis_prefix.len = rmcf->redis->prefix.len + zone->name.len + 2;
-        zone->redis_prefix.data = ngx_pnalloc(cf->pool,
-                                              zone->redis_prefix.len);
-        if (zone->redis_prefix.data == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        ngx_sprintf(zone->redis_prefix.data, "%V:%V:",
-                    &rmcf->redis->prefix, &zone->name);
-
-        rmcf->redis_zones++;
-    }
-
-    if (ngx_http_rate_limit_policy_load_file(cf, rmcf) != NGX_OK) {
+    if (rl_conf_finish(rmcf->conf) != RL_CONF_OK) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0, "%s",
+                      rl_conf_error(rmcf->conf));
         return NGX_CONF_ERROR;
     }
 
     if (ngx_http_rate_limit_metrics_add_zone(cf, rmcf) != NGX_OK) {
         return NGX_CONF_ERROR;
-    }
-
-    limit = rmcf->refs.elts;
-
-    for (i = 0; i < rmcf->refs.nelts; i++, limit++) {
-
-        if (limit->cost > limit->zone->params.burst) {
-            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                          "invalid cost \"%ui\" in \"rate_limit\" directive: "
-                          "it exceeds the burst %uL of zone \"%V\", so no "
-                          "request could ever pass, in %V:%ui", limit->cost,
-                          limit->zone->params.burst, &limit->zone->name,
-                          &limit->file, limit->line);
-            return NGX_CONF_ERROR;
-        }
     }
 
     return NGX_CONF_OK;
@@ -371,484 +311,107 @@ ngx_http_rate_limit_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 }
 
 
-ngx_http_rate_limit_zone_t *
-ngx_http_rate_limit_zone_find(ngx_http_rate_limit_main_conf_t *rmcf,
-    u_char *name, size_t len)
-{
-    ngx_uint_t                   i;
-    ngx_http_rate_limit_zone_t  **zones;
-
-    zones = rmcf->zones.elts;
-
-    for (i = 0; i < rmcf->zones.nelts; i++) {
-        if (zones[i]->name.len == len
-            && ngx_strncmp(zones[i]->name.data, name, len) == 0)
-        {
-            return zones[i];
-        }
-    }
-
-    return NULL;
-}
-
-
-/* finds the zone, or makes a placeholder for a zone defined further on */
-static ngx_http_rate_limit_zone_t *
-ngx_http_rate_limit_zone_get(ngx_conf_t *cf,
-    ngx_http_rate_limit_main_conf_t *rmcf, ngx_str_t *name)
-{
-    ngx_http_rate_limit_zone_t  *zone, **zones;
-
-    zone = ngx_http_rate_limit_zone_find(rmcf, name->data, name->len);
-    if (zone) {
-        return zone;
-    }
-
-    zone = ngx_pcalloc(cf->pool, sizeof(ngx_http_rate_limit_zone_t));
-    if (zone == NULL) {
-        return NULL;
-    }
-
-    zone->name = *name;
-    zone->file = cf->conf_file->file.name;
-    zone->line = cf->conf_file->line;
-
-    zones = ngx_array_push(&rmcf->zones);
-    if (zones == NULL) {
-        return NULL;
-    }
-
-    *zones = zone;
-
-    return zone;
-}
-
-
 /*
- * The value of a "name=N" parameter, N a whole number from min to max.
- * ngx_atoi() takes an overflow for a typo; here a number too large is told
- * apart, so that the message can give the largest allowed.
+ * The directive's line into the core, which reads it; nginx appends
+ * " in FILE:LINE" to the core's message.
  */
-static ngx_int_t
-ngx_http_rate_limit_conf_number(ngx_conf_t *cf, ngx_command_t *cmd,
-    ngx_str_t *value, size_t name_len, uint64_t min, uint64_t max,
-    uint64_t *n)
+char *
+ngx_http_rate_limit_conf_read(ngx_conf_t *cf, rl_conf_result_t *result)
 {
-    u_char      *p, *last;
-    uint64_t     v, digit;
-    ngx_str_t    shown;
-    ngx_uint_t   too_large;
+    int                               rc;
+    ngx_str_t                        *value;
+    ngx_uint_t                        i;
+    rl_conf_arg_t                    *args;
+    rl_conf_line_t                    line;
+    ngx_http_rate_limit_main_conf_t  *rmcf;
 
-    p = value->data + name_len + 1;
-    last = value->data + value->len;
-    v = 0;
-    too_large = 0;
-
-    for ( /* void */ ; p < last; p++) {
-
-        if (*p < '0' || *p > '9') {
-            break;
-        }
-
-        digit = *p - '0';
-
-        if (too_large || v > max / 10 || (v == max / 10 && digit > max % 10))
-        {
-            too_large = 1;
-            continue;
-        }
-
-        v = v * 10 + digit;
+    args = ngx_palloc(cf->temp_pool, cf->args->nelts * sizeof(rl_conf_arg_t));
+    if (args == NULL) {
+        return NGX_CONF_ERROR;
     }
-
-    if (p == last && !too_large && p != value->data + name_len + 1
-        && v >= min)
-    {
-        *n = v;
-        return NGX_OK;
-    }
-
-    if (ngx_http_rate_limit_conf_escape(cf, value, &shown) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    if (p == last && too_large) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid %*s \"%V\" in \"%V\" directive: too "
-                           "large, at most %uL", name_len, value->data,
-                           &shown, &cmd->name, max);
-        return NGX_ERROR;
-    }
-
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "invalid %*s \"%V\" in \"%V\" directive, expected a "
-                       "whole number from %uL to %uL", name_len, value->data,
-                       &shown, &cmd->name, min, max);
-
-    return NGX_ERROR;
-}
-
-
-/*
- * The value of a "name=TIME" parameter in milliseconds, in nginx's time
- * syntax ("50ms", "2s", "1m30s"), above zero and at most
- * NGX_HTTP_RATE_LIMIT_CONF_MSEC_MAX.
- */
-ngx_int_t
-ngx_http_rate_limit_conf_msec(ngx_conf_t *cf, ngx_command_t *cmd,
-    ngx_str_t *value, size_t name_len, ngx_msec_t *msec)
-{
-    u_char     *p, *q;
-    ngx_int_t   ms;
-    ngx_str_t   s, small, shown;
-
-    s.data = value->data + name_len + 1;
-    s.len = value->len - name_len - 1;
-
-    ms = ngx_parse_time(&s, 0);
-
-    if (ms == NGX_ERROR) {
-
-        /*
-         * ngx_parse_time() fails an overflow as it fails a typo: when the
-         * same text with every number cut to one digit parses, the only
-         * fault was a number too large
-         */
-
-        small.data = ngx_pnalloc(cf->temp_pool, s.len);
-        if (small.data == NULL) {
-            return NGX_ERROR;
-        }
-
-        q = small.data;
-
-        for (p = s.data; p < s.data + s.len; p++) {
-            if (*p < '0' || *p > '9') {
-                *q++ = *p;
-
-            } else if (p == s.data || p[-1] < '0' || p[-1] > '9') {
-                *q++ = '1';
-            }
-        }
-
-        small.len = q - small.data;
-
-        if (ngx_parse_time(&small, 0) != NGX_ERROR) {
-            ms = NGX_HTTP_RATE_LIMIT_CONF_MSEC_MAX + 1;
-        }
-    }
-
-    if (ms > 0 && ms <= NGX_HTTP_RATE_LIMIT_CONF_MSEC_MAX) {
-        *msec = (ngx_msec_t) ms;
-        return NGX_OK;
-    }
-
-    if (ngx_http_rate_limit_conf_escape(cf, value, &shown) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    if (ms > NGX_HTTP_RATE_LIMIT_CONF_MSEC_MAX) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid %*s \"%V\" in \"%V\" directive: too "
-                           "large, at most %dms", name_len, value->data,
-                           &shown, &cmd->name,
-                           NGX_HTTP_RATE_LIMIT_CONF_MSEC_MAX);
-        return NGX_ERROR;
-    }
-
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "invalid %*s \"%V\" in \"%V\" directive, expected a "
-                       "time above zero like 50ms or 2s", name_len,
-                       value->data, &shown, &cmd->name);
-
-    return NGX_ERROR;
-}
-
-
-/* zone names go unescaped into headers, metrics labels and Redis keys */
-static ngx_int_t
-ngx_http_rate_limit_conf_zone_name(ngx_conf_t *cf, ngx_command_t *cmd,
-    ngx_str_t *name)
-{
-    ngx_str_t  shown;
-
-    if (ngx_http_rate_limit_valid_zone_name(name->data, name->len)) {
-        return NGX_OK;
-    }
-
-    if (ngx_http_rate_limit_conf_escape(cf, name, &shown) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "invalid zone name \"%V\" in \"%V\" directive: a "
-                       "zone name is 1 to %d bytes of A-Z, a-z, 0-9, \"_\", "
-                       "\".\" and \"-\"", &shown, &cmd->name,
-                       NGX_HTTP_RATE_LIMIT_ZONE_NAME_MAX);
-
-    return NGX_ERROR;
-}
-
-
-/*
- * A value as an error message shows it, escaped as inside a JSON string:
- * nginx.conf can quote a value with a quote or a newline in it, and the
- * message must still read as one line with the value in its quotes.
- */
-static ngx_int_t
-ngx_http_rate_limit_conf_escape(ngx_conf_t *cf, ngx_str_t *value,
-    ngx_str_t *shown)
-{
-    shown->data = ngx_pnalloc(cf->temp_pool,
-                              ngx_http_rate_limit_json_escape_len(value->data,
-                                                                  value->len));
-    if (shown->data == NULL) {
-        return NGX_ERROR;
-    }
-
-    shown->len = ngx_http_rate_limit_json_escape(value->data, value->len,
-                                                 shown->data);
-
-    return NGX_OK;
-}
-
-
-/* "name" of "name=value"; a parameter without '=' is its own name */
-static void
-ngx_http_rate_limit_conf_param_name(ngx_str_t *value, ngx_str_t *name)
-{
-    u_char  *p;
-
-    p = ngx_strlchr(value->data, value->data + value->len, '=');
-
-    name->data = value->data;
-    name->len = p ? (size_t) (p - value->data) : value->len;
-}
-
-
-/*
- * Refuses a parameter given twice from argument first on: nginx.conf
- * would otherwise keep the last one silently.  "password=env:X" repeats
- * "password=x".  Only the name is shown, as a value may be a secret.
- */
-ngx_int_t
-ngx_http_rate_limit_conf_unique(ngx_conf_t *cf, ngx_command_t *cmd,
-    ngx_uint_t first)
-{
-    ngx_str_t   *value, name, other, shown;
-    ngx_uint_t   i, j;
 
     value = cf->args->elts;
 
-    for (i = first + 1; i < cf->args->nelts; i++) {
-        ngx_http_rate_limit_conf_param_name(&value[i], &name);
-
-        for (j = first; j < i; j++) {
-            ngx_http_rate_limit_conf_param_name(&value[j], &other);
-
-            if (name.len != other.len
-                || ngx_memcmp(name.data, other.data, name.len) != 0)
-            {
-                continue;
-            }
-
-            if (ngx_http_rate_limit_conf_escape(cf, &name, &shown) == NGX_OK) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "duplicate parameter \"%V\" in \"%V\" "
-                                   "directive", &shown, &cmd->name);
-            }
-
-            return NGX_ERROR;
-        }
+    for (i = 0; i < cf->args->nelts; i++) {
+        args[i].data = value[i].data;
+        args[i].len = value[i].len;
     }
 
-    return NGX_OK;
+    line.args = args;
+    line.nargs = cf->args->nelts;
+    line.file.data = cf->conf_file->file.name.data;
+    line.file.len = cf->conf_file->file.name.len;
+    line.line = cf->conf_file->line;
+
+    rmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_rate_limit_module);
+
+    rc = rl_conf_directive(rmcf->conf, &line, ngx_http_rate_limit_resolve, cf,
+                           result);
+
+    if (rc == RL_CONF_OK) {
+        return NGX_CONF_OK;
+    }
+
+    if (rc == RL_CONF_DUPLICATE) {
+        return "is duplicate";
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s", rl_conf_error(rmcf->conf));
+
+    return NGX_CONF_ERROR;
+}
+
+
+/* the core's directives that need nothing of the host */
+static char *
+ngx_http_rate_limit_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    rl_conf_result_t  result;
+
+    return ngx_http_rate_limit_conf_read(cf, &result);
+}
+
+
+/* a number of the location's configuration, at cmd->offset */
+static char *
+ngx_http_rate_limit_conf_uint(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    char              *rv;
+    ngx_uint_t        *field;
+    rl_conf_result_t   result;
+
+    field = (ngx_uint_t *) ((char *) conf + cmd->offset);
+
+    if (*field != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    rv = ngx_http_rate_limit_conf_read(cf, &result);
+
+    if (rv == NGX_CONF_OK) {
+        *field = result.value;
+    }
+
+    return rv;
 }
 
 
 static char *
 ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    ngx_http_rate_limit_main_conf_t *rmcf = conf;
-
-    u_char                            *p;
-    char                               err[NGX_HTTP_RATE_LIMIT_ERR_LEN];
-    uint64_t                           size, burst;
-    ngx_str_t                         *value, name, s;
-    ngx_uint_t                         i, backend, on_failure;
-    ngx_http_rate_limit_rate_t         rate;
+    char                              *rv;
+    ngx_str_t                         *value;
+    rl_conf_result_t                   result;
     ngx_http_rate_limit_zone_t        *zone;
     ngx_http_compile_complex_value_t   ccv;
 
+    rv = ngx_http_rate_limit_conf_read(cf, &result);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    zone = result.zone->host;
     value = cf->args->elts;
-
-    size = 0;
-    burst = 0;
-    rate.count = 0;
-    backend = NGX_HTTP_RATE_LIMIT_BACKEND_UNSET;
-    on_failure = NGX_HTTP_RATE_LIMIT_FAILURE_OPEN;
-    ngx_str_null(&name);
-
-    for (i = 2; i < cf->args->nelts; i++) {
-
-        if (ngx_strncmp(value[i].data, "zone=", 5) == 0) {
-
-            name.data = value[i].data + 5;
-
-            p = (u_char *) ngx_strchr(name.data, ':');
-
-            if (p == NULL) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid zone \"%V\" in \"%V\" directive, "
-                                   "expected \"zone=NAME:SIZE\"",
-                                   &value[i], &cmd->name);
-                return NGX_CONF_ERROR;
-            }
-
-            name.len = p - name.data;
-
-            if (ngx_http_rate_limit_conf_zone_name(cf, cmd, &name)
-                != NGX_OK)
-            {
-                return NGX_CONF_ERROR;
-            }
-
-            s.data = p + 1;
-            s.len = value[i].data + value[i].len - s.data;
-
-            if (ngx_http_rate_limit_parse_size((char *) s.data, s.len,
-                                               &size, err, sizeof(err))
-                != NGX_HTTP_RATE_LIMIT_OK)
-            {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid zone size \"%V\" in \"%V\" "
-                                   "directive: %s", &value[i], &cmd->name,
-                                   err);
-                return NGX_CONF_ERROR;
-            }
-
-            if (size < 8 * ngx_pagesize) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "zone \"%V\" in \"%V\" directive is too "
-                                   "small", &value[i], &cmd->name);
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "rate=", 5) == 0) {
-
-            if (ngx_http_rate_limit_parse_rate((char *) value[i].data + 5,
-                                               value[i].len - 5, &rate,
-                                               err, sizeof(err))
-                != NGX_HTTP_RATE_LIMIT_OK)
-            {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid rate \"%V\" in \"%V\" "
-                                   "directive: %s", &value[i], &cmd->name,
-                                   err);
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "burst=", 6) == 0) {
-
-            if (ngx_http_rate_limit_conf_number(cf, cmd, &value[i], 5, 1,
-                                                NGX_HTTP_RATE_LIMIT_BURST_MAX,
-                                                &burst)
-                != NGX_OK)
-            {
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        if (ngx_strcmp(value[i].data, "backend=redis") == 0) {
-            backend = NGX_HTTP_RATE_LIMIT_BACKEND_REDIS;
-            continue;
-        }
-
-        if (ngx_strcmp(value[i].data, "backend=local") == 0) {
-            backend = NGX_HTTP_RATE_LIMIT_BACKEND_LOCAL;
-            continue;
-        }
-
-        if (ngx_strcmp(value[i].data, "on_failure=open") == 0) {
-            on_failure = NGX_HTTP_RATE_LIMIT_FAILURE_OPEN;
-            continue;
-        }
-
-        if (ngx_strcmp(value[i].data, "on_failure=closed") == 0) {
-            on_failure = NGX_HTTP_RATE_LIMIT_FAILURE_CLOSED;
-            continue;
-        }
-
-        if (ngx_strcmp(value[i].data, "on_failure=local") == 0) {
-            on_failure = NGX_HTTP_RATE_LIMIT_FAILURE_LOCAL;
-            continue;
-        }
-
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter \"%V\" in \"%V\" directive",
-                           &value[i], &cmd->name);
-        return NGX_CONF_ERROR;
-    }
-
-    if (ngx_http_rate_limit_conf_unique(cf, cmd, 2) != NGX_OK) {
-        return NGX_CONF_ERROR;
-    }
-
-    if (name.data == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"%V\" must have \"zone\" parameter",
-                           &cmd->name);
-        return NGX_CONF_ERROR;
-    }
-
-    if (rate.count == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"%V\" must have \"rate\" parameter",
-                           &cmd->name);
-        return NGX_CONF_ERROR;
-    }
-
-    zone = ngx_http_rate_limit_zone_get(cf, rmcf, &name);
-    if (zone == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    if (zone->defined) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "duplicate zone \"%V\" in \"%V\" directive",
-                           &name, &cmd->name);
-        return NGX_CONF_ERROR;
-    }
-
-    zone->defined = 1;
-    zone->rate = rate;
-    zone->backend = backend;
-    zone->on_failure = on_failure;
-
-    if (ngx_http_rate_limit_make_params(&zone->rate, burst,
-                                        &zone->params, err, sizeof(err))
-        != NGX_HTTP_RATE_LIMIT_OK)
-    {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid rate or burst in zone \"%V\" in \"%V\" "
-                           "directive: %s", &name, &cmd->name, err);
-        return NGX_CONF_ERROR;
-    }
-
-    if (ngx_http_rate_limit_format_limit(cf->pool, &zone->params,
-                                         &zone->texts)
-        != NGX_OK)
-    {
-        return NGX_CONF_ERROR;
-    }
 
     ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
 
@@ -860,7 +423,8 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    zone->shm_zone = ngx_shared_memory_add(cf, &name, size,
+    zone->shm_zone = ngx_shared_memory_add(cf, &zone->name,
+                                           (size_t) result.size,
                                            &ngx_http_rate_limit_module);
     if (zone->shm_zone == NULL) {
         return NGX_CONF_ERROR;
@@ -869,7 +433,7 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     if (zone->shm_zone->data) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "duplicate zone \"%V\" in \"%V\" directive",
-                           &name, &cmd->name);
+                           &zone->name, &cmd->name);
         return NGX_CONF_ERROR;
     }
 
@@ -885,62 +449,14 @@ ngx_http_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_rate_limit_loc_conf_t *rlcf = conf;
 
-    u_char                            *p;
-    uint64_t                           cost;
-    ngx_str_t                         *value, name;
-    ngx_uint_t                         i;
-    ngx_http_rate_limit_limit_t       *limit, *ref;
-    ngx_http_rate_limit_main_conf_t   *rmcf;
+    char                         *rv;
+    ngx_uint_t                    i;
+    rl_conf_result_t              result;
+    ngx_http_rate_limit_limit_t  *limit;
 
-    value = cf->args->elts;
-
-    ngx_str_null(&name);
-    cost = 1;
-
-    for (i = 1; i < cf->args->nelts; i++) {
-
-        if (ngx_strncmp(value[i].data, "zone=", 5) == 0) {
-            name.data = value[i].data + 5;
-            name.len = value[i].len - 5;
-
-            if (ngx_http_rate_limit_conf_zone_name(cf, cmd, &name)
-                != NGX_OK)
-            {
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "cost=", 5) == 0) {
-
-            /* a cost above the largest burst could never pass */
-            if (ngx_http_rate_limit_conf_number(cf, cmd, &value[i], 4, 1,
-                                                NGX_HTTP_RATE_LIMIT_BURST_MAX,
-                                                &cost)
-                != NGX_OK)
-            {
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter \"%V\" in \"%V\" directive",
-                           &value[i], &cmd->name);
-        return NGX_CONF_ERROR;
-    }
-
-    if (ngx_http_rate_limit_conf_unique(cf, cmd, 1) != NGX_OK) {
-        return NGX_CONF_ERROR;
-    }
-
-    if (name.data == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"%V\" must have \"zone\" parameter",
-                           &cmd->name);
-        return NGX_CONF_ERROR;
+    rv = ngx_http_rate_limit_conf_read(cf, &result);
+    if (rv != NGX_CONF_OK) {
+        return rv;
     }
 
     if (rlcf->limits == NGX_CONF_UNSET_PTR) {
@@ -951,15 +467,10 @@ ngx_http_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
     }
 
-    rmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_rate_limit_module);
-
     limit = rlcf->limits->elts;
 
     for (i = 0; i < rlcf->limits->nelts; i++) {
-        if (limit[i].zone->name.len == name.len
-            && ngx_strncmp(limit[i].zone->name.data, name.data, name.len)
-               == 0)
-        {
+        if (limit[i].zone == result.limit.zone->host) {
             return "is duplicate";
         }
     }
@@ -969,348 +480,105 @@ ngx_http_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    limit->zone = ngx_http_rate_limit_zone_get(cf, rmcf, &name);
-    if (limit->zone == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    limit->cost = (ngx_uint_t) cost;
-    limit->file = cf->conf_file->file.name;
-    limit->line = cf->conf_file->line;
-
-    p = ngx_pnalloc(cf->pool, NGX_INT_T_LEN);
-    if (p == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    limit->cost_arg.data = p;
-    limit->cost_arg.len = ngx_sprintf(p, "%ui", limit->cost) - p;
-
-    ref = ngx_array_push(&rmcf->refs);
-    if (ref == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    /* a copy: the limits array may move as more lines are added */
-    *ref = *limit;
-
-    return NGX_CONF_OK;
-}
-
-
-static char *
-ngx_http_rate_limit_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_rate_limit_main_conf_t *rmcf = conf;
-
-    uint64_t                           db;
-    ngx_str_t                         *value;
-    ngx_uint_t                         i;
-    ngx_http_rate_limit_redis_addr_t  *addr;
-    ngx_http_rate_limit_redis_conf_t  *rcf;
-
-    if (rmcf->redis) {
-        return "is duplicate";
-    }
-
-    rcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_rate_limit_redis_conf_t));
-    if (rcf == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    if (ngx_array_init(&rcf->addresses, cf->pool, 1,
-                       sizeof(ngx_http_rate_limit_redis_addr_t))
-        != NGX_OK)
-    {
-        return NGX_CONF_ERROR;
-    }
-
-    value = cf->args->elts;
-
-    rcf->timeout = NGX_HTTP_RATE_LIMIT_REDIS_TIMEOUT;
-    ngx_str_set(&rcf->prefix, NGX_HTTP_RATE_LIMIT_REDIS_PREFIX);
-
-    for (i = 1; i < cf->args->nelts; i++) {
-
-        if (ngx_strcmp(value[i].data, "cluster") == 0) {
-            rcf->cluster = 1;
-            continue;
-        }
-
-        if (ngx_strlchr(value[i].data, value[i].data + value[i].len, '=')
-            == NULL)
-        {
-            if (ngx_http_rate_limit_redis_address(cf, cmd, rcf, &value[i])
-                != NGX_OK)
-            {
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "password=env:", 13) == 0) {
-            rcf->password_env.data = value[i].data + 13;
-            rcf->password_env.len = value[i].len - 13;
-
-            if (rcf->password_env.len == 0) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid parameter \"%V\" in \"%V\" "
-                                   "directive: no variable name",
-                                   &value[i], &cmd->name);
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "password=", 9) == 0) {
-            rcf->password.data = value[i].data + 9;
-            rcf->password.len = value[i].len - 9;
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "db=", 3) == 0) {
-
-            if (ngx_http_rate_limit_conf_number(cf, cmd, &value[i], 2, 0,
-                                            NGX_HTTP_RATE_LIMIT_REDIS_DB_MAX,
-                                            &db)
-                != NGX_OK)
-            {
-                return NGX_CONF_ERROR;
-            }
-
-            rcf->db = (ngx_uint_t) db;
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "timeout=", 8) == 0) {
-
-            if (ngx_http_rate_limit_conf_msec(cf, cmd, &value[i], 7,
-                                              &rcf->timeout)
-                != NGX_OK)
-            {
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "prefix=", 7) == 0) {
-            rcf->prefix.data = value[i].data + 7;
-            rcf->prefix.len = value[i].len - 7;
-
-            if (rcf->prefix.len == 0) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid prefix \"%V\" in \"%V\" directive",
-                                   &value[i], &cmd->name);
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        ngx_http_rate_limit_conf_unknown_secret(cf, cmd, &value[i], "");
-        return NGX_CONF_ERROR;
-    }
-
-    if (ngx_http_rate_limit_conf_unique(cf, cmd, 1) != NGX_OK) {
-        return NGX_CONF_ERROR;
-    }
-
-    if (rcf->addresses.nelts == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"%V\" directive has no address", &cmd->name);
-        return NGX_CONF_ERROR;
-    }
-
-    if (!rcf->cluster && rcf->addresses.nelts > 1) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"%V\" directive has several addresses but no "
-                           "\"cluster\" parameter", &cmd->name);
-        return NGX_CONF_ERROR;
-    }
-
-    addr = rcf->addresses.elts;
-
-    for (i = 0; rcf->cluster && i < rcf->addresses.nelts; i++) {
-        if (addr[i].unix_path.len) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid address \"%V\" in \"%V\" directive: "
-                               "a cluster is reached over TCP",
-                               &addr[i].address, &cmd->name);
-            return NGX_CONF_ERROR;
-        }
-    }
-
-    if (rcf->cluster && rcf->db) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"%V\" directive: a Redis Cluster has no "
-                           "database but 0, \"db\" cannot be used with "
-                           "\"cluster\"", &cmd->name);
-        return NGX_CONF_ERROR;
-    }
-
-    rmcf->redis = rcf;
+    limit->zone = result.limit.zone->host;
+    limit->cost = (ngx_uint_t) result.limit.cost;
+    limit->cost_arg.data = (u_char *) result.limit.cost_text;
+    limit->cost_arg.len = result.limit.cost_text_len;
 
     return NGX_CONF_OK;
 }
 
 
 /* resolved now: a blocking getaddrinfo() must stay out of the workers */
-static ngx_int_t
-ngx_http_rate_limit_redis_address(ngx_conf_t *cf, ngx_command_t *cmd,
-    ngx_http_rate_limit_redis_conf_t *rcf, ngx_str_t *value)
+static int
+ngx_http_rate_limit_resolve(void *data, const u_char *address, size_t len,
+    unsigned default_port, rl_conf_resolved_t *out)
 {
-    u_char                            *p;
-    ngx_str_t                          shown;
-    ngx_url_t                          u;
-    ngx_http_rate_limit_redis_addr_t  *addr;
+    ngx_conf_t *cf = data;
 
-    if (rcf->addresses.nelts == RL_REDIS_ADDRESSES) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "too many addresses in \"%V\" directive, at most "
-                           "%d", &cmd->name,
-                           RL_REDIS_ADDRESSES);
-        return NGX_ERROR;
-    }
-
-    addr = ngx_array_push(&rcf->addresses);
-    if (addr == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_memzero(addr, sizeof(ngx_http_rate_limit_redis_addr_t));
-
-    addr->address = *value;
-
-    if (ngx_strncmp(value->data, "unix:", 5) == 0) {
-
-        if (value->len == 5) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid address \"%V\" in \"%V\" directive: no "
-                               "socket path", value, &cmd->name);
-            return NGX_ERROR;
-        }
-
-        /* cf->args values are NUL ended */
-        addr->unix_path.data = value->data + 5;
-        addr->unix_path.len = value->len - 5;
-
-        /* a longer path would not fit the socket's address */
-        if (addr->unix_path.len > NGX_HTTP_RATE_LIMIT_UNIX_PATH_MAX) {
-
-            if (ngx_http_rate_limit_conf_escape(cf, value, &shown)
-                == NGX_OK)
-            {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid address \"%V\" in \"%V\" "
-                                   "directive: the socket path is %uz bytes, "
-                                   "at most %uz fit a unix socket address",
-                                   &shown, &cmd->name, addr->unix_path.len,
-                                   NGX_HTTP_RATE_LIMIT_UNIX_PATH_MAX);
-            }
-
-            return NGX_ERROR;
-        }
-
-        return NGX_OK;
-    }
+    ngx_url_t  u;
 
     ngx_memzero(&u, sizeof(ngx_url_t));
 
-    u.url = *value;
-    u.default_port = NGX_HTTP_RATE_LIMIT_REDIS_PORT;
+    u.url.data = (u_char *) address;
+    u.url.len = len;
+    u.default_port = (in_port_t) default_port;
 
-    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0 || u.no_port) {
-        if (u.err) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid address \"%V\" in \"%V\" directive: "
-                               "%s", value, &cmd->name, u.err);
-
-        } else {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid address \"%V\" in \"%V\" directive",
-                               value, &cmd->name);
-        }
-
-        return NGX_ERROR;
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
+        out->err = u.err;
+        return RL_CONF_ERROR;
     }
 
-    p = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
+    len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen,
+                        (u_char *) out->host, RL_CONF_HOST_LEN - 1, 0);
+    out->host[len] = '\0';
+    out->port = u.port;
 
-    addr->host.data = p;
-    addr->host.len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen,
-                                   p, NGX_SOCKADDR_STRLEN, 0);
-    p[addr->host.len] = '\0';
-    addr->port = u.port;
-
-    return NGX_OK;
+    return RL_CONF_OK;
 }
 
 
+/* the core reads the path made absolute */
 static char *
-ngx_http_rate_limit_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+ngx_http_rate_limit_policy_file(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
 {
-    ngx_http_rate_limit_loc_conf_t *rlcf = conf;
-
-    ngx_int_t   status;
     ngx_str_t  *value;
-
-    if (rlcf->status != NGX_CONF_UNSET_UINT) {
-        return "is duplicate";
-    }
 
     value = cf->args->elts;
 
-    status = ngx_atoi(value[1].data, value[1].len);
-
-    if (status < 400 || status > 599) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid status \"%V\" in \"%V\" directive, "
-                           "expected a code from 400 to 599",
-                           &value[1], &cmd->name);
+    if (ngx_conf_full_name(cf->cycle, &value[1], 1) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 
-    rlcf->status = status;
-
-    return NGX_CONF_OK;
+    return ngx_http_rate_limit_conf(cf, cmd, conf);
 }
 
 
 static char *
-ngx_http_rate_limit_log_level(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+ngx_http_rate_limit_api_token(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_rate_limit_loc_conf_t *rlcf = conf;
 
-    ngx_str_t        *value;
-    ngx_conf_enum_t  *e;
+    char              *rv;
+    rl_conf_result_t   result;
 
-    if (rlcf->log_level != NGX_CONF_UNSET_UINT) {
+    if (rlcf->api_token_env.data) {
         return "is duplicate";
     }
 
-    value = cf->args->elts;
+    rv = ngx_http_rate_limit_conf_read(cf, &result);
 
-    for (e = ngx_http_rate_limit_log_levels; e->name.len; e++) {
-        if (e->name.len == value[1].len
-            && ngx_strcmp(e->name.data, value[1].data) == 0)
-        {
-            rlcf->log_level = e->value;
-            return NGX_CONF_OK;
-        }
+    if (rv == NGX_CONF_OK) {
+        /* NUL ended, as nginx's arguments are, for getenv() */
+        rlcf->api_token_env.data = (u_char *) result.env.data;
+        rlcf->api_token_env.len = result.env.len;
     }
 
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "invalid log level \"%V\" in \"%V\" directive, expected "
-                       "\"info\", \"notice\", \"warn\" or \"error\"",
-                       &value[1], &cmd->name);
+    return rv;
+}
 
-    return NGX_CONF_ERROR;
+
+/* what the core needs to know of this process */
+void
+ngx_http_rate_limit_conf_process(ngx_cycle_t *cycle,
+    rl_conf_process_t *process)
+{
+    process->hostname = cycle->hostname.data;
+    process->hostname_len = cycle->hostname.len;
+    process->pid = ngx_pid;
+    process->master_pid = getppid();
+    process->worker = ngx_worker;
+    process->getenv = getenv;
+    process->log_error = ngx_http_rate_limit_log_error;
+    process->log_data = cycle->log;
+}
+
+
+static void
+ngx_http_rate_limit_log_error(void *data, const char *msg)
+{
+    ngx_log_error(NGX_LOG_ERR, (ngx_log_t *) data, 0, "%s", msg);
 }
 
 
@@ -1362,7 +630,7 @@ ngx_http_rate_limit_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
-    if (rmcf->redis == NULL || rmcf->redis_zones == 0) {
+    if (rl_conf_redis_zones(rmcf->conf) == 0) {
         return NGX_OK;
     }
 
@@ -1376,65 +644,6 @@ ngx_http_rate_limit_exit_process(ngx_cycle_t *cycle)
     ngx_http_rate_limit_redis_exit_process();
     ngx_http_rate_limit_sync_exit_process();
     ngx_http_rate_limit_api_exit_process();
-}
-
-
-/* env:NAME only: a token written in nginx.conf would sit in backups */
-static char *
-ngx_http_rate_limit_api_token(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_rate_limit_loc_conf_t *rlcf = conf;
-
-    ngx_str_t                        *value, *names, *name;
-    ngx_uint_t                        i;
-    ngx_http_rate_limit_main_conf_t  *rmcf;
-
-    if (rlcf->api_token_env.data) {
-        return "is duplicate";
-    }
-
-    value = cf->args->elts;
-
-    if (value[1].len <= 4 || ngx_strncmp(value[1].data, "env:", 4) != 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid token source in \"%V\" directive, "
-                           "expected \"env:NAME\"", &cmd->name);
-        return NGX_CONF_ERROR;
-    }
-
-    rlcf->api_token_env.data = value[1].data + 4;
-    rlcf->api_token_env.len = value[1].len - 4;
-
-    /* each variable is checked once, when the workers start */
-    rmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_rate_limit_module);
-
-    if (rmcf->api_token_envs == NULL) {
-        rmcf->api_token_envs = ngx_array_create(cf->pool, 1,
-                                                sizeof(ngx_str_t));
-        if (rmcf->api_token_envs == NULL) {
-            return NGX_CONF_ERROR;
-        }
-    }
-
-    names = rmcf->api_token_envs->elts;
-
-    for (i = 0; i < rmcf->api_token_envs->nelts; i++) {
-        if (names[i].len == rlcf->api_token_env.len
-            && ngx_strncmp(names[i].data, rlcf->api_token_env.data,
-                           names[i].len) == 0)
-        {
-            return NGX_CONF_OK;
-        }
-    }
-
-    name = ngx_array_push(rmcf->api_token_envs);
-    if (name == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    *name = rlcf->api_token_env;
-
-    return NGX_CONF_OK;
 }
 
 
@@ -1467,68 +676,6 @@ ngx_http_rate_limit_release_connection(ngx_connection_t *c)
 }
 
 
-/*
- * n in decimal: ngx_sprintf() would parse a format on the hot path.  Two
- * digits a division, written in place from the end, as the headers of
- * every response hold several numbers.
- */
-u_char *
-ngx_http_rate_limit_decimal(u_char *p, uint64_t n)
-{
-    u_char      *last;
-    uint64_t     rest;
-    ngx_uint_t   len, pair;
-
-    static const u_char  pairs[] =
-        "00010203040506070809101112131415161718192021222324252627282930313233"
-        "34353637383940414243444546474849505152535455565758596061626364656667"
-        "6869707172737475767778798081828384858687888990919293949596979899";
-
-    len = 1;
-
-    for (rest = n; rest >= 10; rest /= 10) {
-        len++;
-    }
-
-    last = p + len;
-    p = last;
-
-    while (n >= 100) {
-        pair = (ngx_uint_t) (n % 100) * 2;
-        n /= 100;
-        *--p = pairs[pair + 1];
-        *--p = pairs[pair];
-    }
-
-    if (n >= 10) {
-        *--p = pairs[n * 2 + 1];
-        *--p = pairs[n * 2];
-
-    } else {
-        *--p = (u_char) ('0' + n);
-    }
-
-    return last;
-}
-
-
-const char *
-ngx_http_rate_limit_on_failure_name(ngx_uint_t on_failure)
-{
-    switch (on_failure) {
-
-    case NGX_HTTP_RATE_LIMIT_FAILURE_CLOSED:
-        return "closed";
-
-    case NGX_HTTP_RATE_LIMIT_FAILURE_LOCAL:
-        return "local";
-
-    default:
-        return "open";
-    }
-}
-
-
 /* a worker's background timer: it never holds up a graceful shutdown */
 void
 ngx_http_rate_limit_timer_init(ngx_event_t *ev, ngx_event_handler_pt handler,
@@ -1538,24 +685,6 @@ ngx_http_rate_limit_timer_init(ngx_event_t *ev, ngx_event_handler_pt handler,
     ev->data = data;
     ev->log = log;
     ev->cancelable = 1;
-}
-
-
-/*
- * An unknown parameter of a directive whose values may be secrets (a
- * password, a connection string split by spaces): only its name is logged.
- */
-void
-ngx_http_rate_limit_conf_unknown_secret(ngx_conf_t *cf, ngx_command_t *cmd,
-    ngx_str_t *value, const char *hint)
-{
-    ngx_str_t  name;
-
-    ngx_http_rate_limit_conf_param_name(value, &name);
-
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "invalid parameter \"%V\" in \"%V\" directive%s",
-                       &name, &cmd->name, hint);
 }
 
 

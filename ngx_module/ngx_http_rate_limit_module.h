@@ -15,9 +15,12 @@
 #include <ngx_http_rate_limit_core.h>
 #include <rate_limit_verdict.h>
 #include <rl_api.h>
+#include <rl_check.h>
+#include <rl_conf.h>
 #include <rl_pg.h>
 #include <rl_redis.h>
 #include <rl_store.h>
+#include <rl_zone.h>
 
 
 /*
@@ -27,64 +30,13 @@
 #define NGX_HTTP_RATE_LIMIT_CONF_MSEC_MAX   NGX_MAX_INT32_VALUE
 
 
-#define NGX_HTTP_RATE_LIMIT_BACKEND_UNSET   0
-#define NGX_HTTP_RATE_LIMIT_BACKEND_LOCAL   1
-#define NGX_HTTP_RATE_LIMIT_BACKEND_REDIS   2
-
-#define NGX_HTTP_RATE_LIMIT_FAILURE_OPEN    1
-#define NGX_HTTP_RATE_LIMIT_FAILURE_CLOSED  2
-#define NGX_HTTP_RATE_LIMIT_FAILURE_LOCAL   3
-
-/* the verdict's values: the core decides them (rate_limit_verdict.h) */
-typedef enum {
-    NGX_HTTP_RATE_LIMIT_NONE = 0,
-    NGX_HTTP_RATE_LIMIT_PASSED = RL_VERDICT_PASSED,
-    NGX_HTTP_RATE_LIMIT_REJECTED = RL_VERDICT_REJECTED,
-    NGX_HTTP_RATE_LIMIT_REJECTED_DRY_RUN = RL_VERDICT_REJECTED_DRY_RUN,
-    NGX_HTTP_RATE_LIMIT_FAILED_OPEN = RL_VERDICT_FAILED_OPEN,
-    NGX_HTTP_RATE_LIMIT_FAILED_CLOSED = RL_VERDICT_FAILED_CLOSED,
-    NGX_HTTP_RATE_LIMIT_DEGRADED_LOCAL = RL_VERDICT_DEGRADED_LOCAL,
-    NGX_HTTP_RATE_LIMIT_DEGRADED_LOCAL_REJECTED =
-        RL_VERDICT_DEGRADED_LOCAL_REJECTED
-} ngx_http_rate_limit_status_e;
-
-
-/* a limit as the Redis script and the response headers take it */
 typedef struct {
-    ngx_str_t                        interval_arg;
-    ngx_str_t                        burst_arg;
-    ngx_str_t                        token_code_arg;
-} ngx_http_rate_limit_texts_t;
-
-
-/* a per-client limit: as written, and as the arithmetic takes it */
-typedef rl_store_limit_t  ngx_http_rate_limit_spec_t;
-
-
-typedef struct {
-    ngx_str_t                        name;
+    rl_zone_t                        core;     /* what the core reads */
+    ngx_str_t                        name;     /* core.name, for the log */
     ngx_shm_zone_t                  *shm_zone;
     ngx_slab_pool_t                 *shpool;
-    rl_store_t                       store;    /* in the zone's memory */
-
     ngx_http_complex_value_t         key;
-    ngx_http_rate_limit_rate_t       rate;
-    ngx_http_rate_limit_params_t     params;
-    ngx_uint_t                       backend;
-    ngx_uint_t                       on_failure;
-
-    ngx_str_t                        redis_prefix;    /* "<prefix>:<zone>:" */
-    ngx_http_rate_limit_texts_t      texts;           /* of the defaults */
-
-    /* the policy file's entries, of rl_store_policy_entry_t, until the
-     * store takes them */
-    ngx_array_t                      policy;
-
-    /* where the zone was first named, for errors found after parsing */
-    ngx_str_t                        file;
-    ngx_uint_t                       line;
-    unsigned                         defined:1;
-    unsigned                         local_full_logged:1;
+    rl_conf_t                       *conf;     /* holds its policy entries */
 } ngx_http_rate_limit_zone_t;
 
 
@@ -92,44 +44,13 @@ typedef struct {
     ngx_http_rate_limit_zone_t      *zone;
     ngx_uint_t                       cost;
     ngx_str_t                        cost_arg;
-    ngx_str_t                        file;
-    ngx_uint_t                       line;
 } ngx_http_rate_limit_limit_t;
 
 
-/* where a Redis server listens */
 typedef struct {
-    ngx_str_t                        address;        /* as written, for logs */
-    ngx_str_t                        host;           /* numeric, NUL ended */
-    ngx_int_t                        port;
-    ngx_str_t                        unix_path;      /* NUL ended */
-} ngx_http_rate_limit_redis_addr_t;
+    rl_conf_t                       *conf;
+    ngx_pool_t                      *pool;     /* the zones' memory */
 
-
-typedef struct {
-    /* of ngx_http_rate_limit_redis_addr_t: the server, or cluster seeds */
-    ngx_array_t                      addresses;
-    ngx_flag_t                       cluster;
-    ngx_str_t                        password;
-    ngx_str_t                        password_env;
-    ngx_uint_t                       db;
-    ngx_msec_t                       timeout;
-    ngx_str_t                        prefix;
-} ngx_http_rate_limit_redis_conf_t;
-
-
-typedef struct {
-    /* of ngx_http_rate_limit_zone_t *, and of ngx_http_rate_limit_limit_t */
-    ngx_array_t                      zones;
-    ngx_array_t                      refs;
-    ngx_http_rate_limit_redis_conf_t *redis;
-    ngx_uint_t                       redis_zones;
-    ngx_str_t                        policy_file;
-    ngx_array_t                     *api_token_envs;    /* of ngx_str_t */
-
-    ngx_str_t                        pg_conninfo;        /* NUL ended */
-    ngx_str_t                        pg_conninfo_env;
-    ngx_msec_t                       pg_interval;
     ngx_shm_zone_t                  *pg_shm_zone;
     rl_pg_lease_t                   *pg_lease;
     ngx_slab_pool_t                 *pg_shpool;
@@ -151,24 +72,6 @@ typedef struct {
 } ngx_http_rate_limit_loc_conf_t;
 
 
-/*
- * One limit applied to one request.  What is decided for it (the params
- * in force, the decision, the flags) is written straight into its entry
- * of the ctx's verdict_in, which rl_verdict_judge() reads as it is.
- */
-typedef struct {
-    ngx_http_rate_limit_limit_t     *limit;
-    rl_verdict_limit_t              *verdict_in;
-    ngx_str_t                        key;       /* as stored */
-    rl_store_key_t                   store_key;
-    ngx_http_rate_limit_rate_t       rate;      /* as written */
-    ngx_http_rate_limit_texts_t     *texts;
-    ngx_http_rate_limit_source_e     source;
-    rl_redis_key_t                  *redis_key;  /* while Redis decides */
-    unsigned                         redis:1;
-} ngx_http_rate_limit_check_t;
-
-
 /* the host of one core PostgreSQL object: the sync, or the API's queue */
 typedef struct {
     rl_pg_adapter_t                  adapter;
@@ -183,20 +86,12 @@ typedef struct {
 
 
 typedef struct {
-    ngx_http_request_t              *request;
-    ngx_http_rate_limit_check_t     *checks;
-    ngx_uint_t                       nchecks;
-    rl_verdict_limit_t              *verdict_in;    /* one per check */
-    rl_verdict_limit_out_t          *verdict_out;
-    ngx_uint_t                       nredis;
-    rl_redis_request_t              *redis_request;  /* in flight */
-    int64_t                          redis_asked_us;
-    void                           (*resume)(ngx_http_request_t *r);
+    rl_check_t                      *check;
+    rl_check_conf_t                  conf;      /* as the check was asked */
     void                            *api_op;
-    ngx_str_t                        api_key;   /* as the API was given it */
-    ngx_http_rate_limit_status_e     status;
+    rl_verdict_status_e              status;    /* 0: not limited */
     ngx_int_t                        rc;
-    unsigned                         done:1;
+    unsigned                         done:1;    /* no decision pending */
 } ngx_http_rate_limit_ctx_t;
 
 
@@ -204,28 +99,15 @@ extern ngx_module_t  ngx_http_rate_limit_module;
 
 
 /* configuration */
-ngx_http_rate_limit_zone_t *ngx_http_rate_limit_zone_find(
-    ngx_http_rate_limit_main_conf_t *rmcf, u_char *name, size_t len);
-
-void ngx_http_rate_limit_conf_unknown_secret(ngx_conf_t *cf,
-    ngx_command_t *cmd, ngx_str_t *value, const char *hint);
-ngx_int_t ngx_http_rate_limit_conf_unique(ngx_conf_t *cf,
-    ngx_command_t *cmd, ngx_uint_t first);
-ngx_int_t ngx_http_rate_limit_conf_msec(ngx_conf_t *cf, ngx_command_t *cmd,
-    ngx_str_t *value, size_t name_len, ngx_msec_t *msec);
+char *ngx_http_rate_limit_conf_read(ngx_conf_t *cf,
+    rl_conf_result_t *result);
+void ngx_http_rate_limit_conf_process(ngx_cycle_t *cycle,
+    rl_conf_process_t *process);
 void ngx_http_rate_limit_release_connection(ngx_connection_t *c);
 ngx_int_t ngx_http_rate_limit_send(ngx_http_request_t *r, ngx_int_t status,
     ngx_str_t *type, u_char *body, size_t len);
-u_char *ngx_http_rate_limit_decimal(u_char *p, uint64_t n);
-const char *ngx_http_rate_limit_on_failure_name(ngx_uint_t on_failure);
 void ngx_http_rate_limit_timer_init(ngx_event_t *ev,
     ngx_event_handler_pt handler, void *data, ngx_log_t *log);
-
-/* policy file */
-char *ngx_http_rate_limit_policy_file(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-ngx_int_t ngx_http_rate_limit_policy_load_file(ngx_conf_t *cf,
-    ngx_http_rate_limit_main_conf_t *rmcf);
 
 /* the core's PostgreSQL objects on nginx's event loop */
 void ngx_http_rate_limit_pg_host_init(ngx_http_rate_limit_pg_host_t *host,
@@ -244,9 +126,6 @@ ngx_int_t ngx_http_rate_limit_metrics_add_zone(ngx_conf_t *cf,
     ngx_http_rate_limit_main_conf_t *rmcf);
 char *ngx_http_rate_limit_metrics(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-void ngx_http_rate_limit_metrics_count(ngx_http_rate_limit_zone_t *zone,
-    rl_verdict_outcome_e outcome);
-ngx_uint_t ngx_http_rate_limit_nodes_live(void);
 
 /* bucket API */
 char *ngx_http_rate_limit_api(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -259,13 +138,7 @@ rl_api_alloc_t ngx_http_rate_limit_api_allocator(ngx_pool_t *pool);
 /* handler */
 ngx_int_t ngx_http_rate_limit_handler(ngx_http_request_t *r);
 ngx_http_rate_limit_ctx_t *ngx_http_rate_limit_create_ctx(
-    ngx_http_request_t *r, ngx_uint_t nlimits);
-ngx_int_t ngx_http_rate_limit_find_limit(ngx_http_request_t *r,
-    ngx_http_rate_limit_check_t *check);
-ngx_int_t ngx_http_rate_limit_ask_redis(ngx_http_request_t *r,
-    ngx_http_rate_limit_ctx_t *ctx);
-ngx_int_t ngx_http_rate_limit_format_limit(ngx_pool_t *pool,
-    ngx_http_rate_limit_params_t *params, ngx_http_rate_limit_texts_t *texts);
+    ngx_http_request_t *r, ngx_uint_t nlimits, void (*done)(void *data));
 ngx_int_t ngx_http_rate_limit_status_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 

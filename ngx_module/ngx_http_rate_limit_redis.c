@@ -18,7 +18,6 @@
 /* a link of the core's client: at most one connection at a time */
 typedef struct {
     ngx_connection_t                  *connection;
-    ngx_sockaddr_t                     sockaddr;
     unsigned                           connected:1;
 } ngx_http_rate_limit_redis_link_t;
 
@@ -36,15 +35,8 @@ typedef struct {
 } ngx_http_rate_limit_redis_t;
 
 
-static ngx_int_t ngx_http_rate_limit_redis_config(ngx_cycle_t *cycle,
-    ngx_http_rate_limit_main_conf_t *rmcf, rl_redis_config_t *config);
-static const char *ngx_http_rate_limit_redis_policy(ngx_cycle_t *cycle,
-    ngx_http_rate_limit_main_conf_t *rmcf);
 static int ngx_http_rate_limit_redis_open(void *data, unsigned link,
     const rl_redis_endpoint_t *endpoint, char *err);
-static ngx_int_t ngx_http_rate_limit_redis_sockaddr(
-    ngx_http_rate_limit_redis_link_t *link,
-    const rl_redis_endpoint_t *endpoint, socklen_t *socklen, char *err);
 static void ngx_http_rate_limit_redis_want_write(void *data, unsigned link);
 static void ngx_http_rate_limit_redis_close(void *data, unsigned link);
 static void ngx_http_rate_limit_redis_set_timer(void *data,
@@ -92,6 +84,7 @@ ngx_http_rate_limit_redis_init_process(ngx_cycle_t *cycle,
     ngx_http_rate_limit_main_conf_t *rmcf)
 {
     char                          err[RL_REDIS_ERR_LEN];
+    rl_conf_process_t             process;
     rl_redis_config_t             config;
     ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis_worker;
 
@@ -116,9 +109,13 @@ ngx_http_rate_limit_redis_init_process(ngx_cycle_t *cycle,
                                    ngx_http_rate_limit_redis_posted_handler,
                                    rd, cycle->log);
 
-    if (ngx_http_rate_limit_redis_config(cycle, rmcf, &config) != NGX_OK) {
+    ngx_http_rate_limit_conf_process(cycle, &process);
+
+    if (rl_conf_redis_config(rmcf->conf, &process, &config) != RL_CONF_OK) {
         return NGX_ERROR;
     }
+
+    config.shared = rmcf->redis_shared;
 
     rd->client = rl_redis_create(&config, &ngx_http_rate_limit_redis_adapter,
                                  err);
@@ -129,144 +126,6 @@ ngx_http_rate_limit_redis_init_process(ngx_cycle_t *cycle,
     }
 
     return NGX_OK;
-}
-
-
-/* the client copies what it keeps: the config may live on the cycle's pool */
-static ngx_int_t
-ngx_http_rate_limit_redis_config(ngx_cycle_t *cycle,
-    ngx_http_rate_limit_main_conf_t *rmcf, rl_redis_config_t *config)
-{
-    u_char                            *p;
-    char                              *value;
-    ngx_uint_t                         i;
-    rl_redis_endpoint_t               *endpoints;
-    ngx_http_rate_limit_redis_addr_t  *addr;
-    ngx_http_rate_limit_redis_conf_t  *rcf;
-
-    rcf = rmcf->redis;
-
-    ngx_memzero(config, sizeof(rl_redis_config_t));
-
-    endpoints = ngx_pcalloc(cycle->pool,
-                            rcf->addresses.nelts * sizeof(rl_redis_endpoint_t));
-    if (endpoints == NULL) {
-        return NGX_ERROR;
-    }
-
-    addr = rcf->addresses.elts;
-
-    /* every string of the configuration is NUL ended */
-    for (i = 0; i < rcf->addresses.nelts; i++) {
-        endpoints[i].address = (const char *) addr[i].address.data;
-
-        if (addr[i].unix_path.len) {
-            endpoints[i].unix_path = (const char *) addr[i].unix_path.data;
-
-        } else {
-            endpoints[i].host = (const char *) addr[i].host.data;
-            endpoints[i].port = (unsigned) addr[i].port;
-        }
-    }
-
-    config->endpoints = endpoints;
-    config->nendpoints = rcf->addresses.nelts;
-    config->cluster = rcf->cluster;
-    config->db = rcf->db;
-    config->timeout_ms = rcf->timeout;
-    config->shared = rmcf->redis_shared;
-
-    config->password = (const char *) rcf->password.data;
-    config->password_len = rcf->password.len;
-
-    if (rcf->password_env.len) {
-        value = getenv((char *) rcf->password_env.data);
-
-        if (value == NULL) {
-            ngx_log_error(NGX_LOG_ERR, cycle->log, 0,
-                          "rate_limit_redis: environment variable \"%V\" "
-                          "holding the password is not set; add \"env %V;\" "
-                          "to nginx.conf", &rcf->password_env,
-                          &rcf->password_env);
-
-        } else {
-            config->password = value;
-            config->password_len = ngx_strlen(value);
-        }
-    }
-
-    /* one heartbeat a node is enough; the master restarts a lost worker 0 */
-    if (ngx_worker == 0) {
-        p = ngx_pnalloc(cycle->pool, rcf->prefix.len + sizeof(":nodes")
-                                     + cycle->hostname.len + NGX_INT64_LEN
-                                     + 2);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-
-        config->heartbeat_key = (const char *) p;
-        p = ngx_sprintf(p, "%V:nodes", &rcf->prefix);
-        config->heartbeat_key_len = p - (u_char *) config->heartbeat_key;
-        *p++ = '\0';
-
-        /* the master's pid tells apart the nodes of one host, and survives
-         * a reload and a restarted worker */
-        config->heartbeat_id = (const char *) p;
-        p = ngx_sprintf(p, "%V:%P", &cycle->hostname, getppid());
-        config->heartbeat_id_len = p - (u_char *) config->heartbeat_id;
-        *p = '\0';
-    }
-
-    config->failure_policy = ngx_http_rate_limit_redis_policy(cycle, rmcf);
-    if (config->failure_policy == NULL) {
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
-}
-
-
-/* "z=open, api=local": what the node does while a circuit is open */
-static const char *
-ngx_http_rate_limit_redis_policy(ngx_cycle_t *cycle,
-    ngx_http_rate_limit_main_conf_t *rmcf)
-{
-    u_char                       *policy, *p;
-    size_t                        len;
-    ngx_uint_t                    i;
-    ngx_http_rate_limit_zone_t  **zones;
-
-    zones = rmcf->zones.elts;
-    len = 0;
-
-    for (i = 0; i < rmcf->zones.nelts; i++) {
-        len += zones[i]->name.len + sizeof("=closed, ");
-    }
-
-    policy = ngx_pnalloc(cycle->pool, len + 1);
-    if (policy == NULL) {
-        return NULL;
-    }
-
-    p = policy;
-
-    for (i = 0; i < rmcf->zones.nelts; i++) {
-        if (zones[i]->backend != NGX_HTTP_RATE_LIMIT_BACKEND_REDIS) {
-            continue;
-        }
-
-        if (p != policy) {
-            p = ngx_cpymem(p, ", ", 2);
-        }
-
-        p = ngx_sprintf(p, "%V=%s", &zones[i]->name,
-                        ngx_http_rate_limit_on_failure_name(
-                            zones[i]->on_failure));
-    }
-
-    *p = '\0';
-
-    return (const char *) policy;
 }
 
 
@@ -314,16 +173,11 @@ ngx_http_rate_limit_redis_open(void *data, unsigned n,
 
     ngx_memzero(&pc, sizeof(ngx_peer_connection_t));
 
-    if (ngx_http_rate_limit_redis_sockaddr(link, endpoint, &pc.socklen, err)
-        != NGX_OK)
-    {
-        return RL_REDIS_ERROR;
-    }
-
     name.data = (u_char *) endpoint->address;
     name.len = ngx_strlen(endpoint->address);
 
-    pc.sockaddr = &link->sockaddr.sockaddr;
+    pc.sockaddr = (struct sockaddr *) endpoint->sockaddr;
+    pc.socklen = endpoint->socklen;
     pc.name = &name;
     pc.get = ngx_event_get_peer;
     pc.log = &rd->connection_log;
@@ -379,70 +233,6 @@ ngx_http_rate_limit_redis_open(void *data, unsigned n,
     }
 
     return RL_REDIS_OK;
-}
-
-
-/*
- * The link keeps the address it connects to.  The host is numeric: the
- * configuration resolved names, and a cluster names its nodes by address.
- */
-static ngx_int_t
-ngx_http_rate_limit_redis_sockaddr(ngx_http_rate_limit_redis_link_t *link,
-    const rl_redis_endpoint_t *endpoint, socklen_t *socklen, char *err)
-{
-    size_t               len;
-    ngx_int_t            rc;
-    ngx_addr_t           addr;
-    ngx_pool_t          *pool;
-    struct sockaddr_un  *sun;
-
-    if (endpoint->unix_path) {
-        len = ngx_strlen(endpoint->unix_path);
-        sun = &link->sockaddr.sockaddr_un;
-
-        if (len >= sizeof(sun->sun_path)) {
-            ngx_cpystrn((u_char *) err,
-                        (u_char *) "the unix socket path is too long",
-                        RL_REDIS_ERR_LEN);
-            return NGX_ERROR;
-        }
-
-        ngx_memzero(sun, sizeof(struct sockaddr_un));
-        sun->sun_family = AF_UNIX;
-        ngx_memcpy(sun->sun_path, endpoint->unix_path, len);
-
-        *socklen = sizeof(struct sockaddr_un);
-
-        return NGX_OK;
-    }
-
-    /* ngx_parse_addr() allocates: a pool of its own lives as long as a
-     * connect, where the cycle's would grow with each reconnection */
-    pool = ngx_create_pool(256, ngx_http_rate_limit_redis_worker.log);
-    if (pool == NULL) {
-        ngx_cpystrn((u_char *) err, (u_char *) "out of memory",
-                    RL_REDIS_ERR_LEN);
-        return NGX_ERROR;
-    }
-
-    rc = ngx_parse_addr(pool, &addr, (u_char *) endpoint->host,
-                        ngx_strlen(endpoint->host));
-
-    if (rc == NGX_OK) {
-        ngx_memcpy(&link->sockaddr, addr.sockaddr, addr.socklen);
-        *socklen = addr.socklen;
-        ngx_inet_set_port(&link->sockaddr.sockaddr,
-                          (in_port_t) endpoint->port);
-
-    } else {
-        ngx_cpystrn((u_char *) err, (u_char *) "not a numeric address",
-                    RL_REDIS_ERR_LEN);
-        rc = NGX_ERROR;
-    }
-
-    ngx_destroy_pool(pool);
-
-    return rc;
 }
 
 

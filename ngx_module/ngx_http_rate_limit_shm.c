@@ -44,20 +44,20 @@ ngx_http_rate_limit_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     zone->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
 
-    zone->store.lock = ngx_http_rate_limit_store_lock;
-    zone->store.unlock = ngx_http_rate_limit_store_unlock;
-    zone->store.lock_data = &zone->shpool->mutex;
+    zone->core.store.lock = ngx_http_rate_limit_store_lock;
+    zone->core.store.unlock = ngx_http_rate_limit_store_unlock;
+    zone->core.store.lock_data = &zone->shpool->mutex;
 
     if (ozone) {
         /* a reload keeps the buckets; the rejections cached may no longer
          * hold under the new limits */
-        zone->store.shared = ozone->store.shared;
-        rl_store_limits_changed(&zone->store);
+        zone->core.store.shared = ozone->core.store.shared;
+        rl_store_limits_changed(&zone->core.store);
         return ngx_http_rate_limit_store_policy(zone, shm_zone->shm.log);
     }
 
     if (shm_zone->shm.exists) {
-        zone->store.shared = zone->shpool->data;
+        zone->core.store.shared = zone->shpool->data;
         return NGX_OK;
     }
 
@@ -81,16 +81,16 @@ ngx_http_rate_limit_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         return NGX_ERROR;
     }
 
-    zone->store.shared = rl_store_layout(memory, bytes, seed);
+    zone->core.store.shared = rl_store_layout(memory, bytes, seed);
 
-    if (zone->store.shared == NULL) {
+    if (zone->core.store.shared == NULL) {
         ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
                       "rate_limit_zone \"%V\" is too small",
                       &shm_zone->shm.name);
         return NGX_ERROR;
     }
 
-    zone->shpool->data = zone->store.shared;
+    zone->shpool->data = zone->core.store.shared;
 
     return ngx_http_rate_limit_store_policy(zone, shm_zone->shm.log);
 }
@@ -119,23 +119,13 @@ static ngx_int_t
 ngx_http_rate_limit_store_policy(ngx_http_rate_limit_zone_t *zone,
     ngx_log_t *log)
 {
-    ngx_uint_t                i;
-    rl_store_policy_entry_t  *entries;
+    size_t  n;
 
-    entries = zone->policy.elts;
-
-    for (i = 0; i < zone->policy.nelts; i++) {
-        rl_store_key(&zone->store, entries[i].key.data, entries[i].key.len,
-                     &entries[i].key);
-    }
-
-    if (rl_store_policy_replace(&zone->store, entries, zone->policy.nelts)
-        != RL_STORE_OK)
-    {
+    if (rl_conf_store_policy(zone->conf, &zone->core, &n) != RL_STORE_OK) {
         ngx_log_error(NGX_LOG_EMERG, log, 0,
-                      "rate_limit_zone \"%V\" has no room for the %ui "
+                      "rate_limit_zone \"%V\" has no room for the %uz "
                       "limits of the policy file: give the zone more memory",
-                      &zone->name, zone->policy.nelts);
+                      &zone->name, n);
         return NGX_ERROR;
     }
 

@@ -9,9 +9,6 @@
 #include "ngx_http_rate_limit_module.h"
 
 
-#define NGX_HTTP_RATE_LIMIT_SYNC_INTERVAL     10000
-
-
 static ngx_int_t ngx_http_rate_limit_sync_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 
@@ -24,51 +21,13 @@ ngx_http_rate_limit_postgres(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_rate_limit_main_conf_t *rmcf = conf;
 
-    ngx_str_t   *value, name;
-    ngx_uint_t   i;
+    char              *rv;
+    ngx_str_t          name;
+    rl_conf_result_t   result;
 
-    if (rmcf->pg_shm_zone) {
-        return "is duplicate";
-    }
-
-    value = cf->args->elts;
-
-    if (ngx_strncmp(value[1].data, "env:", 4) == 0) {
-        rmcf->pg_conninfo_env.data = value[1].data + 4;
-        rmcf->pg_conninfo_env.len = value[1].len - 4;
-
-        if (rmcf->pg_conninfo_env.len == 0) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid connection string \"%V\" in \"%V\" "
-                               "directive: no variable name", &value[1],
-                               &cmd->name);
-            return NGX_CONF_ERROR;
-        }
-
-    } else {
-        rmcf->pg_conninfo = value[1];
-    }
-
-    rmcf->pg_interval = NGX_HTTP_RATE_LIMIT_SYNC_INTERVAL;
-
-    for (i = 2; i < cf->args->nelts; i++) {
-
-        if (ngx_strncmp(value[i].data, "interval=", 9) == 0) {
-
-            if (ngx_http_rate_limit_conf_msec(cf, cmd, &value[i], 8,
-                                              &rmcf->pg_interval)
-                != NGX_OK)
-            {
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        ngx_http_rate_limit_conf_unknown_secret(cf, cmd, &value[i],
-                                                "; quote a connection string "
-                                                "that holds spaces");
-        return NGX_CONF_ERROR;
+    rv = ngx_http_rate_limit_conf_read(cf, &result);
+    if (rv != NGX_CONF_OK) {
+        return rv;
     }
 
     ngx_str_set(&name, "ngx_http_rate_limit_postgres");
@@ -126,50 +85,21 @@ ngx_int_t
 ngx_http_rate_limit_sync_init_process(ngx_cycle_t *cycle,
     ngx_http_rate_limit_main_conf_t *rmcf)
 {
+    int                             rc;
     char                            err[RL_PG_ERR_LEN];
-    ngx_uint_t                      i;
-    rl_pg_zone_t                   *zones;
+    rl_conf_process_t               process;
     rl_pg_sync_config_t             config;
-    ngx_http_rate_limit_zone_t    **zone;
     ngx_http_rate_limit_pg_host_t  *host = &ngx_http_rate_limit_sync_host;
 
-    if (rmcf->pg_conninfo_env.len) {
-        rmcf->pg_conninfo.data = (u_char *) getenv(
-                                     (char *) rmcf->pg_conninfo_env.data);
+    ngx_http_rate_limit_conf_process(cycle, &process);
 
-        if (rmcf->pg_conninfo.data == NULL) {
-            ngx_log_error(NGX_LOG_ERR, cycle->log, 0,
-                          "rate_limit_postgres: environment variable \"%V\" "
-                          "holding the connection string is not set; add "
-                          "\"env %V;\" to nginx.conf",
-                          &rmcf->pg_conninfo_env, &rmcf->pg_conninfo_env);
-            return NGX_OK;
-        }
-
-        rmcf->pg_conninfo.len = ngx_strlen(rmcf->pg_conninfo.data);
+    /* without its connection string, the sync does not start */
+    rc = rl_conf_pg_sync_config(rmcf->conf, &process, &config);
+    if (rc != RL_CONF_OK) {
+        return (rc == RL_CONF_DECLINED) ? NGX_OK : NGX_ERROR;
     }
 
-    zones = ngx_palloc(cycle->pool,
-                       (rmcf->zones.nelts + 1) * sizeof(rl_pg_zone_t));
-    if (zones == NULL) {
-        return NGX_ERROR;
-    }
-
-    zone = rmcf->zones.elts;
-
-    for (i = 0; i < rmcf->zones.nelts; i++) {
-        zones[i].name = zone[i]->name.data;
-        zones[i].name_len = zone[i]->name.len;
-        zones[i].store = zone[i]->store;
-    }
-
-    config.conninfo = (char *) rmcf->pg_conninfo.data;
-    config.interval_ms = rmcf->pg_interval;
-    config.zones = zones;
-    config.nzones = rmcf->zones.nelts;
     config.lease = rmcf->pg_lease;
-    config.pid = ngx_pid;
-    config.preferred = (ngx_worker == 0);
 
     ngx_memzero(host, sizeof(ngx_http_rate_limit_pg_host_t));
     ngx_http_rate_limit_pg_host_init(host, cycle->log, rmcf->pg_shpool);

@@ -286,6 +286,7 @@ GOOD = [
      ["rate_limit zone=a cost=1000000000000000"]),
     ("timeout-24-days", ["rate_limit_redis 127.0.0.1:%d timeout=24d;", Z % "a"],
      ["rate_limit zone=a"]),
+    ("default-port", ["rate_limit_redis 127.0.0.1;", Z % "a"], ["rate_limit zone=a"]),
     ("unix-path-longest", ["rate_limit_redis unix:%s;" % LONG_SOCKET[:-1], Z % "a"],
      ["rate_limit zone=a"]),
     ("one-of-each-parameter", ["rate_limit_redis cluster 127.0.0.1:%d 127.0.0.2:%d "

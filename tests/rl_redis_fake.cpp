@@ -6,12 +6,58 @@
 
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/un.h>
+
 #include <algorithm>
 #include <cstring>
 #include <sstream>
 
 
 namespace rl_fake {
+
+namespace {
+
+/* what open() was given to connect to, to compare in a test */
+std::string
+sockaddr_text(const sockaddr *sa, socklen_t len)
+{
+    char text[INET6_ADDRSTRLEN];
+
+    if (sa == nullptr) {
+        return "none";
+    }
+
+    switch (sa->sa_family) {
+    case AF_UNIX:
+        return len == sizeof(sockaddr_un)
+               ? std::string("unix ")
+                 + reinterpret_cast<const sockaddr_un *>(sa)->sun_path
+               : "unix, bad length";
+    case AF_INET: {
+        auto in = reinterpret_cast<const sockaddr_in *>(sa);
+        inet_ntop(AF_INET, &in->sin_addr, text, sizeof(text));
+        return len == sizeof(sockaddr_in)
+               ? "inet " + std::string(text) + " "
+                 + std::to_string(ntohs(in->sin_port))
+               : "inet, bad length";
+    }
+    case AF_INET6: {
+        auto in6 = reinterpret_cast<const sockaddr_in6 *>(sa);
+        inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof(text));
+        return len == sizeof(sockaddr_in6)
+               ? "inet6 " + std::string(text) + " "
+                 + std::to_string(ntohs(in6->sin6_port))
+               : "inet6, bad length";
+    }
+    default:
+        return "family " + std::to_string(sa->sa_family);
+    }
+}
+
+} // namespace
+
 
 namespace resp {
 
@@ -487,6 +533,7 @@ FakeHost::open_cb(void *data, unsigned i, const rl_redis_endpoint_t *ep,
     l.endpoint.port = ep->port;
     l.endpoint.unix_path = ep->unix_path ? ep->unix_path : "";
     l.endpoint.address = ep->address ? ep->address : "";
+    l.endpoint.sockaddr = sockaddr_text(ep->sockaddr, ep->socklen);
 
     if (!l.fail_open.empty()) {
         snprintf(err, RL_REDIS_ERR_LEN, "%s", l.fail_open.c_str());

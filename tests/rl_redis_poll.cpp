@@ -94,34 +94,12 @@ int PollHost::open_link(void *data, unsigned i,
         std::abort();
     }
 
-    sockaddr_storage address {};
-    socklen_t address_len = 0;
-    int family;
-
-    if (endpoint->unix_path != nullptr) {
-        sockaddr_un *un = reinterpret_cast<sockaddr_un *>(&address);
-        if (std::strlen(endpoint->unix_path) >= sizeof(un->sun_path)) {
-            copy_reason(err, "unix path too long");
-            return RL_REDIS_ERROR;
-        }
-        un->sun_family = AF_UNIX;
-        std::strcpy(un->sun_path, endpoint->unix_path);
-        address_len = sizeof(sockaddr_un);
-        family = AF_UNIX;
-
-    } else {
-        sockaddr_in *in = reinterpret_cast<sockaddr_in *>(&address);
-        in->sin_family = AF_INET;
-        in->sin_port = htons(uint16_t(endpoint->port));
-        if (endpoint->host == nullptr
-            || inet_pton(AF_INET, endpoint->host, &in->sin_addr) != 1)
-        {
-            copy_reason(err, "not a numeric IPv4 address");
-            return RL_REDIS_ERROR;
-        }
-        address_len = sizeof(sockaddr_in);
-        family = AF_INET;
+    /* the core gives the address it made with the link */
+    if (endpoint->sockaddr == nullptr || endpoint->socklen == 0) {
+        std::fprintf(stderr, "open() of link %u without an address\n", i);
+        std::abort();
     }
+    const int family = endpoint->sockaddr->sa_family;
 
     const int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
                           0);
@@ -134,7 +112,7 @@ int PollHost::open_link(void *data, unsigned i,
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     }
 
-    if (connect(fd, reinterpret_cast<sockaddr *>(&address), address_len) != 0
+    if (connect(fd, endpoint->sockaddr, endpoint->socklen) != 0
         && errno != EINPROGRESS && errno != EAGAIN)
     {
         copy_reason(err, std::strerror(errno));

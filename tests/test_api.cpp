@@ -151,6 +151,26 @@ TEST(ApiRoute, RoutesEachPathAndMethod)
 }
 
 
+TEST(ApiRoute, ReadsTheMethodAsNginxDoes)
+{
+    auto method = [](const std::string &name) {
+        return rl_api_method(
+            reinterpret_cast<const unsigned char *>(name.data()), name.size());
+    };
+
+    EXPECT_EQ(method("GET"), unsigned(RL_API_METHOD_GET));
+    EXPECT_EQ(method("HEAD"), unsigned(RL_API_METHOD_HEAD));
+    EXPECT_EQ(method("POST"), unsigned(RL_API_METHOD_POST));
+    EXPECT_EQ(method("PUT"), unsigned(RL_API_METHOD_PUT));
+    EXPECT_EQ(method("DELETE"), unsigned(RL_API_METHOD_DELETE));
+    for (const char *other : {"get", "GETS", "GE", "PATCH", "OPTIONS",
+                                     "", "DELETE "}) {
+        EXPECT_EQ(method(other), unsigned(RL_API_METHOD_OTHER)) << other;
+    }
+    EXPECT_EQ(rl_api_method(nullptr, 0), unsigned(RL_API_METHOD_OTHER));
+}
+
+
 TEST(ApiRoute, RefusesUnknownPathsAndMethods)
 {
     Pool pool;

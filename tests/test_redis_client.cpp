@@ -41,7 +41,7 @@ struct Conf {
             hosts.push_back("127.0.0.1");
             addresses.push_back("127.0.0.1:" + std::to_string(port));
             endpoints.push_back({hosts.back().c_str(), port, nullptr,
-                                 addresses.back().c_str()});
+                                 addresses.back().c_str(), nullptr, 0});
         }
 
         config.endpoints = endpoints.data();
@@ -250,9 +250,39 @@ TEST_F(RedisClient, ConnectsEachEndpointAtOnce)
     EXPECT_EQ(host.link(0).endpoint.host, "127.0.0.1");
     EXPECT_EQ(host.link(0).endpoint.port, 6379u);
     EXPECT_EQ(host.link(0).endpoint.address, "127.0.0.1:6379");
+    EXPECT_EQ(host.link(0).endpoint.sockaddr, "inet 127.0.0.1 6379");
     EXPECT_EQ(host.link(1).opens, 0u);
     /* nothing is written before the connection is up */
     EXPECT_TRUE(host.take(0).empty());
+}
+
+
+TEST_F(RedisClient, GivesOpenTheSocketAddressOfEachForm)
+{
+    Conf s({6379});
+    std::string path = "/run/redis/redis.sock";
+    s.endpoints = {{"::1", 6380, nullptr, "[::1]:6380", nullptr, 0},
+                   {nullptr, 0, path.c_str(), path.c_str(), nullptr, 0}};
+    s.config.endpoints = s.endpoints.data();
+    s.config.nendpoints = s.endpoints.size();
+    s.config.cluster = 1;
+    host.create(s.config);
+
+    EXPECT_EQ(host.link(0).endpoint.sockaddr, "inet6 ::1 6380");
+    EXPECT_EQ(host.link(1).endpoint.sockaddr, "unix " + path);
+}
+
+
+TEST_F(RedisClient, RefusesAHostThatIsNotNumeric)
+{
+    Conf s({6379});
+    s.endpoints[0].host = "redis.internal";
+    char err[RL_REDIS_ERR_LEN];
+    rl_redis_config_t config = s.config;
+    config.shared = memory.shared();
+    EXPECT_EQ(rl_redis_create(&config, &host.adapter(), err), nullptr);
+    EXPECT_NE(std::string(err).find("must be numeric"), std::string::npos)
+        << err;
 }
 
 

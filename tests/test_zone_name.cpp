@@ -3,6 +3,8 @@
 
 #include "rate_limit_test_support.h"
 
+#include <rl_zone.h>
+
 #include <string>
 
 
@@ -87,6 +89,69 @@ TEST(ZoneName, RefusesWhatBrokeHeadersAndLabels)
     EXPECT_FALSE(valid("a=b"));
     EXPECT_FALSE(valid("z\xc3\xa9"));
     EXPECT_FALSE(valid(std::string("a\0b", 3)));
+}
+
+} // namespace
+
+
+/* the texts of a zone's Redis arguments, as the module formatted them */
+namespace {
+
+std::string text(const char *data, unsigned char len)
+{
+    return std::string(data, len);
+}
+
+
+TEST(ZoneTexts, FormatsTheScriptArguments)
+{
+    ngx_http_rate_limit_rate_t rate{10, 1000};
+    ngx_http_rate_limit_params_t params;
+    char err[NGX_HTTP_RATE_LIMIT_ERR_LEN];
+    ASSERT_EQ(ngx_http_rate_limit_make_params(&rate, 20, &params, err,
+                                              sizeof(err)),
+              NGX_HTTP_RATE_LIMIT_OK);
+
+    rl_zone_texts_t texts;
+    rl_zone_texts(&params, &texts);
+
+    EXPECT_EQ(text(texts.interval, texts.interval_len), "100000");
+    EXPECT_EQ(text(texts.burst, texts.burst_len), "20");
+    EXPECT_EQ(text(texts.token_code, texts.token_code_len),
+              std::to_string(ngx_http_rate_limit_token_code(100000)));
+}
+
+
+TEST(ZoneTexts, RoundsTheIntervalHalfUpAndTakesTheLargestBurst)
+{
+    /* 3 r/s: 333333.33 us a token; 1000000 r/s: 1 us */
+    ngx_http_rate_limit_params_t params{333333.5, 3};
+    rl_zone_texts_t texts;
+    rl_zone_texts(&params, &texts);
+    EXPECT_EQ(text(texts.interval, texts.interval_len), "333334");
+
+    params = {1.0, NGX_HTTP_RATE_LIMIT_BURST_MAX};
+    rl_zone_texts(&params, &texts);
+    EXPECT_EQ(text(texts.interval, texts.interval_len), "1");
+    EXPECT_EQ(text(texts.burst, texts.burst_len), "1000000000000000");
+}
+
+
+TEST(ZoneTexts, BlockedParametersSendZeroes)
+{
+    ngx_http_rate_limit_params_t params{0.0, 0};
+    rl_zone_texts_t texts;
+    rl_zone_texts(&params, &texts);
+    EXPECT_EQ(text(texts.interval, texts.interval_len), "0");
+    EXPECT_EQ(text(texts.burst, texts.burst_len), "0");
+}
+
+
+TEST(ZoneFailureName, SpellsEachPolicyAsNginxConfDoes)
+{
+    EXPECT_STREQ(rl_zone_failure_name(RL_ZONE_FAILURE_OPEN), "open");
+    EXPECT_STREQ(rl_zone_failure_name(RL_ZONE_FAILURE_CLOSED), "closed");
+    EXPECT_STREQ(rl_zone_failure_name(RL_ZONE_FAILURE_LOCAL), "local");
 }
 
 } // namespace

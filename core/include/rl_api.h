@@ -39,6 +39,11 @@ extern "C" {
 #define RL_API_METHOD_DELETE         0x10
 #define RL_API_METHOD_OTHER          0x20
 
+/* the method of a request line ("GET", "PUT"...): methods are case
+ * sensitive, as nginx reads them */
+unsigned rl_api_method(const unsigned char *name, size_t len)
+    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
+
 
 /* NULL when out of memory; what it gives lives as long as the request */
 typedef struct {

@@ -24,6 +24,8 @@
 
 #include "ngx_http_rate_limit_core.h"
 
+#include <sys/socket.h>
+
 
 #ifdef __cplusplus
 extern "C" {
@@ -101,6 +103,13 @@ typedef struct {
     const char                 *unix_path; /* NUL ended, or NULL */
     /* as written in nginx.conf, for logs and metrics; NUL ended */
     const char                 *address;
+    /*
+     * For open() only, set by the core: the socket address to connect
+     * to, valid until the link's close().  The configuration's endpoints
+     * leave it NULL.
+     */
+    const struct sockaddr      *sockaddr;
+    socklen_t                   socklen;
 } rl_redis_endpoint_t;
 
 

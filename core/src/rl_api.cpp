@@ -20,6 +20,7 @@
 #include <cstring>
 #include <string>
 #include <string_view>
+#include <utility>
 
 
 namespace {
@@ -673,6 +674,30 @@ int guarded(rl_api_reply_t *reply, F &&f) noexcept
 }
 
 }  // namespace
+
+
+extern "C" unsigned
+rl_api_method(const unsigned char *name, size_t len) noexcept
+{
+    static constexpr std::pair<std::string_view, unsigned>  methods[] = {
+        {"GET", RL_API_METHOD_GET}, {"HEAD", RL_API_METHOD_HEAD},
+        {"POST", RL_API_METHOD_POST}, {"PUT", RL_API_METHOD_PUT},
+        {"DELETE", RL_API_METHOD_DELETE}};
+
+    if (name == nullptr) {
+        return RL_API_METHOD_OTHER;
+    }
+
+    const std::string_view  given(reinterpret_cast<const char *>(name), len);
+
+    for (const auto &[text, method] : methods) {
+        if (given == text) {
+            return method;
+        }
+    }
+
+    return RL_API_METHOD_OTHER;
+}
 
 
 extern "C" int

@@ -259,6 +259,9 @@ struct Link {
     unsigned       port = 0;
     std::string    unix_path;
     std::string    address;            /* for logs and metrics */
+    /* where open() connects, made once with the link */
+    sockaddr_storage sockaddr = {};
+    socklen_t      socklen = 0;
 
     Circuit       *circuit = nullptr;
     uint64_t       backoff_ms = 0;

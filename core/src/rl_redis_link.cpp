@@ -9,6 +9,7 @@
 #include "rl_redis_client.h"
 
 #include <arpa/inet.h>
+#include <sys/un.h>
 
 #include <algorithm>
 #include <cstdarg>
@@ -184,6 +185,51 @@ reply_functions() noexcept
 
 
 redisReplyObjectFunctions  reply_fns = reply_functions();
+
+
+/*
+ * A numeric host and its port, or a unix socket path, as the address the
+ * host connects to.  false: not numeric, or a path too long for
+ * sockaddr_un.
+ */
+bool
+socket_address(const char *host, unsigned port, const char *unix_path,
+               sockaddr_storage &sa, socklen_t &len) noexcept
+{
+    if (unix_path) {
+        auto &un = reinterpret_cast<sockaddr_un &>(sa);
+        size_t n = std::strlen(unix_path);
+
+        if (n >= sizeof(un.sun_path)) {
+            return false;
+        }
+
+        un.sun_family = AF_UNIX;
+        std::memcpy(un.sun_path, unix_path, n + 1);
+        len = sizeof(sockaddr_un);
+        return true;
+    }
+
+    auto &in = reinterpret_cast<sockaddr_in &>(sa);
+
+    if (inet_pton(AF_INET, host, &in.sin_addr) == 1) {
+        in.sin_family = AF_INET;
+        in.sin_port = htons(static_cast<uint16_t>(port));
+        len = sizeof(sockaddr_in);
+        return true;
+    }
+
+    auto &in6 = reinterpret_cast<sockaddr_in6 &>(sa);
+
+    if (inet_pton(AF_INET6, host, &in6.sin6_addr) == 1) {
+        in6.sin6_family = AF_INET6;
+        in6.sin6_port = htons(static_cast<uint16_t>(port));
+        len = sizeof(sockaddr_in6);
+        return true;
+    }
+
+    return false;
+}
 
 }  // namespace
 
@@ -510,14 +556,11 @@ Client::link_for(const char *host, size_t len, unsigned port,
 
     name[len] = '\0';
 
-    if (unix_path == nullptr) {
-        unsigned char addr[16];
+    sockaddr_storage sa = {};
+    socklen_t salen;
 
-        if (inet_pton(AF_INET, name, addr) != 1
-            && inet_pton(AF_INET6, name, addr) != 1)
-        {
-            return nullptr;
-        }
+    if (!socket_address(name, port, unix_path, sa, salen)) {
+        return nullptr;
     }
 
     std::string text;
@@ -538,6 +581,8 @@ Client::link_for(const char *host, size_t len, unsigned port,
     link.address = std::move(text);
     std::memcpy(link.host, name, len + 1);
     link.port = port;
+    link.sockaddr = sa;
+    link.socklen = salen;
     link.used = true;
     link.seed = false;
     link.retired = false;
@@ -570,6 +615,8 @@ Client::connect(Link &link)
     ep.port = link.port;
     ep.unix_path = link.unix_path.empty() ? nullptr : link.unix_path.c_str();
     ep.address = link.address.c_str();
+    ep.sockaddr = reinterpret_cast<const sockaddr *>(&link.sockaddr);
+    ep.socklen = link.socklen;
 
     char err[RL_REDIS_ERR_LEN];
     err[0] = '\0';
