@@ -139,8 +139,8 @@ ngx_http_rate_limit_conf(ngx_http_request_t *r, rl_check_conf_t *conf)
 
     conf->dry_run = rlcf->dry_run;
     conf->headers = rlcf->headers;
-    conf->reject_level = (int) rlcf->log_level;
-    conf->log_level = (int) r->connection->log->log_level;
+    conf->reject_level = rlcf->log_level;
+    conf->log_level = r->connection->log->log_level;
     conf->shared = rmcf->redis_shared;
 }
 

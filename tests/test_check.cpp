@@ -231,7 +231,7 @@ public:
 
     /* the location's settings, and the request's log */
     int                      dry_run = 0;
-    int                      log_level = log_info;
+    uintptr_t                log_level = log_info;
     const rl_redis_shared_t *shared = nullptr;
 
     unsigned done_calls() const { return done_; }
@@ -575,10 +575,26 @@ TEST_F(Check, ALogAboveItsLevelIsNotWritten)
     Request  r(clock, 1);
 
     r.add(nf, "k", 6);
-    r.log_level = log_err - 1;
+    r.log_level = uintptr_t(log_err - 1);
     EXPECT_EQ(r.decide(nullptr), RL_CHECK_OK);
 
     EXPECT_TRUE(r.logs().empty());
+}
+
+
+/* nginx's level of a debug_connection client: every bit above the levels */
+TEST_F(Check, ADebugConnectionLogWritesEveryLine)
+{
+    Zone     nf("nf", "10r/s", 5);
+    Request  r(clock, 1);
+
+    r.add(nf, "k", 6);
+    r.log_level = 0xfffffff0u;
+    EXPECT_EQ(r.decide(nullptr), RL_CHECK_OK);
+
+    ASSERT_EQ(r.logs().size(), 2u);
+    EXPECT_EQ(r.logs()[0].level, log_err);
+    EXPECT_EQ(r.logs()[1].level, log_warn);
 }
 
 

@@ -91,10 +91,14 @@ int rl_check_add(rl_check_t *check, rl_zone_t *zone, uint64_t cost,
 typedef struct {
     int                        dry_run;
     int                        headers;          /* send them */
-    int                        reject_level;     /* of a rejection's line */
+    /*
+     * Levels as nginx's ngx_uint_t holds them: a debug_connection log's
+     * level has its top bit set, and must still read as the most verbose.
+     */
+    uintptr_t                  reject_level;     /* of a rejection's line */
     /* the most verbose level the request's log writes: a line above it is
      * not even written out */
-    int                        log_level;
+    uintptr_t                  log_level;
     /* the live nodes' count, which divides the degraded limits */
     const rl_redis_shared_t   *shared;
 } rl_check_conf_t;

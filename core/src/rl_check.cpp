@@ -607,7 +607,7 @@ void log_rejection(const rl_check_t *c, const rl_verdict_t &v,
                   retry_us % 1000000 / 1000, degraded, dry_run);
     }
 
-    log_line(c, conf.reject_level, msg, len);
+    log_line(c, static_cast<int>(conf.reject_level), msg, len);
 }
 
 
@@ -641,7 +641,7 @@ void log_never_fits(const rl_check_t *c, const rl_check_conf_t &conf)
         const rl_store_nofit_e  nofit = rl_store_nofit(&l.zone->store,
                                                        &l.store_key, now);
 
-        if (conf.log_level < log_warn) {
+        if (conf.log_level < static_cast<uintptr_t>(log_warn)) {
             continue;
         }
 
