@@ -75,6 +75,11 @@ def test_redis_stopped_then_restarted(nginx_factory, redis, mode):
     mark2 = n.log_mark()
     redis.start()               # the same port
     t_back = time.monotonic()
+    # one request passing shows one worker back (the circuit is the node's);
+    # the exact burst below may land on any worker, so every worker's link
+    # must have finished its set-up, whose last command is SCRIPT LOAD
+    wait_for(lambda: len(ready_clients(redis)) >= WORKERS, 6, interval=0.05,
+             what="every worker's Redis link set up")
     wait_enforced(n)
     assert time.monotonic() - t_back < 6
     assert_enforced(n)
@@ -87,6 +92,12 @@ def nginx_clients(redis):
     """Redis client connections other than the one asking."""
     return [l for l in redis.cmd("CLIENT", "LIST").splitlines()
             if "cmd=client" not in l]
+
+
+def ready_clients(redis):
+    """nginx's connections past AUTH and SELECT: SCRIPT LOAD or later."""
+    return [l for l in nginx_clients(redis)
+            if not re.search(r"\bcmd=(NULL|auth|select)\b", l)]
 
 
 def test_background_reconnect_without_requests(nginx_factory, redis):
