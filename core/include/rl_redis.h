@@ -104,6 +104,15 @@ typedef struct {
     /* as written in nginx.conf, for logs and metrics; NUL ended */
     const char                 *address;
     /*
+     * For open() only, set by the core: the host as nginx.conf names it,
+     * without the port and the brackets of an IPv6 address ("redis.internal"
+     * for "redis.internal:6380"), or the numeric host a cluster announced:
+     * the name a TLS host checks the server's certificate against, and
+     * sends as SNI unless it is an IP address.  NUL ended; NULL for a unix
+     * socket.
+     */
+    const char                 *name;
+    /*
      * For open() only, set by the core: the socket address to connect
      * to, valid until the link's close().  The configuration's endpoints
      * leave it NULL.
@@ -187,6 +196,10 @@ typedef struct {
     int                         cluster;
     const char                 *password;  /* NULL or "": no AUTH */
     size_t                      password_len;
+    /* a Redis 6+ ACL user: AUTH <username> <password>; NULL or "": the
+     * default user, AUTH <password> */
+    const char                 *username;
+    size_t                      username_len;
     uint64_t                    db;        /* 0: no SELECT */
     uint64_t                    timeout_ms;  /* of each decision */
 
