@@ -104,6 +104,13 @@ typedef struct {
     /* as written in nginx.conf, for logs and metrics; NUL ended */
     const char                 *address;
     /*
+     * For open() only, set by the core: the socket address to connect
+     * to, valid until the link's close().  The configuration's endpoints
+     * leave it NULL.
+     */
+    const struct sockaddr      *sockaddr;
+    socklen_t                   socklen;
+    /*
      * For open() only, set by the core: the host as nginx.conf names it,
      * without the port and the brackets of an IPv6 address ("redis.internal"
      * for "redis.internal:6380"), or the numeric host a cluster announced:
@@ -112,13 +119,6 @@ typedef struct {
      * socket.
      */
     const char                 *name;
-    /*
-     * For open() only, set by the core: the socket address to connect
-     * to, valid until the link's close().  The configuration's endpoints
-     * leave it NULL.
-     */
-    const struct sockaddr      *sockaddr;
-    socklen_t                   socklen;
 } rl_redis_endpoint_t;
 
 
