@@ -192,8 +192,8 @@ ngx_http_rate_limit_redis_conf(ngx_conf_t *cf, ngx_command_t *cmd,
 {
     ngx_http_rate_limit_main_conf_t *rmcf = conf;
 
-    char                 *rv, *param;
-    ngx_str_t             cert, key, *file;
+    char                 *rv;
+    ngx_str_t             cert, key;
     rl_conf_result_t      result;
     ngx_pool_cleanup_t   *cln;
     rl_conf_redis_tls_t   tls;
@@ -245,9 +245,12 @@ ngx_http_rate_limit_redis_conf(ngx_conf_t *cf, ngx_command_t *cmd,
         if (ngx_ssl_certificate(cf, rmcf->redis_ssl, &cert, &key, NULL)
             != NGX_OK)
         {
-            param = "tls_certificate=\" and \"tls_certificate_key=";
-            file = &cert;
-            goto failed;
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid \""
+                               "tls_certificate=%V\" or \""
+                               "tls_certificate_key=%V\" in \"%V\" "
+                               "directive: cannot be loaded, see the line "
+                               "above", &cert, &key, &cmd->name);
+            return NGX_CONF_ERROR;
         }
     }
 
@@ -258,21 +261,15 @@ ngx_http_rate_limit_redis_conf(ngx_conf_t *cf, ngx_command_t *cmd,
         if (ngx_ssl_trusted_certificate(cf, rmcf->redis_ssl, &cert, 9)
             != NGX_OK)
         {
-            param = "tls_trusted_certificate=";
-            file = &cert;
-            goto failed;
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid \""
+                               "tls_trusted_certificate=%V\" in \"%V\" "
+                               "directive: cannot be loaded, see the line "
+                               "above", &cert, &cmd->name);
+            return NGX_CONF_ERROR;
         }
     }
 
     return NGX_CONF_OK;
-
-failed:
-
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid \"%s\" in \"%V\" "
-                       "directive: \"%V\" cannot be loaded, see the line "
-                       "above", param, &cmd->name, file);
-
-    return NGX_CONF_ERROR;
 }
 
 
