@@ -133,6 +133,26 @@ def test_harness_tls_cluster(tls_cluster, certs):
     assert c.cmd(owner, "GET", key) == "v"
 
 
+def test_harness_tls_cluster_with_replicas(workdir, certs):
+    """tls-replication: a replica's link to its master (over TLS) is up,
+    and what the master writes reaches it."""
+    c = RedisCluster(workdir, masters=3, replicas=1, tls=certs)
+    try:
+        c.start()
+        assert len(c.masters()) == 3 and len(c.replicas()) == 3
+        for n in c.nodes:
+            assert c.cmd(n, "CONFIG", "GET", "tls-replication") == \
+                ["tls-replication", "yes"]
+        key = unique_key("tlsrepl")
+        master = c.node_for_key(key)
+        assert c.cmd(master, "SET", key, "v") == "OK"
+        c.wait_replicated(master)
+        # KEYS has no key argument: a replica answers it from its own data
+        assert c.node(c.replica_of(master)).keys(key) == [key]
+    finally:
+        c.stop()
+
+
 # --------------------------------------------------------------------------
 # nginx over TLS
 
@@ -186,6 +206,14 @@ def problem_lines(n, address, since=0):
     """Error-log lines at warn or above naming address."""
     return [l for l in n.error_log(since).splitlines()
             if address in l and re.search(LEVELS_WARN_UP, l)]
+
+
+def circuit_open(n, address):
+    body = n.get("/metrics").body.decode()
+    m = re.search(r'^nginx_rate_limit_redis_circuit_open\{address="%s"\} (\S+)$'
+                  % re.escape(address), body, re.M)
+    assert m, "no circuit_open for %s in:\n%s" % (address, body)
+    return float(m.group(1))
 
 
 def wait_problem(n, address, what, since=0, timeout=3.0):
@@ -249,7 +277,8 @@ def test_wrong_ca_is_a_connection_failure(nginx_factory, tls_redis, certs):
     # logged once a worker at most, not once a request
     assert len(problem_lines(n, address)) <= 2 * WORKERS, "\n".join(problem_lines(n, address))
     assert r.keys("rlt:*") == []
-    assert tls_clients(r) == []
+    wait_for(lambda: circuit_open(n, address) == 1, 3, interval=0.05,
+             what="the circuit open in /metrics")
 
 
 def test_server_name(nginx_factory, tls_redis, certs):
@@ -289,6 +318,23 @@ def test_verify_off_accepts_an_unknown_ca(nginx_factory, tls_redis, certs):
         assert r.keys("rlt:c:" + key) == ["rlt:c:" + key]
 
 
+def test_tls_reconnects_after_redis_restarts(nginx_factory, tls_redis, certs):
+    """A new handshake after Redis comes back on the same ports."""
+    r = tls_redis
+    address = "127.0.0.1:%d" % r.tls_port
+    n = tls_nginx(nginx_factory, "tls-restart", address, tls_params(certs)).start()
+    wait_enforced(n)
+    assert_enforced(n)
+    r.stop()
+    assert_failed_over(n)
+    r.start()
+    wait_for(lambda: len(tls_clients(r)) >= WORKERS, 6, interval=0.05,
+             what="every worker's TLS connection back")
+    wait_enforced(n)
+    key = assert_enforced(n)
+    assert r.keys("rlt:c:" + key) == ["rlt:c:" + key]
+
+
 def test_mutual_tls(nginx_factory, tls_redis_factory, certs):
     r = tls_redis_factory(tls_auth_clients="yes")
     address = "127.0.0.1:%d" % r.tls_port
@@ -308,13 +354,16 @@ def test_mutual_tls(nginx_factory, tls_redis_factory, certs):
     assert r.keys("rlt:c:*") == ["rlt:c:" + key]
 
 
-def test_tls_cluster_routes_keys(nginx_factory, tls_cluster, certs):
+@pytest.mark.parametrize("server_name", [None, "localhost"])
+def test_tls_cluster_routes_keys(nginx_factory, tls_cluster, certs, server_name):
+    """The masters announced (127.0.0.1 and their tls-ports) are checked
+    against the certificate: their IP, or tls_server_name for all."""
     from test_cluster import decided_by_redis
     c = tls_cluster
     seed = c.node(c.masters()[0])
     n = nginx_factory("tls-cluster", listen_opts="reuseport", http=[
         "rate_limit_redis 127.0.0.1:%d cluster %s timeout=200ms prefix=rlt;"
-        % (seed.tls_port, tls_params(certs)),
+        % (seed.tls_port, tls_params(certs, tls_server_name=server_name)),
         "rate_limit_zone $http_x_key zone=z:1m rate=1r/m burst=5 on_failure=closed;",
     ], locations=[loc("/l/", "rate_limit zone=z"), METRICS]).start()
     wait_for(lambda: decided_by_redis(n), 8, interval=0.05,
@@ -337,6 +386,20 @@ def test_tls_cluster_routes_keys(nginx_factory, tls_cluster, certs):
         plain = [l for l in node.cmd("CLIENT", "LIST").splitlines()
                  if " laddr=127.0.0.1:%d " % node.port in l and "cmd=client" not in l]
         assert plain == [], plain
+
+
+def test_tls_cluster_wrong_server_name_fails(nginx_factory, tls_cluster, certs):
+    c = tls_cluster
+    seed = "127.0.0.1:%d" % c.node(c.masters()[0]).tls_port
+    n = tls_nginx(nginx_factory, "tls-cluster-wrongname", seed,
+                  tls_params(certs, tls_server_name="wrong.example"),
+                  extra=" cluster")
+    n.start()
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 1.0:
+        assert_failed_over(n, requests=1)
+    wait_problem(n, seed, "a line naming %s" % seed)
+    assert c.keys("rlt:*") == []
 
 
 # --------------------------------------------------------------------------
