@@ -355,16 +355,26 @@ def test_mutual_tls(nginx_factory, tls_redis_factory, certs):
     assert r.keys("rlt:c:fail-*") == []
 
 
-@pytest.mark.parametrize("server_name", [None, "localhost"])
-def test_tls_cluster_routes_keys(nginx_factory, tls_cluster, certs, server_name):
+@pytest.mark.parametrize("mode", ["ip", "server-name", "acl-user"])
+def test_tls_cluster_routes_keys(nginx_factory, tls_cluster, certs, mode):
     """The masters announced (127.0.0.1 and their tls-ports) are checked
-    against the certificate: their IP, or tls_server_name for all."""
+    against the certificate: their IP, or tls_server_name for all.  With
+    an ACL user on every node, CLUSTER SLOTS and the scripts run as it."""
     from test_cluster import decided_by_redis
     c = tls_cluster
     seed = c.node(c.masters()[0])
+    params = tls_params(certs, tls_server_name="localhost" if mode == "server-name"
+                        else None)
+    if mode == "acl-user":
+        for node in c.nodes:
+            assert node.cmd("ACL", "SETUSER", "ratelimit", *ACL_RULES) == "OK"
+            # AUTH <password> alone would now fail: not the default's
+            assert node.cmd("CONFIG", "SET", "requirepass", ADMIN_PASSWORD) == "OK"
+            node.password = ADMIN_PASSWORD
+        params += " username=ratelimit password=" + USER_PASSWORD
     n = nginx_factory("tls-cluster", listen_opts="reuseport", http=[
         "rate_limit_redis 127.0.0.1:%d cluster %s timeout=200ms prefix=rlt;"
-        % (seed.tls_port, tls_params(certs, tls_server_name=server_name)),
+        % (seed.tls_port, params),
         "rate_limit_zone $http_x_key zone=z:1m rate=1r/m burst=5 on_failure=closed;",
     ], locations=[loc("/l/", "rate_limit zone=z"), METRICS]).start()
     wait_for(lambda: decided_by_redis(n), 8, interval=0.05,
@@ -387,6 +397,9 @@ def test_tls_cluster_routes_keys(nginx_factory, tls_cluster, certs, server_name)
         plain = [l for l in node.cmd("CLIENT", "LIST").splitlines()
                  if " laddr=127.0.0.1:%d " % node.port in l and "cmd=client" not in l]
         assert plain == [], plain
+        if mode == "acl-user":
+            assert user_clients(node, "ratelimit"), node.cmd("CLIENT", "LIST")
+            assert node.cmd("ACL", "LOG") == []
 
 
 def test_tls_cluster_wrong_server_name_fails(nginx_factory, tls_cluster, certs):
