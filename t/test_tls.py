@@ -85,6 +85,7 @@ def test_harness_certificates(certs):
         return p.returncode
     assert verify(certs.ca, certs.server) == 0
     assert verify(certs.ca, certs.client) == 0
+    assert verify(certs.ca, certs.server_dns) == 0
     assert verify(certs.other_ca, certs.other_client) == 0
     assert verify(certs.other_ca, certs.server) != 0
     assert verify(certs.ca, certs.other_client) != 0
@@ -92,6 +93,10 @@ def test_harness_certificates(certs):
                           "-ext", "subjectAltName"], stdout=subprocess.PIPE,
                          timeout=10).stdout.decode()
     assert "DNS:localhost" in out and "IP Address:127.0.0.1" in out, out
+    out = subprocess.run(["openssl", "x509", "-in", certs.server_dns, "-noout",
+                          "-ext", "subjectAltName"], stdout=subprocess.PIPE,
+                         timeout=10).stdout.decode()
+    assert "DNS:localhost" in out and "IP Address" not in out, out
 
 
 def test_harness_tls_redis(tls_redis, certs):
@@ -302,6 +307,55 @@ def test_server_name(nginx_factory, tls_redis, certs):
         assert not problem_lines(n, address), n.error_log()
 
 
+def test_default_name_is_the_host_as_written(nginx_factory, redis_factory, certs):
+    """A certificate for DNS:localhost only: 127.0.0.1 as the address is
+    checked as an IP and fails; localhost as the address, or
+    tls_server_name=localhost, passes."""
+    r = redis_factory(tls_cert=certs.server_dns, tls_key=certs.server_dns_key,
+                      tls_ca=certs.ca, tls_auth_clients="no")
+    by_ip = "127.0.0.1:%d" % r.tls_port
+    ip = tls_nginx(nginx_factory, "tls-dnsonly-ip", by_ip, tls_params(certs)).start()
+    named = tls_nginx(nginx_factory, "tls-dnsonly-name", by_ip,
+                      tls_params(certs, tls_server_name="localhost")).start()
+    by_name = "localhost:%d" % r.tls_port
+    host = tls_nginx(nginx_factory, "tls-dnsonly-host", by_name, tls_params(certs)).start()
+    assert_failed_over(ip)
+    lines = wait_problem(ip, by_ip, "a line naming %s" % by_ip)
+    assert any(re.search(r"certificate|127\.0\.0\.1", l.split("unreachable", 1)[-1])
+               for l in lines), "\n".join(lines)
+    for n in (named, host):
+        wait_enforced(n)
+        key = assert_enforced(n)
+        assert r.keys("rlt:c:" + key) == ["rlt:c:" + key]
+
+
+def test_reload_changes_the_ca(nginx_factory, tls_redis, certs):
+    """A reload from the wrong CA to the right one (and back) takes effect:
+    the new workers use the new SSL context."""
+    r = tls_redis
+    address = "127.0.0.1:%d" % r.tls_port
+    conf = dict(http=None, locations=[loc("/o/", "rate_limit zone=o"),
+                                      loc("/c/", "rate_limit zone=c"), METRICS])
+
+    def http(ca):
+        return ["rate_limit_redis %s %s timeout=200ms prefix=rlt;"
+                % (address, tls_params(certs, tls_trusted_certificate=ca)),
+                "rate_limit_zone $http_x_key zone=o:1m rate=1r/m burst=3 on_failure=open;",
+                "rate_limit_zone $http_x_key zone=c:1m rate=1r/m burst=3 on_failure=closed;"]
+    conf["http"] = http(certs.other_ca)
+    n = nginx_factory("tls-reload", **conf).start()
+    assert_failed_over(n)
+    conf["http"] = http(certs.ca)
+    n.configure(**conf)
+    n.reload()
+    wait_enforced(n)
+    assert_enforced(n)
+    conf["http"] = http(certs.other_ca)
+    n.configure(**conf)
+    n.reload()
+    assert_failed_over(n)
+
+
 def test_verify_off_accepts_an_unknown_ca(nginx_factory, tls_redis, certs):
     r = tls_redis
     address = "127.0.0.1:%d" % r.tls_port
@@ -462,6 +516,9 @@ def test_acl_user(nginx_factory, redis_factory):
     # the user was refused nothing
     denied = r.cmd("ACL", "LOG")
     assert denied == [], denied
+    written = "\n".join([n.error_log(), n.get("/metrics").body.decode(), n.stderr(),
+                         (n.prefix / "access.log").read_text(errors="replace")])
+    assert USER_PASSWORD not in written
 
 
 def test_acl_user_over_tls_with_env_password(nginx_factory, redis_factory, certs):

@@ -6,6 +6,8 @@ make_certs(folder) writes, under folder:
 * server.pem / server.key: signed by it, subjectAltName DNS:localhost and
   IP:127.0.0.1 (CN localhost);
 * client.pem / client.key: signed by it, extendedKeyUsage clientAuth;
+* server-dns.pem / server-dns.key: signed by it, subjectAltName
+  DNS:localhost only (no IP);
 * other-ca.pem / other-ca.key: a second CA, unrelated to the first;
 * other-client.pem / other-client.key: signed by the second CA.
 
@@ -32,6 +34,8 @@ class Certs:
     ca_key = property(lambda self: self.path("ca.key"))
     server = property(lambda self: self.path("server.pem"))
     server_key = property(lambda self: self.path("server.key"))
+    server_dns = property(lambda self: self.path("server-dns.pem"))
+    server_dns_key = property(lambda self: self.path("server-dns.key"))
     client = property(lambda self: self.path("client.pem"))
     client_key = property(lambda self: self.path("client.key"))
     other_ca = property(lambda self: self.path("other-ca.pem"))
@@ -79,6 +83,11 @@ def make_certs(folder):
           "keyUsage=critical,digitalSignature,keyEncipherment\n"
           "extendedKeyUsage=serverAuth,clientAuth\n"
           "subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    _leaf(folder, "server-dns", "ca", "localhost",
+          "basicConstraints=CA:FALSE\n"
+          "keyUsage=critical,digitalSignature,keyEncipherment\n"
+          "extendedKeyUsage=serverAuth\n"
+          "subjectAltName=DNS:localhost\n")
     _leaf(folder, "client", "ca", "ratelimit-client",
           "basicConstraints=CA:FALSE\n"
           "keyUsage=critical,digitalSignature,keyEncipherment\n"
