@@ -8,8 +8,12 @@ commands (cmd()); nginx is given only the tls-port, where Redis speaks
 nothing but TLS.  The harness self-tests at the top need no module.
 """
 
+import contextlib
 import re
+import socket
+import ssl
 import subprocess
+import threading
 import time
 
 import pytest
@@ -354,6 +358,64 @@ def test_reload_changes_the_ca(nginx_factory, tls_redis, certs):
     n.configure(**conf)
     n.reload()
     assert_failed_over(n)
+
+
+@contextlib.contextmanager
+def sni_recorder(certs):
+    """A TLS server on 127.0.0.1 (the server certificate) recording the
+    SNI of each handshake (None: none sent), then closing the connection.
+    Yields (port, list of names)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(certs.server, certs.server_key)
+    names = []
+    ctx.sni_callback = lambda sslobj, name, c: names.append(name)
+    port = free_port()
+    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lsock.bind(("127.0.0.1", port))
+    lsock.listen(16)
+    lsock.settimeout(0.1)
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = lsock.accept()
+            except OSError:
+                continue
+            conn.settimeout(1.0)
+            try:
+                with ctx.wrap_socket(conn, server_side=True):
+                    pass
+            except OSError:
+                pass
+            finally:
+                conn.close()
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        yield port, names
+    finally:
+        stop.set()
+        t.join(5)
+        lsock.close()
+
+
+@pytest.mark.parametrize("host,server_name,sni", [
+    ("127.0.0.1", None, None),              # no SNI for an IP address
+    ("127.0.0.1", "localhost", "localhost"),
+    ("localhost", None, "localhost"),
+    ("localhost", "other.example", "other.example"),
+])
+def test_sni(nginx_factory, certs, host, server_name, sni):
+    with sni_recorder(certs) as (port, names):
+        n = tls_nginx(nginx_factory, "tls-sni", "%s:%d" % (host, port),
+                      tls_params(certs, tls_server_name=server_name)).start()
+        assert_failed_over(n, requests=1)
+        wait_for(lambda: len(names) >= WORKERS, 5, interval=0.05,
+                 what="a handshake of each worker")
+        n.stop()
+        assert set(names) == {sni}, names
 
 
 def test_verify_off_accepts_an_unknown_ca(nginx_factory, tls_redis, certs):
