@@ -8,6 +8,13 @@ other server, and keeps ``stop()``/``start()`` (same port), ``freeze()``/
 free port of its own (``cluster-port``) rather than port + 10000, which
 may be taken or above 65535.
 
+``RedisCluster(workdir, tls=certs)`` (a ``tls_certs.Certs``) gives every
+node a ``tls_port`` too, with ``--tls-cluster yes --tls-replication yes``:
+the bus and the replication go over TLS, the cluster is created on the TLS
+ports, and each node announces its TLS ports to TLS clients and its plain
+ports to plain ones, so the harness below works unchanged on the plain
+ports.
+
 A node is named by its port, by ``(host, port)`` as returned here, or by its
 ``Redis`` object.  start, restart, failover, kill_master, finish_migration
 and migrate_slot wait, bounded in time, until the cluster is stable again
