@@ -693,6 +693,7 @@ def _bad_cases(certs):
     ]
 
 
+NT_SECRET = "Nt-Pw-" + "s8" * 8
 BAD_IDS = ["ca-without-tls", "verify-without-tls", "name-without-tls",
            "cert-without-tls", "tls-off-with-ca", "verify-without-ca",
            "cert-without-key", "key-without-cert", "missing-ca-file",
@@ -708,6 +709,9 @@ def test_nginx_t_rejects(nginx_factory, certs, case_id, workdir):
     _id, params, named = cases[case_id]
     address = ("unix:%s/redis-nowhere.sock" % workdir if case_id == "tls-unix"
                else "127.0.0.1:%d" % free_port())
+    # a password beside the bad parameter is never shown
+    if case_id != "username-without-password":
+        params += " password=" + NT_SECRET
     n = nginx_factory("t-" + case_id, http=[
         "rate_limit_redis %s %s timeout=50ms;" % (address, params),
         "rate_limit_zone $http_x_key zone=z:1m rate=1r/m burst=5;",
@@ -720,6 +724,7 @@ def test_nginx_t_rejects(nginx_factory, certs, case_id, workdir):
              if "[emerg]" in l and names_directive(l, "rate_limit_redis")]
     assert lines, out
     assert all(x in lines[0] for x in named), "%r not all in: %s" % (named, out)
+    assert NT_SECRET not in out, out
 
 
 def test_nginx_t_accepts_tls_with_redis_down(nginx_factory, certs):
