@@ -503,8 +503,8 @@ summarise() {   # summarise SETUP: medians of its rounds
             abuse) NOTE[$setup]="429 share ${REJ[$setup]}" ;;
         esac
         if [ -n "${RUN_CPU_NGINX[$setup]:-}" ]; then
-            NOTE[$setup]+=", CPU us/req nginx $(median ${RUN_CPU_NGINX[$setup]})"
-            NOTE[$setup]+=" redis $(median ${RUN_CPU_REDIS[$setup]})"
+            NOTE[$setup]+=", CPU us/req nginx $(printf '%.1f' "$(median ${RUN_CPU_NGINX[$setup]})")"
+            NOTE[$setup]+=", redis $(printf '%.1f' "$(median ${RUN_CPU_REDIS[$setup]})")"
         fi
     }
 }
