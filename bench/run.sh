@@ -9,7 +9,7 @@
 #   local      4   the module, backend=local                     local.conf
 #   redis      5   the module, backend=redis, strict, a new key  redis.conf
 #                  every request (every request decided by Redis)
-#   redis_tls  5t  the same, nginx reaching Redis over TLS        redis.conf
+#   redis_tls  5t  the same, nginx reaching Redis over TLS       redis.conf
 #                  (tls=on, a CA and a server certificate made with openssl
 #                  in the temp folder, bench/tls.sh; Redis listens on its
 #                  plain port, for this script's redis-cli, and on a TLS
@@ -32,13 +32,14 @@
 # read a bucket per request where each must be decided by Redis: keyspace
 # hits + misses, whether one script call decides one request or a batch;
 # and for "active1m" every request found its stored bucket: keyspace hits,
-# no new key; for "redis_tls", Redis's CLIENT LIST shows nginx's links on the
-# TLS port and none on the plain one).  The table: requests/s, p50 and p99 from wrk's latency
-# distribution, each the median of the rounds, the ratio to plain nginx (the
-# median of the ratios within each round, as for every ratio printed), the
-# share of rejected (non-2xx) responses, EVALSHA/EVAL per request (script
-# calls: round trips) and all Redis commands per request from INFO
-# commandstats (which counts the TIME, GET and SET that a script runs too);
+# no new key; for "redis_tls", Redis's CLIENT LIST shows nginx's links on
+# the TLS port and none on the plain one).  The table: requests/s, p50 and
+# p99 from wrk's latency distribution, each the median of the rounds, the
+# ratio to plain nginx (the median of the ratios within each round, as for
+# every ratio printed), the share of rejected (non-2xx) responses,
+# EVALSHA/EVAL per request (script calls: round trips) and all Redis
+# commands per request from INFO commandstats (which counts the TIME, GET
+# and SET that a script runs too);
 # for "redis" and "redis_tls", the notes give the CPU time per request of
 # the nginx worker and of redis-server (utime + stime of /proc/PID/stat,
 # before and after the measured wrk run, over the requests it made).
@@ -179,6 +180,7 @@ redis_counts() {
 }
 
 dbsize() { rcli -n "$1" DBSIZE; }
+used_memory() { rcli INFO memory | tr -d '\r' | sed -n 's/^used_memory://p'; }
 
 # cpu_ticks PID...: utime + stime of the PIDs, in clock ticks, summed (the
 # fields 14 and 15 of /proc/PID/stat, counted after the ")" that ends the
@@ -216,7 +218,6 @@ links_on_tls() {
           t += on_tls; if (on_plain && !own) p++ }
         END { printf "%d %d\n", t, p }'
 }
-used_memory() { rcli INFO memory | tr -d '\r' | sed -n 's/^used_memory://p'; }
 
 # pre_check SETUP ROUND: before measuring, the file is served and the
 # limiter runs
