@@ -540,10 +540,10 @@ USER_PASSWORD = "User-Pw-" + "u4" * 8
 WRONG_PASSWORD = "Wrong-Pw-" + "w2" * 8
 # what the module sends (core/src/rl_redis_*.cpp), and what its scripts
 # call (rate_limit_script.cpp, rate_limit_nodes.cpp: the heartbeat's
-# <prefix>:nodes); nothing else
+# <prefix>:nodes); nothing else: the README's ACL SETUSER line
 ACL_RULES = ["on", ">" + USER_PASSWORD, "~rlt:*", "resetchannels", "-@all",
-             "+evalsha", "+eval", "+script|load", "+ping", "+auth", "+select",
-             "+hello", "+cluster|slots", "+cluster|shards", "+asking",
+             "+evalsha", "+eval", "+script|load", "+select",
+             "+cluster|slots", "+asking",
              "+get", "+set", "+del", "+time", "+zadd", "+zremrangebyscore",
              "+pexpire", "+zcard"]
 
