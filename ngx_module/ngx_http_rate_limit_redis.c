@@ -124,9 +124,9 @@ ngx_http_rate_limit_redis_init_process(ngx_cycle_t *cycle,
 
     rd->ssl = rmcf->redis_ssl;
 
-    if (rl_conf_redis_tls(rmcf->conf, &tls) == RL_CONF_OK
-        && tls.server_name)
-    {
+    (void) rl_conf_redis_tls(rmcf->conf, &tls);
+
+    if (tls.server_name) {
         rd->server_name.data = (u_char *) tls.server_name;
         rd->server_name.len = ngx_strlen(tls.server_name);
     }
@@ -245,11 +245,12 @@ ngx_http_rate_limit_redis_conf(ngx_conf_t *cf, ngx_command_t *cmd,
         if (ngx_ssl_certificate(cf, rmcf->redis_ssl, &cert, &key, NULL)
             != NGX_OK)
         {
+            /* the key is not shown: it may be given inline, "data:..." */
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid \""
-                               "tls_certificate=%V\" or \""
-                               "tls_certificate_key=%V\" in \"%V\" "
+                               "tls_certificate=%V\" or its "
+                               "\"tls_certificate_key=\" in \"%V\" "
                                "directive: cannot be loaded, see the line "
-                               "above", &cert, &key, &cmd->name);
+                               "above", &cert, &cmd->name);
             return NGX_CONF_ERROR;
         }
     }
@@ -722,10 +723,11 @@ ngx_http_rate_limit_redis_tls_done(ngx_connection_t *c)
         /* "SSL_do_handshake() failed (SSL: ...)": the SSL library's part */
         why = (u_char *) ngx_strstr(rd->last_error, "(SSL: ");
 
-        ngx_snprintf((u_char *) reason, RL_REDIS_ERR_LEN - 1,
-                     "TLS handshake failed: %s%Z",
-                     why ? why : rd->last_error[0] ? rd->last_error
-                               : (u_char *) "the server closed the connection");
+        *ngx_snprintf((u_char *) reason, RL_REDIS_ERR_LEN - 1,
+                      "TLS handshake failed: %s",
+                      why ? why : rd->last_error[0] ? rd->last_error
+                                : (u_char *) "the server closed the connection")
+            = '\0';
         ngx_http_rate_limit_redis_closed(c, reason);
         return;
     }
@@ -743,6 +745,15 @@ ngx_http_rate_limit_redis_tls_done(ngx_connection_t *c)
     link->connected = 1;
 
     rl_redis_on_connected(rd->client, (unsigned) (link - rd->links));
+
+    /*
+     * What the core queued before the handshake goes out now: the event
+     * that ended the handshake may have been a write one, which went to
+     * nginx's handshake handler, and another may never come.
+     */
+    if (link->connection == c) {
+        ngx_post_event(c->write, &ngx_posted_events);
+    }
 }
 
 
@@ -759,9 +770,10 @@ ngx_http_rate_limit_redis_tls_check(ngx_connection_t *c, char *reason)
     rc = SSL_get_verify_result(c->ssl->connection);
 
     if (rc != X509_V_OK) {
-        ngx_snprintf((u_char *) reason, RL_REDIS_ERR_LEN - 1,
-                     "TLS certificate verify error: (%l:%s)%Z", rc,
-                     X509_verify_cert_error_string(rc));
+        *ngx_snprintf((u_char *) reason, RL_REDIS_ERR_LEN - 1,
+                      "TLS certificate verify error: (%l:%s)", rc,
+                      X509_verify_cert_error_string(rc))
+            = '\0';
         return NGX_ERROR;
     }
 
@@ -780,8 +792,9 @@ ngx_http_rate_limit_redis_tls_check(ngx_connection_t *c, char *reason)
     }
 
     if (!rc) {
-        ngx_snprintf((u_char *) reason, RL_REDIS_ERR_LEN - 1,
-                     "TLS certificate does not match \"%V\"%Z", &link->name);
+        *ngx_snprintf((u_char *) reason, RL_REDIS_ERR_LEN - 1,
+                      "TLS certificate does not match \"%V\"", &link->name)
+            = '\0';
         return NGX_ERROR;
     }
 
@@ -866,6 +879,11 @@ ngx_http_rate_limit_redis_log_writer(ngx_log_t *log, ngx_uint_t level,
 
     u_char  *msg, *last;
 
+    /* a debug line about the connection is no reason for its failure */
+    if (level == NGX_LOG_DEBUG) {
+        return;
+    }
+
     last = buf + len;
     msg = ngx_strlchr(buf, last, ']');
     msg = msg ? ngx_strlchr(msg, last, ':') : NULL;
@@ -880,7 +898,7 @@ ngx_http_rate_limit_redis_log_writer(ngx_log_t *log, ngx_uint_t level,
     rd->last_error[len] = '\0';
 
     if (level <= NGX_LOG_ALERT) {
-        ngx_log_error(level, rd->log, 0, "%*s", len, msg);
+        ngx_log_error(level, rd->log, 0, "%*s", (size_t) (last - msg), msg);
     }
 }
 

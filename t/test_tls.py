@@ -418,15 +418,15 @@ def test_sni(nginx_factory, certs, host, server_name, sni):
         assert set(names) == {sni}, names
 
 
-def test_verify_off_accepts_an_unknown_ca(nginx_factory, tls_redis, certs):
+def test_verify_off_accepts_any_server(nginx_factory, tls_redis, certs):
     r = tls_redis
     address = "127.0.0.1:%d" % r.tls_port
     for name, params in (
-            ("other-ca", tls_params(certs, tls_verify="off",
-                                    tls_trusted_certificate=certs.other_ca)),
+            # a CA beside tls_verify=off is refused: nginx -t cases
             ("no-ca", tls_params(certs, tls_verify="off",
                                  tls_trusted_certificate=None)),
             ("wrong-name", tls_params(certs, tls_verify="off",
+                                      tls_trusted_certificate=None,
                                       tls_server_name="wrong.example"))):
         n = tls_nginx(nginx_factory, "tls-noverify-" + name, address, params).start()
         wait_enforced(n)
@@ -684,8 +684,12 @@ def _bad_cases(certs):
         ("missing-ca-file", "tls=on tls_trusted_certificate=" + missing, [missing]),
         ("missing-cert-file", "tls=on %s tls_certificate=%s %s" % (ca, missing, key),
          [missing]),
+        # the key is never shown (it may be inline, data:...): nginx's own
+        # line above names the file
         ("missing-key-file", "tls=on %s %s tls_certificate_key=%s" % (ca, cert, missing),
-         [missing]),
+         ["tls_certificate_key"]),
+        ("ca-with-verify-off", "tls=on tls_verify=off " + ca,
+         ["tls_trusted_certificate", "tls_verify=off"]),
         ("username-without-password", "username=ratelimit", ["username"]),
         ("tls-bogus", "tls=bogus", ["bogus"]),
         ("verify-bogus", "tls=on %s tls_verify=maybe" % ca, ["maybe"]),
@@ -698,7 +702,7 @@ BAD_IDS = ["ca-without-tls", "verify-without-tls", "name-without-tls",
            "cert-without-tls", "tls-off-with-ca", "verify-without-ca",
            "cert-without-key", "key-without-cert", "missing-ca-file",
            "missing-cert-file", "missing-key-file", "username-without-password",
-           "tls-bogus", "verify-bogus", "tls-unix"]
+           "tls-bogus", "verify-bogus", "tls-unix", "ca-with-verify-off"]
 
 
 @pytest.mark.parametrize("case_id", BAD_IDS)

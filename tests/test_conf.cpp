@@ -706,9 +706,23 @@ TEST_F(Conf, RedisTlsRefusals)
     EXPECT_EQ(redis({"10.0.0.1", "tls=on", "tls_trusted_certificate="}),
               "invalid parameter \"tls_trusted_certificate=" + in
               + ": no file");
+    const std::string  name = ": a server name is a host name (at most 253 "
+                              "letters, digits, '-', '_' and '.') or an IP "
+                              "address, without a port";
+
     EXPECT_EQ(redis({"10.0.0.1", "tls=on", ca, "tls_server_name=a b"}),
-              "invalid parameter \"tls_server_name=a b" + in + ": a server "
-              "name is a host name or an IP address");
+              "invalid parameter \"tls_server_name=a b" + in + name);
+    EXPECT_EQ(redis({"10.0.0.1", "tls=on", ca, "tls_server_name=r:6380"}),
+              "invalid parameter \"tls_server_name=r:6380" + in + name);
+    EXPECT_EQ(redis({"10.0.0.1", "tls=on", ca, "tls_server_name=[::1]"}),
+              "invalid parameter \"tls_server_name=[::1]" + in + name);
+    EXPECT_EQ(redis({"10.0.0.1", "tls=on", ca,
+                     "tls_server_name=" + std::string(254, 'a')}),
+              "invalid parameter \"tls_server_name=" + std::string(254, 'a')
+              + in + name);
+    EXPECT_EQ(redis({"10.0.0.1", "tls=on", "tls_verify=off", ca}),
+              "\"tls_trusted_certificate=" + in + " is not used with "
+              "\"tls_verify=off\"");
     EXPECT_EQ(redis({"10.0.0.1", "tls=on", ca, "tls_server_name="}),
               "invalid parameter \"tls_server_name=" + in + ": no name");
     EXPECT_EQ(redis({"unix:/run/redis.sock", "tls=on", ca}),
@@ -732,7 +746,7 @@ TEST_F(Conf, RedisTls)
 
     ASSERT_EQ(redis({"10.0.0.1", "tls=on", "tls_trusted_certificate=ca.pem",
                      "tls_certificate=c.pem", "tls_certificate_key=c.key",
-                     "tls_server_name=redis.internal"}), "");
+                     "tls_server_name=redis-1.internal"}), "");
 
     rl_conf_redis_tls_t  tls;
 
@@ -742,7 +756,7 @@ TEST_F(Conf, RedisTls)
     EXPECT_STREQ(tls.trusted_certificate, "ca.pem");
     EXPECT_STREQ(tls.certificate, "c.pem");
     EXPECT_STREQ(tls.certificate_key, "c.key");
-    EXPECT_STREQ(tls.server_name, "redis.internal");
+    EXPECT_STREQ(tls.server_name, "redis-1.internal");
 }
 
 

@@ -340,6 +340,20 @@ TEST_F(RedisClient, AuthNamesTheAclUser)
 }
 
 
+/* a user with nopass: its AUTH still names it, or the default user runs */
+TEST_F(RedisClient, AuthNamesAnAclUserWithoutPassword)
+{
+    Conf s({6379});
+    s.user("ratelimit");
+    host.create(s.config);
+    host.connected(0);
+
+    std::vector<Command> first = host.take(0);
+    ASSERT_FALSE(first.empty());
+    EXPECT_EQ(first[0], (Command {"AUTH", "ratelimit", ""}));
+}
+
+
 TEST_F(RedisClient, AuthAndSelectGoFirstAndAloneUntilAnswered)
 {
     Conf s({6379});

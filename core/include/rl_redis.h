@@ -111,7 +111,8 @@ typedef struct {
     const struct sockaddr      *sockaddr;
     socklen_t                   socklen;
     /*
-     * For open() only, set by the core: the host as nginx.conf names it,
+     * Set by the core for open(), valid until the link's close(): the
+     * host as nginx.conf names it,
      * without the port and the brackets of an IPv6 address ("redis.internal"
      * for "redis.internal:6380"), or the numeric host a cluster announced:
      * the name a TLS host checks the server's certificate against, and

@@ -8,8 +8,10 @@
 
 #include "rl_conf_impl.h"
 
+#include <arpa/inet.h>
 #include <sys/un.h>
 
+#include <cctype>
 #include <cstring>
 #include <string>
 #include <string_view>
@@ -532,6 +534,32 @@ limit_line(rl_conf_t *conf, const rl_conf_line_t *line, rl_conf_limit_t *out)
 }
 
 
+/* what a certificate can name: an address, or a host name */
+bool
+server_name(const std::string &name)
+{
+    unsigned char  addr[sizeof(in6_addr)];
+
+    if (::inet_pton(AF_INET, name.c_str(), addr) == 1
+        || ::inet_pton(AF_INET6, name.c_str(), addr) == 1)
+    {
+        return true;
+    }
+
+    if (name.size() > 253) {
+        return false;
+    }
+
+    for (unsigned char c : name) {
+        if (!std::isalnum(c) && c != '-' && c != '_' && c != '.') {
+            return false;
+        }
+    }
+
+    return true;
+}
+
+
 /* "on" or "off" after a parameter's "name=" */
 int
 on_off(rl_conf_t *conf, const rl_conf_line_t *line, const rl_conf_arg_t &arg,
@@ -569,8 +597,9 @@ tls_path(rl_conf_t *conf, const rl_conf_line_t *line,
 
 /*
  * One tls* parameter ("name=value": the caller has seen the '='), or
- * RL_CONF_DECLINED for a name that is none of them.  The server name becomes the SNI, and a header of the handshake: it is
- * a host name or an address, printable and without a space.
+ * RL_CONF_DECLINED for a name that is none of them.  The server name
+ * becomes the SNI, a field of the handshake, and what the certificate is
+ * checked against: a host name or an address, nothing else.
  */
 int
 redis_tls(rl_conf_t *conf, const rl_conf_line_t *line, RedisTls &tls,
@@ -606,19 +635,17 @@ redis_tls(rl_conf_t *conf, const rl_conf_line_t *line, RedisTls &tls,
     if (name == "tls_server_name") {
         tls.server_name = view(arg).substr(name.size() + 1);
 
-        for (unsigned char c : tls.server_name) {
-            if (c <= ' ' || c >= 0x7f || c == '"') {
-                return conf->fail("invalid parameter \"",
-                                  escaped(view(arg)), "\" in \"",
-                                  view(line->args[0]), "\" directive: a "
-                                  "server name is a host name or an IP "
-                                  "address");
-            }
-        }
-
         if (tls.server_name.empty()) {
             return conf->fail("invalid parameter \"", view(arg), "\" in \"",
                               view(line->args[0]), "\" directive: no name");
+        }
+
+        if (!server_name(tls.server_name)) {
+            return conf->fail("invalid parameter \"", escaped(view(arg)),
+                              "\" in \"", view(line->args[0]), "\" "
+                              "directive: a server name is a host name (at "
+                              "most 253 letters, digits, '-', '_' and '.') "
+                              "or an IP address, without a port");
         }
 
         return RL_CONF_OK;
@@ -651,6 +678,11 @@ redis_tls_check(rl_conf_t *conf, const rl_conf_line_t *line,
                               "\" in \"", dir, "\" directive: Redis speaks "
                               "TLS over TCP only, not on a unix socket");
         }
+    }
+
+    if (!tls.verify && !tls.trusted_certificate.empty()) {
+        return conf->fail("\"tls_trusted_certificate=\" in \"", dir,
+                          "\" directive is not used with \"tls_verify=off\"");
     }
 
     if (tls.verify && tls.trusted_certificate.empty()) {

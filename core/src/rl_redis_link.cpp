@@ -692,7 +692,8 @@ Client::setup(Link &link)
     size_t at = link.out.mark();
 
     try {
-        if (!password_.empty()) {
+        /* an ACL user may have no password: AUTH it all the same */
+        if (!password_.empty() || !username_.empty()) {
             begin(link);
             header(link, username_.empty() ? 2 : 3);
             arg(link, "AUTH", 4);
