@@ -9,6 +9,9 @@
 #   local     the module, backend=local                  bench/local.conf
 #   redis     the module, backend=redis, a new key every bench/redis.conf
 #             request: every request decided by Redis
+#   redis_tls the same as redis, nginx reaching Redis    bench/redis.conf
+#             over TLS (bench/tls.sh, as bench/run.sh's
+#             setup of the same name)
 #   abuse     the module, backend=redis, one key far     bench/redis.conf
 #             over its limit: the requests are rejected
 #   rows      local, plus a zone of BENCH_PROFILE_ROWS   bench/rows.conf
@@ -59,6 +62,8 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/../scripts/common.sh"
 # shellcheck source=bench/lib.sh
 . "$REPO_ROOT/bench/lib.sh"
+# shellcheck source=bench/tls.sh
+. "$REPO_ROOT/bench/tls.sh"
 
 read -r -a SETUPS <<<"${BENCH_PROFILE_SETUPS:-plain limit_req local redis abuse}"
 REQUESTS=${BENCH_PROFILE_REQUESTS:-20000}
@@ -71,7 +76,8 @@ ROWS_ZONE=${BENCH_PROFILE_ROWS_ZONE:-256m}
 SYNC_TIMEOUT=${BENCH_PROFILE_SYNC_TIMEOUT:-1200}
 START_TIMEOUT=60          # seconds for nginx to answer under valgrind
 
-declare -A CONF=([plain]=plain [limit_req]=limit_req [local]=local [redis]=redis [abuse]=redis
+declare -A CONF=([plain]=plain [limit_req]=limit_req [local]=local [redis]=redis
+                 [redis_tls]=redis [abuse]=redis
                  [rows]=rows [norows]=rows)
 declare -A PG_ROWS=([rows]=$ROWS [norows]=0)   # the setups with PostgreSQL
 declare -A URI=([abuse]=/abuse/hello.txt)
@@ -96,6 +102,7 @@ profile() {
     else
         bench_site "$prefix" "${CONF[$setup]}" 0
     fi
+    [ "$setup" != redis_tls ] || tls_rewrite_conf "$prefix/nginx.conf"
     "$NGINX_BIN" -t -q -p "$prefix" -e "$prefix/logs/error.log" -c "$prefix/nginx.conf" \
         || die "nginx -t failed for $setup"
     valgrind --tool=callgrind --callgrind-out-file="$prefix/callgrind.out.%p" \
@@ -157,11 +164,16 @@ main() {
     local setup pg=0
     for setup in "${SETUPS[@]}"; do
         [ -n "${CONF[$setup]:-}" ] \
-            || die "unknown setup '$setup' (plain limit_req local redis abuse rows norows)"
+            || die "unknown setup '$setup' (plain limit_req local redis redis_tls abuse rows norows)"
         [ -z "${PG_ROWS[$setup]:-}" ] || pg=1
     done
     [ "$pg" = 0 ] || pg_find
-    bench_begin profile
+    if [[ " ${SETUPS[*]} " == *" redis_tls "* ]]; then
+        need_cmd openssl
+        bench_begin_tls profile
+    else
+        bench_begin profile
+    fi
     if [ "$pg" = 1 ]; then
         pg_start "$WORK/pg" "$(free_ports 1)"
         for setup in "${SETUPS[@]}"; do

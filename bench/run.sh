@@ -9,6 +9,11 @@
 #   local      4   the module, backend=local                     local.conf
 #   redis      5   the module, backend=redis, strict, a new key  redis.conf
 #                  every request (every request decided by Redis)
+#   redis_tls  5t  the same, nginx reaching Redis over TLS       redis.conf
+#                  (tls=on, a CA and a server certificate made with openssl
+#                  in the temp folder, bench/tls.sh; Redis listens on its
+#                  plain port, for this script's redis-cli, and on a TLS
+#                  port, for nginx)
 #   abuse      6   the module, backend=redis, one key far over   redis.conf
 #                  its limit (most responses are 429)
 #   active1m   7a  the module, backend=redis, keys drawn at      redis.conf
@@ -27,12 +32,17 @@
 # read a bucket per request where each must be decided by Redis: keyspace
 # hits + misses, whether one script call decides one request or a batch;
 # and for "active1m" every request found its stored bucket: keyspace hits,
-# no new key).  The table: requests/s, p50 and p99 from wrk's latency
-# distribution, each the median of the rounds, the ratio to plain nginx (the
-# median of the ratios within each round, as for every ratio printed), the
-# share of rejected (non-2xx) responses, EVALSHA/EVAL per request (script
-# calls: round trips) and all Redis commands per request from INFO
-# commandstats (which counts the TIME, GET and SET that a script runs too).
+# no new key; for "redis_tls", Redis's CLIENT LIST shows nginx's links on
+# the TLS port and none on the plain one).  The table: requests/s, p50 and
+# p99 from wrk's latency distribution, each the median of the rounds, the
+# ratio to plain nginx (the median of the ratios within each round, as for
+# every ratio printed), the share of rejected (non-2xx) responses,
+# EVALSHA/EVAL per request (script calls: round trips) and all Redis
+# commands per request from INFO commandstats (which counts the TIME, GET
+# and SET that a script runs too);
+# for "redis" and "redis_tls", the notes give the CPU time per request of
+# the nginx worker and of redis-server (utime + stime of /proc/PID/stat,
+# before and after the measured wrk run, over the requests it made).
 # Exits non-zero if a check failed.
 #
 #   BENCH_SKIP_SETUP=1 do not run scripts/install-deps.sh, nor scripts/build.sh
@@ -56,15 +66,17 @@
 #                      from it (bench/chart.sh, needs gnuplot); default none
 #   BENCH_VERBOSE=1    print wrk's full output
 #   BENCH_KEEP=1       keep the temp folder
-# Default run: 8 setups x 5 rounds x about 6 s, plus about 30 s: 4 to 5 minutes.
+# Default run: 9 setups x 5 rounds x about 6 s, plus about 30 s: 5 minutes.
 set -euo pipefail
 
 # shellcheck source=scripts/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../scripts/common.sh"
 # shellcheck source=bench/lib.sh
 . "$REPO_ROOT/bench/lib.sh"
+# shellcheck source=bench/tls.sh
+. "$REPO_ROOT/bench/tls.sh"
 
-ALL_SETUPS="plain limit_req lua local redis abuse active1m active1"
+ALL_SETUPS="plain limit_req lua local redis redis_tls abuse active1m active1"
 read -r -a SETUPS <<<"${BENCH_SETUPS:-$ALL_SETUPS}"
 THREADS=${BENCH_THREADS:-1}
 CONNECTIONS=${BENCH_CONNECTIONS:-32}
@@ -93,13 +105,14 @@ declare -A DESC=(
     [lua]="3 Lua peer, EVALSHA per req"
     [local]="4 ours, backend=local"
     [redis]="5 ours, redis, strict"
+    [redis_tls]="5t ours, redis over TLS, strict"
     [abuse]="6 ours, redis, abusive key"
     [active1m]="7a ours, redis, 1M active keys"
     [active1]="7b ours, redis, 1 active key"
 )
 declare -A CONF=(
     [plain]=plain [limit_req]=limit_req [lua]=lua [local]=local
-    [redis]=redis [abuse]=redis [active1m]=redis [active1]=redis [mem]=redis
+    [redis]=redis [redis_tls]=redis [abuse]=redis [active1m]=redis [active1]=redis [mem]=redis
 )
 declare -A URI=(
     [abuse]=/abuse/hello.txt [active1m]=/active/hello.txt
@@ -110,7 +123,7 @@ declare -A KEYS=(
 )
 # Redis database of each setup: the stored buckets of 7a and 7b stay apart
 # from the keys that the other setups make and flush
-declare -A DB=([active1m]=1 [active1]=2)
+declare -A DB=([active1m]=1 [active1]=2 [redis_tls]=4)
 MEM_DB=3
 DESC[active1m]="7a ours, redis, $(awk -v n="$ACTIVE_KEYS" 'BEGIN {
     if (n >= 1000000 && n % 1000000 == 0) printf "%dM", n / 1000000;
@@ -120,6 +133,7 @@ TINY_CODES=
 FAILURES=()
 declare -A RPS P50 P99 REJ CALLS CMDS NOTE BROKEN
 declare -A RUN_RPS RUN_P50 RUN_P99 RUN_REJ RUN_CALLS RUN_CMDS RUN_HITS RUN_MISSES
+declare -A RUN_CPU_NGINX RUN_CPU_REDIS   # [SETUP]: CPU us a request, each round
 declare -A ROUND_RPS       # [SETUP,ROUND]: requests/s, for ratios within a round
 
 fail() {   # fail SETUP WORDS...: records a failed check
@@ -129,8 +143,9 @@ fail() {   # fail SETUP WORDS...: records a failed check
     printf '  FAIL: %s\n' "$*"
 }
 
-is_ours() { case $1 in local|redis|abuse|active*) return 0 ;; esac; return 1; }
-uses_redis() { case $1 in lua|redis|abuse|active*) return 0 ;; esac; return 1; }
+is_ours() { case $1 in local|redis|redis_tls|abuse|active*) return 0 ;; esac; return 1; }
+uses_redis() { case $1 in lua|redis|redis_tls|abuse|active*) return 0 ;; esac; return 1; }
+measures_cpu() { case $1 in redis|redis_tls) return 0 ;; esac; return 1; }
 
 # to_ms VALUE: wrk's "655.00us" / "1.20ms" / "1.02s" in milliseconds
 to_ms() {
@@ -166,6 +181,43 @@ redis_counts() {
 
 dbsize() { rcli -n "$1" DBSIZE; }
 used_memory() { rcli INFO memory | tr -d '\r' | sed -n 's/^used_memory://p'; }
+
+# cpu_ticks PID...: utime + stime of the PIDs, in clock ticks, summed (the
+# fields 14 and 15 of /proc/PID/stat, counted after the ")" that ends the
+# command's name); fails if one of them is gone
+cpu_ticks() {
+    local pid stat sum=0
+    for pid in "$@"; do
+        stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
+        stat=${stat##*) }
+        sum=$(awk -v s="$sum" -v f="$stat" 'BEGIN {
+            split(f, a, " "); printf "%d", s + a[12] + a[13] }')
+    done
+    printf '%s\n' "$sum"
+}
+
+# nginx_workers: the pids of the children of NGINX_PID, nginx's master
+nginx_workers() { ps -o pid= --ppid "$NGINX_PID" | tr -d ' '; }
+
+# cpu_us_per_request TICKS REQUESTS: microseconds of CPU a request
+cpu_us_per_request() {
+    awk -v t="$1" -v r="$2" -v hz="$CLK_TCK" 'BEGIN {printf "%.1f", t * 1e6 / hz / r}'
+}
+
+# links_on_tls: "TLS PLAIN": Redis's clients whose local port is the TLS
+# port, and those on the plain port but this redis-cli itself
+links_on_tls() {
+    rcli CLIENT LIST | tr -d '\r' | awk -v tls="laddr=127.0.0.1:$REDIS_TLS_PORT" \
+            -v plain="laddr=127.0.0.1:$REDIS_PORT" '
+        { own = 0; on_tls = 0; on_plain = 0
+          for (i = 1; i <= NF; i++) {
+              if ($i == tls) on_tls = 1
+              if ($i == plain) on_plain = 1
+              if ($i ~ /^cmd=client/) own = 1
+          }
+          t += on_tls; if (on_plain && !own) p++ }
+        END { printf "%d %d\n", t, p }'
+}
 
 # pre_check SETUP ROUND: before measuring, the file is served and the
 # limiter runs
@@ -211,6 +263,7 @@ run_wrk() {
 # prepare_nginx SETUP DB: renders SETUP's conf into $WORK/SETUP, starts nginx
 prepare_nginx() {
     bench_site "$WORK/$1" "${CONF[$1]}" "$2"
+    [ "$1" != redis_tls ] || tls_rewrite_conf "$WORK/$1/nginx.conf"
     start_nginx "$WORK/$1" "$WORK/$1/nginx.conf" "$NGINX_PORT"
 }
 
@@ -248,18 +301,30 @@ measure() {
             return 1
         fi
     fi
-    local keys_before keys_after counts
+    local keys_before keys_after counts workers=() cpu_before=() cpu_after=() links=
     keys_before=$(dbsize "$db")
+    if measures_cpu "$setup"; then
+        mapfile -t workers < <(nginx_workers)
+        [ "${#workers[@]}" -gt 0 ] \
+            || { fail "$setup" "no nginx worker found"; forget_pid "$NGINX_PID"; return 1; }
+    fi
     rcli CONFIG RESETSTAT >/dev/null
 
     out=$prefix/wrk-$round.txt
+    if measures_cpu "$setup"; then
+        cpu_before=("$(cpu_ticks "${workers[@]}")" "$(cpu_ticks "$REDIS_PID")")
+    fi
     if ! run_wrk "$setup" "$DURATION" "m$round" "$out"; then
         fail "$setup" "wrk failed"
         forget_pid "$NGINX_PID"
         return 1
     fi
+    if measures_cpu "$setup"; then
+        cpu_after=("$(cpu_ticks "${workers[@]}" || true)" "$(cpu_ticks "$REDIS_PID" || true)")
+    fi
     counts=$(redis_counts)
     keys_after=$(dbsize "$db")
+    [ "$setup" != redis_tls ] || links=$(links_on_tls)
     forget_pid "$NGINX_PID"
     if [ "${BENCH_VERBOSE:-0}" = 1 ]; then sed 's/^/  | /' "$out"; fi
 
@@ -291,12 +356,24 @@ measure() {
     RUN_REJ[$setup]+=" $rej" RUN_CALLS[$setup]+=" $per_eval" RUN_CMDS[$setup]+=" $per_all"
     RUN_HITS[$setup]+=" $per_hit" RUN_MISSES[$setup]+=" $per_miss"
 
+    local cpu_nginx cpu_redis
+    if measures_cpu "$setup"; then
+        if [ -z "${cpu_after[0]}" ] || [ -z "${cpu_after[1]}" ]; then
+            fail "$setup" "an nginx worker or redis-server exited during the run"
+        else
+            cpu_nginx=$(cpu_us_per_request $((cpu_after[0] - cpu_before[0])) "$reqs")
+            cpu_redis=$(cpu_us_per_request $((cpu_after[1] - cpu_before[1])) "$reqs")
+            RUN_CPU_NGINX[$setup]+=" $cpu_nginx" RUN_CPU_REDIS[$setup]+=" $cpu_redis"
+        fi
+    fi
+
     local line
     line=$(printf '  %-34s round %d: %6s req/s  p50 %5s ms  p99 %5s ms  %s requests' \
         "${DESC[$setup]}" "$round" "$rps" "$p50" "$p99" "$reqs")
     if uses_redis "$setup"; then
         line+=", EVALSHA $per_eval, Redis cmds $per_all, hits $per_hit, misses $per_miss /req"
     fi
+    [ -z "${cpu_nginx:-}" ] || line+=", CPU us/req: nginx $cpu_nginx, redis $cpu_redis"
     [ "$setup" = plain ] || line+=", 1-token: $TINY_CODES"
 
     # after: each setup really did what it is measured for
@@ -323,7 +400,7 @@ measure() {
         fail "$setup" "$non2xx responses were not 2xx (rejected, or a Redis failure)"
     fi
     case $setup in
-        lua|redis|active*)
+        lua|redis|redis_tls|active*)
             # a script call may decide several requests (a batch): count
             # the buckets Redis read, found or not
             if awk -v h="$per_hit" -v m="$per_miss" -v t="$MIN_READS_PER_REQUEST" \
@@ -333,6 +410,15 @@ measure() {
             fi
             [ "$evals" -gt 0 ] || fail "$setup" "Redis ran no script" ;;
     esac
+    if [ "$setup" = redis_tls ]; then
+        # nginx's links are on the TLS port, none on the plain one
+        local on_tls on_plain
+        read -r on_tls on_plain <<<"$links"
+        line+=", links: $on_tls on TLS, $on_plain on TCP"
+        [ "$on_tls" -gt 0 ] || fail "$setup" "no Redis client on the TLS port :$REDIS_TLS_PORT"
+        [ "$on_plain" -eq 0 ] \
+            || fail "$setup" "$on_plain Redis clients on the plain port :$REDIS_PORT: not all links are TLS"
+    fi
     case $setup in
         active*)
             if awk -v p="$per_hit" -v m="$MIN_HITS_PER_REQUEST" 'BEGIN {exit !(p < m)}'; then
@@ -413,10 +499,14 @@ summarise() {   # summarise SETUP: medians of its rounds
             CMDS[$setup]=$(printf '%.2f' "$(median ${RUN_CMDS[$setup]})")
         fi
         case $setup in
-            redis|lua) NOTE[$setup]="misses/req $(printf '%.2f' "$(median ${RUN_MISSES[$setup]})")" ;;
+            redis|redis_tls|lua) NOTE[$setup]="misses/req $(printf '%.2f' "$(median ${RUN_MISSES[$setup]})")" ;;
             active*) NOTE[$setup]="hits/req $(printf '%.2f' "$(median ${RUN_HITS[$setup]})")" ;;
             abuse) NOTE[$setup]="429 share ${REJ[$setup]}" ;;
         esac
+        if [ -n "${RUN_CPU_NGINX[$setup]:-}" ]; then
+            NOTE[$setup]+=", CPU us/req nginx $(printf '%.1f' "$(median ${RUN_CPU_NGINX[$setup]})")"
+            NOTE[$setup]+=", redis $(printf '%.1f' "$(median ${RUN_CPU_REDIS[$setup]})")"
+        fi
     }
 }
 
@@ -477,11 +567,19 @@ target() {
     printf '  %-44s %6s  target %s %s: %s\n' "$1" "$2" "$3" "$4" "$verdict"
 }
 
+# figure NAME VALUE: a line with the targets' layout, for a ratio the issue
+# sets no bound on
+figure() {
+    [ "$2" != - ] || { printf '  %-44s %6s  (not measured)\n' "$1" -; return; }
+    printf '  %-44s %6s\n' "$1" "$2"
+}
+
 print_targets() {
     log ""
     log "== issue 5 targets (ratios from this run)"
     target "5 strict / plain nginx" "$(ratio redis plain)" ">=" 0.80
     target "5 strict / Lua peer" "$(ratio redis lua)" ">=" 2
+    figure "5t strict TLS / strict TCP" "$(ratio redis_tls redis)"
     target "6 abusive key / plain nginx" "$(ratio abuse plain)" ">=" 0.95
     target "4 backend=local / plain nginx" "$(ratio local plain)" ">=" 0.97
     target "  (2 limit_req / plain nginx, for reference)" "$(ratio limit_req plain)" ">=" 0.97
@@ -512,8 +610,16 @@ main() {
     SETUPS=("${keep[@]}")
     [ "${#SETUPS[@]}" -gt 0 ] || die "no setup to run"
     [ "$MEM_KEYS" = 0 ] || need_module
-    bench_begin bench
-    log "redis on 127.0.0.1:$REDIS_PORT, nginx on 127.0.0.1:$NGINX_PORT, module $MODULE_SO"
+    CLK_TCK=$(getconf CLK_TCK)
+    if [[ " ${SETUPS[*]} " == *" redis_tls "* ]]; then
+        need_cmd openssl
+        bench_begin_tls bench
+        log "redis on 127.0.0.1:$REDIS_PORT and TLS :$REDIS_TLS_PORT (certificates in" \
+            "$TLS_DIR), nginx on 127.0.0.1:$NGINX_PORT, module $MODULE_SO"
+    else
+        bench_begin bench
+        log "redis on 127.0.0.1:$REDIS_PORT, nginx on 127.0.0.1:$NGINX_PORT, module $MODULE_SO"
+    fi
     log "setups: ${SETUPS[*]}"
     log "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency -s bench/keys.lua after a" \
         "$WARMUP warm-up; $ROUNDS round(s), the setups in turn"

@@ -54,7 +54,7 @@ static ngx_command_t  ngx_http_rate_limit_commands[] = {
 
     { ngx_string("rate_limit_redis"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
-      ngx_http_rate_limit_conf,
+      ngx_http_rate_limit_redis_conf,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },

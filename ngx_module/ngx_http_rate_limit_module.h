@@ -58,6 +58,7 @@ typedef struct {
     /* its slab pool holds what the core's Redis clients share */
     ngx_shm_zone_t                  *metrics_zone;
     rl_redis_shared_t               *redis_shared;
+    ngx_ssl_t                       *redis_ssl;    /* tls=on */
 } ngx_http_rate_limit_main_conf_t;
 
 
@@ -152,6 +153,8 @@ ngx_int_t ngx_http_rate_limit_redis_init_process(ngx_cycle_t *cycle,
     ngx_http_rate_limit_main_conf_t *rmcf);
 void ngx_http_rate_limit_redis_exit_process(void);
 rl_redis_client_t *ngx_http_rate_limit_redis_client(void);
+char *ngx_http_rate_limit_redis_conf(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 
 
 #endif /* _NGX_HTTP_RATE_LIMIT_MODULE_H_INCLUDED_ */

@@ -13,11 +13,15 @@
 
 /* epoll is edge-triggered: a read drains the socket, this much at a time */
 #define NGX_HTTP_RATE_LIMIT_REDIS_READ  16384
+/* a TLS connection's pool holds its ngx_ssl_connection_t alone */
+#define NGX_HTTP_RATE_LIMIT_REDIS_TLS_POOL  512
 
 
 /* a link of the core's client: at most one connection at a time */
 typedef struct {
     ngx_connection_t                  *connection;
+    /* what TLS checks the certificate against, and sends as SNI */
+    ngx_str_t                          name;
     unsigned                           connected:1;
 } ngx_http_rate_limit_redis_link_t;
 
@@ -27,6 +31,11 @@ typedef struct {
     ngx_log_t                         *log;
     ngx_log_t                          connection_log;
     ngx_slab_pool_t                   *shpool;
+    ngx_ssl_t                         *ssl;        /* NULL: plain TCP */
+    ngx_str_t                          server_name;
+    ngx_flag_t                         verify;
+    /* the last message nginx logged about a connection, its reason */
+    u_char                             last_error[RL_REDIS_ERR_LEN];
     ngx_event_t                        timer;
     ngx_event_t                        posted;
     ngx_http_rate_limit_redis_link_t   links[RL_REDIS_ADDRESSES];
@@ -58,6 +67,13 @@ static void ngx_http_rate_limit_redis_failed(ngx_connection_t *c,
 static void ngx_http_rate_limit_redis_closed(ngx_connection_t *c,
     const char *reason);
 static void ngx_http_rate_limit_redis_strerror(ngx_err_t err, char *buf);
+static void ngx_http_rate_limit_redis_close_connection(ngx_connection_t *c);
+static ngx_int_t ngx_http_rate_limit_redis_tls_start(ngx_connection_t *c);
+static void ngx_http_rate_limit_redis_tls_done(ngx_connection_t *c);
+static ngx_int_t ngx_http_rate_limit_redis_tls_check(ngx_connection_t *c,
+    char *reason);
+static void ngx_http_rate_limit_redis_log_writer(ngx_log_t *log,
+    ngx_uint_t level, u_char *buf, size_t len);
 static void ngx_http_rate_limit_redis_timer_handler(ngx_event_t *ev);
 static void ngx_http_rate_limit_redis_posted_handler(ngx_event_t *ev);
 
@@ -84,6 +100,7 @@ ngx_http_rate_limit_redis_init_process(ngx_cycle_t *cycle,
     ngx_http_rate_limit_main_conf_t *rmcf)
 {
     char                          err[RL_REDIS_ERR_LEN];
+    rl_conf_redis_tls_t           tls;
     rl_conf_process_t             process;
     rl_redis_config_t             config;
     ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis_worker;
@@ -95,10 +112,26 @@ ngx_http_rate_limit_redis_init_process(ngx_cycle_t *cycle,
     /*
      * The core logs a failed or lost link, with its reason.  nginx's own
      * line about it, an [error] or a [crit] at each reconnection, would
-     * only repeat it: the connections log alerts alone.
+     * only repeat it: the connections' log keeps the last line, the reason
+     * given to the core (the SSL library's, which nginx takes from its
+     * error queue), and writes alerts alone.
      */
     rd->connection_log = *cycle->log;
-    rd->connection_log.log_level = NGX_LOG_ALERT;
+    rd->connection_log.log_level = NGX_LOG_INFO;
+    rd->connection_log.writer = ngx_http_rate_limit_redis_log_writer;
+    rd->connection_log.wdata = rd;
+    rd->connection_log.next = NULL;
+
+    rd->ssl = rmcf->redis_ssl;
+
+    (void) rl_conf_redis_tls(rmcf->conf, &tls);
+
+    if (tls.server_name) {
+        rd->server_name.data = (u_char *) tls.server_name;
+        rd->server_name.len = ngx_strlen(tls.server_name);
+    }
+
+    rd->verify = tls.verify;
 
     rd->shpool = (ngx_slab_pool_t *) rmcf->metrics_zone->shm.addr;
 
@@ -145,6 +178,99 @@ ngx_http_rate_limit_redis_exit_process(void)
     if (rd->posted.posted) {
         ngx_delete_posted_event(&rd->posted);
     }
+}
+
+
+/*
+ * rate_limit_redis: the core reads it; with tls=on, the SSL context is made
+ * here, as proxy_ssl_* make theirs, so that a file that cannot be loaded
+ * fails the configuration.
+ */
+char *
+ngx_http_rate_limit_redis_conf(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_rate_limit_main_conf_t *rmcf = conf;
+
+    char                 *rv;
+    ngx_str_t             cert, key;
+    rl_conf_result_t      result;
+    ngx_pool_cleanup_t   *cln;
+    rl_conf_redis_tls_t   tls;
+
+    rv = ngx_http_rate_limit_conf_read(cf, &result);
+
+    if (rv != NGX_CONF_OK || rl_conf_redis_tls(rmcf->conf, &tls) != RL_CONF_OK
+        || !tls.enabled)
+    {
+        return rv;
+    }
+
+    rmcf->redis_ssl = ngx_pcalloc(cf->pool, sizeof(ngx_ssl_t));
+    if (rmcf->redis_ssl == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    rmcf->redis_ssl->log = cf->log;
+
+    if (ngx_ssl_create(rmcf->redis_ssl, NGX_SSL_TLSv1_2|NGX_SSL_TLSv1_3, NULL)
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        ngx_ssl_cleanup_ctx(rmcf->redis_ssl);
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_ssl_cleanup_ctx;
+    cln->data = rmcf->redis_ssl;
+
+    /*
+     * The core's output may grow, and so move, between a write that the
+     * socket took in part and the next one, which starts at the same byte.
+     */
+    SSL_CTX_set_mode(rmcf->redis_ssl->ctx,
+                     SSL_MODE_ENABLE_PARTIAL_WRITE
+                     |SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+
+    if (tls.certificate) {
+        cert.data = (u_char *) tls.certificate;
+        cert.len = ngx_strlen(tls.certificate);
+        key.data = (u_char *) tls.certificate_key;
+        key.len = ngx_strlen(tls.certificate_key);
+
+        if (ngx_ssl_certificate(cf, rmcf->redis_ssl, &cert, &key, NULL)
+            != NGX_OK)
+        {
+            /* the key is not shown: it may be given inline, "data:..." */
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid \""
+                               "tls_certificate=%V\" or its "
+                               "\"tls_certificate_key=\" in \"%V\" "
+                               "directive: cannot be loaded, see the line "
+                               "above", &cert, &cmd->name);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (tls.verify) {
+        cert.data = (u_char *) tls.trusted_certificate;
+        cert.len = ngx_strlen(tls.trusted_certificate);
+
+        if (ngx_ssl_trusted_certificate(cf, rmcf->redis_ssl, &cert, 9)
+            != NGX_OK)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid \""
+                               "tls_trusted_certificate=%V\" in \"%V\" "
+                               "directive: cannot be loaded, see the line "
+                               "above", &cert, &cmd->name);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
 }
 
 
@@ -227,6 +353,14 @@ ngx_http_rate_limit_redis_open(void *data, unsigned n,
     link->connection = c;
     link->connected = 0;
 
+    if (rd->server_name.len) {
+        link->name = rd->server_name;
+
+    } else if (endpoint->name) {
+        link->name.data = (u_char *) endpoint->name;
+        link->name.len = ngx_strlen(endpoint->name);
+    }
+
     /* connected at once (a unix socket): the core hears of it later, too */
     if (rc == NGX_OK) {
         ngx_post_event(c->write, &ngx_posted_events);
@@ -266,7 +400,7 @@ ngx_http_rate_limit_redis_close(void *data, unsigned n)
     link = &rd->links[n];
 
     if (link->connection) {
-        ngx_close_connection(link->connection);
+        ngx_http_rate_limit_redis_close_connection(link->connection);
         link->connection = NULL;
         link->connected = 0;
     }
@@ -396,6 +530,8 @@ ngx_http_rate_limit_redis_read_handler(ngx_event_t *rev)
     }
 
     for ( ;; ) {
+        rd->last_error[0] = '\0';
+
         n = c->recv(c, rd->buffer, NGX_HTTP_RATE_LIMIT_REDIS_READ);
 
         if (n == NGX_AGAIN) {
@@ -454,6 +590,8 @@ ngx_http_rate_limit_redis_write_handler(ngx_event_t *wev)
             break;
         }
 
+        rd->last_error[0] = '\0';
+
         n = c->send(c, (u_char *) data, len);
 
         if (n == NGX_AGAIN) {
@@ -506,6 +644,10 @@ ngx_http_rate_limit_redis_connected(ngx_connection_t *c)
         return NGX_ERROR;
     }
 
+    if (rd->ssl) {
+        return ngx_http_rate_limit_redis_tls_start(c);
+    }
+
     link->connected = 1;
 
     rl_redis_on_connected(rd->client, (unsigned) (link - rd->links));
@@ -514,12 +656,166 @@ ngx_http_rate_limit_redis_connected(ngx_connection_t *c)
 }
 
 
+/*
+ * The handshake, as the proxy module's: NGX_OK once it is done and the
+ * core has heard that the link is up, NGX_AGAIN while it goes on (its end
+ * calls ngx_http_rate_limit_redis_tls_done()), NGX_ERROR when it failed,
+ * closed and told.
+ */
+static ngx_int_t
+ngx_http_rate_limit_redis_tls_start(ngx_connection_t *c)
+{
+    ngx_int_t                          rc;
+    ngx_http_rate_limit_redis_t       *rd = &ngx_http_rate_limit_redis_worker;
+    ngx_http_rate_limit_redis_link_t  *link;
+
+    link = c->data;
+    rd->last_error[0] = '\0';
+
+    /* the SSL state's memory, freed with the connection */
+    c->pool = ngx_create_pool(NGX_HTTP_RATE_LIMIT_REDIS_TLS_POOL, c->log);
+
+    if (c->pool == NULL
+        || ngx_ssl_create_connection(rd->ssl, c, NGX_SSL_CLIENT) != NGX_OK)
+    {
+        ngx_http_rate_limit_redis_closed(c, "TLS: cannot create the "
+                                         "connection's SSL state");
+        return NGX_ERROR;
+    }
+
+    /* RFC 6066: no SNI for an address */
+    if (link->name.len
+        && ngx_inet_addr(link->name.data, link->name.len) == INADDR_NONE
+        && ngx_strlchr(link->name.data, link->name.data + link->name.len, ':')
+           == NULL
+        && SSL_set_tlsext_host_name(c->ssl->connection,
+                                    (char *) link->name.data)
+           == 0)
+    {
+        ngx_http_rate_limit_redis_closed(c, "TLS: cannot set the SNI");
+        return NGX_ERROR;
+    }
+
+    rc = ngx_ssl_handshake(c);
+
+    if (rc == NGX_AGAIN) {
+        c->ssl->handler = ngx_http_rate_limit_redis_tls_done;
+        return NGX_AGAIN;
+    }
+
+    ngx_http_rate_limit_redis_tls_done(c);
+
+    return link->connection == c && link->connected ? NGX_OK : NGX_ERROR;
+}
+
+
+static void
+ngx_http_rate_limit_redis_tls_done(ngx_connection_t *c)
+{
+    char                               reason[RL_REDIS_ERR_LEN];
+    u_char                            *why;
+    ngx_http_rate_limit_redis_t       *rd = &ngx_http_rate_limit_redis_worker;
+    ngx_http_rate_limit_redis_link_t  *link;
+
+    link = c->data;
+
+    if (!c->ssl->handshaked) {
+        /* "SSL_do_handshake() failed (SSL: ...)": the SSL library's part */
+        why = (u_char *) ngx_strstr(rd->last_error, "(SSL: ");
+
+        *ngx_snprintf((u_char *) reason, RL_REDIS_ERR_LEN - 1,
+                      "TLS handshake failed: %s",
+                      why ? why : rd->last_error[0] ? rd->last_error
+                                : (u_char *) "the server closed the connection")
+            = '\0';
+        ngx_http_rate_limit_redis_closed(c, reason);
+        return;
+    }
+
+    if (rd->verify
+        && ngx_http_rate_limit_redis_tls_check(c, reason) != NGX_OK)
+    {
+        ngx_http_rate_limit_redis_closed(c, reason);
+        return;
+    }
+
+    c->read->handler = ngx_http_rate_limit_redis_read_handler;
+    c->write->handler = ngx_http_rate_limit_redis_write_handler;
+
+    link->connected = 1;
+
+    rl_redis_on_connected(rd->client, (unsigned) (link - rd->links));
+
+    /*
+     * What the core queued before the handshake goes out now: the event
+     * that ended the handshake may have been a write one, which went to
+     * nginx's handshake handler, and another may never come.
+     */
+    if (link->connection == c) {
+        ngx_post_event(c->write, &ngx_posted_events);
+    }
+}
+
+
+/* the chain to the trusted CA, and the name, as proxy_ssl_verify checks */
+static ngx_int_t
+ngx_http_rate_limit_redis_tls_check(ngx_connection_t *c, char *reason)
+{
+    long                               rc;
+    X509                              *cert;
+    ngx_http_rate_limit_redis_link_t  *link;
+
+    link = c->data;
+
+    rc = SSL_get_verify_result(c->ssl->connection);
+
+    if (rc != X509_V_OK) {
+        *ngx_snprintf((u_char *) reason, RL_REDIS_ERR_LEN - 1,
+                      "TLS certificate verify error: (%l:%s)", rc,
+                      X509_verify_cert_error_string(rc))
+            = '\0';
+        return NGX_ERROR;
+    }
+
+    /* X509_check_host() matches names only: an address has its own check */
+    if (link->name.len
+        && (ngx_inet_addr(link->name.data, link->name.len) != INADDR_NONE
+            || ngx_strlchr(link->name.data, link->name.data + link->name.len,
+                           ':')))
+    {
+        cert = SSL_get_peer_certificate(c->ssl->connection);
+        rc = cert && X509_check_ip_asc(cert, (char *) link->name.data, 0) == 1;
+        X509_free(cert);
+
+    } else {
+        rc = ngx_ssl_check_host(c, &link->name) == NGX_OK;
+    }
+
+    if (!rc) {
+        *ngx_snprintf((u_char *) reason, RL_REDIS_ERR_LEN - 1,
+                      "TLS certificate does not match \"%V\"", &link->name)
+            = '\0';
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* an SSL failure has nginx's line about it; a socket's, its errno */
 static void
 ngx_http_rate_limit_redis_failed(ngx_connection_t *c, ngx_err_t err)
 {
-    char  reason[RL_REDIS_ERR_LEN];
+    char                          reason[RL_REDIS_ERR_LEN];
+    ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis_worker;
 
-    ngx_http_rate_limit_redis_strerror(err, reason);
+    if (c->ssl && rd->last_error[0]) {
+        ngx_cpystrn((u_char *) reason, rd->last_error, RL_REDIS_ERR_LEN);
+
+    } else {
+        ngx_http_rate_limit_redis_strerror(err, reason);
+    }
+
     ngx_http_rate_limit_redis_closed(c, reason);
 }
 
@@ -533,11 +829,33 @@ ngx_http_rate_limit_redis_closed(ngx_connection_t *c, const char *reason)
 
     link = c->data;
 
-    ngx_close_connection(c);
+    ngx_http_rate_limit_redis_close_connection(c);
     link->connection = NULL;
     link->connected = 0;
 
     rl_redis_on_closed(rd->client, (unsigned) (link - rd->links), reason);
+}
+
+
+/* with no TLS close_notify: the link is over, whatever the server says */
+static void
+ngx_http_rate_limit_redis_close_connection(ngx_connection_t *c)
+{
+    ngx_pool_t  *pool;
+
+    if (c->ssl) {
+        c->ssl->no_wait_shutdown = 1;
+        c->ssl->no_send_shutdown = 1;
+        (void) ngx_ssl_shutdown(c);
+    }
+
+    pool = c->pool;
+
+    ngx_close_connection(c);
+
+    if (pool) {
+        ngx_destroy_pool(pool);
+    }
 }
 
 
@@ -546,6 +864,42 @@ static void
 ngx_http_rate_limit_redis_strerror(ngx_err_t err, char *buf)
 {
     *ngx_strerror(err, (u_char *) buf, RL_REDIS_ERR_LEN - 1) = '\0';
+}
+
+
+/*
+ * The connections' log: buf is a whole line, "TIME [LEVEL] PID#TID: MSG";
+ * the message is kept, and an alert goes on to the error log.
+ */
+static void
+ngx_http_rate_limit_redis_log_writer(ngx_log_t *log, ngx_uint_t level,
+    u_char *buf, size_t len)
+{
+    ngx_http_rate_limit_redis_t *rd = log->wdata;
+
+    u_char  *msg, *last;
+
+    /* a debug line about the connection is no reason for its failure */
+    if (level == NGX_LOG_DEBUG) {
+        return;
+    }
+
+    last = buf + len;
+    msg = ngx_strlchr(buf, last, ']');
+    msg = msg ? ngx_strlchr(msg, last, ':') : NULL;
+    msg = msg && msg + 2 <= last ? msg + 2 : buf;
+
+    while (last > msg && (last[-1] == LF || last[-1] == CR)) {
+        last--;
+    }
+
+    len = ngx_min((size_t) (last - msg), RL_REDIS_ERR_LEN - 1);
+    ngx_memcpy(rd->last_error, msg, len);
+    rd->last_error[len] = '\0';
+
+    if (level <= NGX_LOG_ALERT) {
+        ngx_log_error(level, rd->log, 0, "%*s", (size_t) (last - msg), msg);
+    }
 }
 
 

@@ -43,7 +43,9 @@ Fixtures and helpers:
 * The template adds ``add_header X-RL-Status $rate_limit_status always;`` (so
   ``Resp.rls`` is the variable) and an access log with $rate_limit_status,
   the X-Key request header (the key used by the tests) and the worker pid.
-* ``redis`` / ``redis_factory(password=..., unixsocket=...)`` -> ``Redis``:
+* ``redis`` / ``redis_factory(password=..., unixsocket=..., tls_cert=...,
+  tls_key=..., tls_ca=..., tls_auth_clients="no")`` -> ``Redis`` (with
+  tls_cert, a ``tls_port`` too; ``cmd()`` keeps the plain ``port``):
   ``stop()``, ``start()`` (same port), ``freeze()``/``thaw()`` and
   ``frozen_for()`` (SIGSTOP/SIGCONT), ``cmd(...)`` (a small RESP client),
   ``keys(pattern, db)``.
@@ -239,11 +241,21 @@ def http_get(port, path, key=None, headers=None, timeout=3.0, conn=None):
 class Redis:
     """A redis-server on 127.0.0.1; stop()/start() keep the same port."""
 
-    def __init__(self, workdir, password=None, unixsocket=False, extra_args=()):
+    def __init__(self, workdir, password=None, unixsocket=False, extra_args=(),
+                 tls_cert=None, tls_key=None, tls_ca=None,
+                 tls_auth_clients="no"):
         self.dir = Path(tempfile.mkdtemp(prefix="redis-", dir=workdir))
         os.chmod(self.dir, 0o755)
         self.port = free_port()
+        # TLS (t/tls_certs.py makes the files): a tls-port of its own beside
+        # the plain port, which cmd() and the harness keep using
+        self.tls_port = free_port() if tls_cert else None
+        self.tls_cert, self.tls_key, self.tls_ca = tls_cert, tls_key, tls_ca
+        self.tls_auth_clients = tls_auth_clients
         self.password = password
+        # an ACL user for cmd() and monitor() (AUTH username password), set
+        # by a test that turns the default user off; None: the default user
+        self.username = None
         self.unixsocket = str(self.dir / "redis.sock") if unixsocket else None
         # more redis-server options, e.g. the cluster ones (redis_cluster.py)
         self.extra_args = list(extra_args)
@@ -259,6 +271,13 @@ class Redis:
             args += ["--requirepass", self.password]
         if self.unixsocket:
             args += ["--unixsocket", self.unixsocket, "--unixsocketperm", "777"]
+        if self.tls_port:
+            args += ["--tls-port", str(self.tls_port),
+                     "--tls-cert-file", self.tls_cert,
+                     "--tls-key-file", self.tls_key,
+                     "--tls-auth-clients", self.tls_auth_clients]
+            if self.tls_ca:
+                args += ["--tls-ca-cert-file", self.tls_ca]
         args += self.extra_args
         out = open(self.dir / "redis.stdout", "ab")
         self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
@@ -271,7 +290,8 @@ class Redis:
             if self.proc.poll() is not None:
                 raise RuntimeError("redis-server exited: %s" % self.log())
             try:
-                return self.cmd("PING", timeout=0.5) == "PONG"
+                return (self.cmd("PING", timeout=0.5) == "PONG"
+                        and (not self.tls_port or port_open(self.tls_port)))
             except OSError:
                 return False
         wait_for(ready, timeout, interval=0.02, what="redis on port %d" % self.port)
@@ -317,13 +337,18 @@ class Redis:
         except OSError:
             return ""
 
+    def _auth(self):
+        if self.username:
+            return ("AUTH", self.username, self.password)
+        return ("AUTH", self.password)
+
     # a small RESP client, enough for tests
     def cmd(self, *args, timeout=2.0, db=None):
         with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
             f = s.makefile("rb")
             pre = []
             if self.password:
-                pre.append(("AUTH", self.password))
+                pre.append(self._auth())
             if db is not None:
                 pre.append(("SELECT", str(db)))
             for p in pre:
@@ -340,7 +365,7 @@ class Redis:
         with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
             f = s.makefile("rb")
             if self.password:
-                s.sendall(_resp_encode(("AUTH", self.password)))
+                s.sendall(_resp_encode(self._auth()))
                 _resp_read(f)
             s.sendall(_resp_encode(("MONITOR",)))
             assert _resp_read(f) == "OK"

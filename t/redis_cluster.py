@@ -8,6 +8,13 @@ other server, and keeps ``stop()``/``start()`` (same port), ``freeze()``/
 free port of its own (``cluster-port``) rather than port + 10000, which
 may be taken or above 65535.
 
+``RedisCluster(workdir, tls=certs)`` (a ``tls_certs.Certs``) gives every
+node a ``tls_port`` too, with ``--tls-cluster yes --tls-replication yes``:
+the bus and the replication go over TLS, the cluster is created on the TLS
+ports, and each node announces its TLS ports to TLS clients and its plain
+ports to plain ones, so the harness below works unchanged on the plain
+ports.
+
 A node is named by its port, by ``(host, port)`` as returned here, or by its
 ``Redis`` object.  start, restart, failover, kill_master, finish_migration
 and migrate_slot wait, bounded in time, until the cluster is stable again
@@ -78,11 +85,22 @@ def _fields(text):
 class RedisCluster:
     """masters x (1 + replicas) nodes, configured (not started: start())."""
 
-    def __init__(self, workdir, masters=3, replicas=1, node_timeout=1000):
+    def __init__(self, workdir, masters=3, replicas=1, node_timeout=1000,
+                 tls=None):
         self.n_replicas = replicas
         self.nodes = []
+        # tls: a tls_certs.Certs; every node gets a tls-port (its server
+        # certificate, the CA, no client certificate asked), and the bus,
+        # the replication and what the cluster announces to TLS clients go
+        # over TLS; the plain ports stay for the harness (cmd(), topology)
+        self.tls = tls
+        tls_kw, tls_args = {}, []
+        if tls is not None:
+            tls_kw = dict(tls_cert=tls.server, tls_key=tls.server_key,
+                          tls_ca=tls.ca, tls_auth_clients="no")
+            tls_args = ["--tls-cluster", "yes", "--tls-replication", "yes"]
         for _ in range(masters * (1 + replicas)):
-            self.nodes.append(Redis(workdir, extra_args=[
+            self.nodes.append(Redis(workdir, **tls_kw, extra_args=tls_args + [
                 "--cluster-enabled", "yes",
                 "--cluster-config-file", "nodes.conf",
                 "--cluster-port", str(free_port()),
@@ -108,7 +126,12 @@ class RedisCluster:
         for n in self.nodes:
             n.start()
         args = [REDIS_CLI, "--cluster", "create"]
-        args += ["%s:%d" % (HOST, n.port) for n in self.nodes]
+        if self.tls is not None:
+            # the nodes meet on the ports they announce: the TLS ones
+            args[1:1] = ["--tls", "--cacert", self.tls.ca]
+            args += ["%s:%d" % (HOST, n.tls_port) for n in self.nodes]
+        else:
+            args += ["%s:%d" % (HOST, n.port) for n in self.nodes]
         args += ["--cluster-replicas", str(self.n_replicas), "--cluster-yes"]
         p = subprocess.run(args, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -133,11 +133,13 @@ def test_reload_changes_rate(nginx_factory, redis, backend):
 
 
 def test_reload_changes_redis_prefix(nginx_factory, redis):
-    n = nginx_factory("rp", **conf_for(redis, prefix="one")).start()
+    # a key lives until its bucket is full again: at 100r/s, 10 ms after one
+    # request, too short to be read back on a loaded machine; at 1r/m, 60 s
+    n = nginx_factory("rp", **conf_for(redis, rate="1r/m", prefix="one")).start()
     k1 = unique_key()
     assert n.get("/l/x", key=k1).status == 200
     assert redis.keys("one:z:*") == ["one:z:%s" % k1]
-    n.configure(**conf_for(redis, prefix="two"))
+    n.configure(**conf_for(redis, rate="1r/m", prefix="two"))
     n.reload()
     k2 = unique_key()
     assert n.get("/l/x", key=k2).status == 200

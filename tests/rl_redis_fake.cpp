@@ -533,6 +533,8 @@ FakeHost::open_cb(void *data, unsigned i, const rl_redis_endpoint_t *ep,
     l.endpoint.port = ep->port;
     l.endpoint.unix_path = ep->unix_path ? ep->unix_path : "";
     l.endpoint.address = ep->address ? ep->address : "";
+    l.endpoint.has_name = ep->name != nullptr;
+    l.endpoint.name = ep->name ? ep->name : "";
     l.endpoint.sockaddr = sockaddr_text(ep->sockaddr, ep->socklen);
 
     if (!l.fail_open.empty()) {

@@ -124,6 +124,8 @@ struct Endpoint {
     unsigned     port = 0;
     std::string  unix_path;
     std::string  address;
+    std::string  name;
+    bool         has_name = false;
     /* the socket address the core gave, as "family host port" */
     std::string  sockaddr;
 };

@@ -651,6 +651,132 @@ TEST_F(Conf, RedisPasswordFromTheEnvironment)
 }
 
 
+TEST_F(Conf, RedisAclUser)
+{
+    const std::string  in = "\" in \"rate_limit_redis\" directive";
+
+    resolver_.hosts["10.0.0.1"] = {"10.0.0.1", 0};
+
+    EXPECT_EQ(redis({"10.0.0.1", "username="}),
+              "invalid parameter \"username=" + in + ": no user name");
+    EXPECT_EQ(redis({"10.0.0.1", "username=ratelimit"}),
+              "\"username=" + in + " needs \"password=\": an ACL user "
+              "authenticates with both");
+    ASSERT_EQ(redis({"10.0.0.1", "username=ratelimit", "password=env:PW"}),
+              "");
+
+    Process            p;
+    rl_redis_config_t  config;
+
+    Process::env["PW"] = "s3cret";
+    ASSERT_EQ(rl_conf_redis_config(conf_, &p.process, &config), RL_CONF_OK);
+    EXPECT_EQ(std::string(config.username, config.username_len), "ratelimit");
+    EXPECT_EQ(std::string(config.password, config.password_len), "s3cret");
+}
+
+
+TEST_F(Conf, RedisTlsRefusals)
+{
+    const std::string  in = "\" in \"rate_limit_redis\" directive";
+    const std::string  ca = "tls_trusted_certificate=/ca.pem";
+
+    resolver_.hosts["10.0.0.1"] = {"10.0.0.1", 0};
+
+    EXPECT_EQ(redis({"10.0.0.1", "tls=yes"}),
+              "invalid value \"tls=yes" + in + ", it must be \"tls=on\" or "
+              "\"tls=off\"");
+    EXPECT_EQ(redis({"10.0.0.1", "tls=on", ca, "tls_verify=1"}),
+              "invalid value \"tls_verify=1" + in + ", it must be "
+              "\"tls_verify=on\" or \"tls_verify=off\"");
+    EXPECT_EQ(redis({"10.0.0.1", ca}),
+              "\"tls_trusted_certificate" + in + " needs \"tls=on\"");
+    EXPECT_EQ(redis({"10.0.0.1", "tls=off", "tls_server_name=r"}),
+              "\"tls_server_name" + in + " needs \"tls=on\"");
+    EXPECT_EQ(redis({"10.0.0.1", "tls=on"}),
+              "\"rate_limit_redis\" directive: \"tls_verify=on\" (the "
+              "default) needs \"tls_trusted_certificate=\", the CA file that "
+              "signed the server's certificate (or \"tls_verify=off\", "
+              "which trusts any server)");
+    EXPECT_EQ(redis({"10.0.0.1", "tls=on", ca, "tls_certificate=/c.pem"}),
+              "\"tls_certificate=" + in + " needs \"tls_certificate_key=\": "
+              "a client certificate goes with its key");
+    EXPECT_EQ(redis({"10.0.0.1", "tls=on", ca, "tls_certificate_key=/k"}),
+              "\"tls_certificate_key=" + in + " needs \"tls_certificate=\": "
+              "a client certificate goes with its key");
+    EXPECT_EQ(redis({"10.0.0.1", "tls=on", "tls_trusted_certificate="}),
+              "invalid parameter \"tls_trusted_certificate=" + in
+              + ": no file");
+    const std::string  name = ": a server name is a host name (at most 253 "
+                              "letters, digits, '-', '_' and '.') or an IP "
+                              "address, without a port";
+
+    EXPECT_EQ(redis({"10.0.0.1", "tls=on", ca, "tls_server_name=a b"}),
+              "invalid parameter \"tls_server_name=a b" + in + name);
+    EXPECT_EQ(redis({"10.0.0.1", "tls=on", ca, "tls_server_name=r:6380"}),
+              "invalid parameter \"tls_server_name=r:6380" + in + name);
+    EXPECT_EQ(redis({"10.0.0.1", "tls=on", ca, "tls_server_name=[::1]"}),
+              "invalid parameter \"tls_server_name=[::1]" + in + name);
+    EXPECT_EQ(redis({"10.0.0.1", "tls=on", ca,
+                     "tls_server_name=" + std::string(254, 'a')}),
+              "invalid parameter \"tls_server_name=" + std::string(254, 'a')
+              + in + name);
+    EXPECT_EQ(redis({"10.0.0.1", "tls=on", "tls_verify=off", ca}),
+              "\"tls_trusted_certificate=" + in + " is not used with "
+              "\"tls_verify=off\"");
+    EXPECT_EQ(redis({"10.0.0.1", "tls=on", ca, "tls_server_name="}),
+              "invalid parameter \"tls_server_name=" + in + ": no name");
+    EXPECT_EQ(redis({"unix:/run/redis.sock", "tls=on", ca}),
+              "invalid address \"unix:/run/redis.sock" + in + ": Redis speaks "
+              "TLS over TCP only, not on a unix socket");
+    EXPECT_EQ(redis({"10.0.0.1", "tls=on", ca, "tls=on"}),
+              "duplicate parameter \"tls" + in);
+    EXPECT_EQ(redis({"10.0.0.1", "tls_ciphers=x"}),
+              "invalid parameter \"tls_ciphers" + in);
+
+    rl_conf_redis_tls_t  tls;
+
+    ASSERT_EQ(rl_conf_redis_tls(conf_, &tls), RL_CONF_OK);
+    EXPECT_EQ(tls.enabled, 0);
+}
+
+
+TEST_F(Conf, RedisTls)
+{
+    resolver_.hosts["10.0.0.1"] = {"10.0.0.1", 0};
+
+    ASSERT_EQ(redis({"10.0.0.1", "tls=on", "tls_trusted_certificate=ca.pem",
+                     "tls_certificate=c.pem", "tls_certificate_key=c.key",
+                     "tls_server_name=redis-1.internal"}), "");
+
+    rl_conf_redis_tls_t  tls;
+
+    ASSERT_EQ(rl_conf_redis_tls(conf_, &tls), RL_CONF_OK);
+    EXPECT_EQ(tls.enabled, 1);
+    EXPECT_EQ(tls.verify, 1);
+    EXPECT_STREQ(tls.trusted_certificate, "ca.pem");
+    EXPECT_STREQ(tls.certificate, "c.pem");
+    EXPECT_STREQ(tls.certificate_key, "c.key");
+    EXPECT_STREQ(tls.server_name, "redis-1.internal");
+}
+
+
+TEST_F(Conf, RedisTlsWithoutVerification)
+{
+    resolver_.hosts["10.0.0.1"] = {"10.0.0.1", 0};
+
+    ASSERT_EQ(redis({"10.0.0.1", "tls=on", "tls_verify=off"}), "");
+
+    rl_conf_redis_tls_t  tls;
+
+    ASSERT_EQ(rl_conf_redis_tls(conf_, &tls), RL_CONF_OK);
+    EXPECT_EQ(tls.enabled, 1);
+    EXPECT_EQ(tls.verify, 0);
+    EXPECT_EQ(tls.trusted_certificate, nullptr);
+    EXPECT_EQ(tls.certificate, nullptr);
+    EXPECT_EQ(tls.server_name, nullptr);
+}
+
+
 TEST_F(Conf, TimeParameters)
 {
     uint64_t  ms = 0;

@@ -28,7 +28,8 @@ const char *const noscript = "NOSCRIPT No matching script. Please use EVAL.";
 struct Conf {
     std::vector<std::string>          hosts, addresses;
     std::vector<rl_redis_endpoint_t>  endpoints;
-    std::string                       password, heartbeat_key, heartbeat_id;
+    std::string                       password, username, heartbeat_key,
+                                      heartbeat_id;
     rl_redis_config_t                 config {};
 
     Conf(std::vector<unsigned> ports, int cluster = 0,
@@ -41,7 +42,8 @@ struct Conf {
             hosts.push_back("127.0.0.1");
             addresses.push_back("127.0.0.1:" + std::to_string(port));
             endpoints.push_back({hosts.back().c_str(), port, nullptr,
-                                 addresses.back().c_str(), nullptr, 0});
+                                 addresses.back().c_str(), nullptr, 0,
+                                 nullptr});
         }
 
         config.endpoints = endpoints.data();
@@ -56,6 +58,13 @@ struct Conf {
         password = p;
         config.password = password.c_str();
         config.password_len = password.size();
+    }
+
+    void user(const std::string &u)
+    {
+        username = u;
+        config.username = username.c_str();
+        config.username_len = username.size();
     }
 
     void heartbeat(const std::string &key, const std::string &id)
@@ -261,8 +270,9 @@ TEST_F(RedisClient, GivesOpenTheSocketAddressOfEachForm)
 {
     Conf s({6379});
     std::string path = "/run/redis/redis.sock";
-    s.endpoints = {{"::1", 6380, nullptr, "[::1]:6380", nullptr, 0},
-                   {nullptr, 0, path.c_str(), path.c_str(), nullptr, 0}};
+    s.endpoints = {{"::1", 6380, nullptr, "[::1]:6380", nullptr, 0, nullptr},
+                   {nullptr, 0, path.c_str(), path.c_str(), nullptr, 0,
+                    nullptr}};
     s.config.endpoints = s.endpoints.data();
     s.config.nendpoints = s.endpoints.size();
     s.config.cluster = 1;
@@ -270,6 +280,28 @@ TEST_F(RedisClient, GivesOpenTheSocketAddressOfEachForm)
 
     EXPECT_EQ(host.link(0).endpoint.sockaddr, "inet6 ::1 6380");
     EXPECT_EQ(host.link(1).endpoint.sockaddr, "unix " + path);
+    /* the names a TLS host checks certificates against */
+    EXPECT_EQ(host.link(0).endpoint.name, "::1");
+    EXPECT_FALSE(host.link(1).endpoint.has_name);
+}
+
+
+/* the host as written, not the address it was resolved to */
+TEST_F(RedisClient, GivesOpenTheHostAsWrittenForTls)
+{
+    Conf s({6379});
+    s.endpoints = {{"10.0.0.7", 6380, nullptr, "redis.internal:6380",
+                    nullptr, 0, nullptr},
+                   {"10.0.0.8", 6379, nullptr, "cache.internal", nullptr, 0,
+                    nullptr}};
+    s.config.endpoints = s.endpoints.data();
+    s.config.nendpoints = s.endpoints.size();
+    s.config.cluster = 1;
+    host.create(s.config);
+
+    EXPECT_EQ(host.link(0).endpoint.name, "redis.internal");
+    EXPECT_EQ(host.link(0).endpoint.sockaddr, "inet 10.0.0.7 6380");
+    EXPECT_EQ(host.link(1).endpoint.name, "cache.internal");
 }
 
 
@@ -283,6 +315,42 @@ TEST_F(RedisClient, RefusesAHostThatIsNotNumeric)
     EXPECT_EQ(rl_redis_create(&config, &host.adapter(), err), nullptr);
     EXPECT_NE(std::string(err).find("must be numeric"), std::string::npos)
         << err;
+}
+
+
+/* a Redis 6+ ACL user: AUTH <username> <password> */
+TEST_F(RedisClient, AuthNamesTheAclUser)
+{
+    Conf s({6379});
+    s.auth("s3cret");
+    s.user("ratelimit");
+    host.create(s.config);
+    host.connected(0);
+
+    std::vector<Command> first = host.take(0);
+    ASSERT_FALSE(first.empty());
+    EXPECT_EQ(first[0], (Command {"AUTH", "ratelimit", "s3cret"}));
+
+    /* the link is used once AUTH is answered */
+    host.reply(0, resp::ok());
+    Request r({"rl:api:1.2.3.4"});
+    ASSERT_EQ(r.decide(host.client()), RL_REDIS_OK);
+    host.end_pass();
+    EXPECT_FALSE(only(host.take(0), "EVALSHA").empty());
+}
+
+
+/* a user with nopass: its AUTH still names it, or the default user runs */
+TEST_F(RedisClient, AuthNamesAnAclUserWithoutPassword)
+{
+    Conf s({6379});
+    s.user("ratelimit");
+    host.create(s.config);
+    host.connected(0);
+
+    std::vector<Command> first = host.take(0);
+    ASSERT_FALSE(first.empty());
+    EXPECT_EQ(first[0], (Command {"AUTH", "ratelimit", ""}));
 }
 
 
@@ -1582,6 +1650,7 @@ protected:
         l7001 = unsigned(link_of(7001));
         EXPECT_EQ(host.link(l7001).endpoint.host, "127.0.0.1");
         EXPECT_EQ(host.link(l7001).endpoint.address, "127.0.0.1:7001");
+        EXPECT_EQ(host.link(l7001).endpoint.name, "127.0.0.1");
         host.bring_up(l7001, two_masters());
     }
 

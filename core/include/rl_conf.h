@@ -196,6 +196,29 @@ int rl_conf_redis_config(rl_conf_t *conf, const rl_conf_process_t *process,
     NGX_HTTP_RATE_LIMIT_NOEXCEPT;
 
 /*
+ * rate_limit_redis's TLS parameters, checked against each other by
+ * rl_conf_directive(); the host loads the files (a missing one fails the
+ * configuration there) and does the handshake.  The paths are as written,
+ * NUL ended, or NULL when not given.
+ */
+typedef struct {
+    int                         enabled;              /* tls=on */
+    int                         verify;               /* tls_verify=, on */
+    const char                 *trusted_certificate;  /* CA file, PEM */
+    const char                 *certificate;          /* mutual TLS */
+    const char                 *certificate_key;
+    /* tls_server_name=: what every address's certificate is checked
+     * against, and the SNI; NULL: each address's own host */
+    const char                 *server_name;
+} rl_conf_redis_tls_t;
+
+/* RL_CONF_OK with out filled (enabled 0 without rate_limit_redis or with
+ * tls=off); what out points to lives as long as conf */
+int rl_conf_redis_tls(const rl_conf_t *conf, rl_conf_redis_tls_t *out)
+    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
+
+
+/*
  * The sync's config, but for lease, which the host sets, with the stores
  * of the zones as they are now.  RL_CONF_DECLINED: the variable of the
  * connection string is not set (logged); RL_CONF_ERROR: out of memory.

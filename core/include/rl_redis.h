@@ -110,6 +110,16 @@ typedef struct {
      */
     const struct sockaddr      *sockaddr;
     socklen_t                   socklen;
+    /*
+     * Set by the core for open(), valid until the link's close(): the
+     * host as nginx.conf names it,
+     * without the port and the brackets of an IPv6 address ("redis.internal"
+     * for "redis.internal:6380"), or the numeric host a cluster announced:
+     * the name a TLS host checks the server's certificate against, and
+     * sends as SNI unless it is an IP address.  NUL ended; NULL for a unix
+     * socket.
+     */
+    const char                 *name;
 } rl_redis_endpoint_t;
 
 
@@ -187,6 +197,10 @@ typedef struct {
     int                         cluster;
     const char                 *password;  /* NULL or "": no AUTH */
     size_t                      password_len;
+    /* a Redis 6+ ACL user: AUTH <username> <password>; NULL or "": the
+     * default user, AUTH <password> */
+    const char                 *username;
+    size_t                      username_len;
     uint64_t                    db;        /* 0: no SELECT */
     uint64_t                    timeout_ms;  /* of each decision */
 

@@ -376,6 +376,32 @@ rl_conf_check_api_tokens(const rl_conf_t *conf,
 }
 
 
+extern "C" int
+rl_conf_redis_tls(const rl_conf_t *conf, rl_conf_redis_tls_t *out) noexcept
+{
+    const ngx_http_rate_limit::conf::RedisTls  &tls = conf->redis.tls;
+
+    auto path = [](const std::string &s) {
+        return s.empty() ? nullptr : s.c_str();
+    };
+
+    *out = rl_conf_redis_tls_t{};
+
+    if (!conf->has_redis || !tls.enabled) {
+        return RL_CONF_OK;
+    }
+
+    out->enabled = 1;
+    out->verify = tls.verify;
+    out->trusted_certificate = path(tls.trusted_certificate);
+    out->certificate = path(tls.certificate);
+    out->certificate_key = path(tls.certificate_key);
+    out->server_name = path(tls.server_name);
+
+    return RL_CONF_OK;
+}
+
+
 /* the client copies what it keeps */
 extern "C" int
 rl_conf_redis_config(rl_conf_t *conf, const rl_conf_process_t *process,
@@ -413,6 +439,11 @@ rl_conf_redis_config(rl_conf_t *conf, const rl_conf_process_t *process,
         if (redis.has_password) {
             config->password = redis.password.c_str();
             config->password_len = redis.password.size();
+        }
+
+        if (!redis.username.empty()) {
+            config->username = redis.username.c_str();
+            config->username_len = redis.username.size();
         }
 
         if (!redis.password_env.empty()) {

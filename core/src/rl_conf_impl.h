@@ -54,15 +54,29 @@ struct RedisAddress {
     std::string                             unix_path;
 };
 
+struct RedisTls {
+    bool                                    enabled = false;
+    bool                                    verify = true;
+    std::string                             trusted_certificate;
+    std::string                             certificate;
+    std::string                             certificate_key;
+    std::string                             server_name;
+    /* the first tls_* parameter written, for the message when tls=on is
+     * missing */
+    std::string                             first;
+};
+
 struct Redis {
     std::vector<RedisAddress>               addresses;
     bool                                    cluster = false;
     bool                                    has_password = false;
     std::string                             password;
     std::string                             password_env;
+    std::string                             username;
     uint64_t                                db = 0;
     uint64_t                                timeout_ms = 50;
     std::string                             prefix = "rl";
+    RedisTls                                tls;
 };
 
 struct Postgres {

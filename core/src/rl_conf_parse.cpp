@@ -8,8 +8,10 @@
 
 #include "rl_conf_impl.h"
 
+#include <arpa/inet.h>
 #include <sys/un.h>
 
+#include <cctype>
 #include <cstring>
 #include <string>
 #include <string_view>
@@ -20,6 +22,7 @@ namespace {
 using ngx_http_rate_limit::conf::Ref;
 using ngx_http_rate_limit::conf::Redis;
 using ngx_http_rate_limit::conf::RedisAddress;
+using ngx_http_rate_limit::conf::RedisTls;
 using ngx_http_rate_limit::conf::Zone;
 using ngx_http_rate_limit::conf::view;
 
@@ -531,6 +534,179 @@ limit_line(rl_conf_t *conf, const rl_conf_line_t *line, rl_conf_limit_t *out)
 }
 
 
+/* what a certificate can name: an address, or a host name */
+bool
+server_name(const std::string &name)
+{
+    unsigned char  addr[sizeof(in6_addr)];
+
+    if (::inet_pton(AF_INET, name.c_str(), addr) == 1
+        || ::inet_pton(AF_INET6, name.c_str(), addr) == 1)
+    {
+        return true;
+    }
+
+    if (name.size() > 253) {
+        return false;
+    }
+
+    for (unsigned char c : name) {
+        if (!std::isalnum(c) && c != '-' && c != '_' && c != '.') {
+            return false;
+        }
+    }
+
+    return true;
+}
+
+
+/* "on" or "off" after a parameter's "name=" */
+int
+on_off(rl_conf_t *conf, const rl_conf_line_t *line, const rl_conf_arg_t &arg,
+    size_t name_len, bool *value)
+{
+    rl_conf_arg_t  v = after(arg, name_len + 1);
+
+    if (is(v, "on") || is(v, "off")) {
+        *value = is(v, "on");
+        return RL_CONF_OK;
+    }
+
+    return conf->fail("invalid value \"", escaped(view(arg)), "\" in \"",
+                      view(line->args[0]), "\" directive, it must be \"",
+                      view(arg).substr(0, name_len), "=on\" or \"",
+                      view(arg).substr(0, name_len), "=off\"");
+}
+
+
+/* a file's path after "name=": not empty */
+int
+tls_path(rl_conf_t *conf, const rl_conf_line_t *line,
+    const rl_conf_arg_t &arg, size_t name_len, std::string &path)
+{
+    path = view(arg).substr(name_len + 1);
+
+    if (path.empty()) {
+        return conf->fail("invalid parameter \"", view(arg), "\" in \"",
+                          view(line->args[0]), "\" directive: no file");
+    }
+
+    return RL_CONF_OK;
+}
+
+
+/*
+ * One tls* parameter ("name=value": the caller has seen the '='), or
+ * RL_CONF_DECLINED for a name that is none of them.  The server name
+ * becomes the SNI, a field of the handshake, and what the certificate is
+ * checked against: a host name or an address, nothing else.
+ */
+int
+redis_tls(rl_conf_t *conf, const rl_conf_line_t *line, RedisTls &tls,
+    const rl_conf_arg_t &arg)
+{
+    std::string_view  name = param_name(arg);
+
+    if (name == "tls") {
+        return on_off(conf, line, arg, 3, &tls.enabled);
+    }
+
+    if (tls.first.empty()) {
+        tls.first = name;
+    }
+
+    if (name == "tls_verify") {
+        return on_off(conf, line, arg, name.size(), &tls.verify);
+    }
+
+    if (name == "tls_trusted_certificate") {
+        return tls_path(conf, line, arg, name.size(),
+                        tls.trusted_certificate);
+    }
+
+    if (name == "tls_certificate") {
+        return tls_path(conf, line, arg, name.size(), tls.certificate);
+    }
+
+    if (name == "tls_certificate_key") {
+        return tls_path(conf, line, arg, name.size(), tls.certificate_key);
+    }
+
+    if (name == "tls_server_name") {
+        tls.server_name = view(arg).substr(name.size() + 1);
+
+        if (tls.server_name.empty()) {
+            return conf->fail("invalid parameter \"", view(arg), "\" in \"",
+                              view(line->args[0]), "\" directive: no name");
+        }
+
+        if (!server_name(tls.server_name)) {
+            return conf->fail("invalid parameter \"", escaped(view(arg)),
+                              "\" in \"", view(line->args[0]), "\" "
+                              "directive: a server name is a host name (at "
+                              "most 253 letters, digits, '-', '_' and '.') "
+                              "or an IP address, without a port");
+        }
+
+        return RL_CONF_OK;
+    }
+
+    return RL_CONF_DECLINED;
+}
+
+
+/* the tls* parameters of one line, taken together */
+int
+redis_tls_check(rl_conf_t *conf, const rl_conf_line_t *line,
+    const Redis &redis)
+{
+    std::string_view  dir = view(line->args[0]);
+    const RedisTls   &tls = redis.tls;
+
+    if (!tls.enabled) {
+        if (!tls.first.empty()) {
+            return conf->fail("\"", tls.first, "\" in \"", dir,
+                              "\" directive needs \"tls=on\"");
+        }
+
+        return RL_CONF_OK;
+    }
+
+    for (const RedisAddress &addr : redis.addresses) {
+        if (!addr.unix_path.empty()) {
+            return conf->fail("invalid address \"", escaped(addr.address),
+                              "\" in \"", dir, "\" directive: Redis speaks "
+                              "TLS over TCP only, not on a unix socket");
+        }
+    }
+
+    if (!tls.verify && !tls.trusted_certificate.empty()) {
+        return conf->fail("\"tls_trusted_certificate=\" in \"", dir,
+                          "\" directive is not used with \"tls_verify=off\"");
+    }
+
+    if (tls.verify && tls.trusted_certificate.empty()) {
+        return conf->fail("\"", dir, "\" directive: \"tls_verify=on\" (the "
+                          "default) needs \"tls_trusted_certificate=\", the "
+                          "CA file that signed the server's certificate "
+                          "(or \"tls_verify=off\", which trusts any "
+                          "server)");
+    }
+
+    if (tls.certificate.empty() != tls.certificate_key.empty()) {
+        return conf->fail("\"", tls.certificate.empty()
+                                       ? "tls_certificate_key="
+                                       : "tls_certificate=",
+                          "\" in \"", dir, "\" directive needs \"",
+                          tls.certificate.empty() ? "tls_certificate="
+                                                  : "tls_certificate_key=",
+                          "\": a client certificate goes with its key");
+    }
+
+    return RL_CONF_OK;
+}
+
+
 int
 redis_line(rl_conf_t *conf, const rl_conf_line_t *line,
     rl_conf_resolve_pt resolve, void *data)
@@ -571,6 +747,32 @@ redis_line(rl_conf_t *conf, const rl_conf_line_t *line,
         if (starts(arg, "password=")) {
             redis.has_password = true;
             redis.password = view(arg).substr(9);
+            continue;
+        }
+
+        if (starts(arg, "username=")) {
+            redis.username = view(arg).substr(9);
+
+            if (redis.username.empty()) {
+                return conf->fail("invalid parameter \"", view(arg),
+                                  "\" in \"", dir, "\" directive: no user "
+                                  "name");
+            }
+
+            continue;
+        }
+
+        if (starts(arg, "tls")) {
+            int  rc = redis_tls(conf, line, redis.tls, arg);
+
+            if (rc == RL_CONF_DECLINED) {
+                return unknown_secret(conf, line, arg, "");
+            }
+
+            if (rc != RL_CONF_OK) {
+                return RL_CONF_ERROR;
+            }
+
             continue;
         }
 
@@ -625,6 +827,18 @@ redis_line(rl_conf_t *conf, const rl_conf_line_t *line,
                               dir, "\" directive: a cluster is reached over "
                               "TCP");
         }
+    }
+
+    if (!redis.username.empty() && !redis.has_password
+        && redis.password_env.empty())
+    {
+        return conf->fail("\"username=\" in \"", dir, "\" directive needs "
+                          "\"password=\": an ACL user authenticates with "
+                          "both");
+    }
+
+    if (redis_tls_check(conf, line, redis) != RL_CONF_OK) {
+        return RL_CONF_ERROR;
     }
 
     if (redis.cluster && redis.db) {

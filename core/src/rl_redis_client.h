@@ -259,6 +259,7 @@ struct Link {
     unsigned       port = 0;
     std::string    unix_path;
     std::string    address;            /* for logs and metrics */
+    std::string    name;               /* rl_redis_endpoint_t.name */
     /* where open() connects, made once with the link */
     sockaddr_storage sockaddr = {};
     socklen_t      socklen = 0;
@@ -401,6 +402,7 @@ private:
 
     rl_redis_adapter_t          ad_;
     std::string                 password_;
+    std::string                 username_;
     uint64_t                    db_;
     uint64_t                    timeout_ms_;
     bool                        cluster_;

@@ -231,6 +231,25 @@ socket_address(const char *host, unsigned port, const char *unix_path,
     return false;
 }
 
+
+/* "redis.internal" of "redis.internal:6380", "::1" of "[::1]:6380" */
+std::string
+written_host(const std::string &address)
+{
+    if (!address.empty() && address[0] == '[') {
+        size_t  end = address.find(']');
+
+        return address.substr(1, end == std::string::npos ? end : end - 1);
+    }
+
+    size_t  colon = address.find(':');
+
+    return colon != std::string::npos && address.rfind(':') == colon
+               ? address.substr(0, colon)
+               : address;
+}
+
+
 }  // namespace
 
 
@@ -384,6 +403,10 @@ Client::Client(const rl_redis_config_t &config,
 {
     if (config.password && config.password_len) {
         password_.assign(config.password, config.password_len);
+    }
+
+    if (config.username && config.username_len) {
+        username_.assign(config.username, config.username_len);
     }
 
     if (config.heartbeat_key) {
@@ -578,6 +601,7 @@ Client::link_for(const char *host, size_t len, unsigned port,
     Link &link = *free;
 
     link.unix_path = unix_path ? unix_path : "";
+    link.name = unix_path ? "" : address ? written_host(address) : name;
     link.address = std::move(text);
     std::memcpy(link.host, name, len + 1);
     link.port = port;
@@ -615,6 +639,7 @@ Client::connect(Link &link)
     ep.port = link.port;
     ep.unix_path = link.unix_path.empty() ? nullptr : link.unix_path.c_str();
     ep.address = link.address.c_str();
+    ep.name = link.unix_path.empty() ? link.name.c_str() : nullptr;
     ep.sockaddr = reinterpret_cast<const sockaddr *>(&link.sockaddr);
     ep.socklen = link.socklen;
 
@@ -667,10 +692,16 @@ Client::setup(Link &link)
     size_t at = link.out.mark();
 
     try {
-        if (!password_.empty()) {
+        /* an ACL user may have no password: AUTH it all the same */
+        if (!password_.empty() || !username_.empty()) {
             begin(link);
-            header(link, 2);
+            header(link, username_.empty() ? 2 : 3);
             arg(link, "AUTH", 4);
+
+            if (!username_.empty()) {
+                arg(link, username_.data(), username_.size());
+            }
+
             arg(link, password_.data(), password_.size());
             Expect e;
             e.name = "AUTH";
