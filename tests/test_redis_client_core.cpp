@@ -125,7 +125,8 @@ struct Client {
         shared = rl_redis_shared_init(shm.get());
 
         static rl_redis_endpoint_t ep = { "127.0.0.1", 6379, nullptr,
-                                          "127.0.0.1:6379", nullptr, 0, nullptr };
+                                          "127.0.0.1:6379", nullptr, 0, nullptr,
+                                          0 };
         rl_redis_config_t cfg {};
         cfg.endpoints = &ep;
         cfg.nendpoints = 1;
