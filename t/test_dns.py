@@ -1,0 +1,200 @@
+"""Redis host names that move: with nginx's `resolver`, the workers resolve
+the name of rate_limit_redis at run time, again when the answer's validity
+runs out, and follow it to a new address.
+
+A small DNS server (DnsServer, UDP on 127.0.0.1) answers the A queries of
+a name with records the test switches at run time; two redis-servers
+listen on the same port of 127.0.0.2 and 127.0.0.3.  Under load, the
+record moves from one to the other: within the validity plus a second
+(nginx's cache keeps an answer through its last second), plus the margin
+below, the buckets are on the new Redis and enforced there, and no request
+failed nor waited beyond the timeout.  The test prints
+``WORST_WAIT dns_move <seconds>`` and ``TIME_TO_ENFORCEMENT dns_move
+<seconds>`` (shown with ``pytest -s``).
+
+Without `resolver`, a name that does not resolve fails `nginx -t`, as it
+always did.
+"""
+
+import socket
+import struct
+import threading
+import time
+
+from conftest import free_port, loc, unique_key, wait_for
+from test_faults import Traffic, report_worst
+
+NAME = "redis.test"
+VALID = 1.0                 # resolver valid=1s
+REDIS_TIMEOUT = 0.2         # timeout=200ms
+BURST = 5
+# how late the move may be after VALID + 1 s, term by term: the core asks
+# again no sooner than 100 ms after an answer that its cache still held;
+# a link with decisions in flight waits for the newest one (the timeout);
+# the check itself polls every 20 ms and sends a burst (BURST + 1 round
+# trips); and the two shared cores' scheduling noise, as test_faults.py
+# allows for it (WAIT_MARGIN)
+RETRY_FLOOR = 0.1
+POLL = 0.02
+WAIT_MARGIN = 0.6
+MOVE_MARGIN = RETRY_FLOOR + REDIS_TIMEOUT + POLL + WAIT_MARGIN
+MOVE_WITHIN = VALID + 1.0 + MOVE_MARGIN
+
+
+class DnsServer:
+    """A DNS server on 127.0.0.1 (UDP, one thread): A records of the names
+    set with set(), with a TTL; other types of those names get no answer
+    (NOERROR), other names NXDOMAIN.  Counts the queries it answers."""
+
+    def __init__(self, ttl=1):
+        self.ttl = ttl
+        self.records = {}
+        self.queries = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def set(self, name, ip):
+        with self._lock:
+            self.records[name.lower()] = ip
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(5)
+        self.sock.close()
+        assert not self._thread.is_alive(), "the DNS server hangs"
+
+    def _serve(self):
+        while not self._stop.is_set():
+            try:
+                query, peer = self.sock.recvfrom(512)
+            except socket.timeout:
+                continue
+            reply = self._answer(query)
+            if reply:
+                self.sock.sendto(reply, peer)
+
+    def _answer(self, query):
+        if len(query) < 12:
+            return None
+        ident, flags, qdcount = struct.unpack("!HHH", query[:6])
+        if qdcount != 1:
+            return None
+        labels, at = [], 12
+        while at < len(query) and query[at]:
+            n = query[at]
+            labels.append(query[at + 1:at + 1 + n].decode("ascii", "replace"))
+            at += 1 + n
+        question = query[12:at + 5]
+        qtype = struct.unpack("!H", query[at + 1:at + 3])[0]
+        with self._lock:
+            ip = self.records.get(".".join(labels).lower())
+            self.queries += 1
+        answers = b""
+        if ip and qtype == 1:
+            answers = (struct.pack("!HHHIH", 0xC00C, 1, 1, self.ttl, 4)
+                       + socket.inet_aton(ip))
+        rcode = 0 if ip else 3
+        # QR, AA, RD as asked, RA
+        header = struct.pack("!HHHHHH", ident,
+                             0x8480 | (flags & 0x0100) | rcode, 1,
+                             1 if answers else 0, 0, 0)
+        return header + question + answers
+
+
+def test_a_host_name_that_moves_under_load(nginx_factory, redis_factory):
+    port = free_port()
+    old = redis_factory(bind="127.0.0.2", port=port)
+    new = redis_factory(bind="127.0.0.3", port=port)
+
+    with DnsServer(ttl=300) as dns:
+        dns.set(NAME, "127.0.0.2")
+        n = nginx_factory("dns", http=[
+            "resolver 127.0.0.1:%d valid=%ds;" % (dns.port, VALID),
+            "rate_limit_redis %s:%d timeout=%dms prefix=rlt;"
+            % (NAME, port, REDIS_TIMEOUT * 1000),
+            "rate_limit_zone $http_x_key zone=d:1m rate=1r/m burst=%d;" % BURST,
+        ], locations=[loc("/d/", "rate_limit zone=d")]).start()
+
+        def on(redis, key):
+            return redis.cmd("EXISTS", "rlt:d:" + key) == 1
+
+        def decided_on(redis):
+            key = unique_key("probe")
+            r = n.get("/d/x", key=key)
+            return r.rls == "PASSED" and on(redis, key)
+
+        # the name did not resolve when nginx read it: the workers did
+        wait_for(lambda: decided_on(old), 10, what="buckets on 127.0.0.2")
+        assert n.error_lines(r'"%s" is 127\.0\.0\.2' % NAME)
+
+        def send(i):
+            key = unique_key("load")
+            return key, n.get("/d/x", key=key, timeout=5)
+
+        with Traffic(send, 2, limit=20.0) as traffic:
+            wait_for(lambda: len(traffic.snapshot()) >= 20, 10,
+                     what="traffic before the move")
+            t_switch = time.monotonic()
+            dns.set(NAME, "127.0.0.3")
+
+            def enforced_on_new():
+                key = unique_key("burst")
+                statuses = n.statuses("/d/x", key, BURST + 1)
+                return (statuses == [200] * BURST + [429]
+                        and on(new, key) and not on(old, key))
+            wait_for(enforced_on_new, MOVE_WITHIN + 5, interval=POLL,
+                     what="a burst enforced on 127.0.0.3")
+            t_enforced = time.monotonic()
+            # the load goes on past the bound, for the keys checked below
+            wait_for(lambda: any(t0 > t_switch + MOVE_WITHIN + 0.5
+                                 for t0, _, _ in traffic.snapshot()),
+                     MOVE_WITHIN + 10, what="traffic after the move")
+
+        report_worst("dns_move", traffic.worst_wait())
+        print("TIME_TO_ENFORCEMENT dns_move %.3f" % (t_enforced - t_switch))
+
+        assert t_enforced - t_switch <= MOVE_WITHIN, (
+            "enforced on the new address %.3fs after the move, bound %.3fs"
+            % (t_enforced - t_switch, MOVE_WITHIN))
+        assert not traffic.errors(), traffic.errors()[:3]
+        results = [(t0, dt, r) for t0, dt, r in traffic.snapshot()]
+        failed = [(key, r.status, r.rls) for _, _, (key, r) in results
+                  if (r.status, r.rls) != (200, "PASSED")]
+        assert not failed, "requests failed across the move: %r" % failed[:5]
+        assert traffic.worst_wait() <= REDIS_TIMEOUT + WAIT_MARGIN, \
+            traffic.worst_wait()
+        late = [key for t0, _, (key, _) in results
+                if t0 > t_switch + MOVE_WITHIN]
+        assert late
+        stray = [key for key in late if not on(new, key) or on(old, key)]
+        assert not stray, "%d of %d keys after the bound not on 127.0.0.3" % (
+            len(stray), len(late))
+        assert len(n.error_lines(r'\[notice\].*"%s" moved from 127\.0\.0\.2 '
+                                 r'to 127\.0\.0\.3, the link follows'
+                                 % NAME)) == n.workers_n
+        assert dns.queries > 0
+
+
+def test_without_resolver_a_name_that_does_not_resolve_fails(nginx_factory):
+    zone = "rate_limit_zone $http_x_key zone=d:1m rate=1r/m burst=5;"
+    n = nginx_factory("dns-t", http=["rate_limit_redis %s:6379;" % NAME, zone])
+    rc, out = n.test_config()
+    assert rc != 0, out
+    line = next((l for l in out.splitlines() if "[emerg]" in l), "")
+    assert ('invalid address "%s:6379" in "rate_limit_redis" directive: '
+            'host not found in %s:' % (NAME, n.conf)) in line, out
+
+    # with a resolver, the workers resolve it: the configuration is valid
+    n.configure(http=["resolver 127.0.0.1:%d;" % free_port(),
+                      "rate_limit_redis %s:6379;" % NAME, zone])
+    rc, out = n.test_config()
+    assert rc == 0, out
