@@ -543,6 +543,7 @@ ngx_http_rate_limit_redis_resolve(void *data, unsigned n, const char *name,
     ctx->handler = ngx_http_rate_limit_redis_resolve_handler;
     ctx->data = link;
     ctx->timeout = rd->resolver_timeout;
+    ctx->cancelable = 1;
 
     link->resolving = ctx;
 
