@@ -22,8 +22,7 @@ typedef struct {
     ngx_connection_t                  *connection;
     /* what TLS checks the certificate against, and sends as SNI */
     ngx_str_t                          name;
-    /* a query of its name, its answer posted; the name, which nginx's
-     * resolver writes to */
+    /* a query of its name, its answer posted, the name it writes to */
     ngx_resolver_ctx_t                *resolving;
     ngx_event_t                        resolved;
     u_char                             host[NGX_MAXHOSTNAMELEN];
@@ -596,7 +595,8 @@ ngx_http_rate_limit_redis_resolved(ngx_event_t *ev)
     }
 
     tp = ngx_timeofday();
-    valid_ms = ((int64_t) ctx->valid + 1 - tp->sec) * 1000 - tp->msec;
+    valid_ms = ((int64_t) ctx->valid + 1 - tp->sec) * 1000
+               - (int64_t) tp->msec;
 
     rl_redis_on_resolved(rd->client, (unsigned) (link - rd->links), addrs,
                          lens, n, valid_ms > 0 ? (uint64_t) valid_ms : 0,

@@ -26,7 +26,7 @@ from test_faults import Traffic, report_worst
 
 NAME = "redis.test"
 VALID = 1.0                 # resolver valid=1s
-REDIS_TIMEOUT = 0.2         # timeout=200ms
+REDIS_TIMEOUT = 0.5         # timeout=500ms: a request that fails is the test's failure
 BURST = 5
 # how late the move may be after VALID + 1 s, term by term: the core asks
 # again no sooner than 100 ms after an answer that its cache still held;
