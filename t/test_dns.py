@@ -12,8 +12,9 @@ failed nor waited beyond the timeout.  The test prints
 ``WORST_WAIT dns_move <seconds>`` and ``TIME_TO_ENFORCEMENT dns_move
 <seconds>`` (shown with ``pytest -s``).
 
-Without `resolver`, a name that does not resolve fails `nginx -t`, as it
-always did.
+The same when the old Redis goes with the move (a managed service's
+failover), and a cluster's seed may be a name.  Without `resolver`, a name
+that does not resolve fails `nginx -t`, as it always did.
 """
 
 import socket
@@ -22,6 +23,7 @@ import threading
 import time
 
 from conftest import free_port, loc, unique_key, wait_for
+from test_cluster import decided_by_redis
 from test_faults import Traffic, report_worst
 
 NAME = "redis.test"
@@ -110,6 +112,40 @@ class DnsServer:
         return header + question + answers
 
 
+def dns_nginx(nginx_factory, dns, port, name="dns"):
+    """nginx with the DNS server as its resolver, its Redis the name."""
+    return nginx_factory(name, listen_opts="reuseport", http=[
+        "resolver 127.0.0.1:%d valid=%ds;" % (dns.port, VALID),
+        "rate_limit_redis %s:%d timeout=%dms prefix=rlt;"
+        % (NAME, port, REDIS_TIMEOUT * 1000),
+        "rate_limit_zone $http_x_key zone=d:1m rate=1r/m burst=%d;" % BURST,
+    ], locations=[loc("/d/", "rate_limit zone=d")]).start()
+
+
+def on(redis, key):
+    return redis.cmd("EXISTS", "rlt:d:" + key) == 1
+
+
+def decided_on(n, redis):
+    """Requests decided by Redis, and every worker of n among those that
+    decided them (reuseport spreads the connections over the workers)."""
+    keys = [unique_key("probe") for _ in range(8)]
+    if not all(n.get("/d/x", key=k).rls == "PASSED" and on(redis, k)
+               for k in keys):
+        return False
+    n.access_for(keys[-1], 1)
+    return {r["pid"] for r in n.access_records()
+            if r["key"] in keys} >= set(n.workers())
+
+
+def enforced_on(n, new, old=None):
+    """A burst then 429, on new alone (old: the Redis that still runs)."""
+    key = unique_key("burst")
+    statuses = n.statuses("/d/x", key, BURST + 1)
+    return (statuses == [200] * BURST + [429] and on(new, key)
+            and not (old and on(old, key)))
+
+
 def test_a_host_name_that_moves_under_load(nginx_factory, redis_factory):
     port = free_port()
     old = redis_factory(bind="127.0.0.2", port=port)
@@ -117,23 +153,10 @@ def test_a_host_name_that_moves_under_load(nginx_factory, redis_factory):
 
     with DnsServer(ttl=300) as dns:
         dns.set(NAME, "127.0.0.2")
-        n = nginx_factory("dns", http=[
-            "resolver 127.0.0.1:%d valid=%ds;" % (dns.port, VALID),
-            "rate_limit_redis %s:%d timeout=%dms prefix=rlt;"
-            % (NAME, port, REDIS_TIMEOUT * 1000),
-            "rate_limit_zone $http_x_key zone=d:1m rate=1r/m burst=%d;" % BURST,
-        ], locations=[loc("/d/", "rate_limit zone=d")]).start()
-
-        def on(redis, key):
-            return redis.cmd("EXISTS", "rlt:d:" + key) == 1
-
-        def decided_on(redis):
-            key = unique_key("probe")
-            r = n.get("/d/x", key=key)
-            return r.rls == "PASSED" and on(redis, key)
+        n = dns_nginx(nginx_factory, dns, port)
 
         # the name did not resolve when nginx read it: the workers did
-        wait_for(lambda: decided_on(old), 10, what="buckets on 127.0.0.2")
+        wait_for(lambda: decided_on(n, old), 10, what="buckets on 127.0.0.2")
         assert n.error_lines(r'"%s" is 127\.0\.0\.2' % NAME)
 
         def send(i):
@@ -146,12 +169,8 @@ def test_a_host_name_that_moves_under_load(nginx_factory, redis_factory):
             t_switch = time.monotonic()
             dns.set(NAME, "127.0.0.3")
 
-            def enforced_on_new():
-                key = unique_key("burst")
-                statuses = n.statuses("/d/x", key, BURST + 1)
-                return (statuses == [200] * BURST + [429]
-                        and on(new, key) and not on(old, key))
-            wait_for(enforced_on_new, MOVE_WITHIN + 5, interval=POLL,
+            wait_for(lambda: enforced_on(n, new, old), MOVE_WITHIN + 5,
+                     interval=POLL,
                      what="a burst enforced on 127.0.0.3")
             t_enforced = time.monotonic()
             # the load goes on past the bound, for the keys checked below
@@ -182,6 +201,64 @@ def test_a_host_name_that_moves_under_load(nginx_factory, redis_factory):
                                  r'to 127\.0\.0\.3, the link follows'
                                  % NAME)) == n.workers_n
         assert dns.queries > 0
+
+
+def test_a_host_name_that_moves_when_its_redis_dies(nginx_factory,
+                                                   redis_factory):
+    """A managed service's failover: the record moves, and the old server
+    goes.  The failed connections ask again at once, but nginx's cache
+    keeps the old answer until its validity runs out: the same bound."""
+    port = free_port()
+    old = redis_factory(bind="127.0.0.2", port=port)
+    new = redis_factory(bind="127.0.0.3", port=port)
+
+    with DnsServer() as dns:
+        dns.set(NAME, "127.0.0.2")
+        n = dns_nginx(nginx_factory, dns, port, name="dns-failover")
+        wait_for(lambda: decided_on(n, old), 10, what="buckets on 127.0.0.2")
+
+        def send(i):
+            return n.get("/d/x", key=unique_key("load"), timeout=5)
+
+        with Traffic(send, 2, limit=20.0) as traffic:
+            wait_for(lambda: len(traffic.snapshot()) >= 20, 10,
+                     what="traffic before the move")
+            t_switch = time.monotonic()
+            dns.set(NAME, "127.0.0.3")
+            old.stop()
+            wait_for(lambda: enforced_on(n, new), MOVE_WITHIN + 5,
+                     interval=POLL, what="a burst enforced on 127.0.0.3")
+            t_enforced = time.monotonic()
+
+        report_worst("dns_failover", traffic.worst_wait())
+        print("TIME_TO_ENFORCEMENT dns_failover %.3f" % (t_enforced - t_switch))
+
+        assert t_enforced - t_switch <= MOVE_WITHIN
+        assert not traffic.errors(), traffic.errors()[:3]
+        # while the name still pointed at the stopped server, on_failure
+        # decided, at once or within the timeout
+        assert traffic.worst_wait() <= REDIS_TIMEOUT + WAIT_MARGIN, \
+            traffic.worst_wait()
+
+
+def test_a_cluster_seed_may_be_a_name(nginx_factory, redis_cluster):
+    """The seed's name is resolved by the workers; the masters that the
+    cluster announces are numeric."""
+    with DnsServer() as dns:
+        dns.set("seed.test", "127.0.0.1")
+        n = nginx_factory("dns-cluster", listen_opts="reuseport", http=[
+            "resolver 127.0.0.1:%d valid=%ds;" % (dns.port, VALID),
+            "rate_limit_redis seed.test:%d cluster timeout=%dms prefix=rlt;"
+            % (redis_cluster.masters()[0][1], REDIS_TIMEOUT * 1000),
+            "rate_limit_zone $http_x_key zone=z:1m rate=1r/m burst=%d;" % BURST,
+        ], locations=[loc("/l/", "rate_limit zone=z")]).start()
+        wait_for(lambda: decided_by_redis(n), 10, interval=0.05,
+                 what="the slot map read through the seed's name")
+
+        key = unique_key("seed")
+        assert n.statuses("/l/x", key, BURST + 1) == [200] * BURST + [429]
+        owner = redis_cluster.node_for_key("rlt:z:" + key)
+        assert redis_cluster.cmd(owner, "EXISTS", "rlt:z:" + key) == 1
 
 
 def test_without_resolver_a_name_that_does_not_resolve_fails(nginx_factory):
