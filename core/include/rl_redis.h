@@ -280,10 +280,12 @@ void rl_redis_on_closed(rl_redis_client_t *client, unsigned link,
 /*
  * The answer to resolve(): n addresses (more than RL_REDIS_RESOLVED are
  * ignored), their ports ignored, valid for valid_ms from now; or, with n
- * 0, err says why it failed.  A link whose address is no longer among
+ * 0, err says why it failed (the link keeps its address, and the name
+ * is asked again with backoff).  A link whose address is no longer among
  * them moves to the first: at once when no reply is owed on it, else once
- * the replies owed are in, the decisions that come meanwhile waiting for
- * the new connection.
+ * the replies owed are in (no later than the timeout of the newest
+ * decision sent on it), the decisions that come meanwhile waiting for the
+ * new connection.
  */
 #define RL_REDIS_RESOLVED            16
 
