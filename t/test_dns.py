@@ -261,6 +261,26 @@ def test_a_cluster_seed_may_be_a_name(nginx_factory, redis_cluster):
         assert redis_cluster.cmd(owner, "EXISTS", "rlt:z:" + key) == 1
 
 
+def test_a_query_under_way_does_not_hold_up_a_reload(nginx_factory):
+    """The name server never answers: each worker's query is under way, for
+    resolver_timeout (30 s by default), and the name has no address yet, so
+    on_failure decides.  A reload's old workers go all the same, at once
+    (reload() waits 15 s at most), their queries cancelled."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.settimeout(5)
+        n = nginx_factory("dns-reload", http=[
+            "resolver 127.0.0.1:%d;" % silent.getsockname()[1],
+            "rate_limit_redis %s:6379 timeout=%dms;"
+            % (NAME, REDIS_TIMEOUT * 1000),
+            "rate_limit_zone $http_x_key zone=d:1m rate=1r/m burst=%d;" % BURST,
+        ], locations=[loc("/d/", "rate_limit zone=d")]).start()
+        assert silent.recv(512), "no query came"
+        assert n.get("/d/x", key=unique_key("q")).rls == "FAILED_OPEN"
+        n.reload()
+        assert n.get("/d/x", key=unique_key("q")).rls == "FAILED_OPEN"
+
+
 def test_without_resolver_a_name_that_does_not_resolve_fails(nginx_factory):
     zone = "rate_limit_zone $http_x_key zone=d:1m rate=1r/m burst=5;"
     n = nginx_factory("dns-t", http=["rate_limit_redis %s:6379;" % NAME, zone])
