@@ -2,8 +2,9 @@
  * A fake host for the core's Redis client (rl_redis.h), for deterministic
  * unit tests: a clock that only the test moves, an adapter that records
  * what the client asks of it (open, close, want_write, set_timer, post,
- * log, resolve), and a scripted peer on each link that parses the RESP commands the
- * client writes and answers with the raw bytes the test gives it.
+ * log, resolve), and a scripted peer on each link that parses the RESP
+ * commands the client writes and answers with the raw bytes the test
+ * gives it.
  *
  * A pass of the event loop is what one host event does in nginx: the
  * event, then the posted call.  The helpers that deliver an event

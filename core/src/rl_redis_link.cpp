@@ -630,7 +630,8 @@ Client::link_for(const char *host, size_t len, unsigned port,
         }
 
         if (!resolve && !link.resolve && unix_path == nullptr
-            && link.unix_path.empty() && link.port == port && std::strlen(link.host) == len
+            && link.unix_path.empty() && link.port == port
+            && std::strlen(link.host) == len
             && std::memcmp(link.host, host, len) == 0)
         {
             return &link;
