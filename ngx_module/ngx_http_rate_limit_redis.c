@@ -22,6 +22,10 @@ typedef struct {
     ngx_connection_t                  *connection;
     /* what TLS checks the certificate against, and sends as SNI */
     ngx_str_t                          name;
+    /* a query of its name, its answer posted, the name it writes to */
+    ngx_resolver_ctx_t                *resolving;
+    ngx_event_t                        resolved;
+    u_char                             host[NGX_MAXHOSTNAMELEN];
     unsigned                           connected:1;
 } ngx_http_rate_limit_redis_link_t;
 
@@ -32,6 +36,8 @@ typedef struct {
     ngx_log_t                          connection_log;
     ngx_slab_pool_t                   *shpool;
     ngx_ssl_t                         *ssl;        /* NULL: plain TCP */
+    ngx_resolver_t                    *resolver;
+    ngx_msec_t                         resolver_timeout;
     ngx_str_t                          server_name;
     ngx_flag_t                         verify;
     /* the last message nginx logged about a connection, its reason */
@@ -56,6 +62,10 @@ static void ngx_http_rate_limit_redis_log(void *data, int level,
 static uint64_t ngx_http_rate_limit_redis_now_us(void *data);
 static void ngx_http_rate_limit_redis_lock(void *data);
 static void ngx_http_rate_limit_redis_unlock(void *data);
+static int ngx_http_rate_limit_redis_resolve(void *data, unsigned link,
+    const char *name, char *err);
+static void ngx_http_rate_limit_redis_resolve_handler(ngx_resolver_ctx_t *ctx);
+static void ngx_http_rate_limit_redis_resolved(ngx_event_t *ev);
 static void ngx_http_rate_limit_redis_read_handler(ngx_event_t *rev);
 static void ngx_http_rate_limit_redis_write_handler(ngx_event_t *wev);
 static ngx_int_t ngx_http_rate_limit_redis_ready(
@@ -91,7 +101,8 @@ static const rl_redis_adapter_t  ngx_http_rate_limit_redis_adapter = {
     ngx_http_rate_limit_redis_log,
     ngx_http_rate_limit_redis_now_us,
     ngx_http_rate_limit_redis_lock,
-    ngx_http_rate_limit_redis_unlock
+    ngx_http_rate_limit_redis_unlock,
+    ngx_http_rate_limit_redis_resolve
 };
 
 
@@ -100,6 +111,7 @@ ngx_http_rate_limit_redis_init_process(ngx_cycle_t *cycle,
     ngx_http_rate_limit_main_conf_t *rmcf)
 {
     char                          err[RL_REDIS_ERR_LEN];
+    ngx_uint_t                    i;
     rl_conf_redis_tls_t           tls;
     rl_conf_process_t             process;
     rl_redis_config_t             config;
@@ -123,6 +135,14 @@ ngx_http_rate_limit_redis_init_process(ngx_cycle_t *cycle,
     rd->connection_log.next = NULL;
 
     rd->ssl = rmcf->redis_ssl;
+    rd->resolver = rmcf->resolver;
+    rd->resolver_timeout = rmcf->resolver_timeout;
+
+    for (i = 0; i < RL_REDIS_ADDRESSES; i++) {
+        ngx_http_rate_limit_timer_init(&rd->links[i].resolved,
+                                       ngx_http_rate_limit_redis_resolved,
+                                       &rd->links[i], cycle->log);
+    }
 
     (void) rl_conf_redis_tls(rmcf->conf, &tls);
 
@@ -165,11 +185,26 @@ ngx_http_rate_limit_redis_init_process(ngx_cycle_t *cycle,
 void
 ngx_http_rate_limit_redis_exit_process(void)
 {
-    ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis_worker;
+    ngx_uint_t                         i;
+    ngx_http_rate_limit_redis_t       *rd = &ngx_http_rate_limit_redis_worker;
+    ngx_http_rate_limit_redis_link_t  *link;
 
     /* it closes every connection, through ngx_http_rate_limit_redis_close() */
     rl_redis_destroy(rd->client);
     rd->client = NULL;
+
+    for (i = 0; i < RL_REDIS_ADDRESSES; i++) {
+        link = &rd->links[i];
+
+        if (link->resolved.posted) {
+            ngx_delete_posted_event(&link->resolved);
+        }
+
+        if (link->resolving) {
+            ngx_resolve_name_done(link->resolving);
+            link->resolving = NULL;
+        }
+    }
 
     if (rd->timer.timer_set) {
         ngx_del_timer(&rd->timer);
@@ -472,6 +507,101 @@ ngx_http_rate_limit_redis_unlock(void *data)
     ngx_http_rate_limit_redis_t *rd = data;
 
     ngx_shmtx_unlock(&rd->shpool->mutex);
+}
+
+
+/*
+ * nginx's resolver may answer from its cache inside ngx_resolve_name():
+ * the core hears of it in a later event, as its contract says.
+ */
+static int
+ngx_http_rate_limit_redis_resolve(void *data, unsigned n, const char *name,
+    char *err)
+{
+    ngx_http_rate_limit_redis_t *rd = data;
+
+    ngx_resolver_ctx_t                *ctx;
+    ngx_http_rate_limit_redis_link_t  *link;
+
+    link = &rd->links[n];
+
+    ctx = ngx_resolve_start(rd->resolver, NULL);
+
+    if (ctx == NULL || ctx == NGX_NO_RESOLVER) {
+        ngx_cpystrn((u_char *) err, (u_char *) "cannot start a query",
+                    RL_REDIS_ERR_LEN);
+        return RL_REDIS_ERROR;
+    }
+
+    ctx->name.data = link->host;
+    ctx->name.len = ngx_cpystrn(link->host, (u_char *) name,
+                                NGX_MAXHOSTNAMELEN)
+                    - link->host;
+    ctx->handler = ngx_http_rate_limit_redis_resolve_handler;
+    ctx->data = link;
+    ctx->timeout = rd->resolver_timeout;
+    ctx->cancelable = 1;
+
+    link->resolving = ctx;
+
+    /* on failure, it has freed ctx */
+    if (ngx_resolve_name(ctx) != NGX_OK) {
+        link->resolving = NULL;
+        ngx_cpystrn((u_char *) err, (u_char *) "cannot start a query",
+                    RL_REDIS_ERR_LEN);
+        return RL_REDIS_ERROR;
+    }
+
+    return RL_REDIS_OK;
+}
+
+
+static void
+ngx_http_rate_limit_redis_resolve_handler(ngx_resolver_ctx_t *ctx)
+{
+    ngx_http_rate_limit_redis_link_t *link = ctx->data;
+
+    ngx_post_event(&link->resolved, &ngx_posted_events);
+}
+
+
+/*
+ * ctx->valid is the last second of nginx's cache of the answer, on the
+ * wall clock: the core is told how long until the cache has let it go.
+ */
+static void
+ngx_http_rate_limit_redis_resolved(ngx_event_t *ev)
+{
+    ngx_http_rate_limit_redis_link_t *link = ev->data;
+
+    size_t                        n;
+    int64_t                       valid_ms;
+    socklen_t                     lens[RL_REDIS_RESOLVED];
+    ngx_time_t                   *tp;
+    ngx_resolver_ctx_t           *ctx;
+    const struct sockaddr        *addrs[RL_REDIS_RESOLVED];
+    ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis_worker;
+
+    ctx = link->resolving;
+    link->resolving = NULL;
+
+    for (n = 0; ctx->state == NGX_OK && n < ctx->naddrs
+                && n < RL_REDIS_RESOLVED; n++)
+    {
+        addrs[n] = ctx->addrs[n].sockaddr;
+        lens[n] = ctx->addrs[n].socklen;
+    }
+
+    tp = ngx_timeofday();
+    valid_ms = ((int64_t) ctx->valid + 1 - tp->sec) * 1000
+               - (int64_t) tp->msec;
+
+    rl_redis_on_resolved(rd->client, (unsigned) (link - rd->links), addrs,
+                         lens, n, valid_ms > 0 ? (uint64_t) valid_ms : 0,
+                         ctx->state == NGX_OK
+                         ? NULL : ngx_resolver_strerror(ctx->state));
+
+    ngx_resolve_name_done(ctx);
 }
 
 
