@@ -27,6 +27,7 @@ typedef struct {
     ngx_event_t                        resolved;
     u_char                             host[NGX_MAXHOSTNAMELEN];
     unsigned                           connected:1;
+    unsigned                           name_is_address:1;
 } ngx_http_rate_limit_redis_link_t;
 
 
@@ -216,11 +217,8 @@ ngx_http_rate_limit_redis_exit_process(void)
 }
 
 
-/*
- * rate_limit_redis: the core reads it; with tls=on, the SSL context is made
- * here, as proxy_ssl_* make theirs, so that a file that cannot be loaded
- * fails the configuration.
- */
+/* with tls=on, the SSL context is made now, as proxy_ssl_* make theirs:
+ * a file that cannot be loaded fails the configuration */
 char *
 ngx_http_rate_limit_redis_conf(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
@@ -263,10 +261,8 @@ ngx_http_rate_limit_redis_conf(ngx_conf_t *cf, ngx_command_t *cmd,
     cln->handler = ngx_ssl_cleanup_ctx;
     cln->data = rmcf->redis_ssl;
 
-    /*
-     * The core's output may grow, and so move, between a write that the
-     * socket took in part and the next one, which starts at the same byte.
-     */
+    /* the core's output may grow, and so move, between a write that the
+     * socket took in part and the next one, from the same byte on */
     SSL_CTX_set_mode(rmcf->redis_ssl->ctx,
                      SSL_MODE_ENABLE_PARTIAL_WRITE
                      |SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
@@ -395,6 +391,10 @@ ngx_http_rate_limit_redis_open(void *data, unsigned n,
         link->name.data = (u_char *) endpoint->name;
         link->name.len = ngx_strlen(endpoint->name);
     }
+
+    link->name_is_address =
+        ngx_inet_addr(link->name.data, link->name.len) != INADDR_NONE
+        || ngx_strlchr(link->name.data, link->name.data + link->name.len, ':');
 
     /* connected at once (a unix socket): the core hears of it later, too */
     if (rc == NGX_OK) {
@@ -814,10 +814,7 @@ ngx_http_rate_limit_redis_tls_start(ngx_connection_t *c)
     }
 
     /* RFC 6066: no SNI for an address */
-    if (link->name.len
-        && ngx_inet_addr(link->name.data, link->name.len) == INADDR_NONE
-        && ngx_strlchr(link->name.data, link->name.data + link->name.len, ':')
-           == NULL
+    if (link->name.len && !link->name_is_address
         && SSL_set_tlsext_host_name(c->ssl->connection,
                                     (char *) link->name.data)
            == 0)
@@ -876,11 +873,8 @@ ngx_http_rate_limit_redis_tls_done(ngx_connection_t *c)
 
     rl_redis_on_connected(rd->client, (unsigned) (link - rd->links));
 
-    /*
-     * What the core queued before the handshake goes out now: the event
-     * that ended the handshake may have been a write one, which went to
-     * nginx's handshake handler, and another may never come.
-     */
+    /* what was queued goes out: the handshake's last event may have been
+     * a write one, and another may never come */
     if (link->connection == c) {
         ngx_post_event(c->write, &ngx_posted_events);
     }
@@ -908,11 +902,7 @@ ngx_http_rate_limit_redis_tls_check(ngx_connection_t *c, char *reason)
     }
 
     /* X509_check_host() matches names only: an address has its own check */
-    if (link->name.len
-        && (ngx_inet_addr(link->name.data, link->name.len) != INADDR_NONE
-            || ngx_strlchr(link->name.data, link->name.data + link->name.len,
-                           ':')))
-    {
+    if (link->name_is_address) {
         cert = SSL_get_peer_certificate(c->ssl->connection);
         rc = cert && X509_check_ip_asc(cert, (char *) link->name.data, 0) == 1;
         X509_free(cert);
