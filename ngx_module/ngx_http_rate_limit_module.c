@@ -249,11 +249,9 @@ ngx_http_rate_limit_conf_cleanup(void *data)
 
 
 /*
- * Runs once the whole http block is parsed: zones may be defined after the
- * lines that use them, so references and backends are checked here, and
- * so is the resolver, which nginx 1.22 always has, with no name server
- * unless the "resolver" directive gives some.  The core's message names
- * its file and line.
+ * Once the http block is parsed: zones may be defined after their uses,
+ * and "resolver" after rate_limit_redis (nginx 1.22 always has a resolver,
+ * with no name server unless the directive gives some).
  */
 static char *
 ngx_http_rate_limit_init_main_conf(ngx_conf_t *cf, void *conf)
@@ -505,10 +503,7 @@ ngx_http_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-/*
- * Resolved now: a blocking getaddrinfo() must stay out of the workers.  A
- * name that does not resolve may with nginx's resolver, in the workers.
- */
+/* now: no blocking getaddrinfo() in a worker, which has nginx's resolver */
 static int
 ngx_http_rate_limit_resolve(void *data, const u_char *address, size_t len,
     unsigned default_port, rl_conf_resolved_t *out)

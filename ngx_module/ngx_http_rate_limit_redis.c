@@ -26,6 +26,12 @@ typedef struct {
     ngx_resolver_ctx_t                *resolving;
     ngx_event_t                        resolved;
     u_char                             host[NGX_MAXHOSTNAMELEN];
+    /* the answer, copied: nginx frees a list of several in the handler */
+    ngx_sockaddr_t                     answer[RL_REDIS_RESOLVED];
+    socklen_t                          answer_lens[RL_REDIS_RESOLVED];
+    ngx_uint_t                         nanswer;
+    ngx_int_t                          answer_state;
+    time_t                             answer_valid;
     unsigned                           connected:1;
     unsigned                           name_is_address:1;
 } ngx_http_rate_limit_redis_link_t;
@@ -510,10 +516,8 @@ ngx_http_rate_limit_redis_unlock(void *data)
 }
 
 
-/*
- * nginx's resolver may answer from its cache inside ngx_resolve_name():
- * the core hears of it in a later event, as its contract says.
- */
+/* nginx's resolver may answer from its cache inside ngx_resolve_name():
+ * the core hears of it in a later event, as its contract says */
 static int
 ngx_http_rate_limit_redis_resolve(void *data, unsigned n, const char *name,
     char *err)
@@ -525,12 +529,10 @@ ngx_http_rate_limit_redis_resolve(void *data, unsigned n, const char *name,
 
     link = &rd->links[n];
 
-    ctx = ngx_resolve_start(rd->resolver, NULL);
+    ctx = rd->resolver ? ngx_resolve_start(rd->resolver, NULL) : NULL;
 
     if (ctx == NULL || ctx == NGX_NO_RESOLVER) {
-        ngx_cpystrn((u_char *) err, (u_char *) "cannot start a query",
-                    RL_REDIS_ERR_LEN);
-        return RL_REDIS_ERROR;
+        goto failed;
     }
 
     ctx->name.data = link->host;
@@ -545,14 +547,17 @@ ngx_http_rate_limit_redis_resolve(void *data, unsigned n, const char *name,
     link->resolving = ctx;
 
     /* on failure, it has freed ctx */
-    if (ngx_resolve_name(ctx) != NGX_OK) {
-        link->resolving = NULL;
-        ngx_cpystrn((u_char *) err, (u_char *) "cannot start a query",
-                    RL_REDIS_ERR_LEN);
-        return RL_REDIS_ERROR;
+    if (ngx_resolve_name(ctx) == NGX_OK) {
+        return RL_REDIS_OK;
     }
 
-    return RL_REDIS_OK;
+    link->resolving = NULL;
+
+failed:
+
+    ngx_cpystrn((u_char *) err, (u_char *) "cannot start a query",
+                RL_REDIS_ERR_LEN);
+    return RL_REDIS_ERROR;
 }
 
 
@@ -561,47 +566,52 @@ ngx_http_rate_limit_redis_resolve_handler(ngx_resolver_ctx_t *ctx)
 {
     ngx_http_rate_limit_redis_link_t *link = ctx->data;
 
+    ngx_uint_t  n;
+
+    for (n = 0; ctx->state == NGX_OK && n < ctx->naddrs
+                && n < RL_REDIS_RESOLVED; n++)
+    {
+        ngx_memcpy(&link->answer[n], ctx->addrs[n].sockaddr,
+                   ctx->addrs[n].socklen);
+        link->answer_lens[n] = ctx->addrs[n].socklen;
+    }
+
+    link->nanswer = n;
+    link->answer_state = ctx->state;
+    link->answer_valid = ctx->valid;
+    link->resolving = NULL;
+
+    ngx_resolve_name_done(ctx);
     ngx_post_event(&link->resolved, &ngx_posted_events);
 }
 
 
-/*
- * ctx->valid is the last second of nginx's cache of the answer, on the
- * wall clock: the core is told how long until the cache has let it go.
- */
+/* ctx->valid is the last second of nginx's cache of the answer, on the
+ * wall clock: the core is told how long until the cache lets it go */
 static void
 ngx_http_rate_limit_redis_resolved(ngx_event_t *ev)
 {
     ngx_http_rate_limit_redis_link_t *link = ev->data;
 
-    size_t                        n;
+    ngx_uint_t                    n;
     int64_t                       valid_ms;
-    socklen_t                     lens[RL_REDIS_RESOLVED];
     ngx_time_t                   *tp;
-    ngx_resolver_ctx_t           *ctx;
     const struct sockaddr        *addrs[RL_REDIS_RESOLVED];
     ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis_worker;
 
-    ctx = link->resolving;
-    link->resolving = NULL;
-
-    for (n = 0; ctx->state == NGX_OK && n < ctx->naddrs
-                && n < RL_REDIS_RESOLVED; n++)
-    {
-        addrs[n] = ctx->addrs[n].sockaddr;
-        lens[n] = ctx->addrs[n].socklen;
+    for (n = 0; n < link->nanswer; n++) {
+        addrs[n] = &link->answer[n].sockaddr;
     }
 
     tp = ngx_timeofday();
-    valid_ms = ((int64_t) ctx->valid + 1 - tp->sec) * 1000
+    valid_ms = ((int64_t) link->answer_valid + 1 - tp->sec) * 1000
                - (int64_t) tp->msec;
 
     rl_redis_on_resolved(rd->client, (unsigned) (link - rd->links), addrs,
-                         lens, n, valid_ms > 0 ? (uint64_t) valid_ms : 0,
-                         ctx->state == NGX_OK
-                         ? NULL : ngx_resolver_strerror(ctx->state));
-
-    ngx_resolve_name_done(ctx);
+                         link->answer_lens, link->nanswer,
+                         valid_ms > 0 ? (uint64_t) valid_ms : 0,
+                         link->answer_state == NGX_OK
+                         ? NULL : ngx_resolver_strerror(link->answer_state));
 }
 
 
@@ -786,12 +796,8 @@ ngx_http_rate_limit_redis_connected(ngx_connection_t *c)
 }
 
 
-/*
- * The handshake, as the proxy module's: NGX_OK once it is done and the
- * core has heard that the link is up, NGX_AGAIN while it goes on (its end
- * calls ngx_http_rate_limit_redis_tls_done()), NGX_ERROR when it failed,
- * closed and told.
- */
+/* the handshake, as the proxy module's: NGX_OK once done and told,
+ * NGX_AGAIN while it goes on, NGX_ERROR when it failed, closed and told */
 static ngx_int_t
 ngx_http_rate_limit_redis_tls_start(ngx_connection_t *c)
 {

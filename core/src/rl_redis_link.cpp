@@ -1370,7 +1370,8 @@ Client::move(Link &link, bool drain)
     if (drain && link.ready && link.pending) {
         if (!link.moving) {
             link.moving = true;
-            set_link_timer(link.move_at, link.asked_us + timeout_ms_ * 1000);
+            set_link_timer(link.move_at, std::max(now_ + 1,
+                           link.asked_us + timeout_ms_ * 1000));
         }
 
         return;
