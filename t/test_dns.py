@@ -100,15 +100,17 @@ class DnsServer:
         with self._lock:
             ip = self.records.get(".".join(labels).lower())
             self.queries += 1
+        # one address, or a list of them (one A record each)
+        ips = [ip] if isinstance(ip, str) else (ip or [])
         answers = b""
-        if ip and qtype == 1:
-            answers = (struct.pack("!HHHIH", 0xC00C, 1, 1, self.ttl, 4)
-                       + socket.inet_aton(ip))
-        rcode = 0 if ip else 3
+        if qtype == 1:
+            answers = b"".join(struct.pack("!HHHIH", 0xC00C, 1, 1, self.ttl, 4)
+                               + socket.inet_aton(a) for a in ips)
+        rcode = 0 if ips else 3
         # QR, AA, RD as asked, RA
         header = struct.pack("!HHHHHH", ident,
                              0x8480 | (flags & 0x0100) | rcode, 1,
-                             1 if answers else 0, 0, 0)
+                             len(ips) if answers else 0, 0, 0)
         return header + question + answers
 
 
@@ -239,6 +241,31 @@ def test_a_host_name_that_moves_when_its_redis_dies(nginx_factory,
         # decided, at once or within the timeout
         assert traffic.worst_wait() <= REDIS_TIMEOUT + WAIT_MARGIN, \
             traffic.worst_wait()
+
+
+def test_an_answer_of_several_addresses(nginx_factory, redis_factory):
+    """nginx hands over a list of several addresses only inside the
+    query's handler: the adapter copies it there.  While the link's address
+    is among them the link stays; once it is not, the link moves."""
+    port = free_port()
+    old = redis_factory(bind="127.0.0.2", port=port)
+    new = redis_factory(bind="127.0.0.3", port=port)
+
+    with DnsServer() as dns:
+        dns.set(NAME, "127.0.0.2")
+        n = dns_nginx(nginx_factory, dns, port, name="dns-several")
+        wait_for(lambda: decided_on(n, old), 10, what="buckets on 127.0.0.2")
+
+        dns.set(NAME, ["127.0.0.3", "127.0.0.2"])
+        asked = dns.queries
+        wait_for(lambda: dns.queries >= asked + n.workers_n, MOVE_WITHIN + 5,
+                 what="the answer of two addresses asked for")
+        assert enforced_on(n, old, new)
+        assert not n.error_lines("moved")
+
+        dns.set(NAME, ["127.0.0.3", "127.0.0.4"])  # the first is taken
+        wait_for(lambda: enforced_on(n, new, old), MOVE_WITHIN + 5,
+                 interval=POLL, what="a burst enforced on 127.0.0.3")
 
 
 def test_a_cluster_seed_may_be_a_name(nginx_factory, redis_cluster):
