@@ -249,16 +249,30 @@ ngx_http_rate_limit_conf_cleanup(void *data)
 
 
 /*
- * Runs once the whole http block is parsed: zones may be defined after the
- * lines that use them, so references and backends are checked here.  The
- * core's message names its file and line.
+ * Once the http block is parsed: zones may be defined after their uses,
+ * and "resolver" after rate_limit_redis (nginx 1.22 always has a resolver,
+ * with no name server unless the directive gives some).
  */
 static char *
 ngx_http_rate_limit_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_http_rate_limit_main_conf_t *rmcf = conf;
 
-    if (rl_conf_finish(rmcf->conf) != RL_CONF_OK) {
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->resolver && clcf->resolver->connections.nelts) {
+        rmcf->resolver = clcf->resolver;
+        rmcf->resolver_timeout = clcf->resolver_timeout
+                                 == NGX_CONF_UNSET_MSEC
+                                 ? 30000 : clcf->resolver_timeout;
+    }
+
+    if (rl_conf_redis_resolver(rmcf->conf, rmcf->resolver != NULL)
+        != RL_CONF_OK
+        || rl_conf_finish(rmcf->conf) != RL_CONF_OK)
+    {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0, "%s",
                       rl_conf_error(rmcf->conf));
         return NGX_CONF_ERROR;
@@ -489,7 +503,7 @@ ngx_http_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-/* resolved now: a blocking getaddrinfo() must stay out of the workers */
+/* now: no blocking getaddrinfo() in a worker, which has nginx's resolver */
 static int
 ngx_http_rate_limit_resolve(void *data, const u_char *address, size_t len,
     unsigned default_port, rl_conf_resolved_t *out)
@@ -503,10 +517,19 @@ ngx_http_rate_limit_resolve(void *data, const u_char *address, size_t len,
     u.url.data = (u_char *) address;
     u.url.len = len;
     u.default_port = (in_port_t) default_port;
+    u.no_resolve = 1;
 
-    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
         out->err = u.err;
         return RL_CONF_ERROR;
+    }
+
+    out->port = u.port;
+    out->name = (u.naddrs == 0);
+
+    if (out->name && ngx_inet_resolve_host(cf->pool, &u) != NGX_OK) {
+        out->err = u.err;
+        return RL_CONF_DECLINED;
     }
 
     len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen,

@@ -59,6 +59,9 @@ typedef struct {
     ngx_shm_zone_t                  *metrics_zone;
     rl_redis_shared_t               *redis_shared;
     ngx_ssl_t                       *redis_ssl;    /* tls=on */
+    /* the resolver directive's, with name servers: Redis names move */
+    ngx_resolver_t                  *resolver;
+    ngx_msec_t                       resolver_timeout;
 } ngx_http_rate_limit_main_conf_t;
 
 

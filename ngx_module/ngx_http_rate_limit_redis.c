@@ -22,7 +22,18 @@ typedef struct {
     ngx_connection_t                  *connection;
     /* what TLS checks the certificate against, and sends as SNI */
     ngx_str_t                          name;
+    /* a query of its name, its answer posted, the name it writes to */
+    ngx_resolver_ctx_t                *resolving;
+    ngx_event_t                        resolved;
+    u_char                             host[NGX_MAXHOSTNAMELEN];
+    /* the answer, copied: nginx frees a list of several in the handler */
+    ngx_sockaddr_t                     answer[RL_REDIS_RESOLVED];
+    socklen_t                          answer_lens[RL_REDIS_RESOLVED];
+    ngx_uint_t                         nanswer;
+    ngx_int_t                          answer_state;
+    time_t                             answer_valid;
     unsigned                           connected:1;
+    unsigned                           name_is_address:1;
 } ngx_http_rate_limit_redis_link_t;
 
 
@@ -32,6 +43,8 @@ typedef struct {
     ngx_log_t                          connection_log;
     ngx_slab_pool_t                   *shpool;
     ngx_ssl_t                         *ssl;        /* NULL: plain TCP */
+    ngx_resolver_t                    *resolver;
+    ngx_msec_t                         resolver_timeout;
     ngx_str_t                          server_name;
     ngx_flag_t                         verify;
     /* the last message nginx logged about a connection, its reason */
@@ -56,6 +69,10 @@ static void ngx_http_rate_limit_redis_log(void *data, int level,
 static uint64_t ngx_http_rate_limit_redis_now_us(void *data);
 static void ngx_http_rate_limit_redis_lock(void *data);
 static void ngx_http_rate_limit_redis_unlock(void *data);
+static int ngx_http_rate_limit_redis_resolve(void *data, unsigned link,
+    const char *name, char *err);
+static void ngx_http_rate_limit_redis_resolve_handler(ngx_resolver_ctx_t *ctx);
+static void ngx_http_rate_limit_redis_resolved(ngx_event_t *ev);
 static void ngx_http_rate_limit_redis_read_handler(ngx_event_t *rev);
 static void ngx_http_rate_limit_redis_write_handler(ngx_event_t *wev);
 static ngx_int_t ngx_http_rate_limit_redis_ready(
@@ -91,7 +108,8 @@ static const rl_redis_adapter_t  ngx_http_rate_limit_redis_adapter = {
     ngx_http_rate_limit_redis_log,
     ngx_http_rate_limit_redis_now_us,
     ngx_http_rate_limit_redis_lock,
-    ngx_http_rate_limit_redis_unlock
+    ngx_http_rate_limit_redis_unlock,
+    ngx_http_rate_limit_redis_resolve
 };
 
 
@@ -100,6 +118,7 @@ ngx_http_rate_limit_redis_init_process(ngx_cycle_t *cycle,
     ngx_http_rate_limit_main_conf_t *rmcf)
 {
     char                          err[RL_REDIS_ERR_LEN];
+    ngx_uint_t                    i;
     rl_conf_redis_tls_t           tls;
     rl_conf_process_t             process;
     rl_redis_config_t             config;
@@ -123,6 +142,14 @@ ngx_http_rate_limit_redis_init_process(ngx_cycle_t *cycle,
     rd->connection_log.next = NULL;
 
     rd->ssl = rmcf->redis_ssl;
+    rd->resolver = rmcf->resolver;
+    rd->resolver_timeout = rmcf->resolver_timeout;
+
+    for (i = 0; i < RL_REDIS_ADDRESSES; i++) {
+        ngx_http_rate_limit_timer_init(&rd->links[i].resolved,
+                                       ngx_http_rate_limit_redis_resolved,
+                                       &rd->links[i], cycle->log);
+    }
 
     (void) rl_conf_redis_tls(rmcf->conf, &tls);
 
@@ -165,11 +192,26 @@ ngx_http_rate_limit_redis_init_process(ngx_cycle_t *cycle,
 void
 ngx_http_rate_limit_redis_exit_process(void)
 {
-    ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis_worker;
+    ngx_uint_t                         i;
+    ngx_http_rate_limit_redis_t       *rd = &ngx_http_rate_limit_redis_worker;
+    ngx_http_rate_limit_redis_link_t  *link;
 
     /* it closes every connection, through ngx_http_rate_limit_redis_close() */
     rl_redis_destroy(rd->client);
     rd->client = NULL;
+
+    for (i = 0; i < RL_REDIS_ADDRESSES; i++) {
+        link = &rd->links[i];
+
+        if (link->resolved.posted) {
+            ngx_delete_posted_event(&link->resolved);
+        }
+
+        if (link->resolving) {
+            ngx_resolve_name_done(link->resolving);
+            link->resolving = NULL;
+        }
+    }
 
     if (rd->timer.timer_set) {
         ngx_del_timer(&rd->timer);
@@ -181,11 +223,8 @@ ngx_http_rate_limit_redis_exit_process(void)
 }
 
 
-/*
- * rate_limit_redis: the core reads it; with tls=on, the SSL context is made
- * here, as proxy_ssl_* make theirs, so that a file that cannot be loaded
- * fails the configuration.
- */
+/* with tls=on, the SSL context is made now, as proxy_ssl_* make theirs:
+ * a file that cannot be loaded fails the configuration */
 char *
 ngx_http_rate_limit_redis_conf(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
@@ -228,10 +267,8 @@ ngx_http_rate_limit_redis_conf(ngx_conf_t *cf, ngx_command_t *cmd,
     cln->handler = ngx_ssl_cleanup_ctx;
     cln->data = rmcf->redis_ssl;
 
-    /*
-     * The core's output may grow, and so move, between a write that the
-     * socket took in part and the next one, which starts at the same byte.
-     */
+    /* the core's output may grow, and so move, between a write that the
+     * socket took in part and the next one, from the same byte on */
     SSL_CTX_set_mode(rmcf->redis_ssl->ctx,
                      SSL_MODE_ENABLE_PARTIAL_WRITE
                      |SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
@@ -361,6 +398,10 @@ ngx_http_rate_limit_redis_open(void *data, unsigned n,
         link->name.len = ngx_strlen(endpoint->name);
     }
 
+    link->name_is_address =
+        ngx_inet_addr(link->name.data, link->name.len) != INADDR_NONE
+        || ngx_strlchr(link->name.data, link->name.data + link->name.len, ':');
+
     /* connected at once (a unix socket): the core hears of it later, too */
     if (rc == NGX_OK) {
         ngx_post_event(c->write, &ngx_posted_events);
@@ -472,6 +513,105 @@ ngx_http_rate_limit_redis_unlock(void *data)
     ngx_http_rate_limit_redis_t *rd = data;
 
     ngx_shmtx_unlock(&rd->shpool->mutex);
+}
+
+
+/* nginx's resolver may answer from its cache inside ngx_resolve_name():
+ * the core hears of it in a later event, as its contract says */
+static int
+ngx_http_rate_limit_redis_resolve(void *data, unsigned n, const char *name,
+    char *err)
+{
+    ngx_http_rate_limit_redis_t *rd = data;
+
+    ngx_resolver_ctx_t                *ctx;
+    ngx_http_rate_limit_redis_link_t  *link;
+
+    link = &rd->links[n];
+
+    ctx = rd->resolver ? ngx_resolve_start(rd->resolver, NULL) : NULL;
+
+    if (ctx == NULL || ctx == NGX_NO_RESOLVER) {
+        goto failed;
+    }
+
+    ctx->name.data = link->host;
+    ctx->name.len = ngx_cpystrn(link->host, (u_char *) name,
+                                NGX_MAXHOSTNAMELEN)
+                    - link->host;
+    ctx->handler = ngx_http_rate_limit_redis_resolve_handler;
+    ctx->data = link;
+    ctx->timeout = rd->resolver_timeout;
+    ctx->cancelable = 1;
+
+    link->resolving = ctx;
+
+    /* on failure, it has freed ctx */
+    if (ngx_resolve_name(ctx) == NGX_OK) {
+        return RL_REDIS_OK;
+    }
+
+    link->resolving = NULL;
+
+failed:
+
+    ngx_cpystrn((u_char *) err, (u_char *) "cannot start a query",
+                RL_REDIS_ERR_LEN);
+    return RL_REDIS_ERROR;
+}
+
+
+static void
+ngx_http_rate_limit_redis_resolve_handler(ngx_resolver_ctx_t *ctx)
+{
+    ngx_http_rate_limit_redis_link_t *link = ctx->data;
+
+    ngx_uint_t  n;
+
+    for (n = 0; ctx->state == NGX_OK && n < ctx->naddrs
+                && n < RL_REDIS_RESOLVED; n++)
+    {
+        ngx_memcpy(&link->answer[n], ctx->addrs[n].sockaddr,
+                   ctx->addrs[n].socklen);
+        link->answer_lens[n] = ctx->addrs[n].socklen;
+    }
+
+    link->nanswer = n;
+    link->answer_state = ctx->state;
+    link->answer_valid = ctx->valid;
+    link->resolving = NULL;
+
+    ngx_resolve_name_done(ctx);
+    ngx_post_event(&link->resolved, &ngx_posted_events);
+}
+
+
+/* ctx->valid is the last second of nginx's cache of the answer, on the
+ * wall clock: the core is told how long until the cache lets it go */
+static void
+ngx_http_rate_limit_redis_resolved(ngx_event_t *ev)
+{
+    ngx_http_rate_limit_redis_link_t *link = ev->data;
+
+    ngx_uint_t                    n;
+    int64_t                       valid_ms;
+    ngx_time_t                   *tp;
+    const struct sockaddr        *addrs[RL_REDIS_RESOLVED];
+    ngx_http_rate_limit_redis_t  *rd = &ngx_http_rate_limit_redis_worker;
+
+    for (n = 0; n < link->nanswer; n++) {
+        addrs[n] = &link->answer[n].sockaddr;
+    }
+
+    tp = ngx_timeofday();
+    valid_ms = ((int64_t) link->answer_valid + 1 - tp->sec) * 1000
+               - (int64_t) tp->msec;
+
+    rl_redis_on_resolved(rd->client, (unsigned) (link - rd->links), addrs,
+                         link->answer_lens, link->nanswer,
+                         valid_ms > 0 ? (uint64_t) valid_ms : 0,
+                         link->answer_state == NGX_OK
+                         ? NULL : ngx_resolver_strerror(link->answer_state));
 }
 
 
@@ -656,12 +796,8 @@ ngx_http_rate_limit_redis_connected(ngx_connection_t *c)
 }
 
 
-/*
- * The handshake, as the proxy module's: NGX_OK once it is done and the
- * core has heard that the link is up, NGX_AGAIN while it goes on (its end
- * calls ngx_http_rate_limit_redis_tls_done()), NGX_ERROR when it failed,
- * closed and told.
- */
+/* the handshake, as the proxy module's: NGX_OK once done and told,
+ * NGX_AGAIN while it goes on, NGX_ERROR when it failed, closed and told */
 static ngx_int_t
 ngx_http_rate_limit_redis_tls_start(ngx_connection_t *c)
 {
@@ -684,10 +820,7 @@ ngx_http_rate_limit_redis_tls_start(ngx_connection_t *c)
     }
 
     /* RFC 6066: no SNI for an address */
-    if (link->name.len
-        && ngx_inet_addr(link->name.data, link->name.len) == INADDR_NONE
-        && ngx_strlchr(link->name.data, link->name.data + link->name.len, ':')
-           == NULL
+    if (link->name.len && !link->name_is_address
         && SSL_set_tlsext_host_name(c->ssl->connection,
                                     (char *) link->name.data)
            == 0)
@@ -746,11 +879,8 @@ ngx_http_rate_limit_redis_tls_done(ngx_connection_t *c)
 
     rl_redis_on_connected(rd->client, (unsigned) (link - rd->links));
 
-    /*
-     * What the core queued before the handshake goes out now: the event
-     * that ended the handshake may have been a write one, which went to
-     * nginx's handshake handler, and another may never come.
-     */
+    /* what was queued goes out: the handshake's last event may have been
+     * a write one, and another may never come */
     if (link->connection == c) {
         ngx_post_event(c->write, &ngx_posted_events);
     }
@@ -778,11 +908,7 @@ ngx_http_rate_limit_redis_tls_check(ngx_connection_t *c, char *reason)
     }
 
     /* X509_check_host() matches names only: an address has its own check */
-    if (link->name.len
-        && (ngx_inet_addr(link->name.data, link->name.len) != INADDR_NONE
-            || ngx_strlchr(link->name.data, link->name.data + link->name.len,
-                           ':')))
-    {
+    if (link->name_is_address) {
         cert = SSL_get_peer_certificate(c->ssl->connection);
         rc = cert && X509_check_ip_asc(cert, (char *) link->name.data, 0) == 1;
         X509_free(cert);

@@ -44,8 +44,10 @@ Fixtures and helpers:
   ``Resp.rls`` is the variable) and an access log with $rate_limit_status,
   the X-Key request header (the key used by the tests) and the worker pid.
 * ``redis`` / ``redis_factory(password=..., unixsocket=..., tls_cert=...,
-  tls_key=..., tls_ca=..., tls_auth_clients="no")`` -> ``Redis`` (with
-  tls_cert, a ``tls_port`` too; ``cmd()`` keeps the plain ``port``):
+  tls_key=..., tls_ca=..., tls_auth_clients="no", bind=..., port=...)`` ->
+  ``Redis`` (with tls_cert, a ``tls_port`` too; ``cmd()`` keeps the plain
+  ``port``; bind: another loopback address, such as 127.0.0.2, with the
+  port of one on another):
   ``stop()``, ``start()`` (same port), ``freeze()``/``thaw()`` and
   ``frozen_for()`` (SIGSTOP/SIGCONT), ``cmd(...)`` (a small RESP client),
   ``keys(pattern, db)``.
@@ -239,14 +241,17 @@ def http_get(port, path, key=None, headers=None, timeout=3.0, conn=None):
 
 
 class Redis:
-    """A redis-server on 127.0.0.1; stop()/start() keep the same port."""
+    """A redis-server on 127.0.0.1, or on bind (another loopback address,
+    with a port given, so that two share one port number); stop()/start()
+    keep the same port."""
 
     def __init__(self, workdir, password=None, unixsocket=False, extra_args=(),
                  tls_cert=None, tls_key=None, tls_ca=None,
-                 tls_auth_clients="no"):
+                 tls_auth_clients="no", bind="127.0.0.1", port=None):
         self.dir = Path(tempfile.mkdtemp(prefix="redis-", dir=workdir))
         os.chmod(self.dir, 0o755)
-        self.port = free_port()
+        self.bind = bind
+        self.port = port or free_port()
         # TLS (t/tls_certs.py makes the files): a tls-port of its own beside
         # the plain port, which cmd() and the harness keep using
         self.tls_port = free_port() if tls_cert else None
@@ -264,7 +269,7 @@ class Redis:
 
     def start(self, timeout=5.0):
         assert self.proc is None or self.proc.poll() is not None
-        args = [REDIS_BIN, "--port", str(self.port), "--bind", "127.0.0.1",
+        args = [REDIS_BIN, "--port", str(self.port), "--bind", self.bind,
                 "--save", "", "--appendonly", "no", "--daemonize", "no",
                 "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log")]
         if self.password:
@@ -344,7 +349,7 @@ class Redis:
 
     # a small RESP client, enough for tests
     def cmd(self, *args, timeout=2.0, db=None):
-        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+        with socket.create_connection((self.bind, self.port), timeout=timeout) as s:
             f = s.makefile("rb")
             pre = []
             if self.password:
@@ -362,7 +367,7 @@ class Redis:
         """The commands Redis runs during the block, scripts' own calls
         among them, as lists of strings (MONITOR)."""
         seen = []
-        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+        with socket.create_connection((self.bind, self.port), timeout=timeout) as s:
             f = s.makefile("rb")
             if self.password:
                 s.sendall(_resp_encode(self._auth()))

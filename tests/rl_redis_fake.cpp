@@ -223,6 +223,7 @@ FakeHost::FakeHost(FakeClock &clock, SharedMemory &memory)
     adapter_.now_us = now_us_cb;
     adapter_.lock = lock_cb;
     adapter_.unlock = unlock_cb;
+    adapter_.resolve = resolve_cb;
 }
 
 
@@ -300,6 +301,39 @@ FakeHost::peer_closed(unsigned i, const char *reason)
     l.connected = false;
     l.want_write = false;
     rl_redis_on_closed(client_, i, reason);
+    end_pass();
+}
+
+
+void
+FakeHost::resolved(unsigned i, const std::vector<std::string> &ips,
+    uint64_t valid_ms, const char *err)
+{
+    Link &l = links_.at(i);
+    std::vector<sockaddr_storage> storage(ips.size());
+    std::vector<const sockaddr *> addrs;
+    std::vector<socklen_t> lens;
+
+    for (size_t n = 0; n < ips.size(); n++) {
+        auto &in = reinterpret_cast<sockaddr_in &>(storage[n]);
+        auto &in6 = reinterpret_cast<sockaddr_in6 &>(storage[n]);
+
+        if (inet_pton(AF_INET, ips[n].c_str(), &in.sin_addr) == 1) {
+            in.sin_family = AF_INET;
+            lens.push_back(sizeof(sockaddr_in));
+        } else {
+            EXPECT_EQ(inet_pton(AF_INET6, ips[n].c_str(), &in6.sin6_addr), 1)
+                << ips[n];
+            in6.sin6_family = AF_INET6;
+            lens.push_back(sizeof(sockaddr_in6));
+        }
+        addrs.push_back(reinterpret_cast<const sockaddr *>(&storage[n]));
+    }
+
+    EXPECT_TRUE(l.resolving) << "an answer on link " << i << ", not asked";
+    l.resolving = false;
+    rl_redis_on_resolved(client_, i, addrs.data(), lens.data(), addrs.size(),
+                         valid_ms, err);
     end_pass();
 }
 
@@ -631,6 +665,27 @@ void
 FakeHost::unlock_cb(void *data)
 {
     static_cast<FakeHost *>(data)->memory_.unlock();
+}
+
+
+int
+FakeHost::resolve_cb(void *data, unsigned i, const char *name, char *err)
+{
+    FakeHost *h = static_cast<FakeHost *>(data);
+    Link &l = h->links_.at(i);
+
+    EXPECT_FALSE(l.resolving) << "link " << i << " resolved twice at once";
+    l.resolves++;
+    l.resolve_at_us.push_back(h->clock_.now_us);
+    l.resolve_name = name;
+
+    if (!l.fail_resolve.empty()) {
+        snprintf(err, RL_REDIS_ERR_LEN, "%s", l.fail_resolve.c_str());
+        return RL_REDIS_ERROR;
+    }
+
+    l.resolving = true;
+    return RL_REDIS_OK;
 }
 
 

@@ -2,8 +2,9 @@
  * A fake host for the core's Redis client (rl_redis.h), for deterministic
  * unit tests: a clock that only the test moves, an adapter that records
  * what the client asks of it (open, close, want_write, set_timer, post,
- * log), and a scripted peer on each link that parses the RESP commands the
- * client writes and answers with the raw bytes the test gives it.
+ * log, resolve), and a scripted peer on each link that parses the RESP
+ * commands the client writes and answers with the raw bytes the test
+ * gives it.
  *
  * A pass of the event loop is what one host event does in nginx: the
  * event, then the posted call.  The helpers that deliver an event
@@ -150,6 +151,14 @@ struct Link {
     /* every byte written on the current connection */
     std::string           written;
     std::shared_ptr<void> reader;            /* redisReader */
+
+    /* resolve(): the queries, the name of the last, one under way */
+    unsigned              resolves = 0;
+    std::vector<uint64_t> resolve_at_us;
+    std::string           resolve_name;
+    bool                  resolving = false;
+    /* resolve() fails at once with this reason when not empty */
+    std::string           fail_resolve;
 };
 
 
@@ -180,6 +189,9 @@ public:
     void reply(unsigned link, const std::string &bytes);
     void peer_closed(unsigned link,
                      const char *reason = "Server closed the connection");
+    /* the answer to the link's query: IPv4 or IPv6 addresses, or err */
+    void resolved(unsigned link, const std::vector<std::string> &ips,
+                  uint64_t valid_ms, const char *err = nullptr);
 
     /*
      * Moves the clock ms milliseconds on; the timer fires (and its pass
@@ -235,6 +247,8 @@ private:
     static uint64_t now_us_cb(void *data);
     static void lock_cb(void *data);
     static void unlock_cb(void *data);
+    static int resolve_cb(void *data, unsigned link, const char *name,
+                          char *err);
 
     void parse(Link &l, const char *data, size_t len);
     void fire_timer();

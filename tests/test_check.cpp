@@ -661,7 +661,7 @@ protected:
     rl_redis_client_t *start(bool heartbeat = false)
     {
         rl_redis_endpoint_t  endpoint {ip.c_str(), 6379, nullptr,
-                                       address.c_str(), nullptr, 0, nullptr};
+                                       address.c_str(), nullptr, 0, nullptr, 0};
         rl_redis_config_t    config {};
 
         config.endpoints = &endpoint;

@@ -13,6 +13,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -59,6 +60,8 @@ private:
 
 struct Resolver {
     std::map<std::string, std::pair<std::string, unsigned>>  hosts;
+    /* names that do not resolve now, and their ports */
+    std::map<std::string, unsigned>                          unresolved;
     std::vector<std::string>                                 asked;
     const char                                              *reason = nullptr;
 
@@ -69,6 +72,17 @@ struct Resolver {
         std::string  a(reinterpret_cast<const char *>(address), len);
 
         r->asked.push_back(a);
+
+        /* a host that starts with a letter is a name */
+        out->name = std::isalpha(static_cast<unsigned char>(a[0])) != 0;
+
+        auto  name = r->unresolved.find(a);
+
+        if (name != r->unresolved.end()) {
+            out->port = name->second;
+            out->err = r->reason;
+            return RL_CONF_DECLINED;
+        }
 
         auto  found = r->hosts.find(a);
 
@@ -593,6 +607,62 @@ TEST_F(Conf, RedisClusterSeeds)
     EXPECT_STREQ(config.endpoints[1].host, "10.0.0.2");
     EXPECT_EQ(config.endpoints[1].port, 6379u);
     EXPECT_STREQ(config.endpoints[1].address, "b");
+}
+
+
+/* a name that does not resolve now: the workers' resolver may, else the
+ * configuration fails with nginx's words, once its file and line */
+TEST_F(Conf, RedisNamesWithoutAResolverAreResolvedOnce)
+{
+    resolver_.unresolved["redis.test:6380"] = 6380;
+    resolver_.reason = "host not found";
+
+    ASSERT_EQ(redis({"redis.test:6380"}), "");
+    EXPECT_EQ(rl_conf_redis_resolver(conf_, 0), RL_CONF_ERROR);
+    EXPECT_STREQ(rl_conf_error(conf_), "invalid address \"redis.test:6380\" "
+                 "in \"rate_limit_redis\" directive: host not found in "
+                 "/etc/n.conf:7");
+}
+
+
+TEST_F(Conf, RedisNamesWithAResolverAreResolvedAtRunTime)
+{
+    resolver_.unresolved["redis.test:6380"] = 6380;
+    resolver_.hosts["cache.test"] = {"10.0.0.2", 0};
+    resolver_.hosts["10.0.0.1:7000"] = {"10.0.0.1", 7000};
+
+    ASSERT_EQ(redis({"cluster", "redis.test:6380", "cache.test",
+                     "10.0.0.1:7000"}), "");
+    ASSERT_EQ(rl_conf_redis_resolver(conf_, 1), RL_CONF_OK);
+
+    Process            p;
+    rl_redis_config_t  config;
+
+    ASSERT_EQ(rl_conf_redis_config(conf_, &p.process, &config), RL_CONF_OK);
+    ASSERT_EQ(config.nendpoints, 3u);
+    EXPECT_EQ(config.endpoints[0].host, nullptr);
+    EXPECT_EQ(config.endpoints[0].port, 6380u);
+    EXPECT_EQ(config.endpoints[0].resolve, 1);
+    EXPECT_STREQ(config.endpoints[1].host, "10.0.0.2");
+    EXPECT_EQ(config.endpoints[1].resolve, 1);
+    EXPECT_STREQ(config.endpoints[2].host, "10.0.0.1");
+    EXPECT_EQ(config.endpoints[2].resolve, 0);
+}
+
+
+TEST_F(Conf, RedisNamesWithoutAResolverKeepTheAddressRead)
+{
+    resolver_.hosts["cache.test"] = {"10.0.0.2", 0};
+
+    ASSERT_EQ(redis({"cache.test"}), "");
+    ASSERT_EQ(rl_conf_redis_resolver(conf_, 0), RL_CONF_OK);
+
+    Process            p;
+    rl_redis_config_t  config;
+
+    ASSERT_EQ(rl_conf_redis_config(conf_, &p.process, &config), RL_CONF_OK);
+    EXPECT_STREQ(config.endpoints[0].host, "10.0.0.2");
+    EXPECT_EQ(config.endpoints[0].resolve, 0);
 }
 
 

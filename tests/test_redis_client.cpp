@@ -29,7 +29,8 @@ struct Conf {
     std::vector<std::string>          hosts, addresses;
     std::vector<rl_redis_endpoint_t>  endpoints;
     std::string                       password, username, heartbeat_key,
-                                      heartbeat_id;
+                                      heartbeat_id, named_address,
+                                      named_host;
     rl_redis_config_t                 config {};
 
     Conf(std::vector<unsigned> ports, int cluster = 0,
@@ -43,7 +44,7 @@ struct Conf {
             addresses.push_back("127.0.0.1:" + std::to_string(port));
             endpoints.push_back({hosts.back().c_str(), port, nullptr,
                                  addresses.back().c_str(), nullptr, 0,
-                                 nullptr});
+                                 nullptr, 0});
         }
 
         config.endpoints = endpoints.data();
@@ -65,6 +66,17 @@ struct Conf {
         username = u;
         config.username = username.c_str();
         config.username_len = username.size();
+    }
+
+    /* the one server as a name resolved at run time; host is the address
+     * it had when the configuration was read, or nullptr */
+    void named(const std::string &address, const char *host)
+    {
+        named_address = address;
+        named_host = host ? host : "";
+        endpoints[0].address = named_address.c_str();
+        endpoints[0].host = host ? named_host.c_str() : nullptr;
+        endpoints[0].resolve = 1;
     }
 
     void heartbeat(const std::string &key, const std::string &id)
@@ -270,9 +282,10 @@ TEST_F(RedisClient, GivesOpenTheSocketAddressOfEachForm)
 {
     Conf s({6379});
     std::string path = "/run/redis/redis.sock";
-    s.endpoints = {{"::1", 6380, nullptr, "[::1]:6380", nullptr, 0, nullptr},
+    s.endpoints = {{"::1", 6380, nullptr, "[::1]:6380", nullptr, 0, nullptr,
+                    0},
                    {nullptr, 0, path.c_str(), path.c_str(), nullptr, 0,
-                    nullptr}};
+                    nullptr, 0}};
     s.config.endpoints = s.endpoints.data();
     s.config.nendpoints = s.endpoints.size();
     s.config.cluster = 1;
@@ -291,9 +304,9 @@ TEST_F(RedisClient, GivesOpenTheHostAsWrittenForTls)
 {
     Conf s({6379});
     s.endpoints = {{"10.0.0.7", 6380, nullptr, "redis.internal:6380",
-                    nullptr, 0, nullptr},
+                    nullptr, 0, nullptr, 0},
                    {"10.0.0.8", 6379, nullptr, "cache.internal", nullptr, 0,
-                    nullptr}};
+                    nullptr, 0}};
     s.config.endpoints = s.endpoints.data();
     s.config.nendpoints = s.endpoints.size();
     s.config.cluster = 1;
@@ -1433,6 +1446,296 @@ TEST_F(RedisClient, DestroyWithRequestsInFlight)
     host.destroy();
     EXPECT_EQ(r.done_calls(), 0u);
     EXPECT_EQ(host.link(0).closes, 1u);
+}
+
+
+/* ---- host names that move ---- */
+
+class RedisClientName : public RedisClient {
+protected:
+    Conf s {{6379}};
+
+    /* redis.test, first at 10.0.0.2, up and idle, its answer valid 60 s */
+    void start_named()
+    {
+        s.named("redis.test:6379", "10.0.0.2");
+        host.create(s.config);
+        host.bring_up(0);
+        ASSERT_EQ(host.link(0).resolves, 1u);
+        host.resolved(0, {"10.0.0.2"}, 60000);
+        ASSERT_TRUE(host.take(0).empty());
+        ASSERT_EQ(host.link(0).closes, 0u);
+    }
+};
+
+
+TEST_F(RedisClientName, ResolvesFirstWhenTheNameHadNoAddress)
+{
+    s.named("redis.test:6379", nullptr);
+    host.create(s.config);
+
+    EXPECT_EQ(host.link(0).opens, 0u);
+    EXPECT_EQ(host.link(0).resolves, 1u);
+    EXPECT_EQ(host.link(0).resolve_name, "redis.test");
+
+    /* no address yet: on_failure decides at once */
+    Request early({"rl:api:a"});
+    EXPECT_EQ(early.decide(host.client()), RL_REDIS_ERROR);
+
+    host.resolved(0, {"10.0.0.2", "10.0.0.9"}, 1000);
+
+    ASSERT_EQ(host.link(0).opens, 1u);
+    EXPECT_EQ(host.link(0).endpoint.sockaddr, "inet 10.0.0.2 6379");
+    EXPECT_EQ(host.link(0).endpoint.address, "redis.test:6379");
+    EXPECT_EQ(host.link(0).endpoint.name, "redis.test");
+    EXPECT_EQ(host.count_logs("\"redis.test\" is 10.0.0.2",
+                              RL_REDIS_LOG_INFO), 1u);
+
+    host.bring_up(0);
+    Request r({"rl:api:b"});
+    decide_ok(r);
+}
+
+
+TEST_F(RedisClientName, ConnectsToTheKnownAddressAndResolvesAtOnce)
+{
+    s.named("redis.test:6379", "10.0.0.2");
+    host.create(s.config);
+
+    EXPECT_EQ(host.link(0).opens, 1u);
+    EXPECT_EQ(host.link(0).endpoint.sockaddr, "inet 10.0.0.2 6379");
+    EXPECT_EQ(host.link(0).resolves, 1u);
+}
+
+
+TEST_F(RedisClientName, ResolvesAgainWhenTheAnswerRunsOutUnchanged)
+{
+    s.named("redis.test:6379", "10.0.0.2");
+    host.create(s.config);
+    host.bring_up(0);
+    host.resolved(0, {"10.0.0.9", "10.0.0.2"}, 1500);
+
+    host.advance_ms(1499);
+    EXPECT_EQ(host.link(0).resolves, 1u);
+    host.advance_ms(1);
+    EXPECT_EQ(host.link(0).resolves, 2u);
+
+    host.resolved(0, {"10.0.0.2"}, 1000);
+    EXPECT_EQ(host.link(0).opens, 1u);
+    EXPECT_EQ(host.link(0).closes, 0u);
+    EXPECT_EQ(host.count_logs("moved"), 0u);
+
+    Request r({"rl:api:a"});
+    decide_ok(r);
+}
+
+
+TEST_F(RedisClientName, AnAnswerValidForNoTimeIsAskedAgainSoonNotAtOnce)
+{
+    start_named();
+    host.advance_ms(60000);
+    ASSERT_EQ(host.link(0).resolves, 2u);
+    host.resolved(0, {"10.0.0.2"}, 0);
+
+    host.advance_ms(99);
+    EXPECT_EQ(host.link(0).resolves, 2u);
+    host.advance_ms(1);
+    EXPECT_EQ(host.link(0).resolves, 3u);
+}
+
+
+TEST_F(RedisClientName, ResolvesAgainAfterALostConnectionBeforeReconnecting)
+{
+    start_named();
+
+    host.peer_closed(0);
+    EXPECT_EQ(host.link(0).resolves, 2u);
+    EXPECT_EQ(host.link(0).opens, 1u);
+
+    /* the answer comes before the reconnection's backoff runs out */
+    host.resolved(0, {"10.0.0.3"}, 60000);
+    ASSERT_EQ(host.link(0).opens, 2u);
+    EXPECT_EQ(host.link(0).endpoint.sockaddr, "inet 10.0.0.3 6379");
+}
+
+
+TEST_F(RedisClientName, ResolvesAgainAfterAFailedConnect)
+{
+    s.named("redis.test:6379", "10.0.0.2");
+    host.create(s.config);
+    host.resolved(0, {"10.0.0.2"}, 60000);
+
+    host.peer_closed(0, "Connection refused");
+    EXPECT_EQ(host.link(0).resolves, 2u);
+
+    /* the same address: the reconnection goes on with its backoff */
+    host.resolved(0, {"10.0.0.2"}, 60000);
+    EXPECT_EQ(host.link(0).opens, 1u);
+    host.advance_ms(50);
+    EXPECT_EQ(host.link(0).opens, 2u);
+    EXPECT_EQ(host.link(0).endpoint.sockaddr, "inet 10.0.0.2 6379");
+}
+
+
+TEST_F(RedisClientName, AnIdleLinkMovesAtOnce)
+{
+    start_named();
+    host.advance_ms(60000);
+    host.resolved(0, {"10.0.0.3"}, 60000);
+
+    EXPECT_EQ(host.link(0).closes, 1u);
+    ASSERT_EQ(host.link(0).opens, 2u);
+    EXPECT_EQ(host.link(0).endpoint.sockaddr, "inet 10.0.0.3 6379");
+    EXPECT_EQ(host.link(0).endpoint.name, "redis.test");
+    EXPECT_EQ(host.count_logs("rate_limit_redis \"redis.test:6379\": "
+                              "\"redis.test\" moved from 10.0.0.2 to "
+                              "10.0.0.3, the link follows",
+                              RL_REDIS_LOG_NOTICE), 1u);
+
+    /* the circuit is the address's as written: the same one */
+    host.bring_up(0);
+    EXPECT_EQ(rl_redis_shared_circuits(memory.shared()), 1u);
+    EXPECT_EQ(std::string(circuit().address), "redis.test:6379");
+    EXPECT_EQ(circuit().open, 0);
+
+    Request r({"rl:api:a"});
+    decide_ok(r);
+}
+
+
+/* no request fails because of a move */
+TEST_F(RedisClientName, ABusyLinkMovesOnceItsRepliesAreIn)
+{
+    start_named();
+
+    /* sent just before the answer runs out */
+    host.advance_ms(59900);
+    Request before({"rl:api:a"});
+    in_flight(before);
+
+    host.advance_ms(100);
+    host.resolved(0, {"10.0.0.3"}, 60000);
+    EXPECT_EQ(host.link(0).closes, 0u);
+
+    /* a decision meanwhile waits for the new connection */
+    Request during({"rl:api:b"});
+    ASSERT_EQ(during.decide(host.client()), RL_REDIS_OK);
+    host.end_pass();
+    EXPECT_TRUE(host.take(0).empty());
+
+    host.reply(0, resp::decision({allowed()}));
+    ASSERT_EQ(before.done_calls(), 1u);
+    EXPECT_EQ(before.key(0).status, RL_REDIS_KEY_DECIDED);
+
+    EXPECT_EQ(host.link(0).closes, 1u);
+    ASSERT_EQ(host.link(0).opens, 2u);
+    EXPECT_EQ(host.link(0).endpoint.sockaddr, "inet 10.0.0.3 6379");
+    EXPECT_EQ(during.done_calls(), 0u);
+
+    host.connected(0);
+    std::vector<Command> cs = host.take(0);
+    ASSERT_FALSE(cs.empty());
+    EXPECT_EQ(cs.back(), evalsha(one_sha(), during)) << show(cs);
+    EXPECT_EQ(only(cs, "SCRIPT").size(), cs.size() - 1) << show(cs);
+
+    std::string answers;
+    for (size_t i = 0; i + 1 < cs.size(); i++) {
+        answers += resp::bulk("sha");
+    }
+    host.reply(0, answers + resp::decision({allowed()}));
+
+    ASSERT_EQ(during.done_calls(), 1u);
+    EXPECT_EQ(during.key(0).status, RL_REDIS_KEY_DECIDED);
+}
+
+
+/* the replies owed never come: the move waits no longer than the newest
+ * decision sent, and what came meanwhile still has its own time */
+TEST_F(RedisClientName, ABusyLinkMovesOnceItsNewestDecisionIsOver)
+{
+    start_named();
+
+    host.advance_ms(59900);
+    Request before({"rl:api:a"});
+    in_flight(before);
+    host.advance_ms(100);
+    host.resolved(0, {"10.0.0.3"}, 60000);
+
+    Request during({"rl:api:b"});
+    ASSERT_EQ(during.decide(host.client()), RL_REDIS_OK);
+    host.end_pass();
+
+    host.advance_ms(99);
+    EXPECT_EQ(host.link(0).closes, 0u);
+    host.advance_ms(1);
+    EXPECT_EQ(before.key(0).status, RL_REDIS_KEY_FAILED);
+    EXPECT_EQ(host.link(0).closes, 1u);
+    ASSERT_EQ(host.link(0).opens, 2u);
+    EXPECT_EQ(during.done_calls(), 0u);
+
+    host.connected(0);
+    std::vector<Command> cs = host.take(0);
+    ASSERT_FALSE(cs.empty());
+    EXPECT_EQ(cs.back(), evalsha(one_sha(), during)) << show(cs);
+}
+
+
+TEST_F(RedisClientName, AResolverErrorKeepsTheAddressAndRetriesWithBackoff)
+{
+    start_named();
+    host.advance_ms(60000);
+    ASSERT_EQ(host.link(0).resolves, 2u);
+
+    host.resolved(0, {}, 0, "Host not found");
+    EXPECT_EQ(host.link(0).closes, 0u);
+    EXPECT_EQ(host.count_logs("rate_limit_redis \"redis.test:6379\": "
+                              "resolving \"redis.test\" failed (Host not "
+                              "found), the link stays at 10.0.0.2",
+                              RL_REDIS_LOG_ERR), 1u);
+
+    Request r({"rl:api:a"});
+    decide_ok(r);
+
+    host.advance_ms(999);
+    EXPECT_EQ(host.link(0).resolves, 2u);
+    host.advance_ms(1);
+    ASSERT_EQ(host.link(0).resolves, 3u);
+
+    /* the hook itself may fail: the same backoff, doubled; logged once */
+    host.link(0).fail_resolve = "cannot start a query";
+    host.resolved(0, {}, 0, "Server failure");
+    host.advance_ms(1999);
+    EXPECT_EQ(host.link(0).resolves, 3u);
+    host.advance_ms(1);
+    EXPECT_EQ(host.link(0).resolves, 4u);
+    host.advance_ms(4000);
+    EXPECT_EQ(host.link(0).resolves, 5u);
+    EXPECT_EQ(host.count_logs("failed"), 1u);
+
+    /* answered again: the backoff starts over */
+    host.link(0).fail_resolve.clear();
+    host.advance_ms(8000);
+    ASSERT_EQ(host.link(0).resolves, 6u);
+    host.resolved(0, {"10.0.0.2"}, 60000);
+    EXPECT_EQ(host.link(0).closes, 0u);
+    host.advance_ms(59999);
+    EXPECT_EQ(host.link(0).resolves, 6u);
+}
+
+
+TEST_F(RedisClientName, AClusterSeedNameIsItsOwnLink)
+{
+    s.named("seed.test:7000", "10.0.0.2");
+    s.endpoints[0].port = 7000;
+    s.config.cluster = 1;
+    host.create(s.config);
+    host.resolved(0, {"10.0.0.2"}, 60000);
+
+    /* a master announced at the seed's address gets a link of its own */
+    host.bring_up(0, resp::cluster_slots({{0, 16383, "10.0.0.2", 7000}}));
+    ASSERT_EQ(host.link(1).opens, 1u);
+    EXPECT_EQ(host.link(1).endpoint.address, "10.0.0.2:7000");
+    EXPECT_EQ(host.link(1).resolves, 0u);
 }
 
 

@@ -126,7 +126,7 @@ struct Client {
 
         static rl_redis_endpoint_t ep = { "127.0.0.1", 6379, nullptr,
                                           "127.0.0.1:6379", nullptr, 0,
-                                          nullptr };
+                                          nullptr, 0 };
         rl_redis_config_t cfg {};
         cfg.endpoints = &ep;
         cfg.nendpoints = 1;

@@ -116,14 +116,18 @@ typedef struct {
 /*
  * The host's name resolution of a Redis address "host[:port]", at
  * configuration time (a worker must not block on it): the first address,
- * numeric, NUL ended, into host, and the port.  RL_CONF_ERROR with err the
- * resolver's reason, or NULL for none.
+ * numeric, NUL ended, into host, the port, and whether the host is a name.
+ * RL_CONF_ERROR with err the reason, or NULL for none;
+ * RL_CONF_DECLINED when the address is a name that does not resolve now:
+ * port and name set, err the resolver's reason (see
+ * rl_conf_redis_resolver()).
  */
 #define RL_CONF_HOST_LEN  128
 
 typedef struct {
     char                        host[RL_CONF_HOST_LEN];
     unsigned                    port;
+    int                         name;
     const char                 *err;
 } rl_conf_resolved_t;
 
@@ -148,6 +152,16 @@ int rl_conf_directive(rl_conf_t *conf, const rl_conf_line_t *line,
  * zone's burst.  The message names its own file and line.
  */
 int rl_conf_finish(rl_conf_t *conf)
+    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
+
+/*
+ * Once the http block is read, before rl_conf_finish(): with resolver 1
+ * (nginx's resolver has name servers), the Redis host names are resolved
+ * by the workers at run time (rl_redis_endpoint_t.resolve); without, as
+ * the configuration was read, and a name that did not resolve then fails
+ * it: RL_CONF_ERROR, with the message that names its file and line.
+ */
+int rl_conf_redis_resolver(rl_conf_t *conf, int resolver)
     NGX_HTTP_RATE_LIMIT_NOEXCEPT;
 
 /* the zones whose backend is Redis; 0 before rl_conf_finish() */

@@ -11,7 +11,7 @@
  * or a test (tests/), through rl_redis_adapter_t: open a byte stream to an
  * endpoint, say that there are bytes to send, hand over received bytes,
  * take bytes to send, close, arm one timer, post one call to the end of
- * the event loop's pass.
+ * the event loop's pass, resolve a host name.
  *
  * Names start with rl_redis_: a reader of a call knows that it lands in
  * the core.  No exception crosses this boundary.  Not thread-safe: one
@@ -120,6 +120,15 @@ typedef struct {
      * socket.
      */
     const char                 *name;
+    /*
+     * The configuration's endpoints: 1 when the host of address, as
+     * written, is a name that the core resolves at run time through the
+     * host's resolve(): first at once (before connecting when host is
+     * NULL, as it did not resolve when the configuration was read; host is
+     * otherwise the address it had then), again when the answer's validity
+     * runs out, and after a failed connection.
+     */
+    int                         resolve;
 } rl_redis_endpoint_t;
 
 
@@ -185,6 +194,16 @@ typedef struct {
      * which the master frees when a worker dies holding it) */
     void                      (*lock)(void *data);
     void                      (*unlock)(void *data);
+
+    /*
+     * Starts resolving name, the host of link's endpoint (NUL ended; its
+     * addresses, IPv4 or IPv6), without blocking: RL_REDIS_OK, and later
+     * rl_redis_on_resolved(), even when the host has the answer at once;
+     * or RL_REDIS_ERROR with a reason in err.  One query a link at a time.
+     * NULL when no endpoint resolves at run time.
+     */
+    int                       (*resolve)(void *data, unsigned link,
+                                         const char *name, char *err);
 } rl_redis_adapter_t;
 
 #define RL_REDIS_ERR_LEN             NGX_HTTP_RATE_LIMIT_ERR_LEN
@@ -237,8 +256,8 @@ rl_redis_client_t *rl_redis_create(const rl_redis_config_t *config,
 
 /*
  * Closes every link (through adapter.close()) and frees everything.  The
- * callbacks of the requests still in flight are not called.  NULL is
- * allowed.
+ * callbacks of the requests still in flight are not called; a resolve()
+ * under way is the host's to cancel.  NULL is allowed.
  */
 void rl_redis_destroy(rl_redis_client_t *client)
     NGX_HTTP_RATE_LIMIT_NOEXCEPT;
@@ -258,6 +277,22 @@ void rl_redis_on_data(rl_redis_client_t *client, unsigned link,
  */
 void rl_redis_on_closed(rl_redis_client_t *client, unsigned link,
     const char *reason)
+    NGX_HTTP_RATE_LIMIT_NOEXCEPT;
+/*
+ * The answer to resolve(): n addresses (more than RL_REDIS_RESOLVED are
+ * ignored), their ports ignored, valid for valid_ms from now; or, with n
+ * 0, err says why it failed (the link keeps its address, and the name
+ * is asked again with backoff).  A link whose address is no longer among
+ * them moves to the first: at once when no reply is owed on it, else once
+ * the replies owed are in (no later than the timeout of the newest
+ * decision sent on it), the decisions that come meanwhile waiting for the
+ * new connection.
+ */
+#define RL_REDIS_RESOLVED            16
+
+void rl_redis_on_resolved(rl_redis_client_t *client, unsigned link,
+    const struct sockaddr *const *addrs, const socklen_t *lens, size_t n,
+    uint64_t valid_ms, const char *err)
     NGX_HTTP_RATE_LIMIT_NOEXCEPT;
 /* the bytes waiting to go out on link: *len of them at *data (0: none) */
 void rl_redis_output(rl_redis_client_t *client, unsigned link,

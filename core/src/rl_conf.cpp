@@ -305,6 +305,27 @@ rl_conf_finish(rl_conf_t *conf) noexcept
 }
 
 
+extern "C" int
+rl_conf_redis_resolver(rl_conf_t *conf, int resolver) noexcept
+{
+    conf->redis.resolver = resolver != 0;
+
+    for (const auto &addr : conf->redis.addresses) {
+        if (!resolver && !addr.unresolved.empty()) {
+            try {
+                conf->error = addr.unresolved;
+            } catch (...) {
+                return conf->fail("out of memory");
+            }
+
+            return RL_CONF_ERROR;
+        }
+    }
+
+    return RL_CONF_OK;
+}
+
+
 extern "C" size_t
 rl_conf_redis_zones(const rl_conf_t *conf) noexcept
 {
@@ -423,8 +444,10 @@ rl_conf_redis_config(rl_conf_t *conf, const rl_conf_process_t *process,
                 endpoint.unix_path = addr.unix_path.c_str();
 
             } else {
-                endpoint.host = addr.host.c_str();
+                endpoint.host = addr.host.empty() ? nullptr
+                                                  : addr.host.c_str();
                 endpoint.port = addr.port;
+                endpoint.resolve = redis.resolver && addr.name;
             }
 
             conf->endpoints.push_back(endpoint);

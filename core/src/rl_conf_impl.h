@@ -49,9 +49,12 @@ struct Ref {
 
 struct RedisAddress {
     std::string                             address;    /* as written */
-    std::string                             host;       /* numeric */
+    std::string                             host;       /* numeric, or "" */
     unsigned                                port = 0;
     std::string                             unix_path;
+    bool                                    name = false;
+    /* a name that did not resolve: the message, if no resolver may */
+    std::string                             unresolved;
 };
 
 struct RedisTls {
@@ -69,6 +72,8 @@ struct RedisTls {
 struct Redis {
     std::vector<RedisAddress>               addresses;
     bool                                    cluster = false;
+    /* names are resolved at run time, by nginx's resolver */
+    bool                                    resolver = false;
     bool                                    has_password = false;
     std::string                             password;
     std::string                             password_env;

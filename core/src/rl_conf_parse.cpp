@@ -295,10 +295,21 @@ redis_address(rl_conf_t *conf, const rl_conf_line_t *line, Redis &redis,
 
     } else {
         rl_conf_resolved_t  resolved{};
+        int                 rc;
 
-        if (resolve(data, arg.data, arg.len, redis_port, &resolved)
-            != RL_CONF_OK)
-        {
+        rc = resolve(data, arg.data, arg.len, redis_port, &resolved);
+
+        if (rc == RL_CONF_DECLINED) {
+            /* nginx's own words, for when no resolver takes the name */
+            addr.unresolved = "invalid address \"" + std::string(view(arg))
+                              + "\" in \"" + std::string(dir)
+                              + "\" directive: "
+                              + (resolved.err ? resolved.err
+                                              : "host not found")
+                              + " in " + std::string(view(line->file)) + ":"
+                              + std::to_string(line->line);
+
+        } else if (rc != RL_CONF_OK) {
             if (resolved.err) {
                 return conf->fail("invalid address \"", view(arg), "\" in \"",
                                   dir, "\" directive: ", resolved.err);
@@ -306,11 +317,14 @@ redis_address(rl_conf_t *conf, const rl_conf_line_t *line, Redis &redis,
 
             return conf->fail("invalid address \"", view(arg), "\" in \"",
                               dir, "\" directive");
+
+        } else {
+            resolved.host[sizeof(resolved.host) - 1] = '\0';
+            addr.host = resolved.host;
         }
 
-        resolved.host[sizeof(resolved.host) - 1] = '\0';
-        addr.host = resolved.host;
         addr.port = resolved.port;
+        addr.name = resolved.name != 0;
     }
 
     redis.addresses.push_back(std::move(addr));

@@ -137,6 +137,19 @@ rl_redis_on_closed(rl_redis_client_t *client, unsigned link,
 
 
 void
+rl_redis_on_resolved(rl_redis_client_t *client, unsigned link,
+    const struct sockaddr *const *addrs, const socklen_t *lens, size_t n,
+    uint64_t valid_ms, const char *err) noexcept
+{
+    if (link < RL_REDIS_ADDRESSES) {
+        event(client, [=](rl::redis::Client &c) {
+            c.on_resolved(link, addrs, lens, n, valid_ms, err);
+        });
+    }
+}
+
+
+void
 rl_redis_output(rl_redis_client_t *client, unsigned link, const char **data,
     size_t *len) noexcept
 {

@@ -82,6 +82,13 @@ constexpr unsigned  kFreeOps = 1024;
 constexpr uint64_t  kCircuitFailures = 5;
 constexpr uint64_t  kProbeMinMs = 100;
 constexpr uint64_t  kProbeMaxMs = 1000;
+/* a host name's answer is asked again no sooner than this after the last,
+ * and after a failed one, with this backoff */
+constexpr uint64_t  kResolveMinMs = 100;
+constexpr uint64_t  kResolveRetryMinMs = 1000;
+constexpr uint64_t  kResolveRetryMaxMs = 10000;
+/* and at least this often, whatever the answer's validity */
+constexpr uint64_t  kResolveMaxMs = 3600 * 1000;
 /* the first block of a link's arena: a batch's reply fits in it */
 constexpr size_t    kReplyBlock = 8192;
 
@@ -254,7 +261,12 @@ struct Link {
     bool           probing = false;
     bool           want = false;       /* want_write() called */
     bool           reading = false;
+    bool           resolve = false;    /* name is resolved at run time */
+    bool           resolving = false;  /* resolve() under way */
+    /* a new address: the replies owed come in before the link moves */
+    bool           moving = false;
 
+    /* numeric; empty while a name to resolve has no address yet */
     char           host[NGX_HTTP_RATE_LIMIT_CLUSTER_HOST_MAX] = {};
     unsigned       port = 0;
     std::string    unix_path;
@@ -276,6 +288,9 @@ struct Link {
     uint64_t       connect_deadline = 0;
     uint64_t       probe_deadline = 0;
     uint64_t       watch_at = 0;
+    uint64_t       resolve_at = 0;
+    uint64_t       move_at = 0;        /* the last decision owed is over */
+    uint64_t       resolve_backoff_ms = 0;
 
     /* the ops of this pass of the event loop, sent in one script call */
     Op            *batch = nullptr;
@@ -308,6 +323,9 @@ public:
     void output_sent(unsigned link, size_t n);
     void on_timer();
     void on_posted();
+    void on_resolved(unsigned link, const sockaddr *const *addrs,
+                     const socklen_t *lens, size_t n, uint64_t valid_ms,
+                     const char *err);
 
     int decide(rl_redis_key_t *keys, size_t nkeys, void (*done)(void *),
                void *data, Request **request);
@@ -331,7 +349,8 @@ private:
 
     /* rl_redis_link.cpp: links */
     Link *link_for(const char *host, size_t len, unsigned port,
-                   const char *unix_path, const char *address);
+                   const char *unix_path, const char *address,
+                   bool resolve);
     void connect(Link &link);
     void schedule(Link &link);
     void setup(Link &link);
@@ -345,6 +364,9 @@ private:
     void watch(Link &link);
     void probe(Link &link);
     void connect_timeout(Link &link);
+    void resolve(Link &link);
+    void resolve_failed(Link &link, const char *reason);
+    void move(Link &link, bool drain);
     void probe_timeout(Link &link);
     void heartbeat();
     void dispatch(Link &link, const redisReply *reply);
@@ -374,6 +396,7 @@ private:
 
     /* rl_redis_decide.cpp: requests and their ops */
     Link *route(unsigned slot) noexcept;
+    void hold(Link &link, Op &op) noexcept;
     Op *op_alloc() noexcept;
     void op_free(Op *op) noexcept;
     Request *request_alloc();
@@ -460,7 +483,8 @@ template <typename Args>
 bool
 Client::queue(Link &link, size_t argc, Expect &&e, Args &&args)
 {
-    if (!link.open || !link.ready) {
+    /* a link that moves takes no more commands for its old connection */
+    if (!link.open || !link.ready || link.moving) {
         return false;
     }
 

@@ -98,7 +98,7 @@ Client::use_map()
 
         try {
             link = link_for(node.host, std::strlen(node.host), node.port,
-                            nullptr, nullptr);
+                            nullptr, nullptr, false);
         } catch (...) {
             link = nullptr;
         }
@@ -161,7 +161,8 @@ Client::redirect(Op &op, const redisReply *reply)
     Link *link;
 
     try {
-        link = link_for(host, std::strlen(host), to.port, nullptr, nullptr);
+        link = link_for(host, std::strlen(host), to.port, nullptr, nullptr,
+                        false);
     } catch (...) {
         link = nullptr;
     }

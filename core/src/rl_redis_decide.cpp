@@ -29,6 +29,29 @@ Client::route(unsigned slot) noexcept
 }
 
 
+/*
+ * An op of the one server's batch, sent with the others of this pass once
+ * the link takes commands: a new connection's ops wait for its AUTH and
+ * SELECT, a moving link's for its new connection.
+ */
+void
+Client::hold(Link &link, Op &op) noexcept
+{
+    if (link.batch_tail) {
+        link.batch_tail->batch_next = &op;
+    } else {
+        link.batch = &op;
+    }
+
+    link.batch_tail = &op;
+    batch_links_ |= 1u << link.index;
+
+    if (link.ready && !link.moving) {
+        post_batches();
+    }
+}
+
+
 Op *
 Client::op_alloc() noexcept
 {
@@ -232,22 +255,8 @@ Client::decide(rl_redis_key_t *keys, size_t nkeys, void (*done)(void *),
         }
 
         if (!cluster_) {
-            /*
-             * A cluster's keys of different slots cannot share a script.
-             * A new connection's ops wait for its AUTH and SELECT.
-             */
-            if (link->batch_tail) {
-                link->batch_tail->batch_next = op;
-            } else {
-                link->batch = op;
-            }
-
-            link->batch_tail = op;
-            batch_links_ |= 1u << link->index;
-
-            if (link->ready) {
-                post_batches();
-            }
+            /* a cluster's keys of different slots cannot share a script */
+            hold(*link, *op);
 
         } else if (!evalsha(*op)) {
             for (size_t j = i; j < nkeys; j++) {
@@ -335,6 +344,13 @@ bool
 Client::evalsha(Op &op)
 {
     Link &link = *op.link;
+
+    /* sent again (NOSCRIPT) on a link that moves: on its new connection;
+     * a cluster's ops never go to a name's link, its masters are numeric */
+    if (link.moving) {
+        hold(link, op);
+        return true;
+    }
 
     Expect e;
     e.kind = Expect_kind::op;
@@ -472,8 +488,9 @@ Client::on_posted()
             continue;
         }
 
-        /* a new connection's ops wait for its AUTH and SELECT */
-        if (link.open && !link.ready) {
+        /* a new connection's ops wait for its AUTH and SELECT, a moving
+         * link's for its new connection */
+        if (link.open && (!link.ready || link.moving)) {
             continue;
         }
 

@@ -232,6 +232,64 @@ socket_address(const char *host, unsigned port, const char *unix_path,
 }
 
 
+/* the resolver's answers carry no port: the host is what is compared */
+bool
+same_host(const sockaddr_storage &a, socklen_t alen, const sockaddr *b,
+          socklen_t blen) noexcept
+{
+    if (alen == 0 || blen < sizeof(sockaddr_in)
+        || a.ss_family != b->sa_family)
+    {
+        return false;
+    }
+
+    if (b->sa_family == AF_INET) {
+        return std::memcmp(&reinterpret_cast<const sockaddr_in &>(a).sin_addr,
+                           &reinterpret_cast<const sockaddr_in *>(b)->sin_addr,
+                           sizeof(in_addr)) == 0;
+    }
+
+    return b->sa_family == AF_INET6 && blen >= sizeof(sockaddr_in6)
+           && std::memcmp(
+                  &reinterpret_cast<const sockaddr_in6 &>(a).sin6_addr,
+                  &reinterpret_cast<const sockaddr_in6 *>(b)->sin6_addr,
+                  sizeof(in6_addr)) == 0;
+}
+
+
+/* an answer's address with the link's port, and as text; false: not IP */
+bool
+with_port(const sockaddr *sa, socklen_t len, unsigned port,
+          sockaddr_storage &out, socklen_t &outlen, char *text,
+          size_t size) noexcept
+{
+    const void *addr;
+
+    if (sa->sa_family == AF_INET && len >= sizeof(sockaddr_in)) {
+        auto &in = reinterpret_cast<sockaddr_in &>(out);
+
+        in = *reinterpret_cast<const sockaddr_in *>(sa);
+        in.sin_port = htons(static_cast<uint16_t>(port));
+        outlen = sizeof(sockaddr_in);
+        addr = &in.sin_addr;
+
+    } else if (sa->sa_family == AF_INET6 && len >= sizeof(sockaddr_in6)) {
+        auto &in6 = reinterpret_cast<sockaddr_in6 &>(out);
+
+        in6 = *reinterpret_cast<const sockaddr_in6 *>(sa);
+        in6.sin6_port = htons(static_cast<uint16_t>(port));
+        outlen = sizeof(sockaddr_in6);
+        addr = &in6.sin6_addr;
+
+    } else {
+        return false;
+    }
+
+    return inet_ntop(sa->sa_family, addr, text,
+                     static_cast<socklen_t>(size)) != nullptr;
+}
+
+
 /* "redis.internal" of "redis.internal:6380", "::1" of "[::1]:6380" */
 std::string
 written_host(const std::string &address)
@@ -485,8 +543,17 @@ Client::start(const rl_redis_config_t &config, char *err)
 
     for (size_t i = 0; i < config.nendpoints; i++) {
         const rl_redis_endpoint_t &ep = config.endpoints[i];
+
+        if (ep.resolve && ad_.resolve == nullptr) {
+            std::snprintf(err, RL_REDIS_ERR_LEN,
+                          "the Redis address \"%s\" is a name, and the host "
+                          "resolves none", ep.address ? ep.address : "");
+            return false;
+        }
+
         Link *link = link_for(ep.host, ep.host ? std::strlen(ep.host) : 0,
-                              ep.port, ep.unix_path, ep.address);
+                              ep.port, ep.unix_path, ep.address,
+                              ep.resolve != 0);
         if (link == nullptr) {
             std::snprintf(err, RL_REDIS_ERR_LEN,
                           "the Redis address \"%s\" cannot be used: it must "
@@ -501,6 +568,7 @@ Client::start(const rl_redis_config_t &config, char *err)
     for (Link &link : links_) {
         if (link.used) {
             connect(link);
+            resolve(link);
         }
     }
 
@@ -542,11 +610,13 @@ Client::log(int level, const char *fmt, ...) noexcept
 /*
  * The link to an address, made on first use.  Cluster nodes are found in
  * replies, so only numeric hosts are taken: a name would need a blocking
- * lookup in the worker.
+ * lookup in the worker.  With resolve, the address is a name resolved at
+ * run time: its link is its own, whatever address it has now (host, or
+ * none yet).
  */
 Link *
 Client::link_for(const char *host, size_t len, unsigned port,
-                 const char *unix_path, const char *address)
+                 const char *unix_path, const char *address, bool resolve)
 {
     Link *free = nullptr;
 
@@ -559,8 +629,9 @@ Client::link_for(const char *host, size_t len, unsigned port,
             continue;
         }
 
-        if (unix_path == nullptr && link.unix_path.empty()
-            && link.port == port && std::strlen(link.host) == len
+        if (!resolve && !link.resolve && unix_path == nullptr
+            && link.unix_path.empty() && link.port == port
+            && std::strlen(link.host) == len
             && std::memcmp(link.host, host, len) == 0)
         {
             return &link;
@@ -580,9 +651,11 @@ Client::link_for(const char *host, size_t len, unsigned port,
     name[len] = '\0';
 
     sockaddr_storage sa = {};
-    socklen_t salen;
+    socklen_t salen = 0;
 
-    if (!socket_address(name, port, unix_path, sa, salen)) {
+    if (!(resolve && len == 0)
+        && !socket_address(name, port, unix_path, sa, salen))
+    {
         return nullptr;
     }
 
@@ -610,6 +683,7 @@ Client::link_for(const char *host, size_t len, unsigned port,
     link.used = true;
     link.seed = false;
     link.retired = false;
+    link.resolve = resolve;
     link.circuit = nullptr;
     link.backoff_ms = 0;
 
@@ -622,6 +696,12 @@ Client::connect(Link &link)
 {
     if (link.circuit == nullptr) {
         link.circuit = circuit_get(link.address);
+    }
+
+    /* a name with no address yet: its answer connects */
+    if (link.socklen == 0) {
+        resolve(link);
+        return;
     }
 
     redisReader *reader = redisReaderCreateWithFunctions(&reply_fns);
@@ -953,6 +1033,10 @@ Client::teardown(Link &link, const char *reason)
     Fifo owed;
     owed.swap(link.fifo);
 
+    /* the connection that had replies owed is gone: the next one goes to
+     * the new address */
+    link.moving = false;
+    clear_link_timer(link.move_at);
     link.out.clear();
     link.want = false;
     link.pending = 0;
@@ -1036,9 +1120,11 @@ Client::failure(Link &link, bool hard, const char *reason)
 
     circuit_failure(link.circuit, hard, reason);
 
-    /* a master lost: its replica may have taken over the slots */
+    /* a master lost: its replica may have taken over the slots; a name
+     * may have moved */
     if (hard) {
         ask_map(kMapMinGapMs);
+        resolve(link);
     }
 
     if (link.circuit && link.circuit->open.load() && !link.watch_at) {
@@ -1150,6 +1236,150 @@ Client::probe_timeout(Link &link)
 
     failure(link, false, "probe timed out");
     check_stall(link);
+}
+
+
+/*
+ * The host is asked for the addresses of the link's name, unless it is
+ * already; the answer comes in a later event.
+ */
+void
+Client::resolve(Link &link)
+{
+    if (!link.resolve || link.resolving || destroying_) {
+        return;
+    }
+
+    clear_link_timer(link.resolve_at);
+
+    char err[RL_REDIS_ERR_LEN];
+    err[0] = '\0';
+
+    if (ad_.resolve(ad_.data, link.index, link.name.c_str(), err)
+        != RL_REDIS_OK)
+    {
+        err[RL_REDIS_ERR_LEN - 1] = '\0';
+        resolve_failed(link, err);
+        return;
+    }
+
+    link.resolving = true;
+}
+
+
+/* the link keeps its address, and asks again with backoff; logged once */
+void
+Client::resolve_failed(Link &link, const char *reason)
+{
+    if (link.resolve_backoff_ms == 0) {
+        log(RL_REDIS_LOG_ERR,
+            "rate_limit_redis \"%s\": resolving \"%s\" failed (%s), %s%s",
+            link.address.c_str(), link.name.c_str(), reason,
+            link.host[0] ? "the link stays at " : "no address yet",
+            link.host);
+    }
+
+    link.resolve_backoff_ms = link.resolve_backoff_ms
+                              ? std::min(link.resolve_backoff_ms * 2,
+                                         kResolveRetryMaxMs)
+                              : kResolveRetryMinMs;
+
+    set_link_timer(link.resolve_at, now_ + link.resolve_backoff_ms * 1000);
+}
+
+
+/*
+ * The name's addresses: while the link's is among them, nothing changes;
+ * else the link moves to the first.  The name is asked again once the
+ * answer's validity runs out.
+ */
+void
+Client::on_resolved(unsigned index, const sockaddr *const *addrs,
+                    const socklen_t *lens, size_t n, uint64_t valid_ms,
+                    const char *err)
+{
+    Link &link = links_[index];
+    sockaddr_storage sa = {};
+    socklen_t salen = 0;
+    char ip[INET6_ADDRSTRLEN];
+
+    if (!link.resolving) {
+        return;
+    }
+
+    link.resolving = false;
+
+    bool same = false;
+
+    for (size_t i = 0; i < std::min<size_t>(n, RL_REDIS_RESOLVED) && !same;
+         i++)
+    {
+        same = same_host(link.sockaddr, link.socklen, addrs[i], lens[i]);
+
+        if (salen == 0
+            && !with_port(addrs[i], lens[i], link.port, sa, salen, ip,
+                          sizeof(ip)))
+        {
+            salen = 0;
+        }
+    }
+
+    if (!same && salen == 0) {
+        resolve_failed(link, err ? err : "no IP address");
+        return;
+    }
+
+    link.resolve_backoff_ms = 0;
+    set_link_timer(link.resolve_at,
+                   now_ + std::clamp(valid_ms, kResolveMinMs, kResolveMaxMs)
+                          * 1000);
+
+    if (same) {
+        return;
+    }
+
+    if (link.host[0]) {
+        log(RL_REDIS_LOG_NOTICE,
+            "rate_limit_redis \"%s\": \"%s\" moved from %s to %s, the "
+            "link follows", link.address.c_str(), link.name.c_str(),
+            link.host, ip);
+
+    } else {
+        log(RL_REDIS_LOG_INFO, "rate_limit_redis \"%s\": \"%s\" is %s",
+            link.address.c_str(), link.name.c_str(), ip);
+    }
+
+    std::snprintf(link.host, sizeof(link.host), "%s", ip);
+    link.sockaddr = sa;
+    link.socklen = salen;
+
+    move(link, true);
+}
+
+
+/*
+ * To the link's new address: at once when no reply is owed on the old
+ * one, or without drain.  Else the link sends nothing more until the
+ * replies owed are in, or until the newest decision sent on it is over
+ * (answered or timed out), and the decisions that come meanwhile wait in
+ * its batch for the new connection.
+ */
+void
+Client::move(Link &link, bool drain)
+{
+    if (drain && link.ready && link.pending) {
+        if (!link.moving) {
+            link.moving = true;
+            set_link_timer(link.move_at, std::max(now_ + 1,
+                           link.asked_us + timeout_ms_ * 1000));
+        }
+
+        return;
+    }
+
+    close(link);
+    clear_link_timer(link.reconnect_at);
+    connect(link);
 }
 
 
@@ -1338,6 +1568,11 @@ Client::dispatch(Link &link, const redisReply *reply)
     case Expect_kind::heartbeat:
         heartbeat_reply(link, e, reply);
         break;
+    }
+
+    /* the last reply owed on a link that moves: it moves now */
+    if (link.moving && link.pending == 0) {
+        move(link, false);
     }
 }
 
@@ -1556,6 +1791,16 @@ Client::on_timer()
             check_stall(link);
             watch(link);
         }
+
+        if (link.resolve_at && link.resolve_at <= now_) {
+            link.resolve_at = 0;
+            resolve(link);
+        }
+
+        if (link.move_at && link.move_at <= now_) {
+            link.move_at = 0;
+            move(link, false);
+        }
     }
 
     link_timers_dirty_ = true;
@@ -1584,7 +1829,8 @@ Client::arm() noexcept
 
         for (const Link &link : links_) {
             for (uint64_t at : { link.reconnect_at, link.connect_deadline,
-                                 link.probe_deadline, link.watch_at })
+                                 link.probe_deadline, link.watch_at,
+                                 link.resolve_at, link.move_at })
             {
                 if (at && at < link_min_) {
                     link_min_ = at;
