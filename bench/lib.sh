@@ -23,15 +23,22 @@ bench_workdir() {
     WORK=$(make_workdir "$1")
 }
 
-# bench_begin TAG: OUT made absolute, cleanup trapped, a fresh
-# WORK folder, two free ports (REDIS_PORT, NGINX_PORT) and Redis started
+# bench_begin TAG [tls]: OUT made absolute, cleanup trapped, a fresh
+# WORK folder, free ports (REDIS_PORT, NGINX_PORT) and Redis started; with
+# tls, the certificates made in WORK/tls and Redis listening on a TLS port
+# too (bench/tls.sh, which the caller sources: REDIS_TLS_PORT)
 bench_begin() {
     if [ -n "$OUT" ]; then mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd); fi
     bench_workdir "$1"
     local ports
-    mapfile -t ports < <(free_ports 2)
+    mapfile -t ports < <(free_ports 3)
     REDIS_PORT=${ports[0]} NGINX_PORT=${ports[1]}
-    start_redis "$WORK/redis" "$REDIS_PORT"
+    if [ "${2:-}" = tls ]; then
+        tls_make_certs "$WORK/tls"
+        start_redis_tls "$WORK/redis" "$REDIS_PORT" "${ports[2]}"
+    else
+        start_redis "$WORK/redis" "$REDIS_PORT"
+    fi
 }
 
 # bench_site PREFIX CONF DB [NAME=VALUE...]: an nginx prefix folder with the

@@ -170,7 +170,7 @@ main() {
     [ "$pg" = 0 ] || pg_find
     if [[ " ${SETUPS[*]} " == *" redis_tls "* ]]; then
         need_cmd openssl
-        bench_begin_tls profile
+        bench_begin profile tls
     else
         bench_begin profile
     fi

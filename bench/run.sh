@@ -613,7 +613,7 @@ main() {
     CLK_TCK=$(getconf CLK_TCK)
     if [[ " ${SETUPS[*]} " == *" redis_tls "* ]]; then
         need_cmd openssl
-        bench_begin_tls bench
+        bench_begin bench tls
         log "redis on 127.0.0.1:$REDIS_PORT and TLS :$REDIS_TLS_PORT (certificates in" \
             "$TLS_DIR), nginx on 127.0.0.1:$NGINX_PORT, module $MODULE_SO"
     else

@@ -34,24 +34,17 @@ tls_make_certs() {
 
 # start_redis_tls DIR PORT TLS_PORT: start_redis (scripts/common.sh) with a
 # TLS port too, the certificates of TLS_DIR, clients not asked for a
-# certificate; waits until both ports answer PING (the TLS one checked
-# against the CA, as localhost).  Sets REDIS_PID and REDIS_TLS_PORT.
+# certificate; waits until the TLS port answers PING too (checked against
+# the CA, as localhost).  Sets REDIS_PID and REDIS_TLS_PORT.
 start_redis_tls() {
-    local dir=$1 port=$2
+    local dir=$1 port=$2 i
     REDIS_TLS_PORT=$3
-    mkdir -p "$dir"
-    redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no \
-        --tls-port "$REDIS_TLS_PORT" --tls-cert-file "$TLS_DIR/server.pem" \
-        --tls-key-file "$TLS_DIR/server.key" --tls-ca-cert-file "$TLS_DIR/ca.pem" \
-        --tls-auth-clients no \
-        --dir "$dir" --logfile "$dir/redis.log" --daemonize no \
-        </dev/null >/dev/null 2>&1 &
-    REDIS_PID=$!
-    remember_pid "$REDIS_PID" "redis-server :$port, TLS :$REDIS_TLS_PORT"
-    for _ in $(seq 100); do
-        if [ "$(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" = PONG ] \
-            && [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_TLS_PORT" --tls \
-                    --cacert "$TLS_DIR/ca.pem" --sni localhost ping 2>/dev/null)" = PONG ]
+    start_redis "$dir" "$port" --tls-port "$REDIS_TLS_PORT" \
+        --tls-cert-file "$TLS_DIR/server.pem" --tls-key-file "$TLS_DIR/server.key" \
+        --tls-ca-cert-file "$TLS_DIR/ca.pem" --tls-auth-clients no
+    for i in $(seq 100); do
+        if [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_TLS_PORT" --tls \
+                --cacert "$TLS_DIR/ca.pem" --sni localhost ping 2>/dev/null)" = PONG ]
         then
             return 0
         fi
@@ -59,20 +52,7 @@ start_redis_tls() {
         sleep 0.1
     done
     cat "$dir/redis.log" >&2 || true
-    die "redis-server did not come up on 127.0.0.1:$port and TLS :$REDIS_TLS_PORT"
-}
-
-# bench_begin_tls TAG: bench_begin (bench/lib.sh), with the certificates
-# made in WORK/tls and Redis started by start_redis_tls on a third free port
-bench_begin_tls() {
-    if [ -n "$OUT" ]; then mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd); fi
-    bench_workdir "$1"
-    local ports
-    mapfile -t ports < <(free_ports 3)
-    # shellcheck disable=SC2034   # NGINX_PORT: used by the sourcing script
-    REDIS_PORT=${ports[0]} NGINX_PORT=${ports[1]}
-    tls_make_certs "$WORK/tls"
-    start_redis_tls "$WORK/redis" "$REDIS_PORT" "${ports[2]}"
+    die "redis-server did not come up on TLS port 127.0.0.1:$REDIS_TLS_PORT"
 }
 
 # tls_rewrite_conf CONF: the rendered nginx.conf CONF with its

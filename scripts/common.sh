@@ -108,13 +108,14 @@ stop_all() {
     STARTED_PIDS=() STARTED_NAMES=()
 }
 
-# start_redis DIR PORT: a throw-away Redis on 127.0.0.1:PORT (no persistence).
-# Sets REDIS_PID.
+# start_redis DIR PORT [ARG...]: a throw-away Redis on 127.0.0.1:PORT (no
+# persistence), given the redis-server arguments ARG too.  Sets REDIS_PID.
 start_redis() {
     local dir=$1 port=$2 i
+    shift 2
     mkdir -p "$dir"
     redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no \
-        --dir "$dir" --logfile "$dir/redis.log" --daemonize no \
+        --dir "$dir" --logfile "$dir/redis.log" --daemonize no "$@" \
         </dev/null >/dev/null 2>&1 &
     REDIS_PID=$!
     remember_pid "$REDIS_PID" "redis-server :$port"
