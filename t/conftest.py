@@ -247,14 +247,15 @@ class Redis:
 
     def __init__(self, workdir, password=None, unixsocket=False, extra_args=(),
                  tls_cert=None, tls_key=None, tls_ca=None,
-                 tls_auth_clients="no", bind="127.0.0.1", port=None):
+                 tls_auth_clients="no", bind="127.0.0.1", port=None,
+                 tls_port=None):
         self.dir = Path(tempfile.mkdtemp(prefix="redis-", dir=workdir))
         os.chmod(self.dir, 0o755)
         self.bind = bind
         self.port = port or free_port()
         # TLS (t/tls_certs.py makes the files): a tls-port of its own beside
         # the plain port, which cmd() and the harness keep using
-        self.tls_port = free_port() if tls_cert else None
+        self.tls_port = (tls_port or free_port()) if tls_cert else None
         self.tls_cert, self.tls_key, self.tls_ca = tls_cert, tls_key, tls_ca
         self.tls_auth_clients = tls_auth_clients
         self.password = password
@@ -296,7 +297,8 @@ class Redis:
                 raise RuntimeError("redis-server exited: %s" % self.log())
             try:
                 return (self.cmd("PING", timeout=0.5) == "PONG"
-                        and (not self.tls_port or port_open(self.tls_port)))
+                        and (not self.tls_port
+                             or port_open(self.tls_port, self.bind)))
             except OSError:
                 return False
         wait_for(ready, timeout, interval=0.02, what="redis on port %d" % self.port)
