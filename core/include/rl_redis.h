@@ -101,7 +101,8 @@ typedef struct {
     const char                 *host;      /* numeric, NUL ended; or NULL */
     unsigned                    port;
     const char                 *unix_path; /* NUL ended, or NULL */
-    /* as written in nginx.conf, for logs and metrics; NUL ended */
+    /* as written in nginx.conf, for logs and metrics; NUL ended.  For
+     * open() of a sentinel's master: "sentinel=<name> at <host:port>" */
     const char                 *address;
     /*
      * For open() only, set by the core: the socket address to connect

@@ -282,13 +282,15 @@ struct Link {
     bool           sentinel = false;   /* to a sentinel, not to Redis */
     bool           asking = false;     /* a sentinel's answer is owed */
     bool           down_logged = false;    /* a sentinel's failure */
+    bool           unknown_logged = false; /* its "no master named" */
 
     /* numeric; empty while a name to resolve has no address yet */
     char           host[NGX_HTTP_RATE_LIMIT_CLUSTER_HOST_MAX] = {};
     unsigned       port = 0;
     std::string    unix_path;
     std::string    address;            /* for logs and metrics */
-    /* a sentinel's master: address with the master's, for the host */
+    /* a sentinel's master: address with the master's, for the host;
+     * name and peer are set when it connects */
     std::string    peer;
     std::string    name;               /* rl_redis_endpoint_t.name */
     /* where open() connects, made once with the link */
@@ -402,6 +404,7 @@ private:
     void sentinel_setup(Link &link);
     bool sentinel_question(Link &link, bool again);
     void sentinel_ask();
+    void sentinel_timeout(Link &link);
     void sentinel_doubt(const char *why);
     void sentinel_down(Link &link, bool hard, const char *reason);
     void sentinel_internal(Link &link, Expect &e, const redisReply *reply);
@@ -475,6 +478,7 @@ private:
     std::string                 sentinel_username_;
     /* the master's address that failed, while the sentinels are asked */
     bool                        doubt_ = false;
+    bool                        doubt_said_ = false;    /* and why */
     std::string                 doubted_;
     uint64_t                    sentinel_asked_us_ = 0;
     uint64_t                    sentinel_ask_at_ = 0;

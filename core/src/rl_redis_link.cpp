@@ -750,6 +750,19 @@ Client::connect(Link &link)
         return;
     }
 
+    /* a sentinel's master: the host names the address it connects to */
+    if (!sentinel_name_.empty() && link.index == 0) {
+        try {
+            link.name = link.host;
+            link.peer = link.address + " at "
+                        + host_port(link.host, link.port);
+        } catch (...) {
+            failure(link, true, "out of memory");
+            schedule(link);
+            return;
+        }
+    }
+
     redisReader *reader = redisReaderCreateWithFunctions(&reply_fns);
 
     if (reader == nullptr) {
@@ -1712,6 +1725,7 @@ Client::drop(Link &link, Expect &e)
 
     case Expect_kind::sentinel:
         link.asking = false;
+        clear_link_timer(link.probe_deadline);
         break;
     }
 }
@@ -1887,7 +1901,12 @@ Client::on_timer()
 
         if (link.probe_deadline && link.probe_deadline <= now_) {
             link.probe_deadline = 0;
-            probe_timeout(link);
+
+            if (link.sentinel) {
+                sentinel_timeout(link);
+            } else {
+                probe_timeout(link);
+            }
         }
 
         /*

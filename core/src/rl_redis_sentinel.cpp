@@ -170,22 +170,51 @@ Client::sentinel_question(Link &link, bool again)
 
     link.asking = true;
 
+    /* a sentinel that takes the connection but never answers is dropped */
+    set_link_timer(link.probe_deadline, now_ + kConnectTimeoutMs * 1000);
+
     return true;
 }
 
 
-/* every sentinel that takes the question, unless asked a moment ago */
+void
+Client::sentinel_timeout(Link &link)
+{
+    if (!link.open || !link.asking) {
+        return;
+    }
+
+    char reason[64];
+
+    std::snprintf(reason, sizeof(reason), "no answer for %llu ms",
+                  static_cast<unsigned long long>(kConnectTimeoutMs));
+
+    failure(link, true, reason);
+    close(link);
+}
+
+
+/* every sentinel that takes the question; once in a gap at most, the
+ * later ones deferred to its end */
 void
 Client::sentinel_ask()
 {
-    if (destroying_ || (sentinel_asked_us_
-                        && now_ - sentinel_asked_us_
-                           < kSentinelAskGapMs * 1000))
+    if (destroying_) {
+        return;
+    }
+
+    if (sentinel_asked_us_
+        && now_ - sentinel_asked_us_ < kSentinelAskGapMs * 1000)
     {
+        if (sentinel_ask_at_ == 0) {
+            sentinel_ask_at_ = sentinel_asked_us_ + kSentinelAskGapMs * 1000;
+        }
+
         return;
     }
 
     sentinel_asked_us_ = now_;
+    sentinel_ask_at_ = 0;
 
     for (Link &link : links_) {
         if (link.sentinel) {
@@ -213,12 +242,13 @@ Client::sentinel_doubt(const char *why)
         } catch (...) {
             doubted_.clear();
         }
+    }
 
-        if (why) {
-            log(RL_REDIS_LOG_ERR,
-                "rate_limit_redis \"%s\": %s %s, asking the sentinels",
-                master.address.c_str(), doubted_.c_str(), why);
-        }
+    if (why && doubt_ && !doubt_said_) {
+        doubt_said_ = true;
+        log(RL_REDIS_LOG_ERR,
+            "rate_limit_redis \"%s\": %s %s, asking the sentinels",
+            master.address.c_str(), doubted_.c_str(), why);
     }
 
     sentinel_ask();
@@ -265,6 +295,7 @@ void
 Client::sentinel_answer(Link &link, const redisReply *reply)
 {
     link.asking = false;
+    clear_link_timer(link.probe_deadline);
 
     if (reply == nullptr || destroying_) {
         return;
@@ -273,8 +304,8 @@ Client::sentinel_answer(Link &link, const redisReply *reply)
     Link &master = links_[0];
 
     if (reply->type == REDIS_REPLY_NIL) {
-        if (!link.down_logged) {
-            link.down_logged = true;
+        if (!link.unknown_logged) {
+            link.unknown_logged = true;
             log(RL_REDIS_LOG_ERR,
                 "rate_limit_redis sentinel \"%s\": no master named \"%s\"",
                 link.address.c_str(), sentinel_name_.c_str());
@@ -311,6 +342,7 @@ Client::sentinel_answer(Link &link, const redisReply *reply)
 
     link.backoff_ms = 0;
     link.down_logged = false;
+    link.unknown_logged = false;
 
     const char *host = reply->element[0]->str;
 
@@ -412,12 +444,12 @@ Client::sentinel_master(Link &from, const char *host, unsigned port)
             master.address.c_str(), to.c_str(), from.address.c_str());
     }
 
+    /* name and peer follow in connect(): the connection that drains may
+     * still use them */
     std::snprintf(master.host, sizeof(master.host), "%s", host);
     master.port = port;
     master.sockaddr = sa;
     master.socklen = salen;
-    master.name = host;
-    master.peer = master.address + " at " + to;
 
     move(master, true);
 }
@@ -446,6 +478,7 @@ Client::role_reply(Link &link, const redisReply *reply)
 
     if (std::strcmp(role, "master") == 0) {
         doubt_ = false;
+        doubt_said_ = false;
 
         if (link.pending == 0) {
             ready(link);
