@@ -1116,6 +1116,28 @@ TEST_F(RedisSentinel, ReadonlyRepliesOfOneReadAskOnce)
 }
 
 
+/* the decisions of one pass in one batch: one reply, one question */
+TEST_F(RedisSentinel, ReadonlyToABatchFailsEachAndAsks)
+{
+    start();
+
+    Request a({"rl:api:a"}), b({"rl:api:b"});
+    ASSERT_EQ(a.decide(host.client()), RL_REDIS_OK);
+    ASSERT_EQ(b.decide(host.client()), RL_REDIS_OK);
+    host.end_pass();
+    ASSERT_EQ(host.take_one(0)[1], batch_sha());
+
+    host.reply(0, resp::error(readonly));
+    ASSERT_EQ(a.done_calls(), 1u);
+    ASSERT_EQ(b.done_calls(), 1u);
+    EXPECT_EQ(a.key(0).status, RL_REDIS_KEY_FAILED);
+    EXPECT_EQ(b.key(0).status, RL_REDIS_KEY_FAILED);
+    EXPECT_EQ(host.count_logs(line("127.0.0.1:6380 is read only, asking the "
+                                   "sentinels"), RL_REDIS_LOG_ERR), 1u);
+    asked_again({1, 2, 3});
+}
+
+
 /* ---- the master lost ---- */
 
 TEST_F(RedisSentinel, ALostMasterAsksTheSentinelsAgain)
