@@ -708,14 +708,16 @@ TEST_F(RedisSentinel, TheFirstAnswerOpensTheMaster)
 
 /* the brief's contract: the address the host is given, for its logs, is
  * the one of the metrics, "sentinel=<name>" */
-TEST_F(RedisSentinel, TheMastersEndpointAddressIsTheSentinelName)
+/* the host's own lines about a connection name the server it reaches */
+TEST_F(RedisSentinel, TheMastersEndpointAddressNamesTheServer)
 {
     host.create(s.config);
     sentinel_up(1);
     answer(1, "127.0.0.1", 6380);
 
     ASSERT_EQ(host.link(0).opens, 1u);
-    EXPECT_EQ(host.link(0).endpoint.address, "sentinel=mymaster");
+    EXPECT_EQ(host.link(0).endpoint.address,
+              "sentinel=mymaster at 127.0.0.1:6380");
 }
 
 
@@ -1393,6 +1395,62 @@ TEST_F(RedisSentinel, ASentinelConnectTimesOutAfterOneSecond)
     EXPECT_EQ(host.count_logs(sentinel_line(26379, "connect timed out"),
                               RL_REDIS_LOG_ERR), 1u);
     EXPECT_TRUE(reopens_within(1, 2000));
+}
+
+
+/* a sentinel that takes the connection but never answers the question */
+TEST_F(RedisSentinel, ASilentSentinelIsDroppedAfterOneSecond)
+{
+    host.create(s.config);
+    sentinel_up(1);
+
+    host.advance_ms(999);
+    EXPECT_TRUE(host.link(1).open);
+    host.advance_ms(1);
+    EXPECT_FALSE(host.link(1).open);
+    EXPECT_EQ(host.count_logs(sentinel_line(26379, "no answer for 1000 ms"),
+                              RL_REDIS_LOG_ERR), 1u);
+    EXPECT_TRUE(reopens_within(1, 2000));
+}
+
+
+/* the answer disarms it: a sentinel subscribed for long stays */
+TEST_F(RedisSentinel, AnAnsweredSentinelStays)
+{
+    start();
+
+    host.advance_ms(5000);
+    for (unsigned i = 1; i <= 3; i++) {
+        EXPECT_TRUE(host.link(i).open) << "sentinel link " << i;
+        EXPECT_EQ(host.link(i).closes, 0u) << "sentinel link " << i;
+    }
+}
+
+
+/* a reason to ask within 100 ms of the last question is kept for its end */
+TEST_F(RedisSentinel, AnAskWithinTheGapIsDeferredToItsEnd)
+{
+    start();
+
+    host.peer_closed(0);
+    asked_again({1, 2, 3});
+
+    for (unsigned i = 1; i <= 3; i++) {
+        answer_again(i, "127.0.0.1", 6380);
+    }
+
+    /* the master is back with the first reconnection, 50 ms into the
+     * gap, a replica now */
+    ASSERT_TRUE(reopens_within(0, 60));
+    ASSERT_EQ(handshake(), master_hello());
+    host.reply(0, role_slave("127.0.0.1", 6381));
+
+    for (unsigned i = 1; i <= 3; i++) {
+        EXPECT_TRUE(host.take(i).empty()) << "asked within the gap";
+    }
+
+    host.advance_ms(60);
+    asked_again({1, 2, 3});
 }
 
 
