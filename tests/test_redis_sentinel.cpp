@@ -1031,6 +1031,103 @@ TEST_F(RedisSentinel, AnAnswerThatStillNamesTheReplicaIsIgnored)
 
 
 /*
+ * The doubt follows the connection that failed: 6380 lost, a sentinel
+ * that is behind names 6382, which turns out a replica; the sentinels'
+ * answer 6380 is then no longer the doubted address, and is followed.
+ */
+TEST_F(RedisSentinel, TheDoubtFollowsTheConnectionThatFailed)
+{
+    start();
+
+    host.peer_closed(0);
+    asked_again({1, 2, 3});
+    answer_again(1, "127.0.0.1", 6382);
+    ASSERT_EQ(host.link(0).endpoint.port, 6382u);
+    answer_again(2, "127.0.0.1", 6380);
+    answer_again(3, "127.0.0.1", 6380);
+    EXPECT_EQ(host.link(0).endpoint.port, 6382u) << "6380 is in doubt";
+
+    ASSERT_EQ(handshake(), master_hello());
+    host.reply(0, role_slave("127.0.0.1", 6380));
+    EXPECT_EQ(host.count_logs(line("127.0.0.1:6382 is not the master (ROLE "
+                                   "says \"slave\"), asking the sentinels"),
+                              RL_REDIS_LOG_ERR), 1u);
+
+    /* within 100 ms of the last question: asked at its end */
+    host.advance_ms(100);
+    asked_again({1, 2, 3});
+    answer_again(2, "127.0.0.1", 6380);
+    EXPECT_EQ(host.link(0).endpoint.port, 6380u);
+    ASSERT_EQ(handshake(), master_hello());
+    ASSERT_NO_FATAL_FAILURE(role_is_master());
+    Request r({"rl:api:a"});
+    decide_ok(r);
+}
+
+
+/*
+ * A sentinel that names another master while the one in use is not in
+ * doubt (a switch this worker missed, or a sentinel behind): the master
+ * in use says its ROLE again.  Still master: it stays.
+ */
+TEST_F(RedisSentinel, AnotherAnswerChecksTheRoleOfTheMasterInUse)
+{
+    start();
+
+    host.peer_closed(1);
+    ASSERT_TRUE(reopens_within(1, 2000));
+    sentinel_up(1);
+    answer(1, "127.0.0.1", 6381);
+
+    EXPECT_EQ(host.link(0).opens, 1u);
+    ASSERT_EQ(host.take(0), (std::vector<Command> {{"ROLE"}}));
+    host.reply(0, role_master());
+    EXPECT_TRUE(host.take(0).empty()) << "no script loaded again";
+    EXPECT_EQ(host.link(0).opens, 1u);
+    Request r({"rl:api:a"});
+    decide_ok(r);
+}
+
+
+/* ... and a demoted one is left for the master the sentinels name */
+TEST_F(RedisSentinel, AnotherAnswerLeavesADemotedMaster)
+{
+    start();
+
+    host.peer_closed(1);
+    ASSERT_TRUE(reopens_within(1, 2000));
+    sentinel_up(1);
+    answer(1, "127.0.0.1", 6381);
+    ASSERT_EQ(host.take(0), (std::vector<Command> {{"ROLE"}}));
+    host.reply(0, role_slave("127.0.0.1", 6381));
+
+    EXPECT_FALSE(host.link(0).open);
+    asked_again({1, 2, 3});
+    answer_again(1, "127.0.0.1", 6381);
+    ASSERT_EQ(host.link(0).endpoint.port, 6381u);
+    ASSERT_EQ(handshake(), master_hello());
+    ASSERT_NO_FATAL_FAILURE(role_is_master());
+}
+
+
+/* Redis 6 wraps a script's error in its own */
+TEST_F(RedisSentinel, ReadonlyWrappedByRedis6AsksTheSentinels)
+{
+    start();
+
+    Request r({"rl:api:a"});
+    in_flight(r);
+    host.reply(0, resp::error("ERR Error running script (call to "
+                              "f_0123): @user_script:1: @user_script: 1: "
+                              "-READONLY You can't write against a read "
+                              "only replica."));
+    EXPECT_EQ(host.count_logs(line("127.0.0.1:6380 is read only, asking the "
+                                   "sentinels"), RL_REDIS_LOG_ERR), 1u);
+    asked_again({1, 2, 3});
+}
+
+
+/*
  * Every sentinel still names the replica, and it is promoted back: the
  * client finds it again, by asking or by trying it, and checks its ROLE
  * before deciding there.

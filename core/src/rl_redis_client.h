@@ -412,6 +412,7 @@ private:
     bool sentinel_message(Link &link, const redisReply *reply);
     void sentinel_master(Link &from, const char *host, unsigned port);
     void role_reply(Link &link, const redisReply *reply);
+    void check_role(Link &link);
     void set_link_timer(uint64_t &field, uint64_t at) noexcept;
     void clear_link_timer(uint64_t &field) noexcept;
     void post_batches() noexcept;
@@ -476,8 +477,11 @@ private:
     std::string                 sentinel_name_;
     std::string                 sentinel_password_;
     std::string                 sentinel_username_;
-    /* the master's address that failed, while the sentinels are asked */
+    /* the address of the master's connection, and the one that failed
+     * while the sentinels are asked */
+    std::string                 master_conn_;
     bool                        doubt_ = false;
+    bool                        role_checking_ = false;
     bool                        doubt_said_ = false;    /* and why */
     std::string                 doubted_;
     uint64_t                    sentinel_asked_us_ = 0;

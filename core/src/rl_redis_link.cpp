@@ -341,10 +341,12 @@ is_noscript(const char *reason) noexcept
 }
 
 
+/* Redis 7 keeps a script's error code; 6 wraps it in its own */
 bool
 is_readonly(const char *reason) noexcept
 {
-    return reason && std::strncmp(reason, "READONLY", 8) == 0;
+    return reason && (std::strncmp(reason, "READONLY", 8) == 0
+                      || std::strstr(reason, "-READONLY ") != nullptr);
 }
 
 
@@ -753,9 +755,9 @@ Client::connect(Link &link)
     /* a sentinel's master: the host names the address it connects to */
     if (!sentinel_name_.empty() && link.index == 0) {
         try {
+            master_conn_ = host_port(link.host, link.port);
             link.name = link.host;
-            link.peer = link.address + " at "
-                        + host_port(link.host, link.port);
+            link.peer = link.address + " at " + master_conn_;
         } catch (...) {
             failure(link, true, "out of memory");
             schedule(link);
@@ -1721,6 +1723,7 @@ Client::drop(Link &link, Expect &e)
         break;
 
     case Expect_kind::role:
+        role_checking_ = false;
         break;
 
     case Expect_kind::sentinel:

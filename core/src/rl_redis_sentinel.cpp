@@ -8,14 +8,17 @@
  * Sentinels may disagree for a moment during a failover: one that has not
  * heard of it yet names the old master.  So an answer moves the link only
  * when no master is known yet, or when the current one is in doubt and the
- * answer names another; a +switch-master message, which a sentinel sends
- * only once it has taken the new configuration, always moves it.
+ * answer names another; else an answer that names another makes the
+ * master in use say its ROLE again.  A +switch-master message, which a
+ * sentinel sends only once it has taken the new configuration, always
+ * moves it.
  */
 
 #include "rl_redis_client.h"
 
+#include <netinet/in.h>
+
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 
 
@@ -234,13 +237,15 @@ Client::sentinel_doubt(const char *why)
 {
     const Link &master = links_[0];
 
-    if (master.host[0] && !doubt_) {
-        doubt_ = true;
-
+    /* the address of the connection that failed: the link may be on its
+     * way to another already */
+    if (!master_conn_.empty() && (!doubt_ || doubted_ != master_conn_)) {
         try {
-            doubted_ = host_port(master.host, master.port);
+            doubted_ = master_conn_;
+            doubt_ = true;
+            doubt_said_ = false;
         } catch (...) {
-            doubted_.clear();
+            /* the next failure doubts it */
         }
     }
 
@@ -359,10 +364,38 @@ Client::sentinel_answer(Link &link, const redisReply *reply)
     try {
         if (doubt_ && host_port(host, port) != doubted_) {
             sentinel_master(link, host, port);
+            return;
         }
     } catch (...) {
         /* the next failure asks again */
+        return;
     }
+
+    /*
+     * Not in doubt: the master in use may have missed a switch (while this
+     * worker's sentinels were away), or the sentinel is behind.  The one in
+     * use says which by ROLE: a demoted master is left, a master stays.
+     */
+    if (!doubt_) {
+        check_role(master);
+    }
+}
+
+
+/* ROLE on the master's ready connection, one at a time */
+void
+Client::check_role(Link &link)
+{
+    if (role_checking_ || link.moving) {
+        return;
+    }
+
+    Expect e;
+    e.kind = Expect_kind::role;
+
+    role_checking_ = queue(link, 1, std::move(e), [&] {
+        arg(link, "ROLE", 4);
+    });
 }
 
 
@@ -380,13 +413,18 @@ Client::sentinel_message(Link &link, const redisReply *reply)
         return false;
     }
 
-    char        text[NGX_HTTP_RATE_LIMIT_ERR_LEN];
+    /* the longest name, two IPv6 addresses and their ports */
+    char        text[256 + 2 * (INET6_ADDRSTRLEN + 8)];
     const char *part[5];
     size_t      n = 0;
 
-    std::snprintf(text, sizeof(text), "%.*s",
-                  static_cast<int>(reply->element[2]->len),
-                  reply->element[2]->str);
+    /* cut short, it could name another address */
+    if (reply->element[2]->len >= sizeof(text)) {
+        return true;
+    }
+
+    std::memcpy(text, reply->element[2]->str, reply->element[2]->len);
+    text[reply->element[2]->len] = '\0';
 
     for (char *p = text, *save = nullptr;
          n < 5 && (p = strtok_r(n ? nullptr : p, " ", &save)) != nullptr;
@@ -458,6 +496,11 @@ Client::sentinel_master(Link &from, const char *host, unsigned port)
 void
 Client::role_reply(Link &link, const redisReply *reply)
 {
+    /* a check on a ready link, or the handshake's */
+    if (link.ready) {
+        role_checking_ = false;
+    }
+
     if (reply == nullptr || destroying_) {
         return;
     }
@@ -480,7 +523,7 @@ Client::role_reply(Link &link, const redisReply *reply)
         doubt_ = false;
         doubt_said_ = false;
 
-        if (link.pending == 0) {
+        if (!link.ready && link.pending == 0) {
             ready(link);
         }
 
