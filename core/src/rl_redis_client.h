@@ -482,7 +482,7 @@ private:
     std::string                 master_conn_;
     bool                        doubt_ = false;
     bool                        role_checking_ = false;
-    bool                        doubt_said_ = false;    /* and why */
+    std::string                 doubt_said_;   /* why, as last logged */
     std::string                 doubted_;
     uint64_t                    sentinel_asked_us_ = 0;
     uint64_t                    sentinel_ask_at_ = 0;

@@ -1220,8 +1220,13 @@ Client::failure(Link &link, bool hard, const char *reason)
         resolve(link);
     }
 
+    /* a demoted master: its ROLE keeps decisions away until it moves */
     if (!sentinel_name_.empty() && (hard || is_readonly(reason))) {
         sentinel_doubt(hard ? nullptr : "is read only");
+
+        if (!hard) {
+            check_role(link);
+        }
     }
 
     if (link.circuit && link.circuit->open.load() && !link.watch_at) {

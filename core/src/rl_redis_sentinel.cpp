@@ -243,14 +243,20 @@ Client::sentinel_doubt(const char *why)
         try {
             doubted_ = master_conn_;
             doubt_ = true;
-            doubt_said_ = false;
+            doubt_said_.clear();
         } catch (...) {
             /* the next failure doubts it */
         }
     }
 
-    if (why && doubt_ && !doubt_said_) {
-        doubt_said_ = true;
+    /* each reason once while the doubt lasts */
+    if (why && doubt_ && doubt_said_ != why) {
+        try {
+            doubt_said_ = why;
+        } catch (...) {
+            doubt_said_.clear();
+        }
+
         log(RL_REDIS_LOG_ERR,
             "rate_limit_redis \"%s\": %s %s, asking the sentinels",
             master.address.c_str(), doubted_.c_str(), why);
@@ -356,7 +362,12 @@ Client::sentinel_answer(Link &link, const redisReply *reply)
         return;
     }
 
+    /* the master in doubt is named still: its ROLE says whether it is */
     if (master.port == port && std::strcmp(master.host, host) == 0) {
+        if (doubt_) {
+            check_role(master);
+        }
+
         return;
     }
 
@@ -521,7 +532,7 @@ Client::role_reply(Link &link, const redisReply *reply)
 
     if (std::strcmp(role, "master") == 0) {
         doubt_ = false;
-        doubt_said_ = false;
+        doubt_said_.clear();
 
         if (!link.ready && link.pending == 0) {
             ready(link);
