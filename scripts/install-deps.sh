@@ -19,7 +19,7 @@ PACKAGES=(
     # fuzzing (scripts/fuzz.sh): clang, libFuzzer, and llvm-symbolizer
     clang-14 libclang-rt-14-dev llvm-14
     # integration tests, demo
-    redis-server postgresql-15 postgresql-client-15
+    redis-server redis-sentinel postgresql-15 postgresql-client-15
     python3-pytest python3-requests curl
     # fault tests: libfaketime, and promtool (from prometheus) for the metrics
     faketime prometheus
