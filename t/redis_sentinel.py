@@ -51,10 +51,15 @@ FAILOVER_TIMEOUT_MS = 3000
 # SENTINEL DEBUG (7.0) after each start: a sentinel learns a replica's
 # link and role from INFO every info-period (10 s by default) and the other
 # sentinels from their hellos every publish-period (2 s): shorter, the
-# setup is ready and agrees sooner after a failover.  A TILT (the timer
-# late by 2 s on the busy cores) stops a sentinel acting for tilt-period
-# (30 s): shorter too.
+# setup is ready and agrees sooner after a failover.  A lost link is made
+# again once a ping-period (1 s): as long as down-after, so that the
+# promotion's CLIENT KILL TYPE normal, which cuts the sentinels' links to
+# the promoted replica, had it flagged down at once and failed over
+# again; shorter, and the sentinels ask each other sooner (ask-period).
+# A TILT (the timer late by 2 s on the busy cores) stops a sentinel
+# acting for tilt-period (30 s): shorter too.
 DEBUG_PERIODS = {"info-period": 300, "publish-period": 300,
+                 "ping-period": 200, "ask-period": 200,
                  "tilt-period": 2000, "min-link-reconnect-period": 2000}
 
 
@@ -254,6 +259,18 @@ class SentinelSetup:
             x.proc.send_signal(signal.SIGKILL)
             x.proc.wait(5)
         x.frozen = False
+
+    def switches(self):
+        """How many +switch-master lines each sentinel has logged, as a
+        list (one a failover it saw: a failover that went twice shows)."""
+        out = []
+        for s in self.sentinels:
+            try:
+                text = (s.dir / "redis.log").read_text(errors="replace")
+            except OSError:
+                text = ""
+            out.append(text.count("+switch-master %s " % NAME))
+        return out
 
     def live_sentinels(self):
         return [s for s in self.sentinels if self.running(s)]
