@@ -217,7 +217,9 @@ SAID = r'rate_limit_redis "sentinel=%s": ' % NAME
 
 
 def problems(n, since=0):
-    return n.error_lines(r"\[(warn|error|crit|alert|emerg)\]", since)
+    """Lines at warn or above of the Redis client (not the rejections)."""
+    return n.error_lines(r"\[(warn|error|crit|alert|emerg)\].*rate_limit_redis",
+                         since)
 
 
 # --------------------------------------------------------------------------
