@@ -252,6 +252,13 @@ def test_enforced_through_sentinel(nginx_factory, sentinels):
     for x in s.sentinels:
         wait_for(lambda: len(subscribed(x)) >= WORKERS, 5, interval=0.05,
                  what="the workers subscribed on %d" % x.port)
+    # the new workers of a reload ask again, and the old ones let go
+    n.reload()
+    wait_decided_on(n, master)
+    assert enforced_on([n], master)
+    for x in s.sentinels:
+        wait_for(lambda: len(subscribed(x)) == WORKERS, 5, interval=0.05,
+                 what="only the new workers subscribed on %d" % x.port)
 
 
 def subscribed(sentinel, port=None):
@@ -570,6 +577,8 @@ def test_nginx_t_rejects(nginx_factory, params, fragments):
     # a secret beside the mistake is never shown
     if "sentinel_password=" not in params:
         params += " password=" + SECRET
+    if params.startswith("sentinel=m") and "sentinel_username" not in params:
+        params += " sentinel_password=" + SECRET
     n = nginx_factory("st-bad", http=[
         "rate_limit_redis %s timeout=50ms;" % params,
         "rate_limit_zone $http_x_key zone=z:1m rate=1r/m burst=5;",
