@@ -22,6 +22,8 @@ port), ``cmd()``.
   the data servers and to each other go over TLS, and the sentinels
   monitor the TLS ports, so that get-master-addr-by-name answers a TLS
   port.  The plain ports stay for the harness' own commands (``cmd()``).
+  Every process has tls.server's certificate, or the data servers
+  data_cert's, a (certificate, key) pair (Redis checks no peer's name).
 
 Methods (each bounded in time, raising TimeoutError with every sentinel's
 view otherwise): ``start()`` (then ``wait_ready()``), ``wait_ready()``
@@ -163,14 +165,17 @@ class SentinelSetup:
     (not started: start())."""
 
     def __init__(self, workdir, replicas=1, sentinels=3, password=None,
-                 sentinel_password=None, tls=None):
+                 sentinel_password=None, tls=None, data_cert=None):
         self.workdir = Path(workdir)
         self.password = password
         self.sentinel_password = sentinel_password
         self.tls = tls
         tls_kw, tls_args = {}, []
         if tls is not None:
-            tls_kw = dict(tls_cert=tls.server, tls_key=tls.server_key,
+            # data_cert: (certificate, key) of the data servers instead of
+            # tls.server's (the sentinels keep tls.server)
+            cert, key = data_cert or (tls.server, tls.server_key)
+            tls_kw = dict(tls_cert=cert, tls_key=key,
                           tls_ca=tls.ca, tls_auth_clients="no")
             tls_args = ["--tls-replication", "yes"]
         common = tls_args + [

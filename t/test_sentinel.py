@@ -73,7 +73,8 @@ def sentinels(setup):
 @pytest.fixture
 def setup_factory(workdir):
     """make(**SentinelSetup keywords) -> a started setup of the test's own,
-    stopped at teardown."""
+    stopped at teardown (ask for it before nginx_factory: the nodes stop
+    first, and log no sentinel gone)."""
     need_sentinel()
     made = []
 
@@ -408,7 +409,7 @@ def test_one_sentinel_down_then_all(nginx_factory, sentinels):
     assert enforced_on([m, n], master)
 
 
-def test_passwords(nginx_factory, setup_factory):
+def test_passwords(setup_factory, nginx_factory):
     """requirepass on the sentinels and on the data servers: with both
     passwords, enforced; with a wrong sentinel_password, each sentinel's
     failure logged once a worker, on_failure decides; no secret written."""
@@ -498,7 +499,7 @@ def test_acl_user_with_role(nginx_factory, sentinels):
             r.cmd("ACL", "DELUSER", "ratelimit", "norole")
 
 
-def test_tls(nginx_factory, setup_factory, certs):  # noqa: F811
+def test_tls(setup_factory, nginx_factory, certs):  # noqa: F811
     """TLS sentinels and data servers (tls-replication): nginx reaches the
     sentinels and the master on their tls-ports only, and enforces."""
     s = setup_factory(tls=certs)
@@ -530,6 +531,36 @@ def test_tls(nginx_factory, setup_factory, certs):  # noqa: F811
     wait_for(lambda: bad.error_lines(r'rate_limit_redis sentinel "127\.0\.0\.1:'
                                      r'\d+": .*certificate'), 3,
              what="a certificate failure logged")
+
+
+def test_tls_master_name_checked(setup_factory, nginx_factory, certs):  # noqa: F811
+    """The data servers' certificate names localhost only (the sentinels'
+    has 127.0.0.1 too): the master's address, 127.0.0.1, is not in it, so
+    the master fails unless tls_server_name=localhost is given."""
+    s = setup_factory(tls=certs, data_cert=(certs.server_dns,
+                                            certs.server_dns_key))
+    master = s.master()
+    tls = " tls=on tls_trusted_certificate=%s" % certs.ca
+    by_ip = sentinel_nginx(nginx_factory, s, "sent-tls-ip", extra=tls).start()
+    named = sentinel_nginx(nginx_factory, s, "sent-tls-name", extra=(
+        tls + " tls_server_name=localhost")).start()
+    wait_decided_on(named, master)
+    assert enforced_on([named], master)
+    assert not problems(named), "\n".join(problems(named))
+    # the sentinels answered by_ip (their certificate has the IP): the
+    # master it was told of failed its check
+    wait_for(lambda: by_ip.error_lines(r"%sthe master is %s"
+                                       % (SAID, addr(master.tls_port))), 3,
+             what="the master named to by_ip")
+    assert_on_failure(by_ip)
+    lines = wait_for(lambda: by_ip.error_lines(
+        r'\[error\].*rate_limit_redis "sentinel=%s" is unreachable' % NAME), 3,
+        what="the master's failure logged")
+    assert any(re.search(r"certificate|127\.0\.0\.1", l) for l in lines), \
+        "\n".join(lines)
+    assert not by_ip.error_lines(r'rate_limit_redis sentinel "'), \
+        by_ip.error_log()
+    assert master.keys("rlt:*:fail-*") == []
 
 
 # --------------------------------------------------------------------------
