@@ -429,19 +429,21 @@ class SentinelSetup:
                           "the promotion of a replica of %d" % old.port)
 
     def restore(self, timeout=20.0):
-        """Every sentinel and data server that is down started again (a
-        data server as a replica of the current master), then waits until
-        the setup is ready."""
+        """Every sentinel and data server that is frozen thawed, that is
+        down started again (a data server as a replica of the current
+        master), then waits until the setup is ready (an old master that
+        was frozen through a failover turned into a replica by the
+        sentinels)."""
+        for s in self.sentinels + self.servers:
+            s.thaw()
         for s in self.sentinels:
             if not self.running(s):
-                s.thaw()
                 s.start()
         master = self._wait(lambda: self._promoted(None), timeout,
                             "a master named by every sentinel")
         for r in self.servers:
             if r is master or self.running(r):
                 continue
-            r.thaw()
             args = [a for a in self._common]
             args += ["--replicaof", HOST, str(self.data_port(master))]
             r.extra_args = args

@@ -331,6 +331,10 @@ def test_failover_under_load(nginx_factory, sentinels):
         wait_decided_on(n, new, timeout=5)
     for _ in range(3):
         assert enforced_on([a, b], new), "not shared on %d" % new.port
+    for n in (a, b):
+        metrics = n.get("/metrics").body.decode()
+        assert 'nginx_rate_limit_redis_up{address="sentinel=%s"} 1' % NAME \
+            in metrics, metrics
     for n, mark in zip((a, b), marks):
         moved = n.error_lines(r"\[notice\].*%sthe master moved from %s to %s, "
                               r"said sentinel 127\.0\.0\.1:\d+"
@@ -382,6 +386,55 @@ def test_killed_master(nginx_factory, sentinels):
     assert s.wait_promoted(old) is new
     for n in (a, b):
         wait_decided_on(n, new, timeout=5)
+
+
+def test_frozen_master(nginx_factory, sentinels):
+    """The master SIGSTOPped: requests wait the timeout at most, then the
+    circuit decides them at once; the sentinels fail over, the nodes move
+    to the new master; thawed, the old master is made a replica."""
+    s = sentinels
+    old = s.master()
+    (new,) = s.replicas()
+    a, b = [sentinel_nginx(nginx_factory, s, name).start()
+            for name in ("frozen-a", "frozen-b")]
+    for n in (a, b):
+        wait_decided_on(n, old)
+
+    def send(i):
+        zone = "oc"[i % 2]
+        return zone, (a, b)[i // 2 % 2].get("/%s/x" % zone,
+                                            key=unique_key("load"), timeout=5)
+
+    with Traffic(send, 4, limit=30.0) as traffic:
+        wait_for(lambda: len(traffic.snapshot()) >= 20, 10,
+                 what="traffic before the freeze")
+        t0 = time.monotonic()
+        with old.frozen_for():
+            wait_for(lambda: enforced_on([a, b], new), 20, interval=0.05,
+                     what="a burst enforced on the promoted %d" % new.port)
+            t_enforced = time.monotonic() - t0
+            count = len(traffic.snapshot())
+            wait_for(lambda: len(traffic.snapshot()) >= count + 20, 10,
+                     what="traffic after the failover")
+        count = len(traffic.snapshot())
+        wait_for(lambda: len(traffic.snapshot()) >= count + 20, 10,
+                 what="traffic after the thaw")
+
+    worst = traffic.worst_wait()
+    report_worst("sentinel_master_frozen", worst)
+    print("TIME_TO_ENFORCEMENT sentinel_master_frozen %.3f" % t_enforced)
+    assert not traffic.errors(), traffic.errors()[:3]
+    seen = {}
+    for _, _, (zone, r) in traffic.snapshot():
+        seen.setdefault(zone, set()).add((r.status, r.rls))
+    assert seen["o"] <= {(200, "PASSED"), EXPECT["o"]}, seen
+    assert seen["c"] <= {(200, "PASSED"), EXPECT["c"]}, seen
+    assert worst <= TIMEOUT + MARGIN, worst
+    # the thawed master is turned into a replica: still enforced on new
+    s.wait_ready()
+    assert s.master() is new and s.role(old) == "slave"
+    for n in (a, b):
+        assert enforced_on([n], new)
 
 
 def test_one_sentinel_down_then_all(nginx_factory, sentinels):
