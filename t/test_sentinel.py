@@ -8,10 +8,13 @@ fixture restores it after each test: every process running, the replica in
 sync, every sentinel agreeing).  The tests that need passwords or TLS start
 a setup of their own.  The harness self-tests at the top need no module.
 
-The failover tests print ``WORST_WAIT <scenario> <seconds>`` (the slowest
-request of the load) and ``TIME_TO_ENFORCEMENT <scenario> <seconds>``
-(from the failover command, or the kill, to the first request decided on
-the new master), shown with ``pytest -s``.
+The failovers (SENTINEL FAILOVER, a master killed, a master frozen by
+SIGSTOP) run under load across two nginx nodes.  They print ``WORST_WAIT
+<scenario> <seconds>`` (the slowest request of the load) and
+``TIME_TO_ENFORCEMENT <scenario> <seconds>``: from the failover command,
+the kill or the freeze, until both nodes decide on the new master (a
+request each on a fresh key after its promotion, for SENTINEL FAILOVER; a
+burst enforced there, for the others).  Shown with ``pytest -s``.
 
 Without redis-sentinel the file is skipped (failed with
 RATE_LIMIT_REQUIRE_MODULE).
@@ -646,6 +649,10 @@ BAD = [
      "sentinel=mymaster %s sentinel_username=u" % SENTINELS,
      ['"sentinel_username=" in "rate_limit_redis" directive needs '
       '"sentinel_password="']),
+    # 1 to 31 sentinels
+    ("32-sentinels", "sentinel=mymaster " + " ".join(
+        "127.0.0.1:%d" % (30000 + i) for i in range(32)),
+     ['"rate_limit_redis" directive', "31"]),
     ("no-address", "sentinel=mymaster",
      ['"rate_limit_redis" directive has no address']),
     ("unix", "sentinel=mymaster unix:/tmp/rlt-sentinel.sock",
