@@ -277,6 +277,13 @@ class SentinelSetup:
             out.append(text.count("+switch-master %s " % NAME))
         return out
 
+    def set_down_after(self, sentinel, ms):
+        """SENTINEL SET NAME down-after-milliseconds ms, when it differs."""
+        info = _pairs(sentinel.sentinel("MASTER", NAME))
+        if info.get("down-after-milliseconds") != str(ms):
+            assert sentinel.sentinel("SET", NAME, "down-after-milliseconds",
+                                     ms) == "OK"
+
     def live_sentinels(self):
         return [s for s in self.sentinels if self.running(s)]
 
@@ -439,6 +446,9 @@ class SentinelSetup:
         for s in self.sentinels:
             if not self.running(s):
                 s.start()
+        # a test may have changed it (SENTINEL SET)
+        for s in self.sentinels:
+            self.set_down_after(s, DOWN_AFTER_MS)
         master = self._wait(lambda: self._promoted(None), timeout,
                             "a master named by every sentinel")
         for r in self.servers:

@@ -440,6 +440,73 @@ def test_frozen_master(nginx_factory, sentinels):
         assert enforced_on([n], new)
 
 
+def test_master_demoted_behind_the_sentinels(nginx_factory, sentinels):
+    """The sentinels stopped, then the roles swapped by hand (REPLICAOF):
+    the old master answers -READONLY, the workers ask the sentinels (none
+    answers), on_failure decides at once.  The sentinels back, they name the
+    old master still (down-after is made long): ROLE says "slave", and
+    on_failure goes on.  Meanwhile no line says the zones are enforced by
+    Redis again.  down-after short again, the sentinels see their master
+    claim to be a replica and fail over to the one that is master: the
+    node follows."""
+    s = sentinels
+    old = s.master()
+    (new,) = s.replicas()
+    n = sentinel_nginx(nginx_factory, s, "demoted").start()
+    wait_decided_on(n, old)
+    for x in s.sentinels:
+        s.set_down_after(x, 60000)
+        x.stop()
+    mark = n.log_mark()
+    assert new.cmd("REPLICAOF", "NO", "ONE") == "OK"
+    assert old.cmd("REPLICAOF", HOST, new.port) == "OK"
+    wrong = []
+
+    def drive(pattern, what, seconds=5.0):
+        """Requests until pattern is logged, each decided at once, by
+        on_failure (or PASSED, before the first -READONLY).  Notes in
+        wrong when pattern does not come within seconds."""
+        t0 = time.monotonic()
+        while not n.error_lines(pattern, mark):
+            if time.monotonic() - t0 > seconds:
+                wrong.append("no %s in %.0f s" % (what, seconds))
+                return
+            key = unique_key("ro")
+            for zone in ("o", "c"):
+                r = n.get("/%s/x" % zone, key=key)
+                assert r.elapsed <= TIMEOUT + MARGIN, r.elapsed
+                assert (r.status, r.rls) in ((200, "PASSED"), EXPECT[zone]), \
+                    r.describe()
+
+    drive(r"\[error\].*%s%s is read only, asking the sentinels"
+          % (SAID, addr(old.port)), "-READONLY line")
+    assert not wrong, n.error_log(mark)
+    assert_on_failure(n)
+
+    for x in s.sentinels:
+        x.start()
+        assert x.master_addr() == (HOST, old.port)
+    drive(r'\[error\].*%s%s is not the master \(ROLE says "slave"\), '
+          r'asking the sentinels' % (SAID, addr(old.port)), "ROLE line")
+    assert_on_failure(n)
+    closed = n.error_lines(r"reachable again", mark)
+    if closed:
+        wrong.append("%d lines say the zones are enforced by Redis again, "
+                     "and %d open the circuit, while the master is read "
+                     "only:\n%s" % (len(closed),
+                                     len(n.error_lines(r"circuit open", mark)),
+                                     "\n".join(closed[:4])))
+
+    for x in s.sentinels:
+        s.set_down_after(x, 1000)
+    assert s.wait_promoted(old) is new
+    wait_decided_on(n, new)
+    assert enforced_on([n], new)
+    assert n.error_lines(r"%sthe master moved from %s to %s"
+                         % (SAID, addr(old.port), addr(new.port)), mark)
+    assert not wrong, "\n".join(wrong)
+
+
 def test_one_sentinel_down_then_all(nginx_factory, sentinels):
     s = sentinels
     master = s.master()
