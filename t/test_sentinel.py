@@ -3,9 +3,9 @@ service, follow a failover, and never wait beyond the timeout.
 
 Debian's redis-sentinel 7.0 (t/redis_sentinel.py): a master, a replica and
 three sentinels (quorum 2, down-after 1000 ms), shared by the tests that
-leave it as they found it (the module-scoped ``setup``; the ``sentinels``
-fixture restores it after each test: every process running, the replica in
-sync, every sentinel agreeing).  The tests that need passwords or TLS start
+leave it as they found it (the module-scoped ``sentinel_setup``; the
+``sentinels`` fixture restores it after each test: every process running,
+the replica in sync, every sentinel agreeing).  The tests that need passwords or TLS start
 a setup of their own.  The harness self-tests at the top need no module.
 
 The failovers (SENTINEL FAILOVER, a master killed, a master frozen by
@@ -53,7 +53,7 @@ def need_sentinel():
 
 
 @pytest.fixture(scope="module")
-def setup(workdir):
+def sentinel_setup(workdir):
     need_sentinel()
     s = SentinelSetup(workdir)
     try:
@@ -63,14 +63,14 @@ def setup(workdir):
 
 
 @pytest.fixture
-def sentinels(setup):
+def sentinels(sentinel_setup):
     """The module's setup, ready when the test starts and restored after
     it (what was stopped started again, the setup ready)."""
-    setup.restore()
+    sentinel_setup.restore()
     try:
-        yield setup
+        yield sentinel_setup
     finally:
-        setup.restore()
+        sentinel_setup.restore()
 
 
 @pytest.fixture
