@@ -488,6 +488,11 @@ def test_master_demoted_behind_the_sentinels(nginx_factory, sentinels):
         assert x.master_addr() == (HOST, old.port)
     drive(r'\[error\].*%s%s is not the master \(ROLE says "slave"\), '
           r'asking the sentinels' % (SAID, addr(old.port)), "ROLE line")
+    if wrong:
+        # had the workers asked the sentinels (SUBSCRIBE follows the
+        # question) and heard the old master named?
+        wrong.append("the workers' subscriptions on the sentinels: %r" % [
+            len(subscribed(x)) for x in s.sentinels])
     assert_on_failure(n)
     closed = n.error_lines(r"reachable again", mark)
     if closed:
