@@ -1181,8 +1181,14 @@ TEST_F(RedisSentinel, ReadonlyFailsTheDecisionAndAsksTheSentinels)
     EXPECT_EQ(host.count_logs(line("127.0.0.1:6380 is read only, asking the "
                                    "sentinels"), RL_REDIS_LOG_ERR), 1u);
     asked_again({1, 2, 3});
+    /* and the master in use says its ROLE: decisions wait for no answer */
+    ASSERT_EQ(host.take(0), (std::vector<Command> {{"ROLE"}}));
 
+    /* the link moves once ROLE, owed on it, is in */
     answer_again(3, "127.0.0.1", 6381);
+    EXPECT_EQ(host.link(0).opens, 1u);
+    host.reply(0, role_slave("127.0.0.1", 6381));
+    ASSERT_TRUE(reopens_within(0, 2000));
     ASSERT_EQ(host.link(0).opens, 2u);
     EXPECT_TRUE(host.link(0).open);
     EXPECT_EQ(host.link(0).endpoint.port, 6381u);
