@@ -268,8 +268,8 @@ class Redis:
         self.proc = None
         self.frozen = False
 
-    def start(self, timeout=5.0):
-        assert self.proc is None or self.proc.poll() is not None
+    def command(self):
+        """The server's command line (a subclass runs another)."""
         args = [REDIS_BIN, "--port", str(self.port), "--bind", self.bind,
                 "--save", "", "--appendonly", "no", "--daemonize", "no",
                 "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log")]
@@ -284,7 +284,12 @@ class Redis:
                      "--tls-auth-clients", self.tls_auth_clients]
             if self.tls_ca:
                 args += ["--tls-ca-cert-file", self.tls_ca]
-        args += self.extra_args
+        return args + list(self.extra_args)
+
+    def start(self, timeout=5.0):
+        assert self.proc is None or self.proc.poll() is not None
+        args = self.command()
+        binary = os.path.basename(args[0])
         out = open(self.dir / "redis.stdout", "ab")
         self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
@@ -294,14 +299,15 @@ class Redis:
 
         def ready():
             if self.proc.poll() is not None:
-                raise RuntimeError("redis-server exited: %s" % self.log())
+                raise RuntimeError("%s exited: %s" % (binary, self.log()))
             try:
                 return (self.cmd("PING", timeout=0.5) == "PONG"
                         and (not self.tls_port
                              or port_open(self.tls_port, self.bind)))
-            except OSError:
+            except (OSError, RedisError):
                 return False
-        wait_for(ready, timeout, interval=0.02, what="redis on port %d" % self.port)
+        wait_for(ready, timeout, interval=0.02,
+                 what="%s on port %d" % (binary, self.port))
         return self
 
     def stop(self, timeout=5.0):

@@ -38,11 +38,10 @@ stopped server started again as a replica of the current master),
 
 import os
 import signal
-import subprocess
-import tempfile
 from pathlib import Path
 
-from conftest import Redis, RedisError, _register, port_open, wait_for
+from conftest import Redis, RedisError, wait_for
+from redis_cluster import _fields
 
 SENTINEL_BIN = os.environ.get("SENTINEL_BIN", "/usr/bin/redis-sentinel")
 HOST = "127.0.0.1"
@@ -63,16 +62,6 @@ FAILOVER_TIMEOUT_MS = 3000
 DEBUG_PERIODS = {"info-period": 300, "publish-period": 300,
                  "ping-period": 200, "ask-period": 200,
                  "tilt-period": 2000, "min-link-reconnect-period": 2000}
-
-
-def _fields(text):
-    """INFO-like "name:value" lines -> dict."""
-    out = {}
-    for line in text.splitlines():
-        name, sep, value = line.partition(":")
-        if sep:
-            out[name.strip()] = value.strip()
-    return out
 
 
 def _pairs(flat):
@@ -124,27 +113,13 @@ class Sentinel(Redis):
                       "tls-replication yes"]
         self.conf.write_text("\n".join(lines) + "\n")
 
-    def start(self, timeout=5.0):
-        assert self.proc is None or self.proc.poll() is not None
+    def command(self):
         if not self.conf.exists():
             self._write_conf()
-        out = open(self.dir / "redis.stdout", "ab")
-        self.proc = subprocess.Popen([SENTINEL_BIN, str(self.conf)], stdout=out,
-                                     stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
-        out.close()
-        _register(self.proc)
-        self.frozen = False
+        return [SENTINEL_BIN, str(self.conf)]
 
-        def ready():
-            if self.proc.poll() is not None:
-                raise RuntimeError("redis-sentinel exited: %s" % self.log())
-            try:
-                return (self.cmd("PING", timeout=0.5) == "PONG"
-                        and (not self.tls_port or port_open(self.tls_port)))
-            except (OSError, RedisError):
-                return False
-        wait_for(ready, timeout, what="sentinel on port %d" % self.port)
+    def start(self, timeout=5.0):
+        super().start(timeout)
         args = [x for kv in DEBUG_PERIODS.items() for x in kv]
         assert self.sentinel("DEBUG", *args) == "OK"
         return self
