@@ -4,9 +4,10 @@
 # update` runs only when something is missing.  Runs as root (as CI does) or
 # through sudo.
 #
-# Installing nginx or redis-server must not leave the distribution's own
-# services running on ports 80 / 6379: their start is blocked while
-# installing (policy-rc.d), and one that runs anyway is stopped afterwards.
+# Installing nginx, redis-server or redis-sentinel must not leave the
+# distribution's own services running on ports 80 / 6379 / 26379: their
+# start is blocked while installing (policy-rc.d), and one that runs anyway
+# is stopped afterwards.
 set -euo pipefail
 
 PACKAGES=(
@@ -19,7 +20,7 @@ PACKAGES=(
     # fuzzing (scripts/fuzz.sh): clang, libFuzzer, and llvm-symbolizer
     clang-14 libclang-rt-14-dev llvm-14
     # integration tests, demo
-    redis-server postgresql-15 postgresql-client-15
+    redis-server redis-sentinel postgresql-15 postgresql-client-15
     python3-pytest python3-requests curl
     # fault tests: libfaketime, and promtool (from prometheus) for the metrics
     faketime prometheus
@@ -92,7 +93,7 @@ pid_alive() {
 }
 
 # stop_distro_service NAME PIDFILE: stops the distribution's service NAME
-# if its pid file shows it running (it would hold port 80 or 6379).
+# if its pid file shows it running (it would hold port 80, 6379 or 26379).
 stop_distro_service() {
     local name=$1 pidfile=$2
     pid_alive "$pidfile" || return 0
@@ -132,6 +133,7 @@ main() {
         case $p in
             nginx) stop_distro_service nginx /run/nginx.pid ;;
             redis-server) stop_distro_service redis-server /run/redis/redis-server.pid ;;
+            redis-sentinel) stop_distro_service redis-sentinel /run/sentinel/redis-sentinel.pid ;;
             postgresql-15) stop_distro_service postgresql /run/postgresql/15-main.pid ;;
             prometheus) stop_distro_service prometheus /run/prometheus/prometheus.pid ;;
         esac

@@ -247,14 +247,15 @@ class Redis:
 
     def __init__(self, workdir, password=None, unixsocket=False, extra_args=(),
                  tls_cert=None, tls_key=None, tls_ca=None,
-                 tls_auth_clients="no", bind="127.0.0.1", port=None):
+                 tls_auth_clients="no", bind="127.0.0.1", port=None,
+                 tls_port=None):
         self.dir = Path(tempfile.mkdtemp(prefix="redis-", dir=workdir))
         os.chmod(self.dir, 0o755)
         self.bind = bind
         self.port = port or free_port()
         # TLS (t/tls_certs.py makes the files): a tls-port of its own beside
         # the plain port, which cmd() and the harness keep using
-        self.tls_port = free_port() if tls_cert else None
+        self.tls_port = (tls_port or free_port()) if tls_cert else None
         self.tls_cert, self.tls_key, self.tls_ca = tls_cert, tls_key, tls_ca
         self.tls_auth_clients = tls_auth_clients
         self.password = password
@@ -267,8 +268,8 @@ class Redis:
         self.proc = None
         self.frozen = False
 
-    def start(self, timeout=5.0):
-        assert self.proc is None or self.proc.poll() is not None
+    def command(self):
+        """The server's command line (a subclass runs another)."""
         args = [REDIS_BIN, "--port", str(self.port), "--bind", self.bind,
                 "--save", "", "--appendonly", "no", "--daemonize", "no",
                 "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log")]
@@ -283,7 +284,12 @@ class Redis:
                      "--tls-auth-clients", self.tls_auth_clients]
             if self.tls_ca:
                 args += ["--tls-ca-cert-file", self.tls_ca]
-        args += self.extra_args
+        return args + list(self.extra_args)
+
+    def start(self, timeout=5.0):
+        assert self.proc is None or self.proc.poll() is not None
+        args = self.command()
+        binary = os.path.basename(args[0])
         out = open(self.dir / "redis.stdout", "ab")
         self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
@@ -293,13 +299,15 @@ class Redis:
 
         def ready():
             if self.proc.poll() is not None:
-                raise RuntimeError("redis-server exited: %s" % self.log())
+                raise RuntimeError("%s exited: %s" % (binary, self.log()))
             try:
                 return (self.cmd("PING", timeout=0.5) == "PONG"
-                        and (not self.tls_port or port_open(self.tls_port)))
-            except OSError:
+                        and (not self.tls_port
+                             or port_open(self.tls_port, self.bind)))
+            except (OSError, RedisError):
                 return False
-        wait_for(ready, timeout, interval=0.02, what="redis on port %d" % self.port)
+        wait_for(ready, timeout, interval=0.02,
+                 what="%s on port %d" % (binary, self.port))
         return self
 
     def stop(self, timeout=5.0):

@@ -13,7 +13,8 @@ failed nor waited beyond the timeout.  The test prints
 <seconds>`` (shown with ``pytest -s``).
 
 The same when the old Redis goes with the move (a managed service's
-failover), and a cluster's seed may be a name.  Without `resolver`, a name
+failover), and over TLS (each address's certificate checked against the
+name as written); a cluster's seed may be a name.  Without `resolver`, a name
 that does not resolve fails `nginx -t`, as it always did.
 """
 
@@ -25,6 +26,7 @@ import time
 from conftest import free_port, loc, unique_key, wait_for
 from test_cluster import decided_by_redis
 from test_faults import Traffic, report_worst
+from tls_certs import make_certs
 
 NAME = "redis.test"
 VALID = 1.0                 # resolver valid=1s
@@ -114,12 +116,12 @@ class DnsServer:
         return header + question + answers
 
 
-def dns_nginx(nginx_factory, dns, port, name="dns"):
+def dns_nginx(nginx_factory, dns, port, name="dns", params=""):
     """nginx with the DNS server as its resolver, its Redis the name."""
     return nginx_factory(name, listen_opts="reuseport", http=[
         "resolver 127.0.0.1:%d valid=%ds;" % (dns.port, VALID),
-        "rate_limit_redis %s:%d timeout=%dms prefix=rlt;"
-        % (NAME, port, REDIS_TIMEOUT * 1000),
+        "rate_limit_redis %s:%d timeout=%dms prefix=rlt %s;"
+        % (NAME, port, REDIS_TIMEOUT * 1000, params),
         "rate_limit_zone $http_x_key zone=d:1m rate=1r/m burst=%d;" % BURST,
     ], locations=[loc("/d/", "rate_limit zone=d")]).start()
 
@@ -241,6 +243,36 @@ def test_a_host_name_that_moves_when_its_redis_dies(nginx_factory,
         # decided, at once or within the timeout
         assert traffic.worst_wait() <= REDIS_TIMEOUT + WAIT_MARGIN, \
             traffic.worst_wait()
+
+
+def test_a_host_name_that_moves_over_tls(nginx_factory, redis_factory,
+                                         workdir):
+    """With tls=on, the certificate of each address the name moves to is
+    checked against the name as written (and SNI is that name): both
+    servers hold a certificate for redis.test only, so a check against
+    the IP address, or no check, would show."""
+    certs = make_certs(workdir / "certs-dns")
+    port, tls_port = free_port(), free_port()
+    tls = dict(tls_cert=certs.server_name, tls_key=certs.server_name_key,
+               tls_ca=certs.ca, port=port, tls_port=tls_port)
+    old = redis_factory(bind="127.0.0.2", **tls)
+    new = redis_factory(bind="127.0.0.3", **tls)
+
+    with DnsServer() as dns:
+        dns.set(NAME, "127.0.0.2")
+        n = dns_nginx(nginx_factory, dns, tls_port, name="dns-tls",
+                      params="tls=on tls_trusted_certificate=%s" % certs.ca)
+        wait_for(lambda: decided_on(n, old), 10, what="buckets on 127.0.0.2")
+
+        dns.set(NAME, "127.0.0.3")
+        wait_for(lambda: enforced_on(n, new, old), MOVE_WITHIN + 5,
+                 interval=POLL, what="a burst enforced on 127.0.0.3 over TLS")
+
+    assert len(n.error_lines(r'\[notice\].*"%s" moved from 127\.0\.0\.2 '
+                             r'to 127\.0\.0\.3, the link follows'
+                             % NAME)) == n.workers_n
+    assert not n.error_lines(r"SSL|TLS|certificate"), \
+        n.error_lines(r"SSL|TLS|certificate")[:3]
 
 
 def test_an_answer_of_several_addresses(nginx_factory, redis_factory):

@@ -8,6 +8,8 @@ make_certs(folder) writes, under folder:
 * client.pem / client.key: signed by it, extendedKeyUsage clientAuth;
 * server-dns.pem / server-dns.key: signed by it, subjectAltName
   DNS:localhost only (no IP);
+* server-name.pem / server-name.key: signed by it, subjectAltName
+  DNS:redis.test only (the name that moves in t/test_dns.py);
 * other-ca.pem / other-ca.key: a second CA, unrelated to the first;
 * other-client.pem / other-client.key: signed by the second CA.
 
@@ -36,6 +38,8 @@ class Certs:
     server_key = property(lambda self: self.path("server.key"))
     server_dns = property(lambda self: self.path("server-dns.pem"))
     server_dns_key = property(lambda self: self.path("server-dns.key"))
+    server_name = property(lambda self: self.path("server-name.pem"))
+    server_name_key = property(lambda self: self.path("server-name.key"))
     client = property(lambda self: self.path("client.pem"))
     client_key = property(lambda self: self.path("client.key"))
     other_ca = property(lambda self: self.path("other-ca.pem"))
@@ -88,6 +92,11 @@ def make_certs(folder):
           "keyUsage=critical,digitalSignature,keyEncipherment\n"
           "extendedKeyUsage=serverAuth\n"
           "subjectAltName=DNS:localhost\n")
+    _leaf(folder, "server-name", "ca", "redis.test",
+          "basicConstraints=CA:FALSE\n"
+          "keyUsage=critical,digitalSignature,keyEncipherment\n"
+          "extendedKeyUsage=serverAuth\n"
+          "subjectAltName=DNS:redis.test\n")
     _leaf(folder, "client", "ca", "ratelimit-client",
           "basicConstraints=CA:FALSE\n"
           "keyUsage=critical,digitalSignature,keyEncipherment\n"

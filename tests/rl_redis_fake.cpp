@@ -178,6 +178,28 @@ cluster_slots(const std::vector<SlotRange> &ranges)
     return array(elements);
 }
 
+
+std::string
+null_array()
+{
+    return "*-1\r\n";
+}
+
+
+std::string
+message(const std::string &channel, const std::string &payload)
+{
+    return array({bulk("message"), bulk(channel), bulk(payload)});
+}
+
+
+std::string
+subscription(const std::string &kind, const std::string &channel,
+    long long count)
+{
+    return array({bulk(kind), bulk(channel), integer(count)});
+}
+
 }  // namespace resp
 
 

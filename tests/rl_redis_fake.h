@@ -72,6 +72,15 @@ struct SlotRange {
 /* a CLUSTER SLOTS reply, masters only */
 std::string cluster_slots(const std::vector<SlotRange> &ranges);
 
+/* a null array, "*-1": what Redis answers for a missing entry in RESP2 */
+std::string null_array();
+
+/* pub/sub: a message pushed to a subscriber, and the reply to SUBSCRIBE
+ * or UNSUBSCRIBE ("subscribe", the channel, the count subscribed now) */
+std::string message(const std::string &channel, const std::string &payload);
+std::string subscription(const std::string &kind, const std::string &channel,
+                         long long count);
+
 }  // namespace resp
 
 

@@ -745,6 +745,121 @@ TEST_F(Conf, RedisAclUser)
 }
 
 
+TEST_F(Conf, RedisSentinel)
+{
+    resolver_.hosts["10.0.0.1"] = {"10.0.0.1", 0};
+    resolver_.hosts["10.0.0.2:26380"] = {"10.0.0.2", 26380};
+
+    /* the sentinels' port is the default, written before or after */
+    ASSERT_EQ(redis({"10.0.0.1", "sentinel=my-master.1", "10.0.0.2:26380",
+                     "password=env:PW", "sentinel_username=watcher",
+                     "sentinel_password=env:SPW", "db=2"}), "");
+
+    Process            p;
+    rl_redis_config_t  config;
+
+    Process::env["PW"] = "s3cret";
+    ASSERT_EQ(rl_conf_redis_config(conf_, &p.process, &config), RL_CONF_OK);
+    ASSERT_EQ(config.nendpoints, 2u);
+    EXPECT_STREQ(config.endpoints[0].host, "10.0.0.1");
+    EXPECT_EQ(config.endpoints[0].port, 26379u);
+    EXPECT_EQ(config.endpoints[1].port, 26380u);
+    EXPECT_EQ(std::string(config.sentinel_master, config.sentinel_master_len),
+              "my-master.1");
+    EXPECT_EQ(std::string(config.sentinel_username,
+                          config.sentinel_username_len), "watcher");
+    EXPECT_EQ(config.sentinel_password, nullptr);
+    EXPECT_EQ(std::string(config.password, config.password_len), "s3cret");
+    EXPECT_EQ(config.db, 2u);
+    EXPECT_EQ(p.logged, (Words{
+        "rate_limit_redis: environment variable \"SPW\" holding the "
+        "sentinel password is not set; add \"env SPW;\" to nginx.conf"}));
+
+    Process::env["SPW"] = "watchword";
+    Process  q;
+    ASSERT_EQ(rl_conf_redis_config(conf_, &q.process, &config), RL_CONF_OK);
+    EXPECT_EQ(std::string(config.sentinel_password,
+                          config.sentinel_password_len), "watchword");
+}
+
+
+TEST_F(Conf, RedisSentinelWithoutIsNoSentinel)
+{
+    resolver_.hosts["10.0.0.1"] = {"10.0.0.1", 0};
+    ASSERT_EQ(redis({"10.0.0.1"}), "");
+
+    Process            p;
+    rl_redis_config_t  config;
+
+    ASSERT_EQ(rl_conf_redis_config(conf_, &p.process, &config), RL_CONF_OK);
+    EXPECT_EQ(config.endpoints[0].port, 6379u);
+    EXPECT_EQ(config.sentinel_master, nullptr);
+    EXPECT_EQ(config.sentinel_password, nullptr);
+    EXPECT_EQ(config.sentinel_username, nullptr);
+}
+
+
+TEST_F(Conf, RedisSentinelRefusals)
+{
+    const std::string  in = "\" in \"rate_limit_redis\" directive";
+
+    resolver_.hosts["10.0.0.1"] = {"10.0.0.1", 0};
+    resolver_.hosts["10.0.0.2"] = {"10.0.0.2", 0};
+
+    EXPECT_EQ(redis({"10.0.0.1", "sentinel="}),
+              "invalid parameter \"sentinel=" + in + ": no master name");
+    EXPECT_EQ(redis({"10.0.0.1", "sentinel=my master"}),
+              "invalid master name \"my master" + in + ": at most 128 "
+              "letters, digits, \".\", \"_\", \":\" and \"-\"");
+    EXPECT_EQ(redis({"10.0.0.1", "sentinel=a\"\n"}),
+              "invalid master name \"a\\\"\\n" + in + ": at most 128 "
+              "letters, digits, \".\", \"_\", \":\" and \"-\"");
+    EXPECT_EQ(redis({"10.0.0.1", "sentinel=" + std::string(129, 'm')}),
+              "invalid master name \"" + std::string(129, 'm') + in
+              + ": at most 128 letters, digits, \".\", \"_\", \":\" and "
+              "\"-\"");
+    EXPECT_EQ(redis({"10.0.0.1", "sentinel=" + std::string(128, 'm'),
+                     "cluster"}),
+              "\"sentinel=\" and \"cluster\" cannot be used together in "
+              "\"rate_limit_redis\" directive");
+    EXPECT_EQ(redis({"sentinel=m", "password=x"}),
+              "\"rate_limit_redis\" directive has no address");
+    EXPECT_EQ(redis({"10.0.0.1", "sentinel=m", "unix:/s.sock"}),
+              "invalid address \"unix:/s.sock" + in + ": the sentinels are "
+              "reached over TCP");
+    EXPECT_EQ(redis({"10.0.0.1", "sentinel_password=hunter2"}),
+              "\"sentinel_password=" + in + " needs \"sentinel=\"");
+    EXPECT_EQ(redis({"10.0.0.1", "sentinel_password=env:SPW"}),
+              "\"sentinel_password=" + in + " needs \"sentinel=\"");
+    EXPECT_EQ(redis({"10.0.0.1", "sentinel_username=u"}),
+              "\"sentinel_username=" + in + " needs \"sentinel=\"");
+    EXPECT_EQ(redis({"10.0.0.1", "sentinel=m", "sentinel_username=u"}),
+              "\"sentinel_username=" + in + " needs \"sentinel_password=\": "
+              "an ACL user authenticates with both");
+    EXPECT_EQ(redis({"10.0.0.1", "sentinel=m", "sentinel_username="}),
+              "invalid parameter \"sentinel_username=" + in
+              + ": no user name");
+    EXPECT_EQ(redis({"10.0.0.1", "sentinel=m", "sentinel_password=env:"}),
+              "invalid parameter \"sentinel_password=env:" + in
+              + ": no variable name");
+    /* a misspelt secret is named, never shown */
+    EXPECT_EQ(redis({"10.0.0.1", "sentinel=m", "sentinel_pasword=hunter2"}),
+              "invalid parameter \"sentinel_pasword" + in);
+
+    std::vector<std::string>  many = {"sentinel=m"};
+
+    for (int i = 0; i < RL_REDIS_ADDRESSES; i++) {
+        many.push_back("10.0.1." + std::to_string(i));
+        resolver_.hosts[many.back()] = {many.back(), 0};
+    }
+
+    EXPECT_EQ(redis(many), "too many addresses in \"rate_limit_redis\" "
+              "directive, at most 31 sentinels");
+    many.pop_back();
+    EXPECT_EQ(redis(many), "");
+}
+
+
 TEST_F(Conf, RedisTlsRefusals)
 {
     const std::string  in = "\" in \"rate_limit_redis\" directive";

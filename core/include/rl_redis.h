@@ -101,7 +101,8 @@ typedef struct {
     const char                 *host;      /* numeric, NUL ended; or NULL */
     unsigned                    port;
     const char                 *unix_path; /* NUL ended, or NULL */
-    /* as written in nginx.conf, for logs and metrics; NUL ended */
+    /* as written in nginx.conf, for logs and metrics; NUL ended.  For
+     * open() of a sentinel's master: "sentinel=<name> at <host:port>" */
     const char                 *address;
     /*
      * For open() only, set by the core: the socket address to connect
@@ -210,7 +211,8 @@ typedef struct {
 
 
 typedef struct {
-    /* the one server, or the seeds of a cluster; up to RL_REDIS_ADDRESSES */
+    /* the one server, the seeds of a cluster, or the sentinels; up to
+     * RL_REDIS_ADDRESSES */
     const rl_redis_endpoint_t  *endpoints;
     size_t                      nendpoints;
     int                         cluster;
@@ -221,6 +223,27 @@ typedef struct {
     const char                 *username;
     size_t                      username_len;
     uint64_t                    db;        /* 0: no SELECT */
+
+    /*
+     * Redis Sentinel: the name of the master that the sentinels watch,
+     * and the endpoints are the sentinels (up to RL_REDIS_ADDRESSES - 1:
+     * the master takes a link).  The client asks each sentinel for the
+     * master's address (SENTINEL get-master-addr-by-name) and listens to
+     * it (SUBSCRIBE +switch-master); it connects to the master (AUTH,
+     * SELECT as above, then ROLE: no decision goes to a server that is not
+     * a master), and asks the sentinels again when the master cannot be
+     * reached, answers -READONLY, or says by ROLE that it is not the
+     * master.  The master's link is link 0, whose address in logs and
+     * metrics is "sentinel=<name>"; the sentinels' links follow, in the
+     * order of the endpoints.  NULL or "": no Sentinel.
+     */
+    const char                 *sentinel_master;
+    size_t                      sentinel_master_len;
+    /* AUTH [<username>] <password> to each sentinel; NULL or "": none */
+    const char                 *sentinel_password;
+    size_t                      sentinel_password_len;
+    const char                 *sentinel_username;
+    size_t                      sentinel_username_len;
     uint64_t                    timeout_ms;  /* of each decision */
 
     /*

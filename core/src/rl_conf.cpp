@@ -482,6 +482,34 @@ rl_conf_redis_config(rl_conf_t *conf, const rl_conf_process_t *process,
             }
         }
 
+        if (!redis.sentinel.empty()) {
+            config->sentinel_master = redis.sentinel.c_str();
+            config->sentinel_master_len = redis.sentinel.size();
+        }
+
+        if (redis.has_sentinel_password) {
+            config->sentinel_password = redis.sentinel_password.c_str();
+            config->sentinel_password_len = redis.sentinel_password.size();
+        }
+
+        if (!redis.sentinel_username.empty()) {
+            config->sentinel_username = redis.sentinel_username.c_str();
+            config->sentinel_username_len = redis.sentinel_username.size();
+        }
+
+        if (!redis.sentinel_password_env.empty()) {
+            const char  *value = env(process, redis.sentinel_password_env);
+
+            if (value == nullptr) {
+                log_unset(process, "rate_limit_redis",
+                          redis.sentinel_password_env, "sentinel password");
+
+            } else {
+                config->sentinel_password = value;
+                config->sentinel_password_len = std::strlen(value);
+            }
+        }
+
         /* one heartbeat a node is enough; the master restarts a lost
          * worker 0 */
         if (process->worker == 0) {

@@ -82,6 +82,12 @@ struct Redis {
     uint64_t                                timeout_ms = 50;
     std::string                             prefix = "rl";
     RedisTls                                tls;
+    /* Sentinel: the master's name, and the addresses are the sentinels */
+    std::string                             sentinel;
+    bool                                    has_sentinel_password = false;
+    std::string                             sentinel_password;
+    std::string                             sentinel_password_env;
+    std::string                             sentinel_username;
 };
 
 struct Postgres {

@@ -33,6 +33,8 @@ using ngx_http_rate_limit::conf::view;
 constexpr int64_t msec_max = 2147483647;
 
 constexpr unsigned redis_port = 6379;
+constexpr unsigned sentinel_port = 26379;
+constexpr size_t   sentinel_name_max = 128;
 
 /* Redis' own bound: its "databases" setting is an int */
 constexpr uint64_t redis_db_max = 2147483647;
@@ -263,7 +265,8 @@ unknown(rl_conf_t *conf, const rl_conf_line_t *line, const rl_conf_arg_t &arg)
 
 int
 redis_address(rl_conf_t *conf, const rl_conf_line_t *line, Redis &redis,
-    const rl_conf_arg_t &arg, rl_conf_resolve_pt resolve, void *data)
+    const rl_conf_arg_t &arg, unsigned port, rl_conf_resolve_pt resolve,
+    void *data)
 {
     std::string_view  dir = view(line->args[0]);
 
@@ -297,7 +300,7 @@ redis_address(rl_conf_t *conf, const rl_conf_line_t *line, Redis &redis,
         rl_conf_resolved_t  resolved{};
         int                 rc;
 
-        rc = resolve(data, arg.data, arg.len, redis_port, &resolved);
+        rc = resolve(data, arg.data, arg.len, port, &resolved);
 
         if (rc == RL_CONF_DECLINED) {
             /* nginx's own words, for when no resolver takes the name */
@@ -721,12 +724,101 @@ redis_tls_check(rl_conf_t *conf, const rl_conf_line_t *line,
 }
 
 
+/* a Redis master name as Sentinel's configuration takes it */
+int
+sentinel_name(rl_conf_t *conf, const rl_conf_line_t *line,
+    const rl_conf_arg_t &arg, Redis &redis)
+{
+    std::string_view  dir = view(line->args[0]);
+    std::string_view  name = view(arg).substr(9);
+
+    if (name.empty()) {
+        return conf->fail("invalid parameter \"", view(arg), "\" in \"", dir,
+                          "\" directive: no master name");
+    }
+
+    bool  valid = name.size() <= sentinel_name_max;
+
+    for (char c : name) {
+        valid = valid && (std::isalnum(static_cast<unsigned char>(c))
+                          || c == '.' || c == '_' || c == ':' || c == '-');
+    }
+
+    if (!valid) {
+        return conf->fail("invalid master name \"", escaped(name), "\" in \"",
+                          dir, "\" directive: at most ", sentinel_name_max,
+                          " letters, digits, \".\", \"_\", \":\" and \"-\"");
+    }
+
+    redis.sentinel = name;
+
+    return RL_CONF_OK;
+}
+
+
+/* the parameters of the sentinels, checked together */
+int
+sentinel_check(rl_conf_t *conf, const rl_conf_line_t *line,
+    const Redis &redis)
+{
+    std::string_view  dir = view(line->args[0]);
+    bool              password = redis.has_sentinel_password
+                                 || !redis.sentinel_password_env.empty();
+
+    if (redis.sentinel.empty()) {
+        if (password || !redis.sentinel_username.empty()) {
+            return conf->fail("\"", password ? "sentinel_password="
+                                             : "sentinel_username=",
+                              "\" in \"", dir, "\" directive needs "
+                              "\"sentinel=\"");
+        }
+
+        return RL_CONF_OK;
+    }
+
+    if (redis.cluster) {
+        return conf->fail("\"sentinel=\" and \"cluster\" cannot be used "
+                          "together in \"", dir, "\" directive");
+    }
+
+    if (!redis.sentinel_username.empty() && !password) {
+        return conf->fail("\"sentinel_username=\" in \"", dir, "\" directive "
+                          "needs \"sentinel_password=\": an ACL user "
+                          "authenticates with both");
+    }
+
+    /* the master takes a link of its own */
+    if (redis.addresses.size() >= RL_REDIS_ADDRESSES) {
+        return conf->fail("too many addresses in \"", dir, "\" directive, "
+                          "at most ", RL_REDIS_ADDRESSES - 1, " sentinels");
+    }
+
+    for (const RedisAddress &addr : redis.addresses) {
+        if (!addr.unix_path.empty()) {
+            return conf->fail("invalid address \"", escaped(addr.address),
+                              "\" in \"", dir, "\" directive: the sentinels "
+                              "are reached over TCP");
+        }
+    }
+
+    return RL_CONF_OK;
+}
+
+
 int
 redis_line(rl_conf_t *conf, const rl_conf_line_t *line,
     rl_conf_resolve_pt resolve, void *data)
 {
     std::string_view  dir = view(line->args[0]);
     Redis             redis;
+    unsigned          port = redis_port;
+
+    /* the sentinels' default port, whatever the order of the parameters */
+    for (size_t i = 1; i < line->nargs; i++) {
+        if (starts(line->args[i], "sentinel=")) {
+            port = sentinel_port;
+        }
+    }
 
     for (size_t i = 1; i < line->nargs; i++) {
         const rl_conf_arg_t  &arg = line->args[i];
@@ -737,10 +829,48 @@ redis_line(rl_conf_t *conf, const rl_conf_line_t *line,
         }
 
         if (view(arg).find('=') == std::string_view::npos) {
-            if (redis_address(conf, line, redis, arg, resolve, data)
+            if (redis_address(conf, line, redis, arg, port, resolve, data)
                 != RL_CONF_OK)
             {
                 return RL_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (starts(arg, "sentinel=")) {
+            if (sentinel_name(conf, line, arg, redis) != RL_CONF_OK) {
+                return RL_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (starts(arg, "sentinel_password=env:")) {
+            redis.sentinel_password_env = view(arg).substr(22);
+
+            if (redis.sentinel_password_env.empty()) {
+                return conf->fail("invalid parameter \"", view(arg),
+                                  "\" in \"", dir,
+                                  "\" directive: no variable name");
+            }
+
+            continue;
+        }
+
+        if (starts(arg, "sentinel_password=")) {
+            redis.has_sentinel_password = true;
+            redis.sentinel_password = view(arg).substr(18);
+            continue;
+        }
+
+        if (starts(arg, "sentinel_username=")) {
+            redis.sentinel_username = view(arg).substr(18);
+
+            if (redis.sentinel_username.empty()) {
+                return conf->fail("invalid parameter \"", view(arg),
+                                  "\" in \"", dir, "\" directive: no user "
+                                  "name");
             }
 
             continue;
@@ -830,7 +960,13 @@ redis_line(rl_conf_t *conf, const rl_conf_line_t *line,
         return conf->fail("\"", dir, "\" directive has no address");
     }
 
-    if (!redis.cluster && redis.addresses.size() > 1) {
+    if (sentinel_check(conf, line, redis) != RL_CONF_OK) {
+        return RL_CONF_ERROR;
+    }
+
+    if (!redis.cluster && redis.sentinel.empty()
+        && redis.addresses.size() > 1)
+    {
         return conf->fail("\"", dir, "\" directive has several addresses but "
                           "no \"cluster\" parameter");
     }

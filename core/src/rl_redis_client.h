@@ -89,6 +89,10 @@ constexpr uint64_t  kResolveRetryMinMs = 1000;
 constexpr uint64_t  kResolveRetryMaxMs = 10000;
 /* and at least this often, whatever the answer's validity */
 constexpr uint64_t  kResolveMaxMs = 3600 * 1000;
+/* the sentinels are asked again no sooner than this after the last time,
+ * and this often while no master is known */
+constexpr uint64_t  kSentinelAskGapMs = 100;
+constexpr uint64_t  kSentinelRetryMs = 1000;
 /* the first block of a link's arena: a batch's reply fits in it */
 constexpr size_t    kReplyBlock = 8192;
 
@@ -103,6 +107,14 @@ struct Request;
 void append_arg(std::string &out, const char *s, size_t len);
 /* the script cache was emptied: a restart, a failover, a flush */
 bool is_noscript(const char *reason) noexcept;
+/* a replica's answer to a write: the master it was is one no longer */
+bool is_readonly(const char *reason) noexcept;
+/* a numeric host and its port, or a unix socket path, as the address to
+ * connect to; false: not numeric, or a path too long for sockaddr_un */
+bool socket_address(const char *host, unsigned port, const char *unix_path,
+                    sockaddr_storage &sa, socklen_t &len) noexcept;
+/* "host:port", "[v6]:port": for logs and metrics */
+std::string host_port(const char *host, unsigned port);
 
 
 /* one script call: the keys of one request that share a slot */
@@ -150,7 +162,9 @@ enum class Expect_kind : uint8_t {
     op,            /* ops: one */
     batch,         /* ops: a list through batch_next */
     slots,         /* CLUSTER SLOTS */
-    heartbeat
+    heartbeat,
+    role,          /* a sentinel's master: ROLE */
+    sentinel       /* SENTINEL get-master-addr-by-name */
 };
 
 struct Expect {
@@ -265,12 +279,19 @@ struct Link {
     bool           resolving = false;  /* resolve() under way */
     /* a new address: the replies owed come in before the link moves */
     bool           moving = false;
+    bool           sentinel = false;   /* to a sentinel, not to Redis */
+    bool           asking = false;     /* a sentinel's answer is owed */
+    bool           down_logged = false;    /* a sentinel's failure */
+    bool           unknown_logged = false; /* its "no master named" */
 
     /* numeric; empty while a name to resolve has no address yet */
     char           host[NGX_HTTP_RATE_LIMIT_CLUSTER_HOST_MAX] = {};
     unsigned       port = 0;
     std::string    unix_path;
     std::string    address;            /* for logs and metrics */
+    /* a sentinel's master: address with the master's, for the host;
+     * name and peer are set when it connects */
+    std::string    peer;
     std::string    name;               /* rl_redis_endpoint_t.name */
     /* where open() connects, made once with the link */
     sockaddr_storage sockaddr = {};
@@ -348,12 +369,15 @@ private:
     void latency(uint64_t us) noexcept;
 
     /* rl_redis_link.cpp: links */
+    Link *seed_link(const rl_redis_endpoint_t &ep, char *err);
     Link *link_for(const char *host, size_t len, unsigned port,
                    const char *unix_path, const char *address,
                    bool resolve);
     void connect(Link &link);
     void schedule(Link &link);
     void setup(Link &link);
+    void auth(Link &link, const std::string &username,
+              const std::string &password);
     void ready(Link &link);
     void close(Link &link);
     void peer_error(Link &link, const char *reason);
@@ -374,6 +398,21 @@ private:
     void internal_reply(Link &link, Expect &e, const redisReply *reply);
     void probe_reply(Link &link, uint64_t seq, const redisReply *reply);
     void heartbeat_reply(Link &link, Expect &e, const redisReply *reply);
+
+    /* rl_redis_sentinel.cpp: the sentinels and their master */
+    bool sentinel_start(const rl_redis_config_t &config, char *err);
+    void sentinel_setup(Link &link);
+    bool sentinel_question(Link &link, bool again);
+    void sentinel_ask();
+    void sentinel_timeout(Link &link);
+    void sentinel_doubt(const char *why);
+    void sentinel_down(Link &link, bool hard, const char *reason);
+    void sentinel_internal(Link &link, Expect &e, const redisReply *reply);
+    void sentinel_answer(Link &link, const redisReply *reply);
+    bool sentinel_message(Link &link, const redisReply *reply);
+    void sentinel_master(Link &from, const char *host, unsigned port);
+    void role_reply(Link &link, const redisReply *reply);
+    void check_role(Link &link);
     void set_link_timer(uint64_t &field, uint64_t at) noexcept;
     void clear_link_timer(uint64_t &field) noexcept;
     void post_batches() noexcept;
@@ -433,6 +472,20 @@ private:
     std::string                 hb_id_;
     unsigned                    hb_slot_ = 0;
     std::string                 policy_;
+
+    /* Sentinel: the master's name, and what the sentinels were told */
+    std::string                 sentinel_name_;
+    std::string                 sentinel_password_;
+    std::string                 sentinel_username_;
+    /* the address of the master's connection, and the one that failed
+     * while the sentinels are asked */
+    std::string                 master_conn_;
+    bool                        doubt_ = false;
+    bool                        role_checking_ = false;
+    std::string                 doubt_said_;   /* why, as last logged */
+    std::string                 doubted_;
+    uint64_t                    sentinel_asked_us_ = 0;
+    uint64_t                    sentinel_ask_at_ = 0;
     rl_redis_shared_t          *shared_;
     char                        nodes_sha_[NGX_HTTP_RATE_LIMIT_SHA1_HEX + 1];
 

@@ -187,51 +187,6 @@ reply_functions() noexcept
 redisReplyObjectFunctions  reply_fns = reply_functions();
 
 
-/*
- * A numeric host and its port, or a unix socket path, as the address the
- * host connects to.  false: not numeric, or a path too long for
- * sockaddr_un.
- */
-bool
-socket_address(const char *host, unsigned port, const char *unix_path,
-               sockaddr_storage &sa, socklen_t &len) noexcept
-{
-    if (unix_path) {
-        auto &un = reinterpret_cast<sockaddr_un &>(sa);
-        size_t n = std::strlen(unix_path);
-
-        if (n >= sizeof(un.sun_path)) {
-            return false;
-        }
-
-        un.sun_family = AF_UNIX;
-        std::memcpy(un.sun_path, unix_path, n + 1);
-        len = sizeof(sockaddr_un);
-        return true;
-    }
-
-    auto &in = reinterpret_cast<sockaddr_in &>(sa);
-
-    if (inet_pton(AF_INET, host, &in.sin_addr) == 1) {
-        in.sin_family = AF_INET;
-        in.sin_port = htons(static_cast<uint16_t>(port));
-        len = sizeof(sockaddr_in);
-        return true;
-    }
-
-    auto &in6 = reinterpret_cast<sockaddr_in6 &>(sa);
-
-    if (inet_pton(AF_INET6, host, &in6.sin6_addr) == 1) {
-        in6.sin6_family = AF_INET6;
-        in6.sin6_port = htons(static_cast<uint16_t>(port));
-        len = sizeof(sockaddr_in6);
-        return true;
-    }
-
-    return false;
-}
-
-
 /* the resolver's answers carry no port: the host is what is compared */
 bool
 same_host(const sockaddr_storage &a, socklen_t alen, const sockaddr *b,
@@ -311,6 +266,61 @@ written_host(const std::string &address)
 }  // namespace
 
 
+/*
+ * A numeric host and its port, or a unix socket path, as the address the
+ * host connects to.  false: not numeric, or a path too long for
+ * sockaddr_un.
+ */
+bool
+socket_address(const char *host, unsigned port, const char *unix_path,
+               sockaddr_storage &sa, socklen_t &len) noexcept
+{
+    if (unix_path) {
+        auto &un = reinterpret_cast<sockaddr_un &>(sa);
+        size_t n = std::strlen(unix_path);
+
+        if (n >= sizeof(un.sun_path)) {
+            return false;
+        }
+
+        un.sun_family = AF_UNIX;
+        std::memcpy(un.sun_path, unix_path, n + 1);
+        len = sizeof(sockaddr_un);
+        return true;
+    }
+
+    auto &in = reinterpret_cast<sockaddr_in &>(sa);
+
+    if (inet_pton(AF_INET, host, &in.sin_addr) == 1) {
+        in.sin_family = AF_INET;
+        in.sin_port = htons(static_cast<uint16_t>(port));
+        len = sizeof(sockaddr_in);
+        return true;
+    }
+
+    auto &in6 = reinterpret_cast<sockaddr_in6 &>(sa);
+
+    if (inet_pton(AF_INET6, host, &in6.sin6_addr) == 1) {
+        in6.sin6_family = AF_INET6;
+        in6.sin6_port = htons(static_cast<uint16_t>(port));
+        len = sizeof(sockaddr_in6);
+        return true;
+    }
+
+    return false;
+}
+
+
+std::string
+host_port(const char *host, unsigned port)
+{
+    std::string  text = std::strchr(host, ':') ? "[" + std::string(host) + "]"
+                                               : std::string(host);
+
+    return text + ":" + std::to_string(port);
+}
+
+
 void
 append_arg(std::string &out, const char *s, size_t len)
 {
@@ -328,6 +338,15 @@ bool
 is_noscript(const char *reason) noexcept
 {
     return reason && std::strncmp(reason, "NOSCRIPT", 8) == 0;
+}
+
+
+/* Redis 7 keeps a script's error code; 6 wraps it in its own */
+bool
+is_readonly(const char *reason) noexcept
+{
+    return reason && (std::strncmp(reason, "READONLY", 8) == 0
+                      || std::strstr(reason, "-READONLY ") != nullptr);
 }
 
 
@@ -467,6 +486,21 @@ Client::Client(const rl_redis_config_t &config,
         username_.assign(config.username, config.username_len);
     }
 
+    if (config.sentinel_master && config.sentinel_master_len) {
+        sentinel_name_.assign(config.sentinel_master,
+                              config.sentinel_master_len);
+    }
+
+    if (config.sentinel_password && config.sentinel_password_len) {
+        sentinel_password_.assign(config.sentinel_password,
+                                  config.sentinel_password_len);
+    }
+
+    if (config.sentinel_username && config.sentinel_username_len) {
+        sentinel_username_.assign(config.sentinel_username,
+                                  config.sentinel_username_len);
+    }
+
     if (config.heartbeat_key) {
         hb_key_.assign(config.heartbeat_key, config.heartbeat_key_len);
         hb_id_.assign(config.heartbeat_id ? config.heartbeat_id : "",
@@ -541,28 +575,17 @@ Client::start(const rl_redis_config_t &config, char *err)
         heartbeat_at_ = now_ + kHeartbeatFirstMs * 1000;
     }
 
-    for (size_t i = 0; i < config.nendpoints; i++) {
-        const rl_redis_endpoint_t &ep = config.endpoints[i];
-
-        if (ep.resolve && ad_.resolve == nullptr) {
-            std::snprintf(err, RL_REDIS_ERR_LEN,
-                          "the Redis address \"%s\" is a name, and the host "
-                          "resolves none", ep.address ? ep.address : "");
+    if (!sentinel_name_.empty()) {
+        if (!sentinel_start(config, err)) {
             return false;
         }
 
-        Link *link = link_for(ep.host, ep.host ? std::strlen(ep.host) : 0,
-                              ep.port, ep.unix_path, ep.address,
-                              ep.resolve != 0);
-        if (link == nullptr) {
-            std::snprintf(err, RL_REDIS_ERR_LEN,
-                          "the Redis address \"%s\" cannot be used: it must "
-                          "be numeric, and at most %d addresses are kept",
-                          ep.address ? ep.address : "", RL_REDIS_ADDRESSES);
-            return false;
+    } else {
+        for (size_t i = 0; i < config.nendpoints; i++) {
+            if (seed_link(config.endpoints[i], err) == nullptr) {
+                return false;
+            }
         }
-
-        link->seed = true;
     }
 
     for (Link &link : links_) {
@@ -573,6 +596,33 @@ Client::start(const rl_redis_config_t &config, char *err)
     }
 
     return true;
+}
+
+
+/* a configured address's link; nullptr with a reason in err */
+Link *
+Client::seed_link(const rl_redis_endpoint_t &ep, char *err)
+{
+    if (ep.resolve && ad_.resolve == nullptr) {
+        std::snprintf(err, RL_REDIS_ERR_LEN,
+                      "the Redis address \"%s\" is a name, and the host "
+                      "resolves none", ep.address ? ep.address : "");
+        return nullptr;
+    }
+
+    Link *link = link_for(ep.host, ep.host ? std::strlen(ep.host) : 0,
+                          ep.port, ep.unix_path, ep.address, ep.resolve != 0);
+    if (link == nullptr) {
+        std::snprintf(err, RL_REDIS_ERR_LEN,
+                      "the Redis address \"%s\" cannot be used: it must be "
+                      "numeric, and at most %d addresses are kept",
+                      ep.address ? ep.address : "", RL_REDIS_ADDRESSES);
+        return nullptr;
+    }
+
+    link->seed = true;
+
+    return link;
 }
 
 
@@ -666,9 +716,7 @@ Client::link_for(const char *host, size_t len, unsigned port,
 
     } else {
         /* a cluster node's, for logs and metrics */
-        text = std::memchr(name, ':', len) ? "[" + std::string(name) + "]"
-                                           : std::string(name);
-        text += ":" + std::to_string(port);
+        text = host_port(name, port);
     }
 
     Link &link = *free;
@@ -694,7 +742,7 @@ Client::link_for(const char *host, size_t len, unsigned port,
 void
 Client::connect(Link &link)
 {
-    if (link.circuit == nullptr) {
+    if (link.circuit == nullptr && !link.sentinel) {
         link.circuit = circuit_get(link.address);
     }
 
@@ -702,6 +750,19 @@ Client::connect(Link &link)
     if (link.socklen == 0) {
         resolve(link);
         return;
+    }
+
+    /* a sentinel's master: the host names the address it connects to */
+    if (!sentinel_name_.empty() && link.index == 0) {
+        try {
+            master_conn_ = host_port(link.host, link.port);
+            link.name = link.host;
+            link.peer = link.address + " at " + master_conn_;
+        } catch (...) {
+            failure(link, true, "out of memory");
+            schedule(link);
+            return;
+        }
     }
 
     redisReader *reader = redisReaderCreateWithFunctions(&reply_fns);
@@ -718,7 +779,8 @@ Client::connect(Link &link)
     ep.host = link.unix_path.empty() ? link.host : nullptr;
     ep.port = link.port;
     ep.unix_path = link.unix_path.empty() ? nullptr : link.unix_path.c_str();
-    ep.address = link.address.c_str();
+    ep.address = link.peer.empty() ? link.address.c_str()
+                                   : link.peer.c_str();
     ep.name = link.unix_path.empty() ? link.name.c_str() : nullptr;
     ep.sockaddr = reinterpret_cast<const sockaddr *>(&link.sockaddr);
     ep.socklen = link.socklen;
@@ -769,24 +831,15 @@ Client::schedule(Link &link)
 void
 Client::setup(Link &link)
 {
+    if (link.sentinel) {
+        sentinel_setup(link);
+        return;
+    }
+
     size_t at = link.out.mark();
 
     try {
-        /* an ACL user may have no password: AUTH it all the same */
-        if (!password_.empty() || !username_.empty()) {
-            begin(link);
-            header(link, username_.empty() ? 2 : 3);
-            arg(link, "AUTH", 4);
-
-            if (!username_.empty()) {
-                arg(link, username_.data(), username_.size());
-            }
-
-            arg(link, password_.data(), password_.size());
-            Expect e;
-            e.name = "AUTH";
-            commit(link, std::move(e));
-        }
+        auth(link, username_, password_);
 
         if (db_) {
             begin(link);
@@ -795,6 +848,16 @@ Client::setup(Link &link)
             arg(link, db_);
             Expect e;
             e.name = "SELECT";
+            commit(link, std::move(e));
+        }
+
+        /* a sentinel's master may be one no longer */
+        if (!sentinel_name_.empty()) {
+            begin(link);
+            header(link, 1);
+            arg(link, "ROLE", 4);
+            Expect e;
+            e.kind = Expect_kind::role;
             commit(link, std::move(e));
         }
 
@@ -812,6 +875,31 @@ Client::setup(Link &link)
     if (link.pending == 0) {
         ready(link);
     }
+}
+
+
+/* an ACL user may have no password: AUTH it all the same; none without
+ * either.  May throw std::bad_alloc. */
+void
+Client::auth(Link &link, const std::string &username,
+             const std::string &password)
+{
+    if (password.empty() && username.empty()) {
+        return;
+    }
+
+    begin(link);
+    header(link, username.empty() ? 2 : 3);
+    arg(link, "AUTH", 4);
+
+    if (!username.empty()) {
+        arg(link, username.data(), username.size());
+    }
+
+    arg(link, password.data(), password.size());
+    Expect e;
+    e.name = "AUTH";
+    commit(link, std::move(e));
 }
 
 
@@ -1118,13 +1206,27 @@ Client::failure(Link &link, bool hard, const char *reason)
         return;
     }
 
+    if (link.sentinel) {
+        sentinel_down(link, hard, reason);
+        return;
+    }
+
     circuit_failure(link.circuit, hard, reason);
 
     /* a master lost: its replica may have taken over the slots; a name
-     * may have moved */
+     * may have moved, a sentinel's master may have changed */
     if (hard) {
         ask_map(kMapMinGapMs);
         resolve(link);
+    }
+
+    /* a demoted master: its ROLE keeps decisions away until it moves */
+    if (!sentinel_name_.empty() && (hard || is_readonly(reason))) {
+        sentinel_doubt(hard ? nullptr : "is read only");
+
+        if (!hard) {
+            check_role(link);
+        }
     }
 
     if (link.circuit && link.circuit->open.load() && !link.watch_at) {
@@ -1507,8 +1609,9 @@ Client::internal_reply(Link &link, Expect &e, const redisReply *reply)
         return;
     }
 
+    /* the last of AUTH and SELECT: ready, unless ROLE is still owed */
     if (!link.ready) {
-        if (std::strcmp(e.name, "SELECT") == 0 || db_ == 0) {
+        if (link.pending == 0) {
             ready(link);
         }
 
@@ -1531,6 +1634,11 @@ Client::internal_reply(Link &link, Expect &e, const redisReply *reply)
 void
 Client::dispatch(Link &link, const redisReply *reply)
 {
+    /* a sentinel's message is no command's reply */
+    if (link.sentinel && sentinel_message(link, reply)) {
+        return;
+    }
+
     if (link.fifo.empty()) {
         /* as hiredis: a reply no command asked for breaks the stream */
         peer_error(link, reply->type == REDIS_REPLY_ERROR
@@ -1546,7 +1654,12 @@ Client::dispatch(Link &link, const redisReply *reply)
     switch (e.kind) {
 
     case Expect_kind::internal:
-        internal_reply(link, e, reply);
+        if (link.sentinel) {
+            sentinel_internal(link, e, reply);
+        } else {
+            internal_reply(link, e, reply);
+        }
+
         break;
 
     case Expect_kind::probe:
@@ -1567,6 +1680,14 @@ Client::dispatch(Link &link, const redisReply *reply)
 
     case Expect_kind::heartbeat:
         heartbeat_reply(link, e, reply);
+        break;
+
+    case Expect_kind::role:
+        role_reply(link, reply);
+        break;
+
+    case Expect_kind::sentinel:
+        sentinel_answer(link, reply);
         break;
     }
 
@@ -1604,6 +1725,15 @@ Client::drop(Link &link, Expect &e)
 
     case Expect_kind::heartbeat:
         heartbeat_reply(link, e, nullptr);
+        break;
+
+    case Expect_kind::role:
+        role_checking_ = false;
+        break;
+
+    case Expect_kind::sentinel:
+        link.asking = false;
+        clear_link_timer(link.probe_deadline);
         break;
     }
 }
@@ -1779,7 +1909,12 @@ Client::on_timer()
 
         if (link.probe_deadline && link.probe_deadline <= now_) {
             link.probe_deadline = 0;
-            probe_timeout(link);
+
+            if (link.sentinel) {
+                sentinel_timeout(link);
+            } else {
+                probe_timeout(link);
+            }
         }
 
         /*
@@ -1812,6 +1947,11 @@ Client::on_timer()
 
     if (heartbeat_at_ && heartbeat_at_ <= now_) {
         heartbeat();
+    }
+
+    if (sentinel_ask_at_ && sentinel_ask_at_ <= now_) {
+        sentinel_ask_at_ = 0;
+        sentinel_ask();
     }
 }
 
@@ -1847,6 +1987,10 @@ Client::arm() noexcept
 
     if (heartbeat_at_ && heartbeat_at_ < at) {
         at = heartbeat_at_;
+    }
+
+    if (sentinel_ask_at_ && sentinel_ask_at_ < at) {
+        at = sentinel_ask_at_;
     }
 
     if (tq_head_ && tq_head_->deadline_us < at) {
